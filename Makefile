@@ -1,0 +1,40 @@
+# A thin wrapper around CMake (see CMakeLists.txt). Every target installs what
+# is missing first (scripts/bootstrap.sh, apt-get on Debian).
+BUILD ?= build
+BUILD_ASAN ?= build-asan
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps build run test test-asan test-valgrind bench chaos fuzz format clean
+
+all: build
+
+deps:
+	@scripts/bootstrap.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+# The main job: a private redis-server unless REDIS_URL is set.
+run: build
+	@scripts/run.sh $(BUILD)/stepq
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+test-asan: deps
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DSTEPQ_SANITIZE=address,undefined >/dev/null
+	@cmake --build $(BUILD_ASAN) -j$(JOBS)
+	@cd $(BUILD_ASAN) && ctest --output-on-failure -j$(JOBS)
+
+test-valgrind: build
+	@cd $(BUILD) && STEPQ_TEST_PREFIX="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q" ctest --output-on-failure -j$(JOBS) -L unit
+
+bench: build
+	@bench/run.sh $(BUILD)
+
+format:
+	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c
+
+clean:
+	@rm -rf $(BUILD) $(BUILD_ASAN)

@@ -1,0 +1,66 @@
+/*
+ * cli.h - what the stepq subcommands share: common options, connecting,
+ * and the mapping of library errors to exit codes.
+ */
+#ifndef STEPQ_CLI_H
+#define STEPQ_CLI_H
+
+#include <getopt.h>
+#include <stdio.h>
+
+#include "stepq.h"
+
+/* Exit codes: the contract scripts rely on (docs/errors.md). */
+enum {
+    EXIT_DONE = 0,
+    EXIT_FAILED = 1,
+    EXIT_USAGE = 2,
+    EXIT_NOTFOUND = 3,
+    EXIT_REFUSED = 4,
+};
+
+struct cli {
+    const char *url;   /* -u/--url, else $REDIS_URL */
+    const char *ns;    /* --namespace, else $STEPQ_NAMESPACE */
+    const char *rules; /* --rules, else $STEPQ_RULES */
+};
+
+/* Long options every subcommand takes, and their short letters. */
+#define CLI_COMMON_OPTS                                                                            \
+    {"url", required_argument, NULL, 'u'}, {"namespace", required_argument, NULL, 1000},           \
+        {"rules", required_argument, NULL, 1001},                                                  \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+#define CLI_COMMON_SHORT "u:h"
+
+/* Handles a common option; returns 1 when `c` was one, 0 otherwise. For -h
+ * it prints `usage` and exits 0. */
+int cli_common_opt(struct cli *cli, int c, const char *usage);
+/* Prints "stepq: <msg>" and the usage line to stderr, returns EXIT_USAGE. */
+int cli_usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Connects, or prints why not; returns NULL after printing. */
+stepq *cli_connect(const struct cli *cli, const char *client_name);
+/* Prints the handle's error and returns its exit code. */
+int cli_fail(stepq *q, const char *what);
+/* Maps an error kind to an exit code. */
+int cli_exit_code(int err);
+/* Parses a long with bounds or exits with a usage error. */
+long cli_long(const char *usage, const char *name, const char *s, long min, long max);
+/* Prints a JSON string pretty or compact, with a newline. */
+void cli_print_json(const char *json, int pretty);
+
+int cmd_submit(struct cli *cli, int argc, char **argv);
+int cmd_get(struct cli *cli, int argc, char **argv);
+int cmd_list(struct cli *cli, int argc, char **argv);
+int cmd_claim(struct cli *cli, int argc, char **argv);
+int cmd_progress(struct cli *cli, int argc, char **argv);
+int cmd_complete(struct cli *cli, int argc, char **argv);
+int cmd_fail(struct cli *cli, int argc, char **argv);
+int cmd_cancel(struct cli *cli, int argc, char **argv);
+int cmd_events(struct cli *cli, int argc, char **argv);
+int cmd_workers(struct cli *cli, int argc, char **argv);
+int cmd_reap(struct cli *cli, int argc, char **argv);
+int cmd_migrate(struct cli *cli, int argc, char **argv);
+
+#endif

@@ -1,0 +1,181 @@
+/*
+ * cmd_migrate.c - `stepq migrate ...`: the operator's side of the key
+ * migration. Each subcommand is one function; the table below dispatches.
+ */
+#include <pwd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <jansson.h>
+
+#include "cli.h"
+
+/* Who is moving the phase, for the audit log: $STEPQ_OPERATOR, else the
+ * login name. */
+static const char *operator_name(void)
+{
+    const char *who = getenv("STEPQ_OPERATOR");
+    struct passwd *pw;
+
+    if (who != NULL && *who != '\0')
+        return who;
+    pw = getpwuid(getuid());
+    return pw ? pw->pw_name : "unknown";
+}
+
+static int migrate_phase(struct cli *cli, int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: stepq migrate phase [PHASE] [--force] [--reason TEXT]\n"
+        "Without PHASE, prints the stored phase. With PHASE, moves it one step forward or\n"
+        "back (job, dual-write, dual-read, step-primary, step); --force skips the rules\n"
+        "and is written to the audit log. Exit 4 when the move is refused.\n";
+    static const struct option opts[] = {
+        CLI_COMMON_OPTS,
+        {"force", no_argument, NULL, 'f'},
+        {"reason", required_argument, NULL, 'r'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *reason = NULL;
+    unsigned flags = 0;
+    stepq_phase to, cur;
+    char err[256];
+    int c, rc;
+
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT "fr:", opts, NULL)) != -1) {
+        if (c == 'f')
+            flags |= STEPQ_MOVE_FORCE;
+        else if (c == 'r')
+            reason = optarg;
+        else if (!cli_common_opt(cli, c, usage))
+            return cli_usage_error(usage, "unknown option");
+    }
+    if (argc - optind > 1)
+        return cli_usage_error(usage, "expected at most one phase");
+    if (argc - optind == 1 && stepq_phase_parse(argv[optind], &to, err, sizeof(err)) != STEPQ_OK)
+        return cli_usage_error(usage, "%s", err);
+    stepq *q = cli_connect(cli, "stepq-migrate");
+    if (argc - optind == 0) {
+        rc = stepq_phase_get(q, &cur) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "phase");
+        if (rc == EXIT_DONE)
+            puts(stepq_phase_name(cur));
+    } else {
+        rc = stepq_phase_move(q, to, operator_name(), reason, flags) == STEPQ_OK
+                 ? EXIT_DONE
+                 : cli_fail(q, "phase");
+        if (rc == EXIT_DONE)
+            printf("phase: %s\n", stepq_phase_name(to));
+    }
+    stepq_free(q);
+    return rc;
+}
+
+static void print_status_text(const char *json)
+{
+    json_t *o = json_loads(json, 0, NULL), *v;
+    size_t i;
+
+    if (o == NULL) {
+        puts(json);
+        return;
+    }
+    json_t *ph = json_object_get(o, "phase");
+    printf("phase      %s (pin of this process: %s)\n",
+           json_string_value(json_object_get(ph, "phase")),
+           json_string_value(json_object_get(ph, "pin")));
+    printf("\n%-14s %-7s %-22s %10s   %-22s %10s\n", "rule", "type", "old", "keys", "new", "keys");
+    json_array_foreach(json_object_get(o, "keys"), i, v)
+    {
+        printf("%-14s %-7s %-22s %10lld   %-22s %10lld\n",
+               json_string_value(json_object_get(v, "rule")),
+               json_string_value(json_object_get(v, "type")),
+               json_string_value(json_object_get(v, "old")),
+               (long long)json_integer_value(json_object_get(v, "old_keys")),
+               json_string_value(json_object_get(v, "new")),
+               (long long)json_integer_value(json_object_get(v, "new_keys")));
+    }
+    const char *k;
+    printf("\ncounters  ");
+    json_object_foreach(json_object_get(o, "counters"), k, v)
+    {
+        printf(" %s=%lld", k, (long long)json_integer_value(v));
+    }
+    printf("\n\nprocesses (%zu live)\n", json_array_size(json_object_get(o, "processes")));
+    json_array_foreach(json_object_get(o, "processes"), i, v)
+    {
+        printf("  %-40s %-8s phase=%s\n", json_string_value(json_object_get(v, "id")),
+               json_string_value(json_object_get(v, "kind")),
+               json_string_value(json_object_get(v, "phase")));
+    }
+    printf("\naudit (last %zu)\n", json_array_size(json_object_get(o, "audit")));
+    json_array_foreach(json_object_get(o, "audit"), i, v)
+    {
+        char *line = json_dumps(v, JSON_COMPACT);
+        printf("  %s\n", line ? line : "?");
+        free(line);
+    }
+    json_decref(o);
+}
+
+static int migrate_status(struct cli *cli, int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: stepq migrate status [--json]\n"
+        "Prints the phase, key counts per rule for both sides, counters (fallback reads,\n"
+        "lazy migrations, misses), live processes with their phase, and the audit tail.\n";
+    static const struct option opts[] = {
+        CLI_COMMON_OPTS, {"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
+    int as_json = 0, c;
+    char *json;
+
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT "j", opts, NULL)) != -1) {
+        if (c == 'j')
+            as_json = 1;
+        else if (!cli_common_opt(cli, c, usage))
+            return cli_usage_error(usage, "unknown option");
+    }
+    if (optind != argc)
+        return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
+    stepq *q = cli_connect(cli, "stepq-migrate");
+    int rc = stepq_status(q, &json) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "status");
+    if (rc == EXIT_DONE) {
+        if (as_json)
+            puts(json);
+        else
+            print_status_text(json);
+        stepq_str_free(json);
+    }
+    stepq_free(q);
+    return rc;
+}
+
+static const struct subcommand {
+    const char *name;
+    int (*fn)(struct cli *, int, char **);
+    const char *help;
+} subcommands[] = {
+    {"phase", migrate_phase, "print or move the migration phase"},
+    {"status", migrate_status, "phase, key counts, counters, live processes, audit"},
+};
+
+int cmd_migrate(struct cli *cli, int argc, char **argv)
+{
+    static const char usage[] = "usage: stepq migrate SUBCOMMAND [ARGS]\n";
+
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        FILE *fp = argc < 2 ? stderr : stdout;
+        fputs(usage, fp);
+        fputs("\nsubcommands:\n", fp);
+        for (size_t i = 0; i < sizeof(subcommands) / sizeof(*subcommands); i++)
+            fprintf(fp, "  %-10s %s\n", subcommands[i].name, subcommands[i].help);
+        return argc < 2 ? EXIT_USAGE : EXIT_DONE;
+    }
+    for (size_t i = 0; i < sizeof(subcommands) / sizeof(*subcommands); i++) {
+        if (strcmp(argv[1], subcommands[i].name) == 0) {
+            optind = 0;
+            return subcommands[i].fn(cli, argc - 1, argv + 1);
+        }
+    }
+    return cli_usage_error(usage, "unknown migrate subcommand '%s'; see 'stepq migrate --help'",
+                           argv[1]);
+}

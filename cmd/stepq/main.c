@@ -1,0 +1,185 @@
+/*
+ * main.c - the stepq command: git-style dispatch to subcommands.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <jansson.h>
+
+#include "cli.h"
+
+static const struct command {
+    const char *name;
+    int (*fn)(struct cli *, int, char **);
+    const char *help;
+} commands[] = {
+    {"submit", cmd_submit, "submit a step; prints its id"},
+    {"get", cmd_get, "print a step as JSON"},
+    {"list", cmd_list, "list step ids by state"},
+    {"claim", cmd_claim, "claim steps for a worker"},
+    {"progress", cmd_progress, "report progress of a claimed step"},
+    {"complete", cmd_complete, "complete a claimed step"},
+    {"fail", cmd_fail, "fail an attempt of a claimed step"},
+    {"cancel", cmd_cancel, "cancel a pending or active step"},
+    {"events", cmd_events, "print lifecycle events"},
+    {"workers", cmd_workers, "list workers"},
+    {"reap", cmd_reap, "requeue the steps of dead workers"},
+    {"migrate", cmd_migrate, "the job:* -> step:* key migration"},
+};
+
+static const char main_usage[] =
+    "usage: stepq [-u URL] [--namespace NS] [--rules FILE] COMMAND [ARGS]\n";
+
+static void print_help(FILE *fp)
+{
+    fputs(main_usage, fp);
+    fputs("\ncommands:\n", fp);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(*commands); i++)
+        fprintf(fp, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fputs("\nURL: redis://[user[:password]@]host[:port][/db] or unix:///path/to/sock[?db=N]\n"
+          "     (default $REDIS_URL, then redis://127.0.0.1:6379)\n"
+          "exit codes: 0 done, 1 failed, 2 usage error, 3 not found or nothing to claim,\n"
+          "            4 refused by a rule\n"
+          "'stepq COMMAND --help' tells more.\n",
+          fp);
+}
+
+int cli_usage_error(const char *usage, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("stepq: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fputs(usage, stderr);
+    return EXIT_USAGE;
+}
+
+int cli_common_opt(struct cli *cli, int c, const char *usage)
+{
+    switch (c) {
+    case 'u':
+        cli->url = optarg;
+        return 1;
+    case 1000:
+        cli->ns = optarg;
+        return 1;
+    case 1001:
+        cli->rules = optarg;
+        return 1;
+    case 'h':
+        fputs(usage, stdout);
+        exit(EXIT_DONE);
+    default:
+        return 0;
+    }
+}
+
+int cli_exit_code(int err)
+{
+    switch (err) {
+    case STEPQ_E_NONE:
+        return EXIT_DONE;
+    case STEPQ_E_INVALID:
+        return EXIT_USAGE;
+    case STEPQ_E_NOTFOUND:
+        return EXIT_NOTFOUND;
+    case STEPQ_E_CONFLICT:
+        return EXIT_REFUSED;
+    default:
+        return EXIT_FAILED;
+    }
+}
+
+int cli_fail(stepq *q, const char *what)
+{
+    fprintf(stderr, "stepq: %s: %s\n", what, stepq_errstr(q));
+    return cli_exit_code(stepq_err(q));
+}
+
+stepq *cli_connect(const struct cli *cli, const char *client_name)
+{
+    stepq_options o = {0};
+    char err[512];
+    const char *url = cli->url ? cli->url : getenv("REDIS_URL");
+
+    if (url != NULL && *url != '\0' && stepq_url_check(url, err, sizeof(err)) != STEPQ_OK) {
+        fprintf(stderr, "stepq: %s\n", err);
+        exit(EXIT_USAGE);
+    }
+    o.namespace_ = cli->ns ? cli->ns : getenv("STEPQ_NAMESPACE");
+    o.rules_file = cli->rules ? cli->rules : getenv("STEPQ_RULES");
+    o.client_name = client_name;
+    stepq *q = stepq_connect(url, &o);
+    if (q == NULL) {
+        fputs("stepq: out of memory\n", stderr);
+        exit(EXIT_FAILED);
+    }
+    if (stepq_err(q) != STEPQ_E_NONE) {
+        int code = cli_fail(q, "cannot connect");
+        stepq_free(q);
+        exit(code);
+    }
+    return q;
+}
+
+long cli_long(const char *usage, const char *name, const char *s, long min, long max)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || errno != 0 || v < min || v > max)
+        exit(cli_usage_error(usage, "invalid %s '%s'; use a whole number from %ld to %ld", name, s,
+                             min, max));
+    return v;
+}
+
+void cli_print_json(const char *json, int pretty)
+{
+    if (pretty) {
+        json_t *v = json_loads(json, JSON_DECODE_ANY, NULL);
+        char *s = v ? json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY) : NULL;
+        json_decref(v);
+        if (s != NULL) {
+            puts(s);
+            free(s);
+            return;
+        }
+    }
+    puts(json);
+}
+
+int main(int argc, char **argv)
+{
+    struct cli cli = {0};
+    static const struct option opts[] = {CLI_COMMON_OPTS, {NULL, 0, NULL, 0}};
+    int c;
+
+    /* Global options stop at the first word that is not one (the command). */
+    while ((c = getopt_long(argc, argv, "+" CLI_COMMON_SHORT, opts, NULL)) != -1) {
+        if (c == 'h') {
+            print_help(stdout);
+            return EXIT_DONE;
+        }
+        if (!cli_common_opt(&cli, c, main_usage))
+            return cli_usage_error(main_usage, "unknown option");
+    }
+    if (optind >= argc) {
+        print_help(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[optind];
+    for (size_t i = 0; i < sizeof(commands) / sizeof(*commands); i++) {
+        if (strcmp(name, commands[i].name) == 0) {
+            int sub_argc = argc - optind;
+            optind = 0; /* glibc: restart getopt on the subcommand's argv */
+            return commands[i].fn(&cli, sub_argc, argv + (argc - sub_argc));
+        }
+    }
+    return cli_usage_error(main_usage, "unknown command '%s'; see 'stepq --help'", name);
+}

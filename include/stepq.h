@@ -1,0 +1,221 @@
+/*
+ * stepq.h - the whole public API of libstepq, a Redis-backed step (job) queue
+ * with the zero-downtime migration of its keys from job:* to step:* built in.
+ *
+ * Ownership rules, stated once:
+ *   - A stepq handle is created by stepq_connect() and freed by stepq_free().
+ *     stepq_connect() returns a handle even when it fails (check stepq_err());
+ *     it returns NULL only when memory runs out.
+ *   - Every `char **ret_*` output is a NUL-terminated string allocated by the
+ *     library; the caller frees it with stepq_str_free(). Outputs are written
+ *     only when the call returns STEPQ_OK.
+ *   - Input strings are borrowed for the duration of the call.
+ *   - A handle is not thread-safe: use one per thread.
+ *
+ * Errors: every function returns STEPQ_OK (0) or STEPQ_ERR (-1). On STEPQ_ERR,
+ * stepq_err() says what kind of error it was and stepq_errstr() says what
+ * happened and what to do. After STEPQ_E_IO or STEPQ_E_EOF the connection is
+ * dropped; the next call reconnects (with backoff) before it runs.
+ */
+#ifndef STEPQ_H
+#define STEPQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STEPQ_VERSION_MAJOR 0
+#define STEPQ_VERSION_MINOR 1
+#define STEPQ_VERSION_PATCH 0
+#define STEPQ_VERSION       "0.1.0"
+
+#if defined(__GNUC__)
+#define STEPQ_API __attribute__((visibility("default")))
+#else
+#define STEPQ_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define STEPQ_OK  0
+#define STEPQ_ERR -1
+
+/* The kinds of error a call can report (stepq_err). */
+enum stepq_error {
+    STEPQ_E_NONE = 0,
+    STEPQ_E_IO,       /* connect, read or write failed or timed out */
+    STEPQ_E_EOF,      /* the server closed the connection */
+    STEPQ_E_PROTOCOL, /* the server answered something we did not expect */
+    STEPQ_E_OOM,      /* out of memory */
+    STEPQ_E_SERVER,   /* Redis returned an error */
+    STEPQ_E_INVALID,  /* bad input from the caller: nothing was changed */
+    STEPQ_E_NOTFOUND, /* no such step, or nothing to claim */
+    STEPQ_E_CONFLICT, /* refused by a rule: stale token, forbidden phase move */
+};
+
+typedef struct stepq stepq;
+
+/* ---------------------------------------------------------------------------
+ * Connection
+ * ------------------------------------------------------------------------- */
+
+typedef struct stepq_options {
+    int connect_timeout_ms;  /* 0: 2000 */
+    int command_timeout_ms;  /* 0: 5000; -1: none (blocking commands) */
+    int reconnect_tries;     /* 0: 5; attempts before a call gives up */
+    const char *namespace_;  /* optional key prefix, e.g. "{tenant1}:"; NULL: none */
+    const char *rules_file;  /* key-map rules file; NULL: the built-in job -> step map */
+    const char *client_name; /* CLIENT SETNAME; NULL: "stepq" */
+    int ignore_env_pin;      /* 1: do not read ENABLE_DUAL_WRITE_STEPS/PRIMARY_KEY_PATTERN */
+} stepq_options;
+
+/*
+ * Parses `url` (redis://[user[:password]@]host[:port][/db] or
+ * unix:///path/to/sock[?db=N]; NULL or "" means $REDIS_URL, then
+ * redis://127.0.0.1:6379), connects, authenticates, selects the database and
+ * loads the scripts. `opts` may be NULL. Always returns a handle (NULL only on
+ * OOM); check stepq_err(). A malformed URL sets STEPQ_E_INVALID.
+ */
+STEPQ_API stepq *stepq_connect(const char *url, const stepq_options *opts);
+STEPQ_API void stepq_free(stepq *q); /* accepts NULL */
+STEPQ_API int stepq_err(const stepq *q);
+STEPQ_API const char *stepq_errstr(const stepq *q);
+STEPQ_API void stepq_str_free(char *s); /* frees any ret_ string; accepts NULL */
+
+/* Checks that `url` is well formed without connecting. On error, writes a
+ * message into errbuf (if not NULL) and returns STEPQ_ERR. */
+STEPQ_API int stepq_url_check(const char *url, char *errbuf, size_t errlen);
+
+/* Sends PING. */
+STEPQ_API int stepq_ping(stepq *q);
+
+/* ---------------------------------------------------------------------------
+ * Migration phase
+ * ------------------------------------------------------------------------- */
+
+typedef enum stepq_phase {
+    STEPQ_PHASE_JOB = 0,      /* write old, read old */
+    STEPQ_PHASE_DUAL_WRITE,   /* write both, read old */
+    STEPQ_PHASE_DUAL_READ,    /* write both, read new, else old + lazy copy */
+    STEPQ_PHASE_STEP_PRIMARY, /* write both, read new, else old (a miss) */
+    STEPQ_PHASE_STEP,         /* write new, read new */
+    STEPQ_PHASE_COUNT
+} stepq_phase;
+
+STEPQ_API const char *stepq_phase_name(stepq_phase p);
+/* Parses a phase name; STEPQ_ERR with a message in errbuf if unknown. */
+STEPQ_API int stepq_phase_parse(const char *name, stepq_phase *ret, char *errbuf, size_t errlen);
+
+/* The phase stored in Redis (STEPQ_PHASE_JOB when none was ever stored). */
+STEPQ_API int stepq_phase_get(stepq *q, stepq_phase *ret);
+
+/* The phase this process runs in: its pin when ENABLE_DUAL_WRITE_STEPS or
+ * PRIMARY_KEY_PATTERN is set, else -1 (follows the stored phase). */
+STEPQ_API int stepq_phase_pin(const stepq *q);
+
+enum stepq_move_flags {
+    STEPQ_MOVE_FORCE = 1 << 0, /* skip the one-step rule and preconditions */
+};
+
+/*
+ * Moves the stored phase to `to`. Only a move of one step forward or back is
+ * allowed (STEPQ_E_CONFLICT otherwise, unless STEPQ_MOVE_FORCE). The move is
+ * compare-and-set against the phase read when the call began, and is written
+ * to the audit log with `who` and `reason` (either may be NULL).
+ */
+STEPQ_API int stepq_phase_move(stepq *q, stepq_phase to, const char *who, const char *reason,
+                               unsigned flags);
+
+/* The audit log, newest last, as a JSON array of at most `limit` entries. */
+STEPQ_API int stepq_audit_tail(stepq *q, long limit, char **ret_json);
+
+/* ---------------------------------------------------------------------------
+ * Steps
+ * ------------------------------------------------------------------------- */
+
+#define STEPQ_ID_MAX 64
+
+typedef struct stepq_submit_opts {
+    const char *type;     /* NULL: "default" */
+    long priority;        /* higher runs first; 0..1000000 */
+    const char *requires; /* comma-separated capabilities, NULL: none */
+    long max_attempts;    /* 0: 3 */
+    const char *payload;  /* JSON text; NULL: "{}" */
+} stepq_submit_opts;
+
+/* Submits a step; writes its new UUIDv7 id into ret_id. */
+STEPQ_API int stepq_submit(stepq *q, const stepq_submit_opts *o, char ret_id[STEPQ_ID_MAX]);
+
+/* The step as one JSON object: every field of its hash and its progress
+ * under "progress". STEPQ_E_NOTFOUND when it does not exist. */
+STEPQ_API int stepq_get(stepq *q, const char *id, char **ret_json);
+
+/* Ids in state pending, active, completed or failed, as a JSON array. */
+STEPQ_API int stepq_list(stepq *q, const char *state, long limit, char **ret_json);
+
+/*
+ * Claims up to `max` steps (highest priority first, first in first out within
+ * a priority) whose required capabilities are all in `caps`. Writes a JSON
+ * array of claimed steps, each with its "id" and claim "token"; an empty
+ * claim returns STEPQ_ERR with STEPQ_E_NOTFOUND.
+ */
+STEPQ_API int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t ncaps,
+                          long max, char **ret_json);
+
+/* Progress, complete and fail check the claim token: STEPQ_E_CONFLICT when
+ * the step is no longer held with that token. */
+STEPQ_API int stepq_progress(stepq *q, const char *id, const char *token, long percent,
+                             const char *message);
+STEPQ_API int stepq_complete(stepq *q, const char *id, const char *token, const char *result);
+/* Fails an attempt: the step is retried until max_attempts, then failed.
+ * ret_final (may be NULL) is set to 1 when the step went to the failed set. */
+STEPQ_API int stepq_fail(stepq *q, const char *id, const char *token, const char *error,
+                         int *ret_final);
+/* Cancels a pending or active step; STEPQ_E_CONFLICT if it already ended. */
+STEPQ_API int stepq_cancel(stepq *q, const char *id);
+
+/* ---------------------------------------------------------------------------
+ * Workers
+ * ------------------------------------------------------------------------- */
+
+/* Registers a worker with its capabilities; its heartbeat lives ttl_ms. */
+STEPQ_API int stepq_worker_register(stepq *q, const char *worker, const char *const *caps,
+                                    size_t ncaps, long ttl_ms);
+/* Renews the heartbeat. STEPQ_E_NOTFOUND when the worker was reaped. */
+STEPQ_API int stepq_worker_heartbeat(stepq *q, const char *worker, long ttl_ms);
+/* Requeues whatever the worker still holds and removes it. */
+STEPQ_API int stepq_worker_deregister(stepq *q, const char *worker);
+/* Workers and their state as a JSON array. */
+STEPQ_API int stepq_workers(stepq *q, char **ret_json);
+/* Requeues the steps of workers whose heartbeat is older than
+ * timeout_ms (or gone); writes how many steps were requeued. */
+STEPQ_API int stepq_reap(stepq *q, long timeout_ms, long *ret_requeued);
+
+/* ---------------------------------------------------------------------------
+ * Live processes and status
+ * ------------------------------------------------------------------------- */
+
+/* Registers this process as live (kind: "worker", "serve", ...), with its
+ * pin; call again at least every ttl_ms. */
+STEPQ_API int stepq_proc_announce(stepq *q, const char *kind, long ttl_ms);
+STEPQ_API int stepq_proc_withdraw(stepq *q);
+
+/* The migration status (phase, key counts per rule and side, live
+ * processes, counters, audit tail) as one JSON object. */
+STEPQ_API int stepq_status(stepq *q, char **ret_json);
+
+/* The channels the phase publishes to, as a JSON array of names. */
+STEPQ_API int stepq_event_channels(stepq *q, char **ret_json);
+
+/* Subscribes to the channels of the current phase and calls `fn` with each
+ * event (its JSON text), dropping duplicates by event id, until `fn` returns
+ * non-zero or `max_events` (>0) were delivered. Blocks. */
+typedef int (*stepq_event_fn)(const char *json, size_t len, void *arg);
+STEPQ_API int stepq_events_follow(stepq *q, long max_events, stepq_event_fn fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* STEPQ_H */

@@ -1,0 +1,117 @@
+-- claim.lua @prelude
+-- Claims up to ARGV[6] pending steps for a worker: highest priority first,
+-- first in first out within a priority (ids are time-ordered and equal
+-- scores sort by member), only steps whose `requires` are all in the
+-- worker's capabilities.
+-- ARGV[3] worker  ARGV[4] claim token  ARGV[5] capabilities (comma list)
+-- ARGV[6] how many  ARGV[7] how many candidates to examine at most
+-- ARGV[8] heartbeat ttl in ms (a claim is a sign of life)
+-- ARGV[9] '1' when retrying after a lost reply: return the steps already
+--         claimed with this token instead of claiming more
+-- Returns an array of steps, each a flat field/value array (empty: none).
+local worker, token = ARGV[3], ARGV[4]
+local want, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
+local caps = {}
+for c in string.gmatch(ARGV[5], '[^,]+') do
+    caps[c] = true
+end
+local out = {}
+
+if ARGV[9] == '1' then
+    for _, id in ipairs(redis.call('SMEMBERS', key('worker_steps', RSIDE, worker))) do
+        local side = locate('step', id)
+        if side and redis.call('HGET', key('step', side, id), 'token') == token then
+            out[#out + 1] = redis.call('HGETALL', key('step', side, id))
+        end
+    end
+    if #out > 0 then
+        return out
+    end
+end
+
+local function eligible(req)
+    if not req or req == '' then
+        return true
+    end
+    for c in string.gmatch(req, '[^,]+') do
+        if not caps[c] then
+            return false
+        end
+    end
+    return true
+end
+
+local ENDED = {active = true, completed = true, failed = true, cancelled = true}
+
+-- Tries to claim one pending member. Returns 1 when the member left the
+-- pending zset (claimed, or dropped as an orphan), else 0.
+local function try_claim(id)
+    local side = locate('step', id)
+    if not side then
+        -- The step's hash expired or was deleted: the member can never be
+        -- claimed, so drop it rather than let it block the head of the queue.
+        coll('ZREM', 'pending', nil, id)
+        stat('orphans_dropped')
+        return 1
+    end
+    local h = key('step', side, id)
+    local v = redis.call('HMGET', h, 'status', 'requires')
+    if v[1] and ENDED[v[1]] then
+        coll('ZREM', 'pending', nil, id)
+        stat('orphans_dropped')
+        return 1
+    end
+    if not eligible(v[2]) then
+        return 0
+    end
+    hset('step', id, 'status', 'active', 'worker', worker, 'token', token, 'claimed_at', NOW,
+        'updated_at', NOW)
+    hincr('step', id, 'attempts', 1)
+    coll('ZREM', 'pending', nil, id)
+    coll('SADD', 'active', nil, id)
+    coll('SADD', 'worker_steps', worker, id)
+    out[#out + 1] = redis.call('HGETALL', key('step', RSIDE, id))
+    emit({type = 'claimed', step = id, worker = worker})
+    return 1
+end
+
+-- Walks one pending zset from the highest score down.
+local function walk(pkey)
+    local examined = 0
+    local top = redis.call('ZREVRANGE', pkey, 0, 0, 'WITHSCORES')
+    local score = top[2]
+    while score and #out < want and examined < budget do
+        local off = 0
+        while #out < want and examined < budget do
+            local ids = redis.call('ZRANGEBYSCORE', pkey, score, score, 'LIMIT', off, 64)
+            if #ids == 0 then
+                break
+            end
+            local gone = 0
+            for _, id in ipairs(ids) do
+                examined = examined + 1
+                gone = gone + try_claim(id)
+                if #out >= want or examined >= budget then
+                    break
+                end
+            end
+            -- Members that left the zset shift the next page forward.
+            off = off + #ids - gone
+        end
+        local nxt = redis.call('ZREVRANGEBYSCORE', pkey, '(' .. score, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        score = nxt[2]
+    end
+end
+
+walk(key('pending', RSIDE))
+if #out == 0 and FALLBACK and redis.call('ZCARD', key('pending', 1)) > 0 then
+    stat('fallback_reads')
+    walk(key('pending', 1))
+end
+if #out > 0 then
+    redis.call('SET', wkey(worker, ':heartbeat'), NOW, 'PX', ARGV[8])
+    if redis.call('SREM', WORKERS_IDLE, worker) == 1 or redis.call('SISMEMBER', WORKERS_ACTIVE, worker) == 0 then
+        redis.call('SADD', WORKERS_ACTIVE, worker)
+    end
+end
+return out

@@ -1,0 +1,222 @@
+-- prelude.lua: prepended to every script in lua/ at build time
+-- (scripts/embed-lua.cmake), so the phase rules live in one place.
+--
+-- Every queue script takes:
+--   KEYS[1] the phase hash     KEYS[2] the stats hash     KEYS[3] the event sequence
+--   ARGV[1] the process's pinned phase, '' to follow the stored one
+--   ARGV[2] the key map: the namespace, then the old and the new template of
+--           each role (step, progress, pending, active, completed, failed,
+--           worker_steps, events), one per line
+-- and its own arguments from ARGV[3] on.
+--
+-- Key names of one step are derived here from the templates, because claim
+-- and reap only learn the ids inside the script. Every key of a namespace
+-- shares its prefix (a hash tag when sharded), so the scripts stay in one slot.
+-- Errors are raised as 'STEPQ_<CODE> text'; the C side maps the code.
+
+local PHASE_KEY, STATS_KEY, EVSEQ_KEY = KEYS[1], KEYS[2], KEYS[3]
+
+local function raise(code, msg)
+    error({err = 'STEPQ_' .. code .. ' ' .. msg})
+end
+
+local PHASE = ARGV[1]
+if PHASE == nil or PHASE == '' then
+    PHASE = redis.call('HGET', PHASE_KEY, 'phase') or 'job'
+end
+local PHASE_OK = {['job'] = 1, ['dual-write'] = 2, ['dual-read'] = 3, ['step-primary'] = 4, ['step'] = 5}
+if not PHASE_OK[PHASE] then
+    raise('INVALID', "stored phase '" .. tostring(PHASE) .. "' is unknown; set it with 'stepq migrate phase'")
+end
+
+-- Which keyspaces this phase writes and reads (docs/keymap.md, "Phases").
+local W_OLD = PHASE ~= 'step'
+local W_NEW = PHASE ~= 'job'
+local RSIDE = (PHASE == 'job' or PHASE == 'dual-write') and 1 or 2
+local FALLBACK = PHASE == 'dual-read' or PHASE == 'step-primary'
+local LAZY = PHASE == 'dual-read'
+local WSIDES = {}
+if W_OLD then WSIDES[#WSIDES + 1] = 1 end
+if W_NEW then WSIDES[#WSIDES + 1] = 2 end
+
+local ROLES = {'step', 'progress', 'pending', 'active', 'completed', 'failed', 'worker_steps', 'events'}
+local NS = ''
+local T = {}
+do
+    local i = -1
+    for line in string.gmatch(ARGV[2], '([^\n]*)\n') do
+        if i < 0 then
+            NS = line
+        else
+            local role = ROLES[math.floor(i / 2) + 1]
+            T[role] = T[role] or {}
+            T[role][(i % 2) + 1] = line
+        end
+        i = i + 1
+    end
+end
+
+-- The name of `role` on `side` (1 old, 2 new) for `id`.
+local function key(role, side, id)
+    local t = T[role][side]
+    if id then
+        local s, e = string.find(t, '{id}', 1, true)
+        if s then
+            return string.sub(t, 1, s - 1) .. id .. string.sub(t, e + 1)
+        end
+    end
+    return t
+end
+
+-- Keys that the rename leaves alone.
+local function wkey(w, suffix)
+    return NS .. 'worker:' .. w .. (suffix or '')
+end
+local WORKERS_ACTIVE, WORKERS_IDLE = NS .. 'workers:active', NS .. 'workers:idle'
+local WORKER_EVENTS = 'worker_events'
+
+local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local NOW = now_ms()
+
+local function stat(name)
+    redis.call('HINCRBY', STATS_KEY, name, 1)
+end
+
+-- Invariant 1 (design.md): before a dual write touches a key whose twin is
+-- missing, copy the whole existing key over (all fields, even unknown ones,
+-- and its TTL), so the write never leaves a partial record behind.
+local function twin(role, id)
+    if not (W_OLD and W_NEW) then
+        return
+    end
+    local o, n = key(role, 1, id), key(role, 2, id)
+    local eo, en = redis.call('EXISTS', o), redis.call('EXISTS', n)
+    if eo == 1 and en == 0 then
+        redis.call('COPY', o, n)
+    elseif en == 1 and eo == 0 then
+        redis.call('COPY', n, o)
+    end
+end
+
+-- Returns the side to read `role` of `id` from, or nil when it is nowhere
+-- this phase reads. In dual-read a record found only under the old pattern is
+-- copied over (lazy migration); in step-primary it is counted as a miss.
+local function locate(role, id)
+    if redis.call('EXISTS', key(role, RSIDE, id)) == 1 then
+        return RSIDE
+    end
+    if not FALLBACK or redis.call('EXISTS', key(role, 1, id)) == 0 then
+        return nil
+    end
+    if LAZY then
+        stat('fallback_reads')
+        redis.call('COPY', key(role, 1, id), key(role, 2, id))
+        stat('lazy_migrations')
+        return 2
+    end
+    stat('primary_misses')
+    return 1
+end
+
+local function hset(role, id, ...)
+    twin(role, id)
+    for _, s in ipairs(WSIDES) do
+        redis.call('HSET', key(role, s, id), ...)
+    end
+end
+
+local function hincr(role, id, field, by)
+    twin(role, id)
+    for _, s in ipairs(WSIDES) do
+        redis.call('HINCRBY', key(role, s, id), field, by)
+    end
+end
+
+-- A command on the collection `role` on every side this phase writes.
+local function coll(cmd, role, id, ...)
+    for _, s in ipairs(WSIDES) do
+        redis.call(cmd, key(role, s, id), ...)
+    end
+end
+
+local function pexpire(role, id, ms)
+    for _, s in ipairs(WSIDES) do
+        redis.call('PEXPIRE', key(role, s, id), ms)
+    end
+end
+
+-- Publishes a lifecycle event to the channel(s) of the phase, with one event
+-- id for all of them so that a subscriber of both can drop the duplicate.
+local function emit(ev)
+    ev.id = tostring(redis.call('INCR', EVSEQ_KEY))
+    ev.ts = NOW
+    ev.phase = PHASE
+    local msg = cjson.encode(ev)
+    if W_OLD then
+        redis.call('PUBLISH', key('events', 1), msg)
+    end
+    if W_NEW then
+        redis.call('PUBLISH', key('events', 2), msg)
+    end
+end
+
+local function worker_event(ev)
+    ev.ts = NOW
+    redis.call('PUBLISH', WORKER_EVENTS, cjson.encode(ev))
+end
+
+-- A worker with no step left goes from workers:active back to workers:idle.
+local function worker_maybe_idle(w)
+    if not w or w == '' then
+        return
+    end
+    if redis.call('SCARD', key('worker_steps', RSIDE, w)) == 0 and
+        redis.call('SREM', WORKERS_ACTIVE, w) == 1 then
+        redis.call('SADD', WORKERS_IDLE, w)
+    end
+end
+
+-- Ends an attempt that did not succeed: back to pending while attempts are
+-- left, else into the failed set. Returns 1 when the step failed for good.
+local function retry_or_fail(id, side, w, event, errtext, retention)
+    local h = key('step', side, id)
+    local v = redis.call('HMGET', h, 'attempts', 'max_attempts', 'priority')
+    local attempts, maxa = tonumber(v[1]) or 0, tonumber(v[2]) or 3
+    local prio = tonumber(v[3]) or 0
+    coll('SREM', 'active', nil, id)
+    if w and w ~= '' then
+        coll('SREM', 'worker_steps', w, id)
+    end
+    if attempts < maxa then
+        hset('step', id, 'status', 'pending', 'error', errtext, 'updated_at', NOW)
+        coll('ZADD', 'pending', nil, prio, id)
+        emit({type = event, step = id, attempt = attempts, error = errtext})
+        worker_maybe_idle(w)
+        return 0
+    end
+    hset('step', id, 'status', 'failed', 'error', errtext, 'updated_at', NOW, 'finished_at', NOW)
+    coll('SADD', 'failed', nil, id)
+    coll('PEXPIRE', 'failed', nil, retention)
+    pexpire('step', id, retention)
+    pexpire('progress', id, retention)
+    emit({type = 'failed', step = id, attempt = attempts, error = errtext})
+    worker_maybe_idle(w)
+    return 1
+end
+
+-- Finds the step of a token-checked call, or raises.
+local function held_step(id, token)
+    local side = locate('step', id)
+    if not side then
+        raise('NOTFOUND', "step '" .. id .. "' does not exist")
+    end
+    local v = redis.call('HMGET', key('step', side, id), 'status', 'token', 'worker')
+    if v[1] ~= 'active' or v[2] ~= token then
+        raise('CONFLICT', "step '" .. id .. "' is not held with this token (status " ..
+            tostring(v[1] or 'unknown') .. '); it was reclaimed, cancelled or finished')
+    end
+    return side, v[3]
+end

@@ -1,0 +1,537 @@
+/*
+ * conn.c - the handle: connect, authenticate, select, reconnect with
+ * backoff, and run the embedded scripts with EVALSHA.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "stepq_private.h"
+
+void stepq__set_error(stepq *q, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    q->err = code;
+    va_start(ap, fmt);
+    vsnprintf(q->errstr, sizeof(q->errstr), fmt, ap);
+    va_end(ap);
+}
+
+void stepq__clear_error(stepq *q)
+{
+    q->err = STEPQ_E_NONE;
+    q->errstr[0] = '\0';
+}
+
+int stepq_err(const stepq *q)
+{
+    return q ? q->err : STEPQ_E_OOM;
+}
+
+const char *stepq_errstr(const stepq *q)
+{
+    return q ? q->errstr : "out of memory";
+}
+
+void stepq__drop(stepq *q)
+{
+    if (q->rc != NULL) {
+        redisFree(q->rc);
+        q->rc = NULL;
+    }
+}
+
+static struct timeval ms_tv(int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    return tv;
+}
+
+/* Maps a failed hiredis context to our error kinds. */
+static void set_io_error(stepq *q, const char *what)
+{
+    int kind = STEPQ_E_IO;
+    const char *detail = "unknown error";
+
+    if (q->rc != NULL) {
+        detail = q->rc->errstr;
+        if (q->rc->err == REDIS_ERR_EOF)
+            kind = STEPQ_E_EOF;
+        else if (q->rc->err == REDIS_ERR_PROTOCOL)
+            kind = STEPQ_E_PROTOCOL;
+        else if (q->rc->err == REDIS_ERR_OOM)
+            kind = STEPQ_E_OOM;
+    }
+    if (q->url.is_unix)
+        stepq__set_error(q, kind, "%s 'unix://%s': %s; check that redis-server runs there", what,
+                         q->url.host, detail);
+    else
+        stepq__set_error(q, kind, "%s '%s:%d': %s; check that redis-server runs there", what,
+                         q->url.host, q->url.port, detail);
+}
+
+/* Runs one command on a fresh connection during the handshake. */
+static int handshake_cmd(stepq *q, int argc, const char **argv, const char *what)
+{
+    redisReply *r = redisCommandArgv(q->rc, argc, argv, NULL);
+
+    if (r == NULL) {
+        set_io_error(q, "connection lost during handshake with");
+        return STEPQ_ERR;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        stepq__set_error(q, STEPQ_E_SERVER, "%s failed: %s", what, r->str);
+        freeReplyObject(r);
+        return STEPQ_ERR;
+    }
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+static int load_scripts(stepq *q)
+{
+    for (int i = 0; i < STEPQ_SCRIPT_COUNT; i++) {
+        redisReply *r =
+            redisCommand(q->rc, "SCRIPT LOAD %b", stepq__scripts[i].body, stepq__scripts[i].len);
+        if (r == NULL) {
+            set_io_error(q, "connection lost while loading scripts into");
+            return STEPQ_ERR;
+        }
+        if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+            stepq__set_error(q, STEPQ_E_SERVER, "cannot load script '%s': %s",
+                             stepq__scripts[i].name,
+                             r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            freeReplyObject(r);
+            return STEPQ_ERR;
+        }
+        memcpy(q->shas[i], r->str, 41);
+        freeReplyObject(r);
+    }
+    q->scripts_loaded = 1;
+    return STEPQ_OK;
+}
+
+static int connect_once(stepq *q)
+{
+    struct timeval ctv = ms_tv(q->connect_timeout_ms);
+
+    q->rc = q->url.is_unix ? redisConnectUnixWithTimeout(q->url.host, ctv)
+                           : redisConnectWithTimeout(q->url.host, q->url.port, ctv);
+    if (q->rc == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory while connecting");
+        return STEPQ_ERR;
+    }
+    if (q->rc->err) {
+        set_io_error(q, "cannot connect to");
+        stepq__drop(q);
+        return STEPQ_ERR;
+    }
+    if (q->command_timeout_ms > 0)
+        redisSetTimeout(q->rc, ms_tv(q->command_timeout_ms));
+    if (!q->url.is_unix)
+        redisEnableKeepAlive(q->rc);
+
+    int rc = STEPQ_OK;
+    if (q->url.pass != NULL) {
+        const char *a3[] = {"AUTH", q->url.user, q->url.pass};
+        const char *a2[] = {"AUTH", q->url.pass};
+        rc = q->url.user ? handshake_cmd(q, 3, a3, "AUTH (check the user and password)")
+                         : handshake_cmd(q, 2, a2, "AUTH (check the password)");
+    }
+    char db[16];
+    snprintf(db, sizeof(db), "%d", q->url.db);
+    const char *sel[] = {"SELECT", db};
+    if (rc == STEPQ_OK && q->url.db != 0)
+        rc = handshake_cmd(q, 2, sel, "SELECT (check the database number)");
+    const char *name[] = {"CLIENT", "SETNAME", q->client_name};
+    if (rc == STEPQ_OK)
+        rc = handshake_cmd(q, 3, name, "CLIENT SETNAME");
+    if (rc == STEPQ_OK && !q->scripts_loaded)
+        rc = load_scripts(q);
+    if (rc != STEPQ_OK)
+        stepq__drop(q);
+    return rc;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/*
+ * Reconnects with exponential backoff (50 ms doubling to 2 s). Errors that
+ * retrying cannot cure (a refused AUTH or SELECT) end the loop at once.
+ */
+int stepq__ensure(stepq *q)
+{
+    long delay = 50;
+
+    if (q->rc != NULL)
+        return STEPQ_OK;
+    if (q->k_procs == NULL) {
+        /* stepq_connect() failed before it could build the key names. */
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "this handle failed to set up; read stepq_errstr() right after "
+                         "stepq_connect() and create a new handle");
+        return STEPQ_ERR;
+    }
+    for (int attempt = 0;; attempt++) {
+        if (connect_once(q) == STEPQ_OK)
+            return STEPQ_OK;
+        if (q->err == STEPQ_E_SERVER || q->err == STEPQ_E_OOM || attempt + 1 >= q->reconnect_tries)
+            return STEPQ_ERR;
+        sleep_ms(delay);
+        delay = delay * 2 > 2000 ? 2000 : delay * 2;
+    }
+}
+
+/* Parses "STEPQ_<CODE> text" script errors into our error kinds. */
+static void set_reply_error(stepq *q, const redisReply *r)
+{
+    static const struct {
+        const char *prefix;
+        int code;
+    } map[] = {
+        {"STEPQ_NOTFOUND ", STEPQ_E_NOTFOUND},
+        {"STEPQ_CONFLICT ", STEPQ_E_CONFLICT},
+        {"STEPQ_INVALID ", STEPQ_E_INVALID},
+    };
+    /* Redis prefixes script errors with "ERR " or wraps them; find ours. */
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        const char *p = strstr(r->str, map[i].prefix);
+        if (p != NULL) {
+            const char *text = p + strlen(map[i].prefix);
+            size_t n = strcspn(text, "\r\n");
+            /* Drop the " script: <sha>, on @user_script..." tail Redis adds. */
+            const char *tail = strstr(text, " script: ");
+            if (tail != NULL && (size_t)(tail - text) < n)
+                n = (size_t)(tail - text);
+            stepq__set_error(q, map[i].code, "%.*s", (int)n, text);
+            return;
+        }
+    }
+    stepq__set_error(q, STEPQ_E_SERVER, "redis: %s", r->str);
+}
+
+static redisReply *finish_reply(stepq *q, redisReply *r)
+{
+    if (r == NULL) {
+        set_io_error(q, "lost the connection to");
+        stepq__drop(q);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        set_reply_error(q, r);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+redisReply *stepq__command(stepq *q, int argc, const char **argv, const size_t *lens)
+{
+    stepq__clear_error(q);
+    if (stepq__ensure(q) != STEPQ_OK)
+        return NULL;
+    return finish_reply(q, redisCommandArgv(q->rc, argc, argv, lens));
+}
+
+redisReply *stepq__commandf(stepq *q, const char *fmt, ...)
+{
+    va_list ap;
+    redisReply *r;
+
+    stepq__clear_error(q);
+    if (stepq__ensure(q) != STEPQ_OK)
+        return NULL;
+    va_start(ap, fmt);
+    r = redisvCommand(q->rc, fmt, ap);
+    va_end(ap);
+    return finish_reply(q, r);
+}
+
+#define EVAL_ARGS_MAX 256
+
+/* Builds EVALSHA sha nkeys keys... args... into argv/lens. */
+static int build_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
+                      const char **args, const size_t *arglens, const char **argv, size_t *lens,
+                      char *nk)
+{
+    int argc = 0;
+
+    if (3 + nkeys + nargs > EVAL_ARGS_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID, "too many script arguments");
+        return -1;
+    }
+    argv[argc] = "EVALSHA";
+    lens[argc++] = 7;
+    argv[argc] = q->shas[s];
+    lens[argc++] = 40;
+    snprintf(nk, 16, "%d", nkeys);
+    argv[argc] = nk;
+    lens[argc++] = strlen(nk);
+    for (int i = 0; i < nkeys; i++) {
+        argv[argc] = keys[i];
+        lens[argc++] = strlen(keys[i]);
+    }
+    for (int i = 0; i < nargs; i++) {
+        argv[argc] = args[i];
+        lens[argc++] = arglens ? arglens[i] : strlen(args[i]);
+    }
+    return argc;
+}
+
+redisReply *stepq__eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
+                        const char **args, const size_t *arglens)
+{
+    const char *argv[EVAL_ARGS_MAX];
+    size_t lens[EVAL_ARGS_MAX];
+    char nk[16];
+
+    stepq__clear_error(q);
+    if (stepq__ensure(q) != STEPQ_OK)
+        return NULL;
+    int argc = build_eval(q, s, nkeys, keys, nargs, args, arglens, argv, lens, nk);
+    if (argc < 0)
+        return NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        redisReply *r = redisCommandArgv(q->rc, argc, argv, lens);
+        /* After SCRIPT FLUSH or a restart without persistence the scripts are
+         * gone: load them again once and retry. */
+        if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 &&
+            attempt == 0) {
+            freeReplyObject(r);
+            if (load_scripts(q) != STEPQ_OK) {
+                stepq__drop(q);
+                return NULL;
+            }
+            continue;
+        }
+        return finish_reply(q, r);
+    }
+    return NULL;
+}
+
+int stepq__append_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
+                       const char **args, const size_t *arglens)
+{
+    const char *argv[EVAL_ARGS_MAX];
+    size_t lens[EVAL_ARGS_MAX];
+    char nk[16];
+
+    if (stepq__ensure(q) != STEPQ_OK)
+        return STEPQ_ERR;
+    int argc = build_eval(q, s, nkeys, keys, nargs, args, arglens, argv, lens, nk);
+    if (argc < 0)
+        return STEPQ_ERR;
+    if (redisAppendCommandArgv(q->rc, argc, argv, lens) != REDIS_OK) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory while queueing a command");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+redisReply *stepq__read_reply(stepq *q)
+{
+    void *r = NULL;
+
+    if (q->rc == NULL) {
+        stepq__set_error(q, STEPQ_E_IO, "not connected");
+        return NULL;
+    }
+    if (redisGetReply(q->rc, &r) != REDIS_OK)
+        r = NULL;
+    return finish_reply(q, r);
+}
+
+redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, const char **args,
+                              const size_t *arglens)
+{
+    const char *keys[] = {q->k_phase, q->k_stats, q->k_evseq};
+    const char *argv[EVAL_ARGS_MAX];
+    size_t lens[EVAL_ARGS_MAX];
+
+    if (q->lua_map == NULL) {
+        stepq__set_error(q, STEPQ_E_INVALID, "not connected");
+        return NULL;
+    }
+    if (nargs + 2 > EVAL_ARGS_MAX - 8) {
+        stepq__set_error(q, STEPQ_E_INVALID, "too many script arguments");
+        return NULL;
+    }
+    for (int role = 0; role < STEPQ_ROLE_COUNT; role++) {
+        if (q->km.role[role] < 0) {
+            stepq__set_error(q, STEPQ_E_INVALID,
+                             "the key map has no rule for the queue's role #%d; the queue needs "
+                             "step, progress, pending, active, completed, failed, worker_steps "
+                             "and events",
+                             role);
+            return NULL;
+        }
+    }
+    argv[0] = q->pin_arg;
+    lens[0] = strlen(q->pin_arg);
+    argv[1] = q->lua_map;
+    lens[1] = sdslen(q->lua_map);
+    for (int i = 0; i < nargs; i++) {
+        argv[2 + i] = args[i];
+        lens[2 + i] = arglens ? arglens[i] : strlen(args[i]);
+    }
+    return stepq__eval(q, s, 3, keys, nargs + 2, argv, lens);
+}
+
+/* ---------------------------------------------------------------------------
+ * Construction
+ * ------------------------------------------------------------------------- */
+
+static int parse_bool_env(const char *name, const char *v, int *ret, char *err, size_t errlen)
+{
+    static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off", ""};
+
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *ret = 1;
+            return STEPQ_OK;
+        }
+    }
+    for (size_t i = 0; i < 5; i++) {
+        if (strcasecmp(v, no[i]) == 0) {
+            *ret = 0;
+            return STEPQ_OK;
+        }
+    }
+    snprintf(err, errlen, "%s='%s' is not a boolean; use true or false", name, v);
+    return STEPQ_ERR;
+}
+
+/*
+ * The seed's flags pin a process's phase (design.md): job+off = job,
+ * job+on = dual-write, step+on = step-primary, step+off = step. With
+ * neither set, the process follows the phase stored in Redis.
+ */
+static int read_pin(stepq *q)
+{
+    const char *dual = getenv("ENABLE_DUAL_WRITE_STEPS");
+    const char *prim = getenv("PRIMARY_KEY_PATTERN");
+    int on = 0, step;
+
+    q->pin = -1;
+    q->pin_arg[0] = '\0';
+    if ((dual == NULL || *dual == '\0') && (prim == NULL || *prim == '\0'))
+        return STEPQ_OK;
+    if (dual != NULL && parse_bool_env("ENABLE_DUAL_WRITE_STEPS", dual, &on, q->errstr,
+                                       sizeof(q->errstr)) != STEPQ_OK) {
+        q->err = STEPQ_E_INVALID;
+        return STEPQ_ERR;
+    }
+    if (prim == NULL || *prim == '\0' || strcmp(prim, "job") == 0) {
+        step = 0;
+    } else if (strcmp(prim, "step") == 0) {
+        step = 1;
+    } else {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "PRIMARY_KEY_PATTERN='%s' is unknown; expected job or step", prim);
+        return STEPQ_ERR;
+    }
+    q->pin = step ? (on ? STEPQ_PHASE_STEP_PRIMARY : STEPQ_PHASE_STEP)
+                  : (on ? STEPQ_PHASE_DUAL_WRITE : STEPQ_PHASE_JOB);
+    snprintf(q->pin_arg, sizeof(q->pin_arg), "%s", stepq_phase_name((stepq_phase)q->pin));
+    return STEPQ_OK;
+}
+
+int stepq_phase_pin(const stepq *q)
+{
+    return q->pin;
+}
+
+static int setup_keys(stepq *q, const stepq_options *o)
+{
+    char err[STEPQ_ERRSTR_MAX];
+
+    if (o->rules_file != NULL) {
+        if (stepq__keymap_load(&q->km, o->rules_file, err, sizeof(err)) != STEPQ_OK) {
+            stepq__set_error(q, STEPQ_E_INVALID, "%s", err);
+            return STEPQ_ERR;
+        }
+    } else {
+        stepq__keymap_default(&q->km);
+    }
+    if (stepq__keymap_set_ns(&q->km, o->namespace_, err, sizeof(err)) != STEPQ_OK) {
+        stepq__set_error(q, STEPQ_E_INVALID, "%s", err);
+        return STEPQ_ERR;
+    }
+    const char *ns = q->km.ns;
+    q->lua_map = stepq__keymap_lua(&q->km);
+    q->k_phase = sdscatfmt(sdsempty(), "%sstepq:phase", ns);
+    q->k_audit = sdscatfmt(sdsempty(), "%sstepq:audit", ns);
+    q->k_stats = sdscatfmt(sdsempty(), "%sstepq:stats", ns);
+    q->k_evseq = sdscatfmt(sdsempty(), "%sstepq:evseq", ns);
+    q->k_procs = sdscatfmt(sdsempty(), "%sstepq:procs", ns);
+    if (!q->lua_map || !q->k_phase || !q->k_audit || !q->k_stats || !q->k_evseq || !q->k_procs) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+stepq *stepq_connect(const char *url, const stepq_options *opts)
+{
+    stepq_options none = {0};
+    const stepq_options *o = opts ? opts : &none;
+    stepq *q = stepq__calloc(1, sizeof(*q));
+
+    if (q == NULL)
+        return NULL;
+    q->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 2000;
+    q->command_timeout_ms = o->command_timeout_ms != 0 ? o->command_timeout_ms : 5000;
+    q->reconnect_tries = o->reconnect_tries > 0 ? o->reconnect_tries : 5;
+    snprintf(q->client_name, sizeof(q->client_name), "%s",
+             o->client_name ? o->client_name : "stepq");
+    q->pin = -1;
+    if (url == NULL || *url == '\0')
+        url = getenv("REDIS_URL");
+    if (url == NULL || *url == '\0')
+        url = "redis://127.0.0.1:6379";
+    if (stepq__url_parse(&q->url, url, q->errstr, sizeof(q->errstr)) != STEPQ_OK) {
+        q->err = STEPQ_E_INVALID;
+        return q;
+    }
+    if (!o->ignore_env_pin && read_pin(q) != STEPQ_OK)
+        return q;
+    if (setup_keys(q, o) != STEPQ_OK)
+        return q;
+    stepq__ensure(q);
+    return q;
+}
+
+void stepq_free(stepq *q)
+{
+    if (q == NULL)
+        return;
+    stepq__drop(q);
+    stepq__url_release(&q->url);
+    sdsfree(q->lua_map);
+    sdsfree(q->k_phase);
+    sdsfree(q->k_audit);
+    sdsfree(q->k_stats);
+    sdsfree(q->k_evseq);
+    sdsfree(q->k_procs);
+    stepq__free(q);
+}
+
+int stepq_ping(stepq *q)
+{
+    redisReply *r = stepq__commandf(q, "PING");
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}

@@ -1,0 +1,324 @@
+/*
+ * queue.c - the step lifecycle: submit, get, list, claim, progress,
+ * complete, fail, cancel. Every mutation is one script of lua/ that reads the
+ * phase and writes the keyspaces it names, atomically.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <jansson.h>
+
+#include "stepq_private.h"
+
+#define PRIORITY_MAX    1000000
+#define ATTEMPTS_MAX    1000
+#define PAYLOAD_MAX     (1024 * 1024)
+#define RETENTION_MS    "604800000" /* completed/failed/cancelled kept 7 days */
+#define CLAIM_MAX       1000
+#define CLAIM_BUDGET    "1000" /* candidates examined per claim */
+#define CLAIM_HB_TTL_MS "30000"
+#define TEXT_MAX        (64 * 1024)
+
+static int check_id(stepq *q, const char *what, const char *id)
+{
+    if (id == NULL || !stepq__valid_id(id)) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "invalid %s id '%.64s'; use 1 to 63 characters of A-Z a-z 0-9 _ . -", what,
+                         id ? id : "");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+/* A comma-separated capability list: names like ids, no empty items. */
+static int check_caps(stepq *q, const char *what, const char *list)
+{
+    char item[STEPQ_ID_MAX];
+    const char *p = list;
+
+    if (list == NULL || *list == '\0')
+        return STEPQ_OK;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n >= sizeof(item))
+            goto bad;
+        memcpy(item, p, n);
+        item[n] = '\0';
+        if (!stepq__valid_id(item))
+            goto bad;
+        if (p[n] == '\0')
+            return STEPQ_OK;
+        p += n + 1;
+    }
+bad:
+    stepq__set_error(
+        q, STEPQ_E_INVALID,
+        "invalid %s '%.100s'; use a comma-separated list of names of A-Z a-z 0-9 _ . -", what,
+        list);
+    return STEPQ_ERR;
+}
+
+static int check_json(stepq *q, const char *what, const char *text)
+{
+    json_error_t e;
+    json_t *j;
+
+    if (strlen(text) > PAYLOAD_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID, "%s is larger than 1 MiB", what);
+        return STEPQ_ERR;
+    }
+    j = json_loads(text, JSON_DECODE_ANY, &e);
+    if (j == NULL) {
+        stepq__set_error(q, STEPQ_E_INVALID, "%s is not valid JSON: %s at line %d, column %d", what,
+                         e.text, e.line, e.column);
+        return STEPQ_ERR;
+    }
+    json_decref(j);
+    return STEPQ_OK;
+}
+
+int stepq_submit(stepq *q, const stepq_submit_opts *o, char ret_id[STEPQ_ID_MAX])
+{
+    stepq_submit_opts none = {0};
+    char id[37], prio[24], maxa[24];
+
+    o = o ? o : &none;
+    const char *type = o->type ? o->type : "default";
+    const char *payload = o->payload ? o->payload : "{}";
+    long max_attempts = o->max_attempts ? o->max_attempts : 3;
+    stepq__clear_error(q);
+    if (o->priority < 0 || o->priority > PRIORITY_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "invalid priority %ld; use 0 to %d (higher runs first)", o->priority,
+                         PRIORITY_MAX);
+        return STEPQ_ERR;
+    }
+    if (max_attempts < 1 || max_attempts > ATTEMPTS_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID, "invalid max attempts %ld; use 1 to %d", max_attempts,
+                         ATTEMPTS_MAX);
+        return STEPQ_ERR;
+    }
+    if (check_id(q, "type", type) != STEPQ_OK || check_caps(q, "requires", o->requires) ||
+        check_json(q, "payload", payload) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (stepq__uuid7(id) != STEPQ_OK) {
+        stepq__set_error(q, STEPQ_E_IO, "cannot read random bytes for an id");
+        return STEPQ_ERR;
+    }
+    snprintf(prio, sizeof(prio), "%ld", o->priority);
+    snprintf(maxa, sizeof(maxa), "%ld", max_attempts);
+    const char *args[] = {id, type, prio, o->requires ? o->requires : "", maxa, payload};
+    /* The id is ours, so a submit whose reply was lost can be sent again:
+     * the script creates the step only once. */
+    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_SUBMIT, 6, args, NULL);
+    if (r == NULL && (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF))
+        r = stepq__eval_queue(q, STEPQ_SCRIPT_SUBMIT, 6, args, NULL);
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    memcpy(ret_id, id, sizeof(id));
+    return STEPQ_OK;
+}
+
+int stepq_get(stepq *q, const char *id, char **ret_json)
+{
+    redisReply *r;
+
+    stepq__clear_error(q);
+    if (check_id(q, "step", id) != STEPQ_OK)
+        return STEPQ_ERR;
+    r = stepq__eval_queue(q, STEPQ_SCRIPT_GET, 1, &id, NULL);
+    if (r == NULL)
+        return STEPQ_ERR;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        freeReplyObject(r);
+        stepq__set_error(q, STEPQ_E_NOTFOUND, "step '%s' does not exist", id);
+        return STEPQ_ERR;
+    }
+    json_t *o = stepq__step_object(r->element[0], r->element[1]);
+    freeReplyObject(r);
+    return stepq__ret_json(q, o, ret_json);
+}
+
+/* A reply that is an array of strings, as a JSON array. */
+static json_t *string_array(const redisReply *r)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; a != NULL && i < r->elements; i++) {
+        if (r->element[i]->type == REDIS_REPLY_STRING)
+            json_array_append_new(a, json_stringn(r->element[i]->str, r->element[i]->len));
+    }
+    return a;
+}
+
+int stepq_list(stepq *q, const char *state, long limit, char **ret_json)
+{
+    static const char *const states[] = {"pending", "active", "completed", "failed"};
+    char lim[24];
+    int ok = 0;
+
+    stepq__clear_error(q);
+    for (size_t i = 0; state != NULL && i < 4; i++)
+        ok |= strcmp(state, states[i]) == 0;
+    if (!ok) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "unknown state '%s'; expected one of: pending, active, completed, failed",
+                         state ? state : "");
+        return STEPQ_ERR;
+    }
+    if (limit < 1 || limit > 100000) {
+        stepq__set_error(q, STEPQ_E_INVALID, "invalid limit %ld; use 1 to 100000", limit);
+        return STEPQ_ERR;
+    }
+    snprintf(lim, sizeof(lim), "%ld", limit);
+    const char *args[] = {state, lim};
+    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_LIST, 2, args, NULL);
+    if (r == NULL)
+        return STEPQ_ERR;
+    json_t *a = string_array(r);
+    freeReplyObject(r);
+    return stepq__ret_json(q, a, ret_json);
+}
+
+/* Joins caps into "a,b,c" in buf; STEPQ_ERR when they do not fit or one
+ * is not a valid name. */
+static int join_caps(stepq *q, const char *const *caps, size_t n, char *buf, size_t len)
+{
+    size_t used = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(caps[i]);
+        if (!stepq__valid_id(caps[i]) || used + l + 2 > len) {
+            stepq__set_error(q, STEPQ_E_INVALID,
+                             "invalid capability '%.64s'; use names of A-Z a-z 0-9 _ . - (at "
+                             "most %zu bytes in all)",
+                             caps[i], len - 1);
+            return STEPQ_ERR;
+        }
+        if (used > 0)
+            buf[used++] = ',';
+        memcpy(buf + used, caps[i], l + 1);
+        used += l;
+    }
+    return STEPQ_OK;
+}
+
+int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t ncaps, long max,
+                char **ret_json)
+{
+    char capbuf[4096], token[33], count[24];
+    redisReply *r;
+
+    stepq__clear_error(q);
+    if (check_id(q, "worker", worker) != STEPQ_OK ||
+        join_caps(q, caps, ncaps, capbuf, sizeof(capbuf)) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (max < 1 || max > CLAIM_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID, "invalid claim count %ld; use 1 to %d", max,
+                         CLAIM_MAX);
+        return STEPQ_ERR;
+    }
+    if (stepq__random_hex(token, 16) != STEPQ_OK) {
+        stepq__set_error(q, STEPQ_E_IO, "cannot read random bytes for a token");
+        return STEPQ_ERR;
+    }
+    snprintf(count, sizeof(count), "%ld", max);
+    const char *args[] = {worker, token, capbuf, count, CLAIM_BUDGET, CLAIM_HB_TTL_MS, "0"};
+    r = stepq__eval_queue(q, STEPQ_SCRIPT_CLAIM, 7, args, NULL);
+    if (r == NULL && (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF)) {
+        /* The claim may have happened with its reply lost: ask again with
+         * the same token, and the script returns what that token holds. */
+        args[6] = "1";
+        r = stepq__eval_queue(q, STEPQ_SCRIPT_CLAIM, 7, args, NULL);
+    }
+    if (r == NULL)
+        return STEPQ_ERR;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        freeReplyObject(r);
+        stepq__set_error(q, STEPQ_E_NOTFOUND, "nothing to claim for worker '%s'", worker);
+        return STEPQ_ERR;
+    }
+    json_t *a = json_array();
+    for (size_t i = 0; a != NULL && i < r->elements; i++)
+        json_array_append_new(a, stepq__step_object(r->element[i], NULL));
+    freeReplyObject(r);
+    return stepq__ret_json(q, a, ret_json);
+}
+
+/* Runs one of the token-checked scripts: progress, complete, fail. */
+static redisReply *held_call(stepq *q, enum stepq__script_id s, const char *id, const char *token,
+                             const char *a3, const char *a4)
+{
+    stepq__clear_error(q);
+    if (check_id(q, "step", id) != STEPQ_OK)
+        return NULL;
+    if (token == NULL || *token == '\0' || strlen(token) > 64) {
+        stepq__set_error(q, STEPQ_E_INVALID, "a claim token is required (from the claim)");
+        return NULL;
+    }
+    if (strlen(a3) > TEXT_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "text is larger than 64 KiB; store large results "
+                         "elsewhere and keep a reference");
+        return NULL;
+    }
+    const char *args[] = {id, token, a3, a4};
+    return stepq__eval_queue(q, s, 4, args, NULL);
+}
+
+int stepq_progress(stepq *q, const char *id, const char *token, long percent, const char *message)
+{
+    char pct[24];
+
+    if (percent < 0 || percent > 100) {
+        stepq__set_error(q, STEPQ_E_INVALID, "invalid percent %ld; use 0 to 100", percent);
+        return STEPQ_ERR;
+    }
+    snprintf(pct, sizeof(pct), "%ld", percent);
+    if (message != NULL && strlen(message) > 4096) {
+        stepq__set_error(q, STEPQ_E_INVALID, "progress message is longer than 4096 bytes");
+        return STEPQ_ERR;
+    }
+    redisReply *r = held_call(q, STEPQ_SCRIPT_PROGRESS, id, token, pct, message ? message : "");
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+int stepq_complete(stepq *q, const char *id, const char *token, const char *result)
+{
+    redisReply *r =
+        held_call(q, STEPQ_SCRIPT_COMPLETE, id, token, result ? result : "", RETENTION_MS);
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+int stepq_fail(stepq *q, const char *id, const char *token, const char *error, int *ret_final)
+{
+    redisReply *r = held_call(q, STEPQ_SCRIPT_FAIL, id, token, error ? error : "", RETENTION_MS);
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    if (ret_final != NULL)
+        *ret_final = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+int stepq_cancel(stepq *q, const char *id)
+{
+    stepq__clear_error(q);
+    if (check_id(q, "step", id) != STEPQ_OK)
+        return STEPQ_ERR;
+    const char *args[] = {id, RETENTION_MS};
+    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_CANCEL, 2, args, NULL);
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}

@@ -1,0 +1,216 @@
+/*
+ * stepq_private.h - the structures behind the opaque handle and the
+ * stepq__ functions shared between the files of libstepq. Not installed.
+ */
+#ifndef STEPQ_PRIVATE_H
+#define STEPQ_PRIVATE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
+
+#include "stepq.h"
+#include "scripts_gen.h"
+
+#if defined(__GNUC__)
+#define STEPQ_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define STEPQ_PRINTF(a, b)
+#endif
+
+/* ---------------------------------------------------------------------------
+ * Allocation: every allocation goes through here, so a test can fail the Nth.
+ * ------------------------------------------------------------------------- */
+void *stepq__malloc(size_t n);
+void *stepq__calloc(size_t n, size_t size);
+void *stepq__realloc(void *p, size_t n);
+char *stepq__strdup(const char *s);
+void stepq__free(void *p);
+/* Test hook: the n-th allocation from now on fails (0 disables). */
+void stepq__alloc_fail_at(long n);
+
+/* ---------------------------------------------------------------------------
+ * URL (url.c)
+ * ------------------------------------------------------------------------- */
+typedef struct stepq__url {
+    int is_unix;
+    char *host; /* or the socket path when is_unix */
+    int port;
+    char *user; /* NULL: no ACL user */
+    char *pass; /* NULL: no AUTH */
+    int db;
+} stepq__url;
+
+/* Parses a Redis URL into u (caller-owned; release with stepq__url_release).
+ * On error, writes a message into err and returns STEPQ_ERR. */
+int stepq__url_parse(stepq__url *u, const char *url, char *err, size_t errlen);
+void stepq__url_release(stepq__url *u);
+
+/* ---------------------------------------------------------------------------
+ * Key map (keymap.c)
+ * ------------------------------------------------------------------------- */
+enum stepq__keytype {
+    STEPQ_KT_HASH,
+    STEPQ_KT_ZSET,
+    STEPQ_KT_SET,
+    STEPQ_KT_LIST,
+    STEPQ_KT_STRING,
+    STEPQ_KT_CHANNEL,
+};
+
+/* The roles the queue needs from a key map, in the order the Lua scripts
+ * receive their templates (lua/lib/00_prelude.lua). */
+enum stepq__role {
+    STEPQ_ROLE_STEP,
+    STEPQ_ROLE_PROGRESS,
+    STEPQ_ROLE_PENDING,
+    STEPQ_ROLE_ACTIVE,
+    STEPQ_ROLE_COMPLETED,
+    STEPQ_ROLE_FAILED,
+    STEPQ_ROLE_WORKER_STEPS,
+    STEPQ_ROLE_EVENTS,
+    STEPQ_ROLE_COUNT
+};
+
+enum stepq__side { STEPQ_OLD = 0, STEPQ_NEW = 1 };
+
+#define STEPQ_RULES_MAX 64
+#define STEPQ_RULE_MAX  200 /* longest name or template */
+
+typedef struct stepq__rule {
+    char name[48];
+    enum stepq__keytype type;
+    char tpl[2][STEPQ_RULE_MAX]; /* old and new template, without namespace */
+    int per_id;                  /* templates hold {id} */
+} stepq__rule;
+
+typedef struct stepq__keymap {
+    stepq__rule rules[STEPQ_RULES_MAX];
+    size_t n;
+    int role[STEPQ_ROLE_COUNT]; /* rule index of each role, -1 if absent */
+    char ns[64];                /* namespace prefix of every key */
+} stepq__keymap;
+
+/* The built-in job -> step map of docs/keymap.md. */
+void stepq__keymap_default(stepq__keymap *km);
+/* Parses a rules file's text (docs/keymap.md); on error names the line and
+ * what is wrong, and leaves km unusable. */
+int stepq__keymap_parse(stepq__keymap *km, const char *text, size_t len, char *err, size_t errlen);
+int stepq__keymap_load(stepq__keymap *km, const char *path, char *err, size_t errlen);
+/* Sets the namespace; it must be at most 63 bytes without whitespace. */
+int stepq__keymap_set_ns(stepq__keymap *km, const char *ns, char *err, size_t errlen);
+const char *stepq__keytype_name(enum stepq__keytype t);
+/* The name of rule `r` on `side` for `id` (ignored for fixed keys), with the
+ * namespace: a new sds the caller frees. */
+sds stepq__keymap_key(const stepq__keymap *km, size_t r, enum stepq__side side, const char *id);
+/* Classifies a full key name: returns the rule index and writes the side and
+ * the id (into id, up to idlen bytes with NUL), or -1 when no rule matches. */
+int stepq__keymap_match(const stepq__keymap *km, const char *key, size_t len,
+                        enum stepq__side *ret_side, char *id, size_t idlen);
+/* The SCAN MATCH glob of a rule's side, with the namespace: a new sds. */
+sds stepq__keymap_glob(const stepq__keymap *km, size_t r, enum stepq__side side);
+/* The namespace, then the role templates, as the scripts take them, one per
+ * line: a new sds. */
+sds stepq__keymap_lua(const stepq__keymap *km);
+
+/* ---------------------------------------------------------------------------
+ * The handle (conn.c)
+ * ------------------------------------------------------------------------- */
+#define STEPQ_ERRSTR_MAX 256
+
+struct stepq {
+    redisContext *rc;
+    int err;
+    char errstr[STEPQ_ERRSTR_MAX];
+    stepq__url url;
+    int connect_timeout_ms;
+    int command_timeout_ms;
+    int reconnect_tries;
+    char client_name[64];
+    stepq__keymap km;
+    sds lua_map;          /* stepq__keymap_lua(), sent with every queue script */
+    int pin;              /* pinned phase, or -1 */
+    char pin_arg[16];     /* the pin as the scripts take it ("" = stored phase) */
+    sds k_phase, k_audit; /* our own keys, in the namespace */
+    sds k_stats, k_evseq, k_procs;
+    char shas[STEPQ_SCRIPT_COUNT][41];
+    int scripts_loaded;
+    char proc_id[96]; /* set by stepq_proc_announce */
+    char proc_kind[32];
+};
+
+void stepq__set_error(stepq *q, int code, const char *fmt, ...) STEPQ_PRINTF(3, 4);
+void stepq__clear_error(stepq *q);
+/* Makes sure the connection is up, reconnecting with backoff. */
+int stepq__ensure(stepq *q);
+/* Drops the connection after an IO or EOF error. */
+void stepq__drop(stepq *q);
+
+/* Runs a command (argv form, binary-safe). Returns the reply (caller frees
+ * with freeReplyObject) or NULL with the error set; a Redis error reply is
+ * turned into STEPQ_E_SERVER and freed. */
+redisReply *stepq__command(stepq *q, int argc, const char **argv, const size_t *lens);
+redisReply *stepq__commandf(stepq *q, const char *fmt, ...);
+
+/*
+ * Runs an embedded script with EVALSHA (loading it on NOSCRIPT). The queue
+ * scripts take KEYS = {phase, stats, event seq} + extra keys and ARGV =
+ * {pin, key-map templates} + args; stepq__eval_queue adds those. Script error
+ * replies "STEPQ_<CODE> text" map to the matching STEPQ_E_ code with the
+ * text as errstr. Returns the reply (caller frees) or NULL.
+ */
+redisReply *stepq__eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
+                        const char **args, const size_t *arglens);
+redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, const char **args,
+                              const size_t *arglens);
+
+/* Appends the same call to the output buffer without waiting, for
+ * pipelines; read the replies with stepq__read_reply. */
+int stepq__append_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
+                       const char **args, const size_t *arglens);
+redisReply *stepq__read_reply(stepq *q);
+
+/* ---------------------------------------------------------------------------
+ * Keyspace walks (scan.c)
+ * ------------------------------------------------------------------------- */
+/* Called with each batch of key names (an array reply, owned by the
+ * caller); returns STEPQ_OK to go on. */
+typedef int (*stepq__scan_fn)(stepq *q, const redisReply *keys, void *arg);
+/* SCANs every key matching the glob `match`, `count` keys a round trip. */
+int stepq__scan(stepq *q, const char *match, long count, stepq__scan_fn fn, void *arg);
+
+/* ---------------------------------------------------------------------------
+ * Helpers (util.c)
+ * ------------------------------------------------------------------------- */
+/* Writes a new UUIDv7 (time-ordered) as 36 chars + NUL. */
+int stepq__uuid7(char out[37]);
+/* A random hex token of 2*nbytes chars + NUL. */
+int stepq__random_hex(char *out, size_t nbytes);
+long long stepq__now_ms(void);
+/* Checked decimal parse of the whole string into [min, max]. */
+int stepq__parse_long(const char *s, long min, long max, long *ret);
+/* A step id or worker id: 1..63 bytes of [A-Za-z0-9_.-] (no ':'). */
+int stepq__valid_id(const char *s);
+/* Returns a malloc'd copy of s (for ret_ strings freed with stepq_str_free). */
+char *stepq__strndup(const char *s, size_t n);
+/* ---------------------------------------------------------------------------
+ * JSON (json.c)
+ * ------------------------------------------------------------------------- */
+typedef struct json_t json_t;
+/* A step's flat field/value reply (and its progress, may be NULL) as a JSON
+ * object: a new reference, NULL on OOM. */
+json_t *stepq__step_object(const redisReply *fields, const redisReply *progress);
+/* Dumps v into a new *ret (freed with stepq_str_free) and drops the
+ * reference to v (which may be NULL: an OOM error). */
+int stepq__ret_json(stepq *q, json_t *v, char **ret);
+
+/* ---------------------------------------------------------------------------
+ * Status (status.c)
+ * ------------------------------------------------------------------------- */
+/* Live processes as a JSON array (expired announcements are removed). */
+json_t *stepq__procs(stepq *q);
+/* Key counts per rule and side from one SCAN of the namespace. */
+json_t *stepq__key_counts(stepq *q);
+
+#endif /* STEPQ_PRIVATE_H */

@@ -1,0 +1,98 @@
+/*
+ * util.c - ids, tokens, clocks and checked number parsing.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/random.h>
+
+#include "stepq_private.h"
+
+static int fill_random(unsigned char *buf, size_t n)
+{
+    size_t got = 0;
+
+    while (got < n) {
+        ssize_t r = getrandom(buf + got, n - got, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return STEPQ_ERR;
+        }
+        got += (size_t)r;
+    }
+    return STEPQ_OK;
+}
+
+long long stepq__now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then random bits with the
+ * version and variant set. The text form sorts by time, which is what makes
+ * "first in, first out within a priority" fall out of the pending zset's
+ * lexicographic order among equal scores.
+ */
+int stepq__uuid7(char out[37])
+{
+    unsigned char b[16];
+    unsigned long long ms = (unsigned long long)stepq__now_ms();
+
+    if (fill_random(b + 6, 10) != STEPQ_OK)
+        return STEPQ_ERR;
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | (b[6] & 0x0f));
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+    return STEPQ_OK;
+}
+
+int stepq__random_hex(char *out, size_t nbytes)
+{
+    unsigned char b[32];
+
+    if (nbytes > sizeof(b) || fill_random(b, nbytes) != STEPQ_OK)
+        return STEPQ_ERR;
+    for (size_t i = 0; i < nbytes; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+    return STEPQ_OK;
+}
+
+int stepq__parse_long(const char *s, long min, long max, long *ret)
+{
+    char *end;
+    long v;
+
+    if (s == NULL || *s == '\0')
+        return STEPQ_ERR;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return STEPQ_ERR;
+    *ret = v;
+    return STEPQ_OK;
+}
+
+int stepq__valid_id(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n] != '\0'; n++) {
+        char c = s[n];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '-' || c == '_' || c == '.';
+        if (!ok || n >= STEPQ_ID_MAX - 1)
+            return 0;
+    }
+    return n > 0;
+}

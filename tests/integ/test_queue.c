@@ -1,0 +1,304 @@
+/* test_queue.c - the step lifecycle in phase job, against a real Redis. */
+#include <unistd.h>
+#include "test.h"
+#include "testlib.h"
+#include "stepq_private.h"
+
+static char *claim1(const char *worker, const char *const *caps, size_t n)
+{
+    char *json = NULL;
+    if (stepq_claim(Q, worker, caps, n, 1, &json) != STEPQ_OK)
+        return NULL;
+    /* One step: unwrap the array. */
+    size_t len = strlen(json);
+    memmove(json, json + 1, len - 2);
+    json[len - 2] = '\0';
+    return json;
+}
+
+static void submit(stepq_submit_opts *o, char *id)
+{
+    if (stepq_submit(Q, o, id) != STEPQ_OK)
+        FAILF("submit: %s", stepq_errstr(Q));
+}
+
+static void test_lifecycle(void)
+{
+    char id[STEPQ_ID_MAX], tok[64];
+    char *json;
+    stepq_submit_opts o = {.type = "resize", .priority = 7, .payload = "{\"w\":640}"};
+
+    t_flush();
+    submit(&o, id);
+    REQUIRE(stepq_get(Q, id, &json) == STEPQ_OK);
+    ASSERT_STR(t_field(json, "status"), "pending");
+    ASSERT_STR(t_field(json, "type"), "resize");
+    ASSERT_STR(t_field(json, "priority"), "7");
+    ASSERT_STR(t_field(json, "payload"), "{\"w\":640}");
+    ASSERT_STR(t_field(json, "progress"), "{}");
+    stepq_str_free(json);
+    ASSERT_EQ(t_int("ZSCORE jobs:pending %s", id), -999); /* a bulk string, not an int */
+    ASSERT_STR(t_str("ZSCORE jobs:pending %s", id), "7");
+
+    json = claim1("w1", NULL, 0);
+    REQUIRE(json != NULL);
+    ASSERT_STR(t_field(json, "id"), id);
+    ASSERT_STR(t_field(json, "status"), "active");
+    ASSERT_STR(t_field(json, "attempts"), "1");
+    snprintf(tok, sizeof(tok), "%s", t_field(json, "token"));
+    stepq_str_free(json);
+    ASSERT_EQ(t_int("SISMEMBER jobs:active %s", id), 1);
+    ASSERT_EQ(t_int("SISMEMBER worker:w1:jobs %s", id), 1);
+    ASSERT_EQ(t_int("ZCARD jobs:pending"), 0);
+
+    CHECK(stepq_progress(Q, id, tok, 40, "resizing") == STEPQ_OK);
+    ASSERT_STR(t_str("HGET job:%s:progress percent", id), "40");
+    CHECK(stepq_complete(Q, id, tok, "{\"ok\":1}") == STEPQ_OK);
+    ASSERT_STR(t_str("HGET job:%s status", id), "completed");
+    ASSERT_EQ(t_int("SISMEMBER jobs:completed %s", id), 1);
+    ASSERT_EQ(t_int("SISMEMBER jobs:active %s", id), 0);
+    ASSERT_EQ(t_int("SISMEMBER worker:w1:jobs %s", id), 0);
+    /* Retention: the set, the step and its progress carry a TTL. */
+    CHECK(t_int("PTTL jobs:completed") > 0);
+    CHECK(t_int("PTTL job:%s", id) > 0);
+    CHECK(t_int("PTTL job:%s:progress", id) > 0);
+    /* Nothing of the new pattern in phase job. */
+    ASSERT_EQ(t_exists("step:%s", id), 0);
+    ASSERT_EQ(t_int("EXISTS steps:completed"), 0);
+    /* A second complete is refused. */
+    CHECK(stepq_complete(Q, id, tok, "") == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+}
+
+static void test_priority_then_fifo(void)
+{
+    char ids[6][STEPQ_ID_MAX];
+    long prio[6] = {1, 5, 1, 5, 3, 5};
+    int order[6] = {1, 3, 5, 4, 0, 2}; /* by priority desc, then submit order */
+
+    t_flush();
+    for (int i = 0; i < 6; i++) {
+        stepq_submit_opts o = {.priority = prio[i]};
+        submit(&o, ids[i]);
+        usleep(2000); /* distinct milliseconds: ids sort by time */
+    }
+    for (int i = 0; i < 6; i++) {
+        char *json = claim1("w", NULL, 0);
+        REQUIRE(json != NULL);
+        ASSERT_STR(t_field(json, "id"), ids[order[i]]);
+        stepq_str_free(json);
+    }
+    CHECK(claim1("w", NULL, 0) == NULL);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_NOTFOUND);
+}
+
+static void test_capabilities(void)
+{
+    char gpu[STEPQ_ID_MAX], any[STEPQ_ID_MAX];
+    const char *caps_gpu[] = {"gpu", "x86"};
+    stepq_submit_opts o1 = {.priority = 9, .requires = "gpu,x86"}, o2 = {.priority = 1};
+
+    t_flush();
+    submit(&o1, gpu);
+    submit(&o2, any);
+    /* A worker without gpu skips the higher-priority gpu step. */
+    char *json = claim1("cpu", NULL, 0);
+    REQUIRE(json != NULL);
+    ASSERT_STR(t_field(json, "id"), any);
+    stepq_str_free(json);
+    CHECK(claim1("cpu", NULL, 0) == NULL);
+    json = claim1("g", caps_gpu, 2);
+    REQUIRE(json != NULL);
+    ASSERT_STR(t_field(json, "id"), gpu);
+    stepq_str_free(json);
+}
+
+static void test_retry_then_failed(void)
+{
+    char id[STEPQ_ID_MAX], tok[64];
+    stepq_submit_opts o = {.max_attempts = 2};
+    int final = -1;
+
+    t_flush();
+    submit(&o, id);
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        char *json = claim1("w", NULL, 0);
+        REQUIRE(json != NULL);
+        ASSERT_STR(t_field(json, "attempts"), attempt == 1 ? "1" : "2");
+        snprintf(tok, sizeof(tok), "%s", t_field(json, "token"));
+        stepq_str_free(json);
+        CHECK(stepq_fail(Q, id, tok, "boom", &final) == STEPQ_OK);
+        ASSERT_EQ(final, attempt == 2);
+    }
+    ASSERT_STR(t_str("HGET job:%s status", id), "failed");
+    ASSERT_STR(t_str("HGET job:%s error", id), "boom");
+    ASSERT_EQ(t_int("SISMEMBER jobs:failed %s", id), 1);
+    CHECK(t_int("PTTL jobs:failed") > 0);
+    ASSERT_EQ(t_int("ZCARD jobs:pending"), 0);
+}
+
+static void test_cancel(void)
+{
+    char a[STEPQ_ID_MAX], b[STEPQ_ID_MAX];
+
+    t_flush();
+    submit(NULL, a);
+    submit(NULL, b);
+    CHECK(stepq_cancel(Q, a) == STEPQ_OK);
+    ASSERT_STR(t_str("HGET job:%s status", a), "cancelled");
+    ASSERT_EQ(t_int("ZCARD jobs:pending"), 1);
+    CHECK(stepq_cancel(Q, a) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    char *json = claim1("w", NULL, 0);
+    REQUIRE(json != NULL);
+    char tok[64];
+    snprintf(tok, sizeof(tok), "%s", t_field(json, "token"));
+    stepq_str_free(json);
+    CHECK(stepq_cancel(Q, b) == STEPQ_OK); /* active: the worker loses it */
+    CHECK(stepq_complete(Q, b, tok, "") == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    ASSERT_EQ(t_int("SCARD jobs:active"), 0);
+    CHECK(stepq_cancel(Q, "no-such-step") == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_NOTFOUND);
+}
+
+/* A worker whose heartbeat expired loses its steps to the reaper; its
+ * stale token can then not complete the step another worker reclaimed. */
+static void test_reaper_and_stale_token(void)
+{
+    char id[STEPQ_ID_MAX], tok1[64], tok2[64];
+    long n = -1;
+
+    t_flush();
+    CHECK(stepq_worker_register(Q, "w1", NULL, 0, 60000) == STEPQ_OK);
+    CHECK(stepq_worker_register(Q, "w2", NULL, 0, 60000) == STEPQ_OK);
+    submit(NULL, id);
+    char *json = claim1("w1", NULL, 0);
+    REQUIRE(json != NULL);
+    snprintf(tok1, sizeof(tok1), "%s", t_field(json, "token"));
+    stepq_str_free(json);
+    CHECK(stepq_reap(Q, 60000, &n) == STEPQ_OK);
+    ASSERT_EQ(n, 0);                                   /* alive */
+    freeReplyObject(t_cmd("DEL worker:w1:heartbeat")); /* w1 dies */
+    CHECK(stepq_reap(Q, 60000, &n) == STEPQ_OK);
+    ASSERT_EQ(n, 1);
+    ASSERT_STR(t_str("HGET job:%s status", id), "pending");
+    ASSERT_EQ(t_int("SISMEMBER workers:idle w1") + t_int("SISMEMBER workers:active w1"), 0);
+    ASSERT_EQ(t_exists("worker:w1"), 0);
+    json = claim1("w2", NULL, 0);
+    REQUIRE(json != NULL);
+    snprintf(tok2, sizeof(tok2), "%s", t_field(json, "token"));
+    ASSERT_STR(t_field(json, "attempts"), "2");
+    stepq_str_free(json);
+    CHECK(stepq_complete(Q, id, tok1, "late") == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    CHECK(stepq_progress(Q, id, tok1, 10, "") == STEPQ_ERR);
+    CHECK(stepq_complete(Q, id, tok2, "ok") == STEPQ_OK);
+    ASSERT_STR(t_str("HGET job:%s result", id), "ok");
+    /* w1 finds out at its next heartbeat. */
+    CHECK(stepq_worker_heartbeat(Q, "w1", 60000) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_NOTFOUND);
+}
+
+/* A heartbeat in the seed's layout (a timestamp in seconds, no TTL) that is
+ * old counts as dead, and a legacy active job with no `worker` field is
+ * found through worker:{id}:jobs. */
+static void test_reaper_legacy_layout(void)
+{
+    t_flush();
+    freeReplyObject(t_cmd("HSET job:L1 id L1 status active priority 2"));
+    freeReplyObject(t_cmd("SADD jobs:active L1"));
+    freeReplyObject(t_cmd("SADD worker:old1:jobs L1"));
+    freeReplyObject(t_cmd("SADD workers:active old1"));
+    freeReplyObject(t_cmd("SET worker:old1:heartbeat 1000000000")); /* 2001, in seconds */
+    long n = -1;
+    CHECK(stepq_reap(Q, 30000, &n) == STEPQ_OK);
+    ASSERT_EQ(n, 1);
+    ASSERT_STR(t_str("ZSCORE jobs:pending L1"), "2");
+    ASSERT_EQ(t_int("SCARD jobs:active"), 0);
+}
+
+static void test_deregister_requeues(void)
+{
+    char id[STEPQ_ID_MAX];
+
+    t_flush();
+    CHECK(stepq_worker_register(Q, "w9", NULL, 0, 60000) == STEPQ_OK);
+    submit(NULL, id);
+    char *json = claim1("w9", NULL, 0);
+    REQUIRE(json != NULL);
+    stepq_str_free(json);
+    ASSERT_EQ(t_int("SISMEMBER workers:active w9"), 1);
+    CHECK(stepq_worker_deregister(Q, "w9") == STEPQ_OK);
+    ASSERT_STR(t_str("HGET job:%s status", id), "pending");
+    ASSERT_EQ(t_int("SISMEMBER workers:active w9"), 0);
+    CHECK(stepq_workers(Q, &json) == STEPQ_OK);
+    ASSERT_STR(json, "[]");
+    stepq_str_free(json);
+}
+
+/* Bad input gets a clear error and changes nothing. */
+static void test_bad_input_changes_nothing(void)
+{
+    char id[STEPQ_ID_MAX];
+
+    t_flush();
+    submit(NULL, id);
+    long long before = t_int("DBSIZE");
+    stepq_submit_opts bad_json = {.payload = "{\"a\":"};
+    CHECK(stepq_submit(Q, &bad_json, id) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_INVALID);
+    CHECK(strstr(stepq_errstr(Q), "payload is not valid JSON") != NULL);
+    stepq_submit_opts bad_prio = {.priority = -1};
+    CHECK(stepq_submit(Q, &bad_prio, id) == STEPQ_ERR);
+    CHECK(strstr(stepq_errstr(Q), "invalid priority -1") != NULL);
+    stepq_submit_opts bad_req = {.requires = "gpu,,x"};
+    CHECK(stepq_submit(Q, &bad_req, id) == STEPQ_ERR);
+    stepq_submit_opts bad_type = {.type = "a:b"};
+    CHECK(stepq_submit(Q, &bad_type, id) == STEPQ_ERR);
+    CHECK(stepq_get(Q, "job:1", NULL) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_INVALID);
+    char *json;
+    CHECK(stepq_list(Q, "done", 10, &json) == STEPQ_ERR);
+    CHECK(strstr(stepq_errstr(Q), "expected one of: pending") != NULL);
+    CHECK(stepq_progress(Q, id, "t", 101, "") == STEPQ_ERR);
+    ASSERT_EQ(t_int("DBSIZE"), before);
+}
+
+/* The submit script creates a step once even when sent twice: the retry
+ * after a lost reply cannot duplicate it, nor reset a step that moved on. */
+static void test_submit_idempotent_script(void)
+{
+    const char *args[] = {"S1", "t", "4", "", "3", "{}"};
+
+    t_flush();
+    redisReply *r = stepq__eval_queue(Q, STEPQ_SCRIPT_SUBMIT, 6, args, NULL);
+    REQUIRE(r != NULL);
+    ASSERT_EQ(r->integer, 1);
+    freeReplyObject(r);
+    freeReplyObject(t_cmd("HSET job:S1 status active"));
+    freeReplyObject(t_cmd("ZREM jobs:pending S1"));
+    r = stepq__eval_queue(Q, STEPQ_SCRIPT_SUBMIT, 6, args, NULL);
+    REQUIRE(r != NULL);
+    ASSERT_EQ(r->integer, 0);
+    freeReplyObject(r);
+    ASSERT_STR(t_str("HGET job:S1 status"), "active");
+    ASSERT_EQ(t_int("ZCARD jobs:pending"), 0);
+}
+
+int main(void)
+{
+    t_setup();
+    RUN(test_lifecycle);
+    RUN(test_priority_then_fifo);
+    RUN(test_capabilities);
+    RUN(test_retry_then_failed);
+    RUN(test_cancel);
+    RUN(test_reaper_and_stale_token);
+    RUN(test_reaper_legacy_layout);
+    RUN(test_deregister_requeues);
+    RUN(test_bad_input_changes_nothing);
+    RUN(test_submit_idempotent_script);
+    t_teardown();
+    TEST_END();
+}
