@@ -474,7 +474,10 @@ static int setup_keys(stepq *q, const stepq_options *o)
     q->k_stats = sdscatfmt(sdsempty(), "%sstepq:stats", ns);
     q->k_evseq = sdscatfmt(sdsempty(), "%sstepq:evseq", ns);
     q->k_procs = sdscatfmt(sdsempty(), "%sstepq:procs", ns);
-    if (!q->lua_map || !q->k_phase || !q->k_audit || !q->k_stats || !q->k_evseq || !q->k_procs) {
+    q->k_backfill = sdscatfmt(sdsempty(), "%sstepq:backfill", ns);
+    q->k_verify = sdscatfmt(sdsempty(), "%sstepq:verify", ns);
+    if (!q->lua_map || !q->k_phase || !q->k_audit || !q->k_stats || !q->k_evseq || !q->k_procs ||
+        !q->k_backfill || !q->k_verify) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
@@ -523,6 +526,8 @@ void stepq_free(stepq *q)
     sdsfree(q->k_stats);
     sdsfree(q->k_evseq);
     sdsfree(q->k_procs);
+    sdsfree(q->k_backfill);
+    sdsfree(q->k_verify);
     stepq__free(q);
 }
 

@@ -145,18 +145,22 @@ static json_t *hash_object(stepq *q, const char *key)
     return o;
 }
 
-/* The counters the scripts keep in the stats hash, as integers. */
-static json_t *counters(stepq *q)
+/* A hash of counters as a JSON object of integers (a value that is not a
+ * whole number stays a string). */
+json_t *stepq__hash_counters(stepq *q, const char *key)
 {
-    redisReply *r = stepq__commandf(q, "HGETALL %s", q->k_stats);
+    redisReply *r = stepq__commandf(q, "HGETALL %s", key);
     json_t *o;
 
     if (r == NULL)
         return NULL;
     o = json_object();
     for (size_t i = 0; o && r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const char *v = r->element[i + 1]->str;
+        char *end;
+        long long n = strtoll(v, &end, 10);
         json_object_set_new(o, r->element[i]->str,
-                            json_integer(strtoll(r->element[i + 1]->str, NULL, 10)));
+                            *v != '\0' && *end == '\0' ? json_integer(n) : json_string(v));
     }
     freeReplyObject(r);
     return o;
@@ -176,9 +180,16 @@ int stepq_status(stepq *q, char **ret_json)
         json_object_set_new(v, "phase", json_string("job"));
     json_object_set_new(v, "pin", json_string(q->pin >= 0 ? stepq_phase_name(q->pin) : "none"));
     json_object_set_new(o, "phase", v);
-    if ((v = counters(q)) == NULL)
+    if ((v = stepq__hash_counters(q, q->k_stats)) == NULL)
         goto fail;
     json_object_set_new(o, "counters", v);
+    /* What the migration engine records (docs/migration-engine.md). */
+    if ((v = stepq__hash_counters(q, q->k_backfill)) == NULL)
+        goto fail;
+    json_object_set_new(o, "backfill", v);
+    if ((v = stepq__hash_counters(q, q->k_verify)) == NULL)
+        goto fail;
+    json_object_set_new(o, "verify", v);
     if ((v = stepq__key_counts(q)) == NULL)
         goto fail;
     json_object_set_new(o, "keys", v);

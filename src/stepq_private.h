@@ -134,6 +134,7 @@ struct stepq {
     char pin_arg[16];     /* the pin as the scripts take it ("" = stored phase) */
     sds k_phase, k_audit; /* our own keys, in the namespace */
     sds k_stats, k_evseq, k_procs;
+    sds k_backfill, k_verify; /* what the migration engine records */
     char shas[STEPQ_SCRIPT_COUNT][41];
     int scripts_loaded;
     char proc_id[96]; /* set by stepq_proc_announce */
@@ -212,5 +213,7 @@ int stepq__ret_json(stepq *q, json_t *v, char **ret);
 json_t *stepq__procs(stepq *q);
 /* Key counts per rule and side from one SCAN of the namespace. */
 json_t *stepq__key_counts(stepq *q);
+/* A hash as a JSON object, whole numbers as integers. */
+json_t *stepq__hash_counters(stepq *q, const char *key);
 
 #endif /* STEPQ_PRIVATE_H */

@@ -32,7 +32,7 @@ start)
         # shellcheck disable=SC2086
         redis-server --port "$port" --bind 127.0.0.1 --unixsocket "$dir/redis.sock" \
             --unixsocketperm 700 --dir "$dir" --pidfile "$dir/redis.pid" --daemonize yes \
-            --save '' --appendonly no --databases 64 --logfile "$dir/redis.log" ${REDIS_EXTRA:-} >/dev/null
+            --save '' --appendonly no --databases 128 --logfile "$dir/redis.log" ${REDIS_EXTRA:-} >/dev/null
         for _ in $(seq 1 100); do
             if [ -S "$dir/redis.sock" ] && redis-cli -s "$dir/redis.sock" ping 2>/dev/null | grep -q PONG; then
                 printf 'REDIS_URL=unix://%s/redis.sock\nREDIS_PORT=%s\nREDIS_SOCK=%s/redis.sock\n' \
