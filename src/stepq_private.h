@@ -182,6 +182,30 @@ typedef int (*stepq__scan_fn)(stepq *q, const redisReply *keys, void *arg);
 int stepq__scan(stepq *q, const char *match, long count, stepq__scan_fn fn, void *arg);
 
 /* ---------------------------------------------------------------------------
+ * Pacing of bulk walks (pace.c)
+ * ------------------------------------------------------------------------- */
+typedef struct stepq__pace {
+    stepq *q;
+    double base_rate;     /* keys/s from the command line; 0: unlimited */
+    double rate;          /* in force: the throttle hash may override it */
+    long max_latency_ms;  /* back off while a PING takes longer; 0: off */
+    long max_replica_lag; /* back off while a replica lags more (s); 0: off */
+    int paused;
+    double tokens;
+    long long last_ms, throttle_ms, probe_ms;
+    long backoffs; /* how often it waited for pause, latency or lag */
+} stepq__pace;
+
+/* Sets up pacing for a walk on q. The throttle hash `stepq:throttle`
+ * (fields paused=1/0, rate=N) is re-read twice a second, so an operator can
+ * pause, resume or re-rate a running walk (`stepq migrate throttle`). */
+void stepq__pace_init(stepq__pace *p, stepq *q, double rate, long max_latency_ms,
+                      long max_replica_lag);
+/* Blocks until n more keys may be processed. STEPQ_ERR on a lost
+ * connection (the error is set on p->q). */
+int stepq__pace_wait(stepq__pace *p, long n);
+
+/* ---------------------------------------------------------------------------
  * Helpers (util.c)
  * ------------------------------------------------------------------------- */
 /* Writes a new UUIDv7 (time-ordered) as 36 chars + NUL. */

@@ -1,0 +1,150 @@
+/*
+ * pace.c - keeping a bulk walk (backfill, verify, cleanup) gentle on a live
+ * Redis: a rate limit (token bucket), a pause switch and a rate override an
+ * operator can flip while the walk runs (the throttle hash, re-read twice a
+ * second), a latency probe that backs off while Redis answers slowly, and a
+ * replica-lag check.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "stepq_private.h"
+
+#define THROTTLE_EVERY_MS 500
+#define PROBE_EVERY_MS    200
+#define BACKOFF_MS        50
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+void stepq__pace_init(stepq__pace *p, stepq *q, double rate, long max_latency_ms,
+                      long max_replica_lag)
+{
+    memset(p, 0, sizeof(*p));
+    p->q = q;
+    p->base_rate = rate;
+    p->rate = rate;
+    p->max_latency_ms = max_latency_ms;
+    p->max_replica_lag = max_replica_lag;
+    p->last_ms = mono_ms();
+}
+
+/* Re-reads the throttle hash: `paused` (1/0) and `rate` (keys/s, 0 = none;
+ * absent = the rate given on the command line). */
+static int read_throttle(stepq__pace *p)
+{
+    redisReply *r = stepq__commandf(p->q, "HMGET %sstepq:throttle paused rate", p->q->km.ns);
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        p->paused =
+            r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "1") == 0;
+        p->rate = r->element[1]->type == REDIS_REPLY_STRING ? strtod(r->element[1]->str, NULL)
+                                                            : p->base_rate;
+    }
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+/* The round trip of a PING, in ms. */
+static long probe_ms(stepq__pace *p)
+{
+    long long t0 = mono_ms();
+    redisReply *r = stepq__commandf(p->q, "PING");
+
+    if (r == NULL)
+        return -1;
+    freeReplyObject(r);
+    return (long)(mono_ms() - t0);
+}
+
+/* The largest `lag=` (seconds since the replica's last ack) among online
+ * replicas, 0 with none. */
+static long replica_lag(stepq__pace *p)
+{
+    redisReply *r = stepq__commandf(p->q, "INFO replication");
+    long worst = 0;
+
+    if (r == NULL)
+        return -1;
+    for (const char *s = r->str; s && (s = strstr(s, ",lag=")) != NULL; s += 5) {
+        long lag = strtol(s + 5, NULL, 10);
+        if (lag > worst)
+            worst = lag;
+    }
+    freeReplyObject(r);
+    return worst;
+}
+
+/* Waits until the pause is lifted and Redis is responsive enough. */
+static int wait_conditions(stepq__pace *p, long long now)
+{
+    for (;;) {
+        if (now - p->throttle_ms >= THROTTLE_EVERY_MS || p->paused) {
+            if (read_throttle(p) != STEPQ_OK)
+                return STEPQ_ERR;
+            p->throttle_ms = now;
+        }
+        int slow = 0;
+        if (!p->paused && p->max_latency_ms > 0 && now - p->probe_ms >= PROBE_EVERY_MS) {
+            long rtt = probe_ms(p);
+            if (rtt < 0)
+                return STEPQ_ERR;
+            p->probe_ms = now;
+            slow = rtt > p->max_latency_ms;
+        }
+        if (!p->paused && !slow && p->max_replica_lag > 0) {
+            long lag = replica_lag(p);
+            if (lag < 0)
+                return STEPQ_ERR;
+            slow = lag > p->max_replica_lag;
+        }
+        if (!p->paused && !slow)
+            return STEPQ_OK;
+        p->backoffs++;
+        nap_ms(p->paused ? THROTTLE_EVERY_MS : BACKOFF_MS);
+        now = mono_ms();
+        p->probe_ms = 0; /* probe again right after a back-off */
+    }
+}
+
+int stepq__pace_wait(stepq__pace *p, long n)
+{
+    long long now = mono_ms();
+
+    if (wait_conditions(p, now) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (p->rate <= 0)
+        return STEPQ_OK;
+    /* Token bucket with a one-second burst: n keys cost n tokens. */
+    now = mono_ms();
+    p->tokens += (double)(now - p->last_ms) * p->rate / 1000.0;
+    if (p->tokens > p->rate)
+        p->tokens = p->rate;
+    p->last_ms = now;
+    p->tokens -= (double)n;
+    if (p->tokens < 0) {
+        long ms = (long)(-p->tokens * 1000.0 / p->rate) + 1;
+        nap_ms(ms);
+        p->tokens += (double)ms * p->rate / 1000.0;
+        p->last_ms = mono_ms();
+    }
+    return STEPQ_OK;
+}
