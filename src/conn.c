@@ -175,7 +175,7 @@ int stepq__ensure(stepq *q)
 
     if (q->rc != NULL)
         return STEPQ_OK;
-    if (q->k_procs == NULL) {
+    if (q->k_verify == NULL) {
         /* stepq_connect() failed before it could build the key names. */
         stepq__set_error(q, STEPQ_E_INVALID,
                          "this handle failed to set up; read stepq_errstr() right after "
