@@ -30,6 +30,15 @@ test-asan: deps
 test-valgrind: build
 	@cd $(BUILD) && STEPQ_TEST_PREFIX="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q" ctest --output-on-failure -j$(JOBS) -L unit
 
+BUILD_FUZZ ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+# libFuzzer targets (clang), each run FUZZ_SECONDS from its seed corpus.
+fuzz: deps
+	@cmake -S . -B $(BUILD_FUZZ) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DSTEPQ_FUZZ=ON >/dev/null
+	@cmake --build $(BUILD_FUZZ) -j$(JOBS)
+	@fuzz/run.sh $(BUILD_FUZZ) $(FUZZ_SECONDS)
+
 bench: build
 	@bench/run.sh $(BUILD)
 
@@ -37,4 +46,4 @@ format:
 	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c
 
 clean:
-	@rm -rf $(BUILD) $(BUILD_ASAN)
+	@rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

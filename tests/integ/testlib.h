@@ -20,7 +20,7 @@ extern redisContext *R;
 /* Raw commands on R; the helpers abort the test binary on a lost connection. */
 redisReply *t_cmd(const char *fmt, ...);
 long long t_int(const char *fmt, ...);
-int t_exists(const char *fmt, ...);
+int t_exists(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A string reply as a static buffer ("" when nil). */
 const char *t_str(const char *fmt, ...);
 void t_flush(void);
