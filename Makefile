@@ -28,7 +28,7 @@ test-asan: deps
 	@cd $(BUILD_ASAN) && ctest --output-on-failure -j$(JOBS)
 
 test-valgrind: build
-	@cd $(BUILD) && STEPQ_TEST_PREFIX="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q" ctest --output-on-failure -j$(JOBS) -L unit
+	@cd $(BUILD) && STEPQ_TEST_PREFIX="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q" ctest --output-on-failure -j$(JOBS) -L 'unit|vg'
 
 BUILD_FUZZ ?= build-fuzz
 FUZZ_SECONDS ?= 60
