@@ -357,12 +357,9 @@ redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, cons
     const char *keys[] = {q->k_phase, q->k_stats, q->k_evseq};
     const char *argv[EVAL_ARGS_MAX];
     size_t lens[EVAL_ARGS_MAX];
+    const int ntpl = 2 * STEPQ_ROLE_COUNT;
 
-    if (q->lua_map == NULL) {
-        stepq__set_error(q, STEPQ_E_INVALID, "not connected");
-        return NULL;
-    }
-    if (nargs + 2 > EVAL_ARGS_MAX - 8) {
+    if (nargs + 2 + ntpl > EVAL_ARGS_MAX - 8) {
         stepq__set_error(q, STEPQ_E_INVALID, "too many script arguments");
         return NULL;
     }
@@ -378,13 +375,17 @@ redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, cons
     }
     argv[0] = q->pin_arg;
     lens[0] = strlen(q->pin_arg);
-    argv[1] = q->lua_map;
-    lens[1] = sdslen(q->lua_map);
+    argv[1] = q->km.ns;
+    lens[1] = strlen(q->km.ns);
     for (int i = 0; i < nargs; i++) {
         argv[2 + i] = args[i];
         lens[2 + i] = arglens ? arglens[i] : strlen(args[i]);
     }
-    return stepq__eval(q, s, 3, keys, nargs + 2, argv, lens);
+    for (int i = 0; i < ntpl; i++) {
+        argv[2 + nargs + i] = q->lua_tpl[i];
+        lens[2 + nargs + i] = sdslen(q->lua_tpl[i]);
+    }
+    return stepq__eval(q, s, 3, keys, nargs + 2 + ntpl, argv, lens);
 }
 
 /* ---------------------------------------------------------------------------
@@ -468,7 +469,10 @@ static int setup_keys(stepq *q, const stepq_options *o)
         return STEPQ_ERR;
     }
     const char *ns = q->km.ns;
-    q->lua_map = stepq__keymap_lua(&q->km);
+    if (stepq__keymap_lua(&q->km, q->lua_tpl) != STEPQ_OK) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
     q->k_phase = sdscatfmt(sdsempty(), "%sstepq:phase", ns);
     q->k_audit = sdscatfmt(sdsempty(), "%sstepq:audit", ns);
     q->k_stats = sdscatfmt(sdsempty(), "%sstepq:stats", ns);
@@ -476,8 +480,8 @@ static int setup_keys(stepq *q, const stepq_options *o)
     q->k_procs = sdscatfmt(sdsempty(), "%sstepq:procs", ns);
     q->k_backfill = sdscatfmt(sdsempty(), "%sstepq:backfill", ns);
     q->k_verify = sdscatfmt(sdsempty(), "%sstepq:verify", ns);
-    if (!q->lua_map || !q->k_phase || !q->k_audit || !q->k_stats || !q->k_evseq || !q->k_procs ||
-        !q->k_backfill || !q->k_verify) {
+    if (!q->k_phase || !q->k_audit || !q->k_stats || !q->k_evseq || !q->k_procs || !q->k_backfill ||
+        !q->k_verify) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
@@ -520,7 +524,8 @@ void stepq_free(stepq *q)
         return;
     stepq__drop(q);
     stepq__url_release(&q->url);
-    sdsfree(q->lua_map);
+    for (int i = 0; i < 2 * STEPQ_ROLE_COUNT; i++)
+        sdsfree(q->lua_tpl[i]);
     sdsfree(q->k_phase);
     sdsfree(q->k_audit);
     sdsfree(q->k_stats);

@@ -150,19 +150,20 @@ sds stepq__keymap_glob(const stepq__keymap *km, size_t r, enum stepq__side side)
     return expand(km->ns, km->rules[r].tpl[side], "*");
 }
 
-sds stepq__keymap_lua(const stepq__keymap *km)
+int stepq__keymap_lua(const stepq__keymap *km, sds out[2 * STEPQ_ROLE_COUNT])
 {
-    sds s = sdscatfmt(sdsempty(), "%s\n", km->ns);
-
-    for (int role = 0; role < STEPQ_ROLE_COUNT && s != NULL; role++) {
-        for (int side = 0; side < 2 && s != NULL; side++) {
+    for (int role = 0; role < STEPQ_ROLE_COUNT; role++) {
+        for (int side = 0; side < 2; side++) {
             int r = km->role[role];
             /* Channels are not keys, so they take no namespace. */
             const char *ns = r >= 0 && km->rules[r].type != STEPQ_KT_CHANNEL ? km->ns : "";
-            s = sdscatfmt(s, "%s%s\n", ns, r >= 0 ? km->rules[r].tpl[side] : "");
+            out[2 * role + side] =
+                sdscatfmt(sdsempty(), "%s%s", ns, r >= 0 ? km->rules[r].tpl[side] : "");
+            if (out[2 * role + side] == NULL)
+                return STEPQ_ERR;
         }
     }
-    return s;
+    return STEPQ_OK;
 }
 
 /* ---------------------------------------------------------------------------

@@ -110,9 +110,10 @@ int stepq__keymap_match(const stepq__keymap *km, const char *key, size_t len,
                         enum stepq__side *ret_side, char *id, size_t idlen);
 /* The SCAN MATCH glob of a rule's side, with the namespace: a new sds. */
 sds stepq__keymap_glob(const stepq__keymap *km, size_t r, enum stepq__side side);
-/* The namespace, then the role templates, as the scripts take them, one per
- * line: a new sds. */
-sds stepq__keymap_lua(const stepq__keymap *km);
+/* The role templates as the scripts take them (old and new of each role,
+ * with the namespace where they are keys), as new sds strings in out;
+ * STEPQ_ERR on OOM (the caller frees what was made). */
+int stepq__keymap_lua(const stepq__keymap *km, sds out[2 * STEPQ_ROLE_COUNT]);
 
 /* ---------------------------------------------------------------------------
  * The handle (conn.c)
@@ -129,10 +130,10 @@ struct stepq {
     int reconnect_tries;
     char client_name[64];
     stepq__keymap km;
-    sds lua_map;          /* stepq__keymap_lua(), sent with every queue script */
-    int pin;              /* pinned phase, or -1 */
-    char pin_arg[16];     /* the pin as the scripts take it ("" = stored phase) */
-    sds k_phase, k_audit; /* our own keys, in the namespace */
+    sds lua_tpl[2 * STEPQ_ROLE_COUNT]; /* stepq__keymap_lua(), sent with every queue script */
+    int pin;                           /* pinned phase, or -1 */
+    char pin_arg[16];                  /* the pin as the scripts take it ("" = stored phase) */
+    sds k_phase, k_audit;              /* our own keys, in the namespace */
     sds k_stats, k_evseq, k_procs;
     sds k_backfill, k_verify; /* what the migration engine records */
     char shas[STEPQ_SCRIPT_COUNT][41];

@@ -4,10 +4,11 @@
 -- Every queue script takes:
 --   KEYS[1] the phase hash     KEYS[2] the stats hash     KEYS[3] the event sequence
 --   ARGV[1] the process's pinned phase, '' to follow the stored one
---   ARGV[2] the key map: the namespace, then the old and the new template of
---           each role (step, progress, pending, active, completed, failed,
---           worker_steps, events), one per line
--- and its own arguments from ARGV[3] on.
+--   ARGV[2] the namespace
+--   ARGV[3..] its own arguments
+--   ARGV[#ARGV-15..#ARGV] the key map: the old and the new template of each
+--           role (step, progress, pending, active, completed, failed,
+--           worker_steps, events), with the namespace where they are keys
 --
 -- Key names of one step are derived here from the templates, because claim
 -- and reap only learn the ids inside the script. Every key of a namespace
@@ -24,8 +25,8 @@ local PHASE = ARGV[1]
 if PHASE == nil or PHASE == '' then
     PHASE = redis.call('HGET', PHASE_KEY, 'phase') or 'job'
 end
-local PHASE_OK = {['job'] = 1, ['dual-write'] = 2, ['dual-read'] = 3, ['step-primary'] = 4, ['step'] = 5}
-if not PHASE_OK[PHASE] then
+if PHASE ~= 'job' and PHASE ~= 'dual-write' and PHASE ~= 'dual-read' and
+    PHASE ~= 'step-primary' and PHASE ~= 'step' then
     raise('INVALID', "stored phase '" .. tostring(PHASE) .. "' is unknown; set it with 'stepq migrate phase'")
 end
 
@@ -39,26 +40,16 @@ local WSIDES = {}
 if W_OLD then WSIDES[#WSIDES + 1] = 1 end
 if W_NEW then WSIDES[#WSIDES + 1] = 2 end
 
-local ROLES = {'step', 'progress', 'pending', 'active', 'completed', 'failed', 'worker_steps', 'events'}
-local NS = ''
-local T = {}
-do
-    local i = -1
-    for line in string.gmatch(ARGV[2], '([^\n]*)\n') do
-        if i < 0 then
-            NS = line
-        else
-            local role = ROLES[math.floor(i / 2) + 1]
-            T[role] = T[role] or {}
-            T[role][(i % 2) + 1] = line
-        end
-        i = i + 1
-    end
-end
+-- ARGV[2] is the namespace; the last 16 ARGV are the templates, old then new
+-- for each role in this order, so a script's own arguments keep ARGV[3..].
+local NS = ARGV[2]
+local TPL = #ARGV - 16
+local RI = {step = 0, progress = 2, pending = 4, active = 6, completed = 8, failed = 10,
+    worker_steps = 12, events = 14}
 
 -- The name of `role` on `side` (1 old, 2 new) for `id`.
 local function key(role, side, id)
-    local t = T[role][side]
+    local t = ARGV[TPL + RI[role] + side]
     if id then
         local s, e = string.find(t, '{id}', 1, true)
         if s then

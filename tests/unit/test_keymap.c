@@ -122,17 +122,37 @@ static void test_rules_file_other_rename(void)
     ASSERT_EQ(stepq__keymap_match(&km, "t_ev", 4, NULL, NULL, 0), -1);
 }
 
-static void test_lua_blob(void)
+static void test_lua_templates(void)
 {
+    static const char *want[] = {
+        "{n}:job:{id}",
+        "{n}:step:{id}",
+        "{n}:job:{id}:progress",
+        "{n}:step:{id}:progress",
+        "{n}:jobs:pending",
+        "{n}:steps:pending",
+        "{n}:jobs:active",
+        "{n}:steps:active",
+        "{n}:jobs:completed",
+        "{n}:steps:completed",
+        "{n}:jobs:failed",
+        "{n}:steps:failed",
+        "{n}:worker:{id}:jobs",
+        "{n}:worker:{id}:steps",
+        "job_events",
+        "step_events",
+    };
     stepq__keymap km;
+    sds t[2 * STEPQ_ROLE_COUNT];
+    char err[256];
 
     stepq__keymap_default(&km);
-    sds s = stepq__keymap_lua(&km);
-    ASSERT_STR(s, "\njob:{id}\nstep:{id}\njob:{id}:progress\nstep:{id}:progress\njobs:pending\n"
-                  "steps:pending\njobs:active\nsteps:active\njobs:completed\nsteps:completed\n"
-                  "jobs:failed\nsteps:failed\nworker:{id}:jobs\nworker:{id}:steps\njob_events\n"
-                  "step_events\n");
-    sdsfree(s);
+    REQUIRE(stepq__keymap_set_ns(&km, "{n}:", err, sizeof(err)) == STEPQ_OK);
+    REQUIRE(stepq__keymap_lua(&km, t) == STEPQ_OK);
+    for (int i = 0; i < 2 * STEPQ_ROLE_COUNT; i++) {
+        ASSERT_STR(t[i], want[i]);
+        sdsfree(t[i]);
+    }
 }
 
 int main(void)
@@ -142,6 +162,6 @@ int main(void)
     RUN(test_namespace);
     RUN(test_rules_file_errors);
     RUN(test_rules_file_other_rename);
-    RUN(test_lua_blob);
+    RUN(test_lua_templates);
     TEST_END();
 }
