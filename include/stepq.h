@@ -11,6 +11,8 @@
  *     only when the call returns STEPQ_OK.
  *   - Input strings are borrowed for the duration of the call.
  *   - A handle is not thread-safe: use one per thread.
+ *   - Like hiredis, the library writes to sockets with write(2): a program
+ *     should ignore SIGPIPE, or a connection Redis closed kills it.
  *
  * Errors: every function returns STEPQ_OK (0) or STEPQ_ERR (-1). On STEPQ_ERR,
  * stepq_err() says what kind of error it was and stepq_errstr() says what

@@ -14,4 +14,5 @@ if [ -z "${REDIS_URL:-}" ]; then
     export REDIS_URL
     echo "== private redis-server at $REDIS_URL"
 fi
-exec "$here/scripts/walkthrough.sh" "$STEPQ"
+# Not exec: the EXIT trap must stop the private server.
+"$here/scripts/walkthrough.sh" "$STEPQ"

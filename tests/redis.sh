@@ -34,7 +34,8 @@ start)
             --unixsocketperm 700 --dir "$dir" --pidfile "$dir/redis.pid" --daemonize yes \
             --save '' --appendonly no --databases 128 --logfile "$dir/redis.log" ${REDIS_EXTRA:-} >/dev/null
         for _ in $(seq 1 100); do
-            if [ -S "$dir/redis.sock" ] && redis-cli -s "$dir/redis.sock" ping 2>/dev/null | grep -q PONG; then
+            # A server with a password answers NOAUTH: up all the same.
+            if [ -S "$dir/redis.sock" ] && redis-cli -s "$dir/redis.sock" ping 2>&1 | grep -qE 'PONG|NOAUTH'; then
                 printf 'REDIS_URL=unix://%s/redis.sock\nREDIS_PORT=%s\nREDIS_SOCK=%s/redis.sock\n' \
                     "$dir" "$port" "$dir" >"$dir/env"
                 exit 0
@@ -43,6 +44,9 @@ start)
         done
         echo "redis-server did not start on port $port (attempt $attempt); log:" >&2
         tail -5 "$dir/redis.log" >&2 || true
+        # Never leave a half-started daemon behind.
+        [ -f "$dir/redis.pid" ] && kill -9 "$(cat "$dir/redis.pid")" 2>/dev/null || true
+        rm -f "$dir/redis.pid" "$dir/redis.sock"
     done
     exit 1
     ;;

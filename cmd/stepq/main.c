@@ -1,6 +1,7 @@
 /*
  * main.c - the stepq command: git-style dispatch to subcommands.
  */
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,6 +160,10 @@ int main(int argc, char **argv)
     struct cli cli = {0};
     static const struct option opts[] = {CLI_COMMON_OPTS, {NULL, 0, NULL, 0}};
     int c;
+
+    /* A connection Redis closed must be an error the library reports, not
+     * a signal that kills us in the middle of a write. */
+    signal(SIGPIPE, SIG_IGN);
 
     /* Global options stop at the first word that is not one (the command). */
     while ((c = getopt_long(argc, argv, "+" CLI_COMMON_SHORT, opts, NULL)) != -1) {

@@ -286,6 +286,56 @@ static void test_submit_idempotent_script(void)
     ASSERT_EQ(t_int("ZCARD jobs:pending"), 0);
 }
 
+/* After SCRIPT FLUSH (or a restart without persistence) the scripts are
+ * loaded again on NOSCRIPT; after the connection is killed, the next call
+ * reconnects. Neither is visible to the caller. */
+static void test_noscript_and_reconnect(void)
+{
+    char id[STEPQ_ID_MAX];
+    char *json;
+
+    t_flush();
+    freeReplyObject(t_cmd("SCRIPT FLUSH"));
+    CHECK(stepq_submit(Q, NULL, id) == STEPQ_OK);
+    t_kill_q();
+    /* The first call after the kill fails with IO or EOF, or succeeds after
+     * a transparent retry (submit resends its idempotent script). */
+    int rc = stepq_get(Q, id, &json);
+    if (rc == STEPQ_OK)
+        stepq_str_free(json);
+    else
+        CHECK(stepq_err(Q) == STEPQ_E_IO || stepq_err(Q) == STEPQ_E_EOF);
+    REQUIRE(stepq_get(Q, id, &json) == STEPQ_OK);
+    ASSERT_STR(t_field(json, "id"), id);
+    stepq_str_free(json);
+}
+
+/* A live process announces itself with its pin; status lists it, and an
+ * announcement that was not renewed in time disappears. */
+static void test_processes_in_status(void)
+{
+    char *json;
+
+    t_flush();
+    setenv("PRIMARY_KEY_PATTERN", "step", 1);
+    setenv("ENABLE_DUAL_WRITE_STEPS", "true", 1);
+    stepq *p = stepq_connect(t_url(), NULL);
+    unsetenv("PRIMARY_KEY_PATTERN");
+    unsetenv("ENABLE_DUAL_WRITE_STEPS");
+    REQUIRE(stepq_err(p) == 0);
+    REQUIRE(stepq_proc_announce(p, "worker", 60000) == STEPQ_OK);
+    REQUIRE(stepq_proc_announce(Q, "serve", 1) == STEPQ_OK);
+    usleep(20000);
+    REQUIRE(stepq_status(Q, &json) == STEPQ_OK);
+    CHECK(strstr(json, "\"kind\":\"worker\"") != NULL);
+    CHECK(strstr(json, "\"phase\":\"step-primary\"") != NULL);
+    CHECK(strstr(json, "\"kind\":\"serve\"") == NULL); /* expired */
+    stepq_str_free(json);
+    REQUIRE(stepq_proc_withdraw(p) == STEPQ_OK);
+    ASSERT_EQ(t_int("HLEN stepq:procs"), 0);
+    stepq_free(p);
+}
+
 int main(void)
 {
     t_setup();
@@ -299,6 +349,8 @@ int main(void)
     RUN(test_deregister_requeues);
     RUN(test_bad_input_changes_nothing);
     RUN(test_submit_idempotent_script);
+    RUN(test_noscript_and_reconnect);
+    RUN(test_processes_in_status);
     t_teardown();
     TEST_END();
 }

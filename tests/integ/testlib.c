@@ -1,5 +1,7 @@
 /* testlib.c - see testlib.h. */
+#include <signal.h>
 #include <stdarg.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,12 +60,34 @@ void t_setup(void)
         }
         t_flush();
     }
-    stepq_options o = {.ignore_env_pin = 1};
+    /* A killed connection must show up as an error, not kill the test. */
+    signal(SIGPIPE, SIG_IGN);
+    static char name[32];
+    snprintf(name, sizeof(name), "test-%d", (int)getpid());
+    stepq_options o = {.ignore_env_pin = 1, .client_name = name};
     Q = stepq_connect(t_url(), &o);
     if (Q == NULL || stepq_err(Q)) {
         fprintf(stderr, "stepq_connect: %s\n", stepq_errstr(Q));
         exit(1);
     }
+}
+
+void t_kill_q(void)
+{
+    char name[32];
+    redisReply *r = t_cmd("CLIENT LIST");
+
+    snprintf(name, sizeof(name), " name=test-%d ", (int)getpid());
+    for (char *line = r->str; line && *line;
+         line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        char *end = strchr(line, '\n');
+        char *hit = strstr(line, name);
+        if (hit != NULL && (end == NULL || hit < end)) {
+            long long id = strtoll(line + 3, NULL, 10); /* "id=N " */
+            freeReplyObject(t_cmd("CLIENT KILL ID %lld", id));
+        }
+    }
+    freeReplyObject(r);
 }
 
 void t_teardown(void)

@@ -14,6 +14,8 @@ const char *t_url(void);
  * (STEPQ_TEST_PRIVATE=1), else refuses to run on a non-empty database. */
 void t_setup(void);
 void t_teardown(void);
+/* Kills Q's connection on the server side (only Q's: tests run in parallel). */
+void t_kill_q(void);
 extern stepq *Q;
 extern redisContext *R;
 
