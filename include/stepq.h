@@ -216,6 +216,94 @@ STEPQ_API int stepq_event_channels(stepq *q, char **ret_json);
 typedef int (*stepq_event_fn)(const char *json, size_t len, void *arg);
 STEPQ_API int stepq_events_follow(stepq *q, long max_events, stepq_event_fn fn, void *arg);
 
+/* ---------------------------------------------------------------------------
+ * Backup, restore and cleanup of the migration (docs/backup.md)
+ * ------------------------------------------------------------------------- */
+
+/* Called now and then during a long walk with the keys done so far and the
+ * total (0 when unknown). */
+typedef void (*stepq_progress_fn)(long long done, long long total, void *arg);
+
+typedef struct stepq_backup_opts {
+    int side_new;               /* 0: the old keys (job side), 1: the new ones */
+    double rate;                /* keys/s; 0: unlimited (stepq:throttle still applies) */
+    stepq_progress_fn progress; /* may be NULL */
+    void *arg;
+} stepq_backup_opts;
+
+typedef struct stepq_backup_result {
+    long long keys;     /* records written */
+    long long vanished; /* keys gone between SCAN and DUMP: skipped */
+    long long bytes;    /* size of the file */
+    char checksum[17];  /* the trailer's xxh64, hex */
+} stepq_backup_result;
+
+/*
+ * Writes every key of one side of the key map, with its DUMP payload and
+ * absolute expiry, to `path` (docs/backup-format.md): streamed through
+ * path.tmp, read back and validated, then renamed into place, and recorded
+ * in stepq:backup with verified=1. `opts` and `ret` may be NULL.
+ */
+STEPQ_API int stepq_backup(stepq *q, const char *path, const stepq_backup_opts *opts,
+                           stepq_backup_result *ret);
+
+enum stepq_restore_flags {
+    STEPQ_RESTORE_REPLACE = 1 << 0, /* overwrite keys that exist */
+    STEPQ_RESTORE_DRY_RUN = 1 << 1, /* check everything, write nothing */
+};
+
+typedef struct stepq_restore_result {
+    long long records;  /* records in the file */
+    long long restored; /* keys written (would be, with DRY_RUN) */
+    long long expired;  /* skipped: their expiry is already past */
+    long long existed;  /* keys that existed (replaced with REPLACE) */
+    char side[8];       /* the side the backup holds */
+} stepq_restore_result;
+
+/*
+ * Restores a backup. The whole file is validated first (and, without
+ * REPLACE, every key is checked to be absent); a truncated or corrupt file
+ * or an existing key is refused before anything is written (STEPQ_E_INVALID,
+ * STEPQ_E_CONFLICT naming the key). Keys whose expiry is past are skipped.
+ */
+STEPQ_API int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_progress_fn fn,
+                            void *arg, stepq_restore_result *ret);
+
+enum stepq_cleanup_flags {
+    STEPQ_CLEANUP_FORCE = 1 << 0,   /* delete although old keys seem read (audited) */
+    STEPQ_CLEANUP_DRY_RUN = 1 << 1, /* run every check, delete nothing */
+};
+
+typedef struct stepq_cleanup_opts {
+    unsigned flags;
+    double rate;                /* keys/s; 0: unlimited (stepq:throttle still applies) */
+    const char *who;            /* for the audit entry of a forced run; NULL: "unknown" */
+    stepq_progress_fn progress; /* may be NULL */
+    /* Called with each old key kept because its new twin is missing. */
+    void (*kept)(const char *key, size_t len, void *arg);
+    void *arg;
+} stepq_cleanup_opts;
+
+typedef struct stepq_cleanup_result {
+    long long old_keys;      /* old keys found by the checks */
+    long long deleted;       /* deleted (would be, with DRY_RUN) */
+    long long kept;          /* kept: their new twin is missing */
+    long long not_in_backup; /* kept: not in the backup (appeared after the check) */
+    long long gone;          /* vanished meanwhile */
+} stepq_cleanup_result;
+
+/*
+ * Deletes the old keys after the switch (seed 4.3.5). Refused
+ * (STEPQ_E_CONFLICT, nothing deleted) unless the phase is `step`, the backup
+ * at `backup_path` is valid, of the old side, of this key map, taken in
+ * phase `step`, and holds every old key; and, unless FORCE, while a live
+ * process is pinned to a phase that reads old keys or an old key was read
+ * after the switch. Deletes with UNLINK in paced batches, only old keys
+ * whose new twin exists. `opts` and `ret` may be NULL.
+ */
+STEPQ_API int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *opts,
+                            stepq_cleanup_result *ret);
+
 #ifdef __cplusplus
 }
 #endif

@@ -62,5 +62,9 @@ int cmd_events(struct cli *cli, int argc, char **argv);
 int cmd_workers(struct cli *cli, int argc, char **argv);
 int cmd_reap(struct cli *cli, int argc, char **argv);
 int cmd_migrate(struct cli *cli, int argc, char **argv);
+/* migrate subcommands of cmd_backup.c */
+int migrate_backup(struct cli *cli, int argc, char **argv);
+int migrate_restore(struct cli *cli, int argc, char **argv);
+int migrate_cleanup(struct cli *cli, int argc, char **argv);
 
 #endif

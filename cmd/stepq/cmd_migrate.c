@@ -156,6 +156,9 @@ static const struct subcommand {
 } subcommands[] = {
     {"phase", migrate_phase, "print or move the migration phase"},
     {"status", migrate_status, "phase, key counts, counters, live processes, audit"},
+    {"backup", migrate_backup, "write one side's keys to a checked, compressed file"},
+    {"restore", migrate_restore, "restore a backup file (checked whole before writing)"},
+    {"cleanup", migrate_cleanup, "delete old keys whose new twin exists (phase step)"},
 };
 
 int cmd_migrate(struct cli *cli, int argc, char **argv)

@@ -1,0 +1,572 @@
+/*
+ * backup.c - `migrate backup` and `migrate restore`: one side of the key
+ * map to a file (backup_file.c's format) and back.
+ *
+ * The backup SCANs the namespace, keeps the keys of the chosen side, and for
+ * each batch pipelines OBJECT IDLETIME (which does not touch a key's access
+ * time) and then, inside MULTI/EXEC so that value and expiry agree, DUMP and
+ * PEXPIRETIME. DUMP does update the access time (tests/integ/test_backup.c
+ * proves it), so the idle times read just before it are the last evidence of
+ * who read the old keys; the backup records the latest such access in
+ * stepq:backup for cleanup to judge (docs/backup.md).
+ *
+ * The restore validates the whole file first, then writes in a second pass.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "stepq_private.h"
+#include "backup.h"
+
+#define SCAN_COUNT    1000
+#define RESTORE_BATCH 256
+#define RESTORE_BYTES (8u << 20)
+
+/* ---------------------------------------------------------------------------
+ * Shared helpers
+ * ------------------------------------------------------------------------- */
+
+sds stepq__bk_rules_text(const stepq__keymap *km)
+{
+    sds s = sdsempty();
+
+    for (size_t r = 0; r < km->n && s != NULL; r++) {
+        const stepq__rule *rule = &km->rules[r];
+        s = sdscatfmt(s, "%s %s %s %s\n", rule->name, stepq__keytype_name(rule->type), rule->tpl[0],
+                      rule->tpl[1]);
+    }
+    return s;
+}
+
+FILE *stepq__bk_open(stepq *q, const char *path)
+{
+    FILE *fp = fopen(path, "rb");
+
+    if (fp == NULL)
+        stepq__set_error(q, errno == ENOENT ? STEPQ_E_NOTFOUND : STEPQ_E_IO,
+                         "cannot open backup '%s': %s; check the path", path, strerror(errno));
+    return fp;
+}
+
+int stepq__bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, stepq__bk_fn fn,
+                    void *arg)
+{
+    stepq__bk_src src = {.fp = fp};
+    char err[STEPQ_ERRSTR_MAX];
+
+    rewind(fp);
+    int rc = stepq__bk_parse(&src, info, fn, arg, err, sizeof(err));
+    if (rc == -1)
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "backup '%s' is refused: %s; nothing was written (take a new backup)",
+                         path, err);
+    return rc == 0 ? STEPQ_OK : STEPQ_ERR;
+}
+
+redisReply *stepq__bk_reply(stepq *q)
+{
+    void *r = NULL;
+
+    if (q->rc == NULL || redisGetReply(q->rc, &r) != REDIS_OK || r == NULL) {
+        stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s",
+                         q->rc ? q->rc->errstr : "not connected");
+        stepq__drop(q);
+        return NULL;
+    }
+    return r;
+}
+
+/* A field of INFO server ("redis_version"), into buf. */
+static int info_field(stepq *q, const char *field, char *buf, size_t len)
+{
+    redisReply *r = stepq__commandf(q, "INFO server");
+    size_t flen = strlen(field);
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    buf[0] = '\0';
+    for (const char *p = r->str; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, field, flen) == 0 && p[flen] == ':') {
+            snprintf(buf, len, "%.*s", (int)strcspn(p + flen + 1, "\r\n"), p + flen + 1);
+            break;
+        }
+    }
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * Backup
+ * ------------------------------------------------------------------------- */
+
+struct bk_run {
+    stepq *q;
+    enum stepq__side side;
+    stepq__bk_writer *w;
+    stepq__pace pace;
+    const stepq_backup_opts *o;
+    long long keys, vanished;
+    long long last_read_ms; /* latest access seen before our DUMP; -1: unknown */
+    char last_read_key[STEPQ_RULE_MAX];
+    int idle_unknown;
+};
+
+static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply *key)
+{
+    if (idle->type != REDIS_REPLY_INTEGER) {
+        b->idle_unknown = 1; /* an LFU policy: idle time not tracked */
+        return;
+    }
+    long long at = stepq__now_ms() - idle->integer * 1000;
+    if (at > b->last_read_ms) {
+        b->last_read_ms = at;
+        snprintf(b->last_read_key, sizeof(b->last_read_key), "%.*s", (int)key->len, key->str);
+    }
+}
+
+/* Queues IDLETIME of each key, then DUMP + PEXPIRETIME of each in MULTI. */
+static int dump_append(stepq *q, const redisReply *const *keys, size_t n)
+{
+    int ok = REDIS_OK;
+
+    for (size_t i = 0; i < n && ok == REDIS_OK; i++)
+        ok = redisAppendCommand(q->rc, "OBJECT IDLETIME %b", keys[i]->str, keys[i]->len);
+    if (ok == REDIS_OK)
+        ok = redisAppendCommand(q->rc, "MULTI");
+    for (size_t i = 0; i < n && ok == REDIS_OK; i++) {
+        ok = redisAppendCommand(q->rc, "DUMP %b", keys[i]->str, keys[i]->len);
+        if (ok == REDIS_OK)
+            ok = redisAppendCommand(q->rc, "PEXPIRETIME %b", keys[i]->str, keys[i]->len);
+    }
+    if (ok == REDIS_OK)
+        ok = redisAppendCommand(q->rc, "EXEC");
+    if (ok != REDIS_OK) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory while queueing commands");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+/* Writes the records of one EXEC reply. */
+static int dump_write(struct bk_run *b, const redisReply *const *keys, size_t n,
+                      const redisReply *exec)
+{
+    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2 * n) {
+        stepq__set_error(b->q, STEPQ_E_PROTOCOL, "unexpected reply to DUMP in MULTI/EXEC");
+        return STEPQ_ERR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *d = exec->element[2 * i], *t = exec->element[2 * i + 1];
+        if (d->type != REDIS_REPLY_STRING || t->type != REDIS_REPLY_INTEGER || t->integer == -2) {
+            b->vanished++; /* gone between SCAN and DUMP: not an error */
+            continue;
+        }
+        if (stepq__bk_writer_add(b->w, keys[i]->str, keys[i]->len, d->str, d->len, t->integer) !=
+            0) {
+            stepq__set_error(b->q, STEPQ_E_IO, "cannot write the backup: %s",
+                             stepq__bk_writer_errstr(b->w));
+            return STEPQ_ERR;
+        }
+        b->keys++;
+    }
+    return STEPQ_OK;
+}
+
+/* Reads the replies of dump_append and writes the records. */
+static int dump_read(struct bk_run *b, const redisReply *const *keys, size_t n)
+{
+    int rc = STEPQ_OK;
+
+    for (size_t i = 0; i < n + 1 + 2 * n; i++) {
+        redisReply *r = stepq__bk_reply(b->q);
+        if (r == NULL)
+            return STEPQ_ERR;
+        if (i < n)
+            note_idle(b, r, keys[i]);
+        else if (r->type == REDIS_REPLY_ERROR && rc == STEPQ_OK) {
+            stepq__set_error(b->q, STEPQ_E_SERVER, "redis: %s", r->str);
+            rc = STEPQ_ERR;
+        }
+        freeReplyObject(r);
+    }
+    redisReply *exec = stepq__bk_reply(b->q);
+    if (exec == NULL)
+        return STEPQ_ERR;
+    if (rc == STEPQ_OK)
+        rc = dump_write(b, keys, n, exec);
+    freeReplyObject(exec);
+    return rc;
+}
+
+static int backup_batch(stepq *q, const redisReply *batch, void *arg)
+{
+    struct bk_run *b = arg;
+    const redisReply *keys[SCAN_COUNT * 2];
+    size_t n = 0;
+    enum stepq__side side;
+
+    for (size_t i = 0; i < batch->elements && n < sizeof(keys) / sizeof(*keys); i++) {
+        const redisReply *k = batch->element[i];
+        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, 0) >= 0 && side == b->side)
+            keys[n++] = k;
+    }
+    if (n == 0)
+        return STEPQ_OK;
+    if (stepq__pace_wait(&b->pace, (long)n) != STEPQ_OK || stepq__ensure(q) != STEPQ_OK ||
+        dump_append(q, keys, n) != STEPQ_OK || dump_read(b, keys, n) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (b->o->progress != NULL)
+        b->o->progress(b->keys, 0, b->o->arg);
+    return STEPQ_OK;
+}
+
+static int fill_header(stepq *q, stepq__bk_info *info, enum stepq__side side)
+{
+    stepq_phase ph;
+
+    memset(info, 0, sizeof(*info));
+    if (info_field(q, "redis_version", info->redis_version, sizeof(info->redis_version)) !=
+            STEPQ_OK ||
+        stepq_phase_get(q, &ph) != STEPQ_OK)
+        return STEPQ_ERR;
+    snprintf(info->side, sizeof(info->side), "%s", side == STEPQ_OLD ? "old" : "new");
+    snprintf(info->phase, sizeof(info->phase), "%s", stepq_phase_name(ph));
+    snprintf(info->ns, sizeof(info->ns), "%s", q->km.ns);
+    info->created_ms = stepq__now_ms();
+    sds rules = stepq__bk_rules_text(&q->km);
+    info->rules = rules ? stepq__strdup(rules) : NULL;
+    sdsfree(rules);
+    if (info->rules == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+/* Writes the whole stream to fp. */
+static int backup_stream(struct bk_run *b, FILE *fp, stepq__bk_info *info,
+                         unsigned long long *count, uint64_t *sum)
+{
+    stepq *q = b->q;
+    sds match = sdscatfmt(sdsempty(), "%s*", q->km.ns);
+    int rc = STEPQ_ERR;
+
+    b->w = stepq__bk_writer_new(fp, info);
+    if (b->w == NULL || match == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        goto out;
+    }
+    if (stepq__scan(q, match, SCAN_COUNT, backup_batch, b) != STEPQ_OK)
+        goto out;
+    if (stepq__bk_writer_finish(b->w, count, sum) != 0 || fflush(fp) != 0 ||
+        fsync(fileno(fp)) != 0) {
+        stepq__set_error(q, STEPQ_E_IO, "cannot write the backup: %s",
+                         stepq__bk_writer_errstr(b->w)[0] ? stepq__bk_writer_errstr(b->w)
+                                                          : strerror(errno));
+        goto out;
+    }
+    rc = STEPQ_OK;
+out:
+    stepq__bk_writer_free(b->w);
+    b->w = NULL;
+    sdsfree(match);
+    return rc;
+}
+
+/* Reads the written file back with the validator: it must hold what we
+ * wrote. */
+static int backup_verify(stepq *q, const char *tmp, unsigned long long count, uint64_t sum)
+{
+    stepq__bk_info info;
+    FILE *fp = stepq__bk_open(q, tmp);
+    int rc;
+
+    if (fp == NULL)
+        return STEPQ_ERR;
+    rc = stepq__bk_check(q, fp, tmp, &info, NULL, NULL);
+    fclose(fp);
+    if (rc == STEPQ_OK && (info.count != count || info.checksum != sum)) {
+        stepq__set_error(q, STEPQ_E_IO,
+                         "the backup read back from '%s' differs from what was written; check "
+                         "the disk",
+                         tmp);
+        rc = STEPQ_ERR;
+    }
+    stepq__bk_info_release(&info);
+    return rc;
+}
+
+static int backup_record(stepq *q, const char *path, const struct bk_run *b,
+                         const stepq__bk_info *info, const stepq_backup_result *res)
+{
+    char abs[4096], keys[24], started[24], finished[24], last[24];
+    sds key = sdscatfmt(sdsempty(), "%sstepq:backup", q->km.ns);
+
+    if (realpath(path, abs) == NULL)
+        snprintf(abs, sizeof(abs), "%s", path);
+    snprintf(keys, sizeof(keys), "%lld", res->keys);
+    snprintf(started, sizeof(started), "%lld", info->created_ms);
+    snprintf(finished, sizeof(finished), "%lld", stepq__now_ms());
+    snprintf(last, sizeof(last), "%lld", b->idle_unknown ? -1 : b->last_read_ms);
+    const char *argv[] = {"HSET",          key,
+                          "path",          abs,
+                          "side",          info->side,
+                          "keys",          keys,
+                          "checksum",      res->checksum,
+                          "started_at",    started,
+                          "finished_at",   finished,
+                          "verified",      "1",
+                          "phase",         info->phase,
+                          "last_read_ms",  last,
+                          "last_read_key", b->last_read_key};
+    redisReply *r = key ? stepq__command(q, sizeof(argv) / sizeof(*argv), argv, NULL) : NULL;
+    sdsfree(key);
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+int stepq_backup(stepq *q, const char *path, const stepq_backup_opts *opts,
+                 stepq_backup_result *ret)
+{
+    stepq_backup_opts none = {0};
+    struct bk_run b = {.q = q, .o = opts ? opts : &none, .last_read_ms = -1};
+    stepq_backup_result res = {0};
+    stepq__bk_info info = {0};
+    unsigned long long count = 0;
+    uint64_t sum = 0;
+    sds tmp = sdscatfmt(sdsempty(), "%s.tmp", path);
+    FILE *fp = NULL;
+    int rc = STEPQ_ERR;
+
+    stepq__clear_error(q);
+    b.side = b.o->side_new ? STEPQ_NEW : STEPQ_OLD;
+    stepq__pace_init(&b.pace, q, b.o->rate, 0, 0);
+    if (tmp == NULL || fill_header(q, &info, b.side) != STEPQ_OK)
+        goto out;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    fp = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (fp == NULL) {
+        stepq__set_error(q, STEPQ_E_IO, "cannot create '%s': %s; check the directory", tmp,
+                         strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        goto out;
+    }
+    rc = backup_stream(&b, fp, &info, &count, &sum);
+    if (fclose(fp) != 0 && rc == STEPQ_OK) {
+        stepq__set_error(q, STEPQ_E_IO, "cannot write '%s': %s", tmp, strerror(errno));
+        rc = STEPQ_ERR;
+    }
+    if (rc == STEPQ_OK)
+        rc = backup_verify(q, tmp, count, sum);
+    if (rc == STEPQ_OK && rename(tmp, path) != 0) {
+        stepq__set_error(q, STEPQ_E_IO, "cannot rename '%s' to '%s': %s", tmp, path,
+                         strerror(errno));
+        rc = STEPQ_ERR;
+    }
+    if (rc != STEPQ_OK) {
+        unlink(tmp);
+        goto out;
+    }
+    struct stat st;
+    res.keys = b.keys;
+    res.vanished = b.vanished;
+    res.bytes = stat(path, &st) == 0 ? (long long)st.st_size : 0;
+    snprintf(res.checksum, sizeof(res.checksum), "%016llx", (unsigned long long)sum);
+    rc = backup_record(q, path, &b, &info, &res);
+    if (rc == STEPQ_OK && ret != NULL)
+        *ret = res;
+out:
+    stepq__bk_info_release(&info);
+    sdsfree(tmp);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Restore
+ * ------------------------------------------------------------------------- */
+
+struct rs_run {
+    stepq *q;
+    unsigned flags;
+    int writing; /* 0: the checking pass, 1: the writing pass */
+    long long now;
+    sds names[RESTORE_BATCH];
+    size_t n, bytes;
+    stepq_restore_result res;
+    stepq_progress_fn fn;
+    void *arg;
+};
+
+static void rs_clear(struct rs_run *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        sdsfree(s->names[i]);
+    s->n = 0;
+    s->bytes = 0;
+}
+
+/* Reads the replies of one batch: EXISTS in the checking pass, RESTORE in
+ * the writing pass. Returns 0, or 1 to stop with the error set. */
+static int rs_flush(struct rs_run *s)
+{
+    int stop = 0;
+
+    /* An error already set (a defect found by the parser) is kept. */
+    if (s->q->err != STEPQ_E_NONE)
+        stop = 1;
+    for (size_t i = 0; i < s->n; i++) {
+        redisReply *r = stepq__bk_reply(s->q);
+        if (r == NULL) {
+            stop = 1;
+            break;
+        }
+        if (!s->writing && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+            s->res.existed++;
+            if (!(s->flags & STEPQ_RESTORE_REPLACE) && !stop) {
+                stepq__set_error(s->q, STEPQ_E_CONFLICT,
+                                 "key '%s' already exists; use --replace to overwrite it, or "
+                                 "delete it first; nothing was written",
+                                 s->names[i]);
+                stop = 1;
+            }
+        } else if (s->writing && r->type == REDIS_REPLY_ERROR &&
+                   strncmp(r->str, "BUSYKEY", 7) == 0) {
+            s->res.existed++; /* appeared after the check, or twice in the file: kept */
+        } else if (s->writing && r->type == REDIS_REPLY_ERROR && !stop) {
+            stepq__set_error(s->q, STEPQ_E_SERVER, "redis refused to restore key '%s': %s",
+                             s->names[i], r->str);
+            stop = 1;
+        } else if (s->writing) {
+            s->res.restored++;
+        }
+        freeReplyObject(r);
+    }
+    rs_clear(s);
+    if (s->fn != NULL)
+        s->fn(s->writing ? s->res.restored : s->res.records, 0, s->arg);
+    return stop;
+}
+
+static int rs_append(struct rs_run *s, const stepq__bk_record *rec)
+{
+    char ttl[24];
+
+    if (!s->writing)
+        return redisAppendCommand(s->q->rc, "EXISTS %b", rec->key, rec->keylen);
+    snprintf(ttl, sizeof(ttl), "%lld", rec->pexpireat > 0 ? rec->pexpireat : 0);
+    if (s->flags & STEPQ_RESTORE_REPLACE)
+        return redisAppendCommand(s->q->rc, "RESTORE %b %s %b ABSTTL REPLACE", rec->key,
+                                  rec->keylen, ttl, rec->dump, rec->dumplen);
+    return redisAppendCommand(s->q->rc, "RESTORE %b %s %b ABSTTL", rec->key, rec->keylen, ttl,
+                              rec->dump, rec->dumplen);
+}
+
+static int rs_record(const stepq__bk_record *rec, void *arg)
+{
+    struct rs_run *s = arg;
+
+    if (!s->writing)
+        s->res.records++;
+    if (rec->pexpireat > 0 && rec->pexpireat <= s->now) {
+        if (!s->writing)
+            s->res.expired++;
+        return 0;
+    }
+    if (stepq__ensure(s->q) != STEPQ_OK)
+        return 1;
+    s->names[s->n] = sdsnewlen(rec->key, rec->keylen);
+    if (s->names[s->n] == NULL || rs_append(s, rec) != REDIS_OK) {
+        sdsfree(s->names[s->n]);
+        stepq__set_error(s->q, STEPQ_E_OOM, "out of memory");
+        return 1;
+    }
+    s->n++;
+    s->bytes += rec->dumplen;
+    if (s->n == RESTORE_BATCH || s->bytes >= RESTORE_BYTES)
+        return rs_flush(s);
+    return 0;
+}
+
+/* One pass over the file; the batch left at the end is flushed. */
+static int rs_pass(struct rs_run *s, FILE *fp, const char *path, stepq__bk_info *info)
+{
+    int rc = stepq__bk_check(s->q, fp, path, info, rs_record, s);
+
+    if (s->n > 0) {
+        /* The replies of what was sent must be read, even after a defect. */
+        int stop = rs_flush(s);
+        if (rc == STEPQ_OK && stop)
+            rc = STEPQ_ERR;
+    }
+    return rc;
+}
+
+/* A backup from a newer Redis may hold DUMP payloads this one cannot read:
+ * refuse before writing rather than fail halfway. */
+static int rs_check_version(stepq *q, const stepq__bk_info *info)
+{
+    char have[32];
+    int fa = 0, fb = 0, ha = 0, hb = 0;
+
+    if (info_field(q, "redis_version", have, sizeof(have)) != STEPQ_OK)
+        return STEPQ_ERR;
+    sscanf(info->redis_version, "%d.%d", &fa, &fb);
+    sscanf(have, "%d.%d", &ha, &hb);
+    if (fa > ha || (fa == ha && fb > hb)) {
+        stepq__set_error(q, STEPQ_E_CONFLICT,
+                         "the backup was taken on redis %s, newer than this redis %s; restore it "
+                         "into redis %d.%d or newer; nothing was written",
+                         info->redis_version, have, fa, fb);
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_progress_fn fn, void *arg,
+                  stepq_restore_result *ret)
+{
+    struct rs_run *s = stepq__calloc(1, sizeof(*s));
+    stepq__bk_info info = {0};
+    FILE *fp = NULL;
+    int rc = STEPQ_ERR;
+
+    stepq__clear_error(q);
+    if (s == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    *s = (struct rs_run){.q = q, .flags = flags, .now = stepq__now_ms(), .fn = fn, .arg = arg};
+    if ((fp = stepq__bk_open(q, path)) == NULL)
+        goto out;
+    /* The same open file for both passes: a backup replaced meanwhile (by
+     * rename) cannot slip in between the check and the writes. */
+    if (rs_pass(s, fp, path, &info) != STEPQ_OK || rs_check_version(q, &info) != STEPQ_OK)
+        goto out;
+    snprintf(s->res.side, sizeof(s->res.side), "%s", info.side);
+    if (flags & STEPQ_RESTORE_DRY_RUN) {
+        s->res.restored = s->res.records - s->res.expired;
+        rc = STEPQ_OK;
+        goto out;
+    }
+    stepq__bk_info_release(&info);
+    s->writing = 1;
+    s->res.existed = 0;
+    rc = rs_pass(s, fp, path, &info);
+out:
+    if (rc == STEPQ_OK && ret != NULL)
+        *ret = s->res;
+    rs_clear(s);
+    stepq__free(s);
+    stepq__bk_info_release(&info);
+    if (fp != NULL)
+        fclose(fp);
+    return rc;
+}

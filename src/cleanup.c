@@ -1,0 +1,512 @@
+/*
+ * cleanup.c - `migrate cleanup`: deleting the old keys after the switch
+ * (seed 4.3.5), only when it is safe, and only keys whose new twin exists.
+ *
+ * Before anything is deleted: the phase must be `step`; the backup file must
+ * be valid, of the old side, of this key map and namespace, taken in phase
+ * `step`, and hold every old key; no live process may be pinned to a phase
+ * that reads old keys; and no old key may have been read after the switch.
+ * The last two can be overridden (--force, audited); the others cannot.
+ *
+ * Who reads old keys: OBJECT IDLETIME tells when a key was last accessed,
+ * without touching it (as SCAN, EXISTS and PEXPIRETIME do not). DUMP does
+ * touch it, so a backup taken after the switch would hide earlier readers:
+ * the backup therefore reads the idle times just before its DUMP and records
+ * the latest access in stepq:backup (last_read_ms, last_read_key), and an
+ * access during that backup's own run is not held against the old keys. The
+ * check here reads the idle time of every old key, before anything else.
+ *
+ * Coverage: the backup's key names are kept as a set of their 64-bit xxh64
+ * (16 bytes a key at most, at half load), not the names themselves
+ * (docs/backup.md weighs this against counts and digests).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <xxhash.h>
+
+#include "stepq_private.h"
+#include "backup.h"
+
+#define SCAN_COUNT    500
+#define CLEAN_BATCH   100  /* key pairs per script call: under the EVAL argument cap */
+#define READ_SLACK_MS 1500 /* OBJECT IDLETIME counts whole seconds */
+#define ID_MAX        4096
+
+/* ---------------------------------------------------------------------------
+ * A set of 64-bit name hashes (open addressing; 0 marks an empty slot)
+ * ------------------------------------------------------------------------- */
+
+struct keyset {
+    uint64_t *slot;
+    size_t cap, n; /* cap is a power of two */
+};
+
+static uint64_t name_hash(const char *key, size_t len)
+{
+    uint64_t h = XXH64(key, len, 0);
+    return h ? h : 1;
+}
+
+static void set_put(uint64_t *slot, size_t cap, uint64_t h)
+{
+    size_t i = (size_t)h & (cap - 1);
+
+    while (slot[i] != 0 && slot[i] != h)
+        i = (i + 1) & (cap - 1);
+    slot[i] = h;
+}
+
+static int set_add(struct keyset *s, uint64_t h)
+{
+    if (2 * (s->n + 1) > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 1024;
+        uint64_t *ns = stepq__calloc(cap, sizeof(*ns));
+        if (ns == NULL)
+            return -1;
+        for (size_t i = 0; i < s->cap; i++) {
+            if (s->slot[i] != 0)
+                set_put(ns, cap, s->slot[i]);
+        }
+        stepq__free(s->slot);
+        s->slot = ns;
+        s->cap = cap;
+    }
+    set_put(s->slot, s->cap, h);
+    s->n++; /* duplicates overcount n a little: it only sizes the table */
+    return 0;
+}
+
+static int set_has(const struct keyset *s, uint64_t h)
+{
+    size_t i;
+
+    if (s->cap == 0)
+        return 0;
+    for (i = (size_t)h & (s->cap - 1); s->slot[i] != 0; i = (i + 1) & (s->cap - 1)) {
+        if (s->slot[i] == h)
+            return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * The run
+ * ------------------------------------------------------------------------- */
+
+struct cl_run {
+    stepq *q;
+    const stepq_cleanup_opts *o;
+    struct keyset set;
+    char path[256];
+    long long since;            /* when the phase became `step` */
+    long long win_lo, win_hi;   /* the recorded backup's own run; lo > hi: none */
+    int idle_unknown;           /* an LFU policy: no idle times */
+    long long uncovered, reads; /* findings of the check pass */
+    char uncovered_key[STEPQ_RULE_MAX], read_key[STEPQ_RULE_MAX];
+    long long read_at;
+    sds forced; /* the refusals --force overrode, for the audit entry */
+    stepq__pace pace;
+    stepq_cleanup_result res;
+    char id[ID_MAX];
+};
+
+static int refuse(struct cl_run *c, const char *fmt, ...) STEPQ_PRINTF(2, 3);
+
+/* A refusal --force may override: with FORCE, it is noted for the audit
+ * entry and the run goes on; without, it is the error. */
+static int refuse(struct cl_run *c, const char *fmt, ...)
+{
+    char msg[STEPQ_ERRSTR_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (c->o->flags & STEPQ_CLEANUP_FORCE) {
+        c->forced = sdscatfmt(c->forced ? c->forced : sdsempty(), "%s%s",
+                              c->forced && sdslen(c->forced) ? "; " : "", msg);
+        return STEPQ_OK;
+    }
+    stepq__set_error(c->q, STEPQ_E_CONFLICT, "%s; use --force to delete anyway (audited)", msg);
+    return STEPQ_ERR;
+}
+
+static long long hash_ll(const redisReply *r, size_t i)
+{
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements ||
+        r->element[i]->type != REDIS_REPLY_STRING)
+        return -1;
+    return strtoll(r->element[i]->str, NULL, 10);
+}
+
+/* The phase must be `step`; reads when it became so. */
+static int check_phase(struct cl_run *c)
+{
+    redisReply *r = stepq__commandf(c->q, "HMGET %s phase since", c->q->k_phase);
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    const char *ph = r->type == REDIS_REPLY_ARRAY && r->element[0]->type == REDIS_REPLY_STRING
+                         ? r->element[0]->str
+                         : "job";
+    int rc = STEPQ_OK;
+    if (strcmp(ph, "step") != 0) {
+        stepq__set_error(c->q, STEPQ_E_CONFLICT,
+                         "cleanup runs only in phase 'step', and the phase is '%s': old keys are "
+                         "still read or written; finish the migration first ('stepq migrate "
+                         "phase')",
+                         ph);
+        rc = STEPQ_ERR;
+    }
+    c->since = hash_ll(r, 1);
+    freeReplyObject(r);
+    if (rc == STEPQ_OK && c->since <= 0)
+        rc = refuse(c,
+                    "'%s' does not say since when the phase is 'step', so old-key reads "
+                    "cannot be judged",
+                    c->q->k_phase);
+    return rc;
+}
+
+static int add_name(const stepq__bk_record *rec, void *arg)
+{
+    struct cl_run *c = arg;
+
+    if (set_add(&c->set, name_hash(rec->key, rec->keylen)) != 0) {
+        stepq__set_error(c->q, STEPQ_E_OOM, "out of memory while reading the backup's keys");
+        return 1;
+    }
+    return 0;
+}
+
+static int check_header(struct cl_run *c, const stepq__bk_info *info)
+{
+    sds rules = stepq__bk_rules_text(&c->q->km);
+    const char *why = NULL;
+
+    if (rules == NULL) {
+        stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    if (strcmp(info->side, "old") != 0)
+        why = "holds the new keys; take one of the old keys ('stepq migrate backup --side old')";
+    else if (strcmp(info->ns, c->q->km.ns) != 0 || strcmp(info->rules, rules) != 0)
+        why = "was taken with another key map or namespace";
+    else if (strcmp(info->phase, "step") != 0)
+        why = "was taken before the switch to 'step', while old keys were still written; take "
+              "a final backup now";
+    sdsfree(rules);
+    if (why == NULL)
+        return STEPQ_OK;
+    stepq__set_error(c->q, STEPQ_E_CONFLICT, "backup '%s' %s; nothing was deleted", c->path, why);
+    return STEPQ_ERR;
+}
+
+/* The recorded backup (stepq:backup) speaks for this file only when their
+ * checksums agree: then its own run is not held against the old keys, and
+ * what it saw before its DUMP counts. */
+static int check_backup_record(struct cl_run *c, const stepq__bk_info *info)
+{
+    redisReply *r = stepq__commandf(c->q,
+                                    "HMGET %sstepq:backup checksum side started_at finished_at "
+                                    "last_read_ms last_read_key",
+                                    c->q->km.ns);
+    char sum[17];
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    snprintf(sum, sizeof(sum), "%016llx", (unsigned long long)info->checksum);
+    c->win_lo = 1;
+    c->win_hi = 0;
+    int rc = STEPQ_OK;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 6 &&
+        r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, sum) == 0) {
+        c->win_lo = hash_ll(r, 2) - READ_SLACK_MS;
+        c->win_hi = hash_ll(r, 3) + READ_SLACK_MS;
+        long long last = hash_ll(r, 4);
+        const char *key = r->element[5]->type == REDIS_REPLY_STRING ? r->element[5]->str : "?";
+        if (last == -1)
+            c->idle_unknown = 1;
+        else if (last - READ_SLACK_MS > c->since)
+            rc = refuse(c,
+                        "old key '%s' was read %lld s after the switch to 'step', before the "
+                        "backup: something still reads old keys",
+                        key, (last - c->since) / 1000);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+static int check_backup(struct cl_run *c, const char *path)
+{
+    stepq__bk_info info;
+    FILE *fp = stepq__bk_open(c->q, path);
+    int rc;
+
+    if (fp == NULL)
+        return STEPQ_ERR;
+    rc = stepq__bk_check(c->q, fp, path, &info, add_name, c);
+    fclose(fp);
+    if (rc == STEPQ_OK)
+        rc = check_header(c, &info);
+    if (rc == STEPQ_OK)
+        rc = check_backup_record(c, &info);
+    stepq__bk_info_release(&info);
+    return rc;
+}
+
+/* No live process may be pinned to a phase that reads old keys. */
+static int check_procs(struct cl_run *c)
+{
+    json_t *a = stepq__procs(c->q), *p;
+    size_t i;
+    int rc = STEPQ_OK;
+
+    if (a == NULL)
+        return STEPQ_ERR;
+    json_array_foreach(a, i, p)
+    {
+        const char *ph = json_string_value(json_object_get(p, "phase"));
+        if (ph == NULL || strcmp(ph, "stored") == 0 || strcmp(ph, "step") == 0)
+            continue;
+        rc = refuse(c,
+                    "live process '%s' (%s, pid %lld on %s) is pinned to phase '%s', which reads "
+                    "old keys; stop it or unset its ENABLE_DUAL_WRITE_STEPS/PRIMARY_KEY_PATTERN",
+                    json_string_value(json_object_get(p, "id")),
+                    json_string_value(json_object_get(p, "kind")),
+                    (long long)json_integer_value(json_object_get(p, "pid")),
+                    json_string_value(json_object_get(p, "host")), ph);
+        break;
+    }
+    json_decref(a);
+    return rc;
+}
+
+/* The old keys of a SCAN batch, at most `max`, from index *from on. */
+static size_t old_keys(struct cl_run *c, const redisReply *batch, size_t *from,
+                       const redisReply **out, size_t max)
+{
+    enum stepq__side side;
+    size_t n = 0;
+
+    for (; *from < batch->elements && n < max; (*from)++) {
+        const redisReply *k = batch->element[*from];
+        if (stepq__keymap_match(&c->q->km, k->str, k->len, &side, c->id, sizeof(c->id)) >= 0 &&
+            side == STEPQ_OLD)
+            out[n++] = k;
+    }
+    return n;
+}
+
+static void judge_idle(struct cl_run *c, const redisReply *idle, const redisReply *key)
+{
+    if (idle->type != REDIS_REPLY_INTEGER) {
+        c->idle_unknown = 1;
+        return;
+    }
+    long long at = stepq__now_ms() - idle->integer * 1000;
+    if (at - READ_SLACK_MS <= c->since || (at >= c->win_lo && at <= c->win_hi))
+        return;
+    if (c->reads++ == 0 || at > c->read_at) {
+        c->read_at = at;
+        snprintf(c->read_key, sizeof(c->read_key), "%.*s", (int)key->len, key->str);
+    }
+}
+
+/* The check pass over one SCAN batch: coverage and idle times. */
+static int check_batch(stepq *q, const redisReply *batch, void *arg)
+{
+    struct cl_run *c = arg;
+    const redisReply *keys[SCAN_COUNT * 2];
+    size_t from = 0, n = old_keys(c, batch, &from, keys, sizeof(keys) / sizeof(*keys));
+
+    if (n == 0)
+        return STEPQ_OK;
+    if (stepq__ensure(q) != STEPQ_OK)
+        return STEPQ_ERR;
+    for (size_t i = 0; i < n; i++) {
+        if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len)) && c->uncovered++ == 0)
+            snprintf(c->uncovered_key, sizeof(c->uncovered_key), "%.*s", (int)keys[i]->len,
+                     keys[i]->str);
+        if (redisAppendCommand(q->rc, "OBJECT IDLETIME %b", keys[i]->str, keys[i]->len) !=
+            REDIS_OK) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            return STEPQ_ERR;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        redisReply *r = stepq__bk_reply(q);
+        if (r == NULL)
+            return STEPQ_ERR;
+        judge_idle(c, r, keys[i]);
+        freeReplyObject(r);
+    }
+    c->res.old_keys += (long long)n;
+    return STEPQ_OK;
+}
+
+static int check_keys(struct cl_run *c, sds match)
+{
+    if (stepq__scan(c->q, match, SCAN_COUNT, check_batch, c) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (c->uncovered > 0) {
+        stepq__set_error(c->q, STEPQ_E_CONFLICT,
+                         "backup '%s' does not hold old key '%s' (%lld old keys missing from "
+                         "it); take a new backup ('stepq migrate backup --side old'); nothing "
+                         "was deleted",
+                         c->path, c->uncovered_key, c->uncovered);
+        return STEPQ_ERR;
+    }
+    if (c->reads > 0)
+        return refuse(c,
+                      "old key '%s' was read %lld s ago, %lld s after the switch to 'step' (%lld "
+                      "old keys read since): something still reads old keys",
+                      c->read_key, (stepq__now_ms() - c->read_at) / 1000,
+                      (c->read_at - c->since) / 1000, c->reads);
+    if (c->idle_unknown)
+        return refuse(c, "redis does not track idle times (an LFU maxmemory-policy), so reads of "
+                         "old keys cannot be ruled out");
+    return STEPQ_OK;
+}
+
+/* Writes the audit entry of a forced run. */
+static int audit_force(struct cl_run *c)
+{
+    char host[256] = "";
+
+    gethostname(host, sizeof(host) - 1);
+    json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:i, s:b}", "ts",
+                          (json_int_t)stepq__now_ms(), "action", "cleanup-force", "from", "step",
+                          "to", "step", "who", c->o->who ? c->o->who : "unknown", "reason",
+                          c->forced, "host", host, "pid", (int)getpid(), "force", 1);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (s == NULL) {
+        stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    redisReply *r = stepq__commandf(c->q, "RPUSH %s %s", c->q->k_audit, s);
+    free(s);
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * The delete pass
+ * ------------------------------------------------------------------------- */
+
+static int delete_reply(struct cl_run *c, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
+        r->element[3]->type != REDIS_REPLY_ARRAY) {
+        stepq__set_error(c->q, STEPQ_E_PROTOCOL, "unexpected reply from cleanup_batch");
+        return STEPQ_ERR;
+    }
+    c->res.deleted += r->element[0]->integer;
+    c->res.kept += r->element[1]->integer;
+    c->res.gone += r->element[2]->integer;
+    for (size_t i = 0; c->o->kept && i < r->element[3]->elements; i++)
+        c->o->kept(r->element[3]->element[i]->str, r->element[3]->element[i]->len, c->o->arg);
+    return STEPQ_OK;
+}
+
+/* Deletes one chunk of old keys: those in the backup whose twin exists. */
+static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
+{
+    const char *kv[CLEAN_BATCH * 2];
+    sds twins[CLEAN_BATCH];
+    const char *dry = c->o->flags & STEPQ_CLEANUP_DRY_RUN ? "1" : "0";
+    size_t m = 0;
+    int rc = STEPQ_ERR;
+    enum stepq__side side;
+
+    for (size_t i = 0; i < n; i++) {
+        int rule =
+            stepq__keymap_match(&c->q->km, keys[i]->str, keys[i]->len, &side, c->id, sizeof(c->id));
+        if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len))) {
+            c->res.not_in_backup++; /* appeared after the check: not backed up, kept */
+            continue;
+        }
+        twins[m] = stepq__keymap_key(&c->q->km, (size_t)rule, STEPQ_NEW, c->id);
+        if (twins[m] == NULL) {
+            stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
+            goto out;
+        }
+        kv[2 * m] = keys[i]->str;
+        kv[2 * m + 1] = twins[m];
+        m++;
+    }
+    if (m == 0 || stepq__pace_wait(&c->pace, (long)m) != STEPQ_OK) {
+        rc = m == 0 ? STEPQ_OK : STEPQ_ERR;
+        goto out;
+    }
+    redisReply *r = stepq__eval(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, 1, &dry, NULL);
+    if (r != NULL) {
+        rc = delete_reply(c, r);
+        freeReplyObject(r);
+    }
+out:
+    while (m > 0)
+        sdsfree(twins[--m]);
+    return rc;
+}
+
+static int delete_batch(stepq *q, const redisReply *batch, void *arg)
+{
+    struct cl_run *c = arg;
+    const redisReply *keys[CLEAN_BATCH];
+    size_t from = 0, n;
+
+    (void)q;
+    while ((n = old_keys(c, batch, &from, keys, CLEAN_BATCH)) > 0) {
+        if (delete_chunk(c, keys, n) != STEPQ_OK)
+            return STEPQ_ERR;
+        if (c->o->progress != NULL)
+            c->o->progress(c->res.deleted + c->res.kept + c->res.gone + c->res.not_in_backup,
+                           c->res.old_keys, c->o->arg);
+    }
+    return STEPQ_OK;
+}
+
+int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *opts,
+                  stepq_cleanup_result *ret)
+{
+    stepq_cleanup_opts none = {0};
+    struct cl_run *c = stepq__calloc(1, sizeof(*c));
+    sds match = sdscatfmt(sdsempty(), "%s*", q->km.ns);
+    int rc = STEPQ_ERR;
+
+    stepq__clear_error(q);
+    if (c == NULL || match == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        goto out;
+    }
+    c->q = q;
+    c->o = opts ? opts : &none;
+    snprintf(c->path, sizeof(c->path), "%s", backup_path);
+    /* The idle times are read before anything here could touch a key. */
+    if (check_phase(c) != STEPQ_OK || check_backup(c, backup_path) != STEPQ_OK ||
+        check_procs(c) != STEPQ_OK || check_keys(c, match) != STEPQ_OK)
+        goto out;
+    if (c->forced != NULL && !(c->o->flags & STEPQ_CLEANUP_DRY_RUN) && audit_force(c) != STEPQ_OK)
+        goto out;
+    stepq__pace_init(&c->pace, q, c->o->rate, 0, 0);
+    if (stepq__scan(q, match, SCAN_COUNT, delete_batch, c) != STEPQ_OK)
+        goto out;
+    rc = STEPQ_OK;
+    if (ret != NULL)
+        *ret = c->res;
+out:
+    if (c != NULL) {
+        stepq__free(c->set.slot);
+        sdsfree(c->forced);
+    }
+    stepq__free(c);
+    sdsfree(match);
+    return rc;
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# t_backup.sh - exit codes and messages of migrate backup/restore/cleanup.
+set -u
+: "${STEPQ:?}" "${REDIS_SOCK:?}" "${STEPQ_DB:?}"
+export REDIS_URL="unix://$REDIS_SOCK?db=$STEPQ_DB"
+rc() { redis-cli -s "$REDIS_SOCK" -n "$STEPQ_DB" "$@" >/dev/null; }
+tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
+pass=0 fail=0
+expect() { # expect CODE TEXT -- command...: exit code and a text in stderr+stdout
+    local want=$1 text=$2; shift 3
+    local out got
+    out=$("$@" 2>&1); got=$?
+    if [ "$got" = "$want" ] && grep -qF -- "$text" <<<"$out"; then pass=$((pass + 1))
+    else fail=$((fail + 1)); echo "FAIL: $* -> $got (want $want, '$text'): $out"; fi
+}
+rc FLUSHDB
+rc HSET job:a type t; rc HSET job:b type t; rc COPY job:a step:a
+expect 2 "--out FILE is required" -- "$STEPQ" migrate backup
+expect 2 "unknown side 'left'" -- "$STEPQ" migrate backup --out "$tmp/x" --side left
+expect 0 "backup: 2 old keys" -- "$STEPQ" migrate backup --out "$tmp/b1"
+expect 4 "already exists; use --replace" -- "$STEPQ" migrate restore "$tmp/b1"
+expect 0 "would restore 2" -- "$STEPQ" migrate restore "$tmp/b1" --replace --dry-run
+head -c 100 "$tmp/b1" >"$tmp/cut"
+expect 2 "truncated" -- "$STEPQ" migrate restore "$tmp/cut" --replace
+expect 3 "cannot open backup" -- "$STEPQ" migrate restore "$tmp/none"
+expect 4 "only in phase 'step'" -- "$STEPQ" migrate cleanup --backup "$tmp/b1"
+expect 0 "phase: step" -- "$STEPQ" migrate phase step --force
+expect 4 "taken before the switch" -- "$STEPQ" migrate cleanup --backup "$tmp/b1"
+expect 0 "backup: 2 old keys" -- "$STEPQ" migrate backup --out "$tmp/b2"
+expect 1 "kept because their new twin is missing" -- "$STEPQ" migrate cleanup --backup "$tmp/b2"
+[ "$(redis-cli -s "$REDIS_SOCK" -n "$STEPQ_DB" exists job:a job:b step:a)" = 2 ] && pass=$((pass + 1)) ||
+    { fail=$((fail + 1)); echo "FAIL: cleanup should leave job:b and step:a only"; }
+rc FLUSHDB
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
