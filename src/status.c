@@ -190,6 +190,12 @@ int stepq_status(stepq *q, char **ret_json)
     if ((v = stepq__hash_counters(q, q->k_verify)) == NULL)
         goto fail;
     json_object_set_new(o, "verify", v);
+    sds bk = sdscatfmt(sdsempty(), "%sstepq:backup", q->km.ns);
+    v = bk ? stepq__hash_counters(q, bk) : NULL;
+    sdsfree(bk);
+    if (v == NULL)
+        goto fail;
+    json_object_set_new(o, "backup", v);
     if ((v = stepq__key_counts(q)) == NULL)
         goto fail;
     json_object_set_new(o, "keys", v);
