@@ -148,6 +148,11 @@ typedef struct stepq_submit_opts {
 
 /* Submits a step; writes its new UUIDv7 id into ret_id. */
 STEPQ_API int stepq_submit(stepq *q, const stepq_submit_opts *o, char ret_id[STEPQ_ID_MAX]);
+/* Submits n (1..100) steps in one round trip: o[i] describes step i (o may
+ * be NULL: defaults), ret_ids[i] gets its id. Every step is checked first;
+ * on an error nothing is submitted. */
+STEPQ_API int stepq_submit_many(stepq *q, const stepq_submit_opts *o, size_t n,
+                                char (*ret_ids)[STEPQ_ID_MAX]);
 
 /* The step as one JSON object: every field of its hash and its progress
  * under "progress". STEPQ_E_NOTFOUND when it does not exist. */
@@ -170,6 +175,18 @@ STEPQ_API int stepq_claim(stepq *q, const char *worker, const char *const *caps,
 STEPQ_API int stepq_progress(stepq *q, const char *id, const char *token, long percent,
                              const char *message);
 STEPQ_API int stepq_complete(stepq *q, const char *id, const char *token, const char *result);
+
+/* One acknowledgement of a batch: `status` is written with STEPQ_E_NONE or
+ * the error kind of that step alone (STEPQ_E_CONFLICT, STEPQ_E_NOTFOUND). */
+typedef struct stepq_ack {
+    const char *id, *token, *result;
+    int status;
+} stepq_ack;
+
+/* Completes n (1..100) held steps in one round trip. A refused step does
+ * not stop the others; the call returns STEPQ_ERR with the first refusal
+ * when any was refused (see each ack's status). */
+STEPQ_API int stepq_complete_many(stepq *q, stepq_ack *acks, size_t n);
 /* Fails an attempt: the step is retried until max_attempts, then failed.
  * ret_final (may be NULL) is set to 1 when the step went to the failed set. */
 STEPQ_API int stepq_fail(stepq *q, const char *id, const char *token, const char *error,

@@ -1,19 +1,34 @@
 -- complete.lua @prelude
--- Completes a held step: into the completed set, with the retention TTL on
--- the set, the step hash and its progress.
--- ARGV[3] id  ARGV[4] token  ARGV[5] result  ARGV[6] retention in ms
--- Returns 1. Errors: STEPQ_NOTFOUND, STEPQ_CONFLICT (token does not hold it).
-local id, retention = ARGV[3], ARGV[6]
-local _, w = held_step(id, ARGV[4])
-hset('step', id, 'status', 'completed', 'result', ARGV[5], 'updated_at', NOW, 'finished_at', NOW)
-coll('SREM', 'active', nil, id)
-if w then
-    coll('SREM', 'worker_steps', w, id)
+-- Completes held steps: into the completed set, with the retention TTL on
+-- the set, the step hash and its progress. One or many in a call.
+-- ARGV[3] retention in ms
+-- then per step, 3 arguments: id, token, result
+-- Returns one entry per step: 1 when completed, else the error text
+-- ('STEPQ_NOTFOUND ...' or 'STEPQ_CONFLICT ...'); a refused step does not
+-- stop the others.
+local retention = ARGV[3]
+local out = {}
+for i = 4, TPL - 2, 3 do
+    local id = ARGV[i]
+    local _, w, err = held_step(id, ARGV[i + 1], true)
+    if err then
+        out[#out + 1] = err
+    else
+        hset('step', id, 'status', 'completed', 'result', ARGV[i + 2], 'updated_at', NOW,
+            'finished_at', NOW)
+        coll('SREM', 'active', nil, id)
+        if w then
+            coll('SREM', 'worker_steps', w, id)
+        end
+        coll('SADD', 'completed', nil, id)
+        pexpire('step', id, retention)
+        pexpire('progress', id, retention)
+        emit({type = 'completed', step = id, worker = w})
+        worker_maybe_idle(w)
+        out[#out + 1] = 1
+    end
 end
-coll('SADD', 'completed', nil, id)
-coll('PEXPIRE', 'completed', nil, retention)
-pexpire('step', id, retention)
-pexpire('progress', id, retention)
-emit({type = 'completed', step = id, worker = w})
-worker_maybe_idle(w)
-return 1
+if #out > 0 then
+    coll('PEXPIRE', 'completed', nil, retention)
+end
+return out

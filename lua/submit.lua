@@ -1,20 +1,30 @@
 -- submit.lua @prelude
--- Creates a pending step on every side the phase writes.
--- ARGV[3] id  ARGV[4] type  ARGV[5] priority  ARGV[6] requires (comma list)
--- ARGV[7] max_attempts  ARGV[8] payload (JSON text)
--- Returns 1 when created, 0 when a step with this id exists already (a
--- retried submit after a lost reply is a no-op, not a duplicate).
-local id = ARGV[3]
-for s = 1, 2 do
-    if redis.call('EXISTS', key('step', s, id)) == 1 then
-        return 0
+-- Creates pending steps on every side the phase writes: one or many in a
+-- call (batches amortize the script's fixed cost).
+-- ARGV[3] '1' when this is a retry after a lost reply, else '0'
+-- then per step, 6 arguments: id, type, priority, requires (comma list),
+-- max_attempts, payload (JSON text)
+-- Returns how many steps were created. On a retry a step whose id exists
+-- already is skipped: a resent submit is a no-op, not a duplicate. (Ids are
+-- new UUIDv7s, so a first attempt need not look.)
+local retry = ARGV[3] == '1'
+local created = 0
+for i = 4, TPL - 5, 6 do
+    local id, prio = ARGV[i], ARGV[i + 2]
+    local fresh = true
+    if retry then
+        fresh = redis.call('EXISTS', key('step', 1, id)) == 0 and
+            redis.call('EXISTS', key('step', 2, id)) == 0
+    end
+    if fresh then
+        for _, s in ipairs(WSIDES) do
+            redis.call('HSET', key('step', s, id), 'id', id, 'type', ARGV[i + 1], 'priority', prio,
+                'status', 'pending', 'requires', ARGV[i + 3], 'max_attempts', ARGV[i + 4],
+                'attempts', 0, 'payload', ARGV[i + 5], 'created_at', NOW, 'updated_at', NOW)
+            redis.call('ZADD', key('pending', s), prio, id)
+        end
+        emit({type = 'submitted', step = id, step_type = ARGV[i + 1], priority = tonumber(prio)})
+        created = created + 1
     end
 end
-for _, s in ipairs(WSIDES) do
-    redis.call('HSET', key('step', s, id), 'id', id, 'type', ARGV[4], 'priority', ARGV[5],
-        'status', 'pending', 'requires', ARGV[6], 'max_attempts', ARGV[7], 'attempts', 0,
-        'payload', ARGV[8], 'created_at', NOW, 'updated_at', NOW)
-    redis.call('ZADD', key('pending', s), ARGV[5], id)
-end
-emit({type = 'submitted', step = id, step_type = ARGV[4], priority = tonumber(ARGV[5])})
-return 1
+return created

@@ -193,7 +193,7 @@ int stepq__ensure(stepq *q)
 }
 
 /* Parses "STEPQ_<CODE> text" script errors into our error kinds. */
-static void set_reply_error(stepq *q, const redisReply *r)
+void stepq__set_script_error(stepq *q, const char *str)
 {
     static const struct {
         const char *prefix;
@@ -205,7 +205,7 @@ static void set_reply_error(stepq *q, const redisReply *r)
     };
     /* Redis prefixes script errors with "ERR " or wraps them; find ours. */
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        const char *p = strstr(r->str, map[i].prefix);
+        const char *p = strstr(str, map[i].prefix);
         if (p != NULL) {
             const char *text = p + strlen(map[i].prefix);
             size_t n = strcspn(text, "\r\n");
@@ -217,7 +217,7 @@ static void set_reply_error(stepq *q, const redisReply *r)
             return;
         }
     }
-    stepq__set_error(q, STEPQ_E_SERVER, "redis: %s", r->str);
+    stepq__set_error(q, STEPQ_E_SERVER, "redis: %s", str);
 }
 
 static redisReply *finish_reply(stepq *q, redisReply *r)
@@ -228,7 +228,7 @@ static redisReply *finish_reply(stepq *q, redisReply *r)
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-        set_reply_error(q, r);
+        stepq__set_script_error(q, r->str);
         freeReplyObject(r);
         return NULL;
     }
@@ -257,7 +257,7 @@ redisReply *stepq__commandf(stepq *q, const char *fmt, ...)
     return finish_reply(q, r);
 }
 
-#define EVAL_ARGS_MAX 256
+#define EVAL_ARGS_MAX 1024
 
 /* Builds EVALSHA sha nkeys keys... args... into argv/lens. */
 static int build_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,

@@ -76,16 +76,20 @@ static int check_json(stepq *q, const char *what, const char *text)
     return STEPQ_OK;
 }
 
-int stepq_submit(stepq *q, const stepq_submit_opts *o, char ret_id[STEPQ_ID_MAX])
+#define SUBMIT_ARGS 6
+#define BATCH_MAX   100
+
+/* Checks one step's options and writes its 6 script arguments (pointing
+ * into o, into prio/maxa, or at constants). */
+static int submit_args(stepq *q, const stepq_submit_opts *o, char *id, char prio[24], char maxa[24],
+                       const char **args)
 {
-    stepq_submit_opts none = {0};
-    char id[37], prio[24], maxa[24];
+    static const stepq_submit_opts none = {0};
 
     o = o ? o : &none;
     const char *type = o->type ? o->type : "default";
     const char *payload = o->payload ? o->payload : "{}";
     long max_attempts = o->max_attempts ? o->max_attempts : 3;
-    stepq__clear_error(q);
     if (o->priority < 0 || o->priority > PRIORITY_MAX) {
         stepq__set_error(q, STEPQ_E_INVALID,
                          "invalid priority %ld; use 0 to %d (higher runs first)", o->priority,
@@ -104,19 +108,54 @@ int stepq_submit(stepq *q, const stepq_submit_opts *o, char ret_id[STEPQ_ID_MAX]
         stepq__set_error(q, STEPQ_E_IO, "cannot read random bytes for an id");
         return STEPQ_ERR;
     }
-    snprintf(prio, sizeof(prio), "%ld", o->priority);
-    snprintf(maxa, sizeof(maxa), "%ld", max_attempts);
-    const char *args[] = {id, type, prio, o->requires ? o->requires : "", maxa, payload};
-    /* The id is ours, so a submit whose reply was lost can be sent again:
-     * the script creates the step only once. */
-    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_SUBMIT, 6, args, NULL);
-    if (r == NULL && (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF))
-        r = stepq__eval_queue(q, STEPQ_SCRIPT_SUBMIT, 6, args, NULL);
+    snprintf(prio, 24, "%ld", o->priority);
+    snprintf(maxa, 24, "%ld", max_attempts);
+    args[0] = id;
+    args[1] = type;
+    args[2] = prio;
+    args[3] = o->requires ? o->requires : "";
+    args[4] = maxa;
+    args[5] = payload;
+    return STEPQ_OK;
+}
+
+int stepq_submit_many(stepq *q, const stepq_submit_opts *o, size_t n, char (*ret_ids)[STEPQ_ID_MAX])
+{
+    const char *args[1 + SUBMIT_ARGS * BATCH_MAX];
+    char ids[BATCH_MAX][37], prio[BATCH_MAX][24], maxa[BATCH_MAX][24];
+
+    stepq__clear_error(q);
+    if (n < 1 || n > BATCH_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID, "invalid batch of %zu steps; use 1 to %d", n,
+                         BATCH_MAX);
+        return STEPQ_ERR;
+    }
+    /* Every step is checked before anything is sent: all or nothing. */
+    for (size_t i = 0; i < n; i++) {
+        if (submit_args(q, o ? &o[i] : NULL, ids[i], prio[i], maxa[i],
+                        args + 1 + SUBMIT_ARGS * i) != STEPQ_OK)
+            return STEPQ_ERR;
+    }
+    int nargs = 1 + SUBMIT_ARGS * (int)n;
+    args[0] = "0";
+    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_SUBMIT, nargs, args, NULL);
+    if (r == NULL && (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF)) {
+        /* The ids are ours, so a submit whose reply was lost can be sent
+         * again: with the retry flag the script skips the ids it created. */
+        args[0] = "1";
+        r = stepq__eval_queue(q, STEPQ_SCRIPT_SUBMIT, nargs, args, NULL);
+    }
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);
-    memcpy(ret_id, id, sizeof(id));
+    for (size_t i = 0; i < n; i++)
+        memcpy(ret_ids[i], ids[i], sizeof(ids[i]));
     return STEPQ_OK;
+}
+
+int stepq_submit(stepq *q, const stepq_submit_opts *o, char ret_id[STEPQ_ID_MAX])
+{
+    return stepq_submit_many(q, o, 1, (char(*)[STEPQ_ID_MAX])ret_id);
 }
 
 int stepq_get(stepq *q, const char *id, char **ret_json)
@@ -287,15 +326,73 @@ int stepq_progress(stepq *q, const char *id, const char *token, long percent, co
     return STEPQ_OK;
 }
 
-int stepq_complete(stepq *q, const char *id, const char *token, const char *result)
+int stepq_complete_many(stepq *q, stepq_ack *acks, size_t n)
 {
-    redisReply *r =
-        held_call(q, STEPQ_SCRIPT_COMPLETE, id, token, result ? result : "", RETENTION_MS);
+    const char *args[1 + 3 * BATCH_MAX];
+    int failed = 0;
 
+    stepq__clear_error(q);
+    if (n < 1 || n > BATCH_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID, "invalid batch of %zu acks; use 1 to %d", n,
+                         BATCH_MAX);
+        return STEPQ_ERR;
+    }
+    args[0] = RETENTION_MS;
+    for (size_t i = 0; i < n; i++) {
+        const char *result = acks[i].result ? acks[i].result : "";
+        if (check_id(q, "step", acks[i].id) != STEPQ_OK)
+            return STEPQ_ERR;
+        if (acks[i].token == NULL || *acks[i].token == '\0' || strlen(acks[i].token) > 64) {
+            stepq__set_error(q, STEPQ_E_INVALID, "a claim token is required (from the claim)");
+            return STEPQ_ERR;
+        }
+        if (strlen(result) > TEXT_MAX) {
+            stepq__set_error(q, STEPQ_E_INVALID,
+                             "result of '%s' is larger than 64 KiB; store large results "
+                             "elsewhere and keep a reference",
+                             acks[i].id);
+            return STEPQ_ERR;
+        }
+        args[1 + 3 * i] = acks[i].id;
+        args[2 + 3 * i] = acks[i].token;
+        args[3 + 3 * i] = result;
+    }
+    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_COMPLETE, 1 + 3 * (int)n, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        freeReplyObject(r);
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply to complete");
+        return STEPQ_ERR;
+    }
+    /* Each ack gets its own status; the call fails with the first error. */
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type == REDIS_REPLY_INTEGER) {
+            acks[i].status = STEPQ_E_NONE;
+            continue;
+        }
+        char first[STEPQ_ERRSTR_MAX];
+        int kind = q->err;
+        if (failed)
+            snprintf(first, sizeof(first), "%s", q->errstr);
+        stepq__set_script_error(q, e->type == REDIS_REPLY_STRING ? e->str : "");
+        acks[i].status = q->err;
+        if (failed) {
+            q->err = kind;
+            snprintf(q->errstr, sizeof(q->errstr), "%s", first);
+        }
+        failed = 1;
+    }
     freeReplyObject(r);
-    return STEPQ_OK;
+    return failed ? STEPQ_ERR : STEPQ_OK;
+}
+
+int stepq_complete(stepq *q, const char *id, const char *token, const char *result)
+{
+    stepq_ack a = {.id = id, .token = token, .result = result};
+
+    return stepq_complete_many(q, &a, 1);
 }
 
 int stepq_fail(stepq *q, const char *id, const char *token, const char *error, int *ret_final)

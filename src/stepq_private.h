@@ -164,6 +164,9 @@ redisReply *stepq__commandf(stepq *q, const char *fmt, ...);
  */
 redisReply *stepq__eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
                         const char **args, const size_t *arglens);
+/* Sets the handle's error from a "STEPQ_<CODE> text" string (a script's
+ * error reply, or a per-item error of a batch). */
+void stepq__set_script_error(stepq *q, const char *str);
 redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, const char **args,
                               const size_t *arglens);
 

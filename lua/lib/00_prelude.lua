@@ -198,16 +198,30 @@ local function retry_or_fail(id, side, w, event, errtext, retention)
     return 1
 end
 
--- Finds the step of a token-checked call, or raises.
-local function held_step(id, token)
-    local side = locate('step', id)
-    if not side then
-        raise('NOTFOUND', "step '" .. id .. "' does not exist")
-    end
+-- Finds the step of a token-checked call: returns its side and worker, or
+-- raises; with `soft`, returns nil, nil and the error text instead.
+local function held_step(id, token, soft)
+    local side = RSIDE
     local v = redis.call('HMGET', key('step', side, id), 'status', 'token', 'worker')
-    if v[1] ~= 'active' or v[2] ~= token then
-        raise('CONFLICT', "step '" .. id .. "' is not held with this token (status " ..
-            tostring(v[1] or 'unknown') .. '); it was reclaimed, cancelled or finished')
+    if not v[1] and not v[2] then
+        -- Not where this phase reads first (or a record with neither field).
+        side = locate('step', id)
+        if side then
+            v = redis.call('HMGET', key('step', side, id), 'status', 'token', 'worker')
+        end
+    end
+    local err
+    if not side then
+        err = 'NOTFOUND step \'' .. id .. '\' does not exist'
+    elseif v[1] ~= 'active' or v[2] ~= token then
+        err = 'CONFLICT step \'' .. id .. '\' is not held with this token (status ' ..
+            tostring(v[1] or 'unknown') .. '); it was reclaimed, cancelled or finished'
+    end
+    if err then
+        if soft then
+            return nil, nil, 'STEPQ_' .. err
+        end
+        error({err = 'STEPQ_' .. err})
     end
     return side, v[3]
 end

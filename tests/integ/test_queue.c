@@ -269,16 +269,17 @@ static void test_bad_input_changes_nothing(void)
  * after a lost reply cannot duplicate it, nor reset a step that moved on. */
 static void test_submit_idempotent_script(void)
 {
-    const char *args[] = {"S1", "t", "4", "", "3", "{}"};
+    const char *args[] = {"0", "S1", "t", "4", "", "3", "{}"};
 
     t_flush();
-    redisReply *r = stepq__eval_queue(Q, STEPQ_SCRIPT_SUBMIT, 6, args, NULL);
+    redisReply *r = stepq__eval_queue(Q, STEPQ_SCRIPT_SUBMIT, 7, args, NULL);
     REQUIRE(r != NULL);
     ASSERT_EQ(r->integer, 1);
     freeReplyObject(r);
     freeReplyObject(t_cmd("HSET job:S1 status active"));
     freeReplyObject(t_cmd("ZREM jobs:pending S1"));
-    r = stepq__eval_queue(Q, STEPQ_SCRIPT_SUBMIT, 6, args, NULL);
+    args[0] = "1"; /* the retry after a lost reply */
+    r = stepq__eval_queue(Q, STEPQ_SCRIPT_SUBMIT, 7, args, NULL);
     REQUIRE(r != NULL);
     ASSERT_EQ(r->integer, 0);
     freeReplyObject(r);
@@ -336,6 +337,44 @@ static void test_processes_in_status(void)
     stepq_free(p);
 }
 
+/* Batches: many submits in one call; completes where one refusal does not
+ * stop the others and each ack says how it went. */
+static void test_batches(void)
+{
+    stepq_submit_opts o[3] = {{.priority = 1}, {.priority = 2}, {.priority = 3}};
+    char ids[3][STEPQ_ID_MAX];
+    char *json;
+
+    t_flush();
+    REQUIRE(stepq_submit_many(Q, o, 3, ids) == STEPQ_OK);
+    ASSERT_EQ(t_int("ZCARD jobs:pending"), 3);
+    o[1].payload = "{bad";
+    CHECK(stepq_submit_many(Q, o, 3, ids) == STEPQ_ERR); /* all or nothing */
+    ASSERT_EQ(t_int("ZCARD jobs:pending"), 3);
+    REQUIRE(stepq_claim(Q, "w", NULL, 0, 3, &json) == STEPQ_OK);
+    stepq_ack acks[3];
+    static char toks[3][64], sids[3][64];
+    for (int i = 0; i < 3; i++) {
+        /* the claim returns priority 3, 2, 1: match by id */
+        const char *p = json;
+        for (int k = 0; k <= i; k++)
+            p = strstr(p + 1, "\"id\":\"");
+        snprintf(sids[i], sizeof(sids[i]), "%.36s", p + 6);
+        const char *t = strstr(p, "\"token\":\"");
+        snprintf(toks[i], sizeof(toks[i]), "%.32s", t + 9);
+        acks[i] = (stepq_ack){.id = sids[i], .token = toks[i], .result = "ok"};
+    }
+    stepq_str_free(json);
+    acks[1].token = "stale";
+    CHECK(stepq_complete_many(Q, acks, 3) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    ASSERT_EQ(acks[0].status, STEPQ_E_NONE);
+    ASSERT_EQ(acks[1].status, STEPQ_E_CONFLICT);
+    ASSERT_EQ(acks[2].status, STEPQ_E_NONE);
+    ASSERT_EQ(t_int("SCARD jobs:completed"), 2);
+    ASSERT_STR(t_str("HGET job:%s status", sids[1]), "active");
+}
+
 int main(void)
 {
     t_setup();
@@ -349,6 +388,7 @@ int main(void)
     RUN(test_deregister_requeues);
     RUN(test_bad_input_changes_nothing);
     RUN(test_submit_idempotent_script);
+    RUN(test_batches);
     RUN(test_noscript_and_reconnect);
     RUN(test_processes_in_status);
     t_teardown();
