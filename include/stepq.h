@@ -234,12 +234,107 @@ typedef int (*stepq_event_fn)(const char *json, size_t len, void *arg);
 STEPQ_API int stepq_events_follow(stepq *q, long max_events, stepq_event_fn fn, void *arg);
 
 /* ---------------------------------------------------------------------------
- * Backup, restore and cleanup of the migration (docs/backup.md)
+ * The migration engine: backfill, verify, rollback (docs/migration-engine.md)
+ *
+ * Long walks report progress through a callback, so the library still never
+ * prints: `done` and `total` count keys (and members of the big collections),
+ * total is an estimate (0 when unknown). A per-key error comes with the key
+ * and a message in `err_key`/`err_msg` (both NULL otherwise).
  * ------------------------------------------------------------------------- */
 
-/* Called now and then during a long walk with the keys done so far and the
- * total (0 when unknown). */
-typedef void (*stepq_progress_fn)(long long done, long long total, void *arg);
+typedef void (*stepq_progress_fn)(long long done, long long total, const char *err_key,
+                                  const char *err_msg, void *arg);
+
+typedef struct stepq_backfill_opts {
+    long batch;             /* keys per script (1..1000); 0: 100 */
+    double rate;            /* keys/s; 0: unlimited (stepq:throttle may override) */
+    long max_latency_ms;    /* back off while a PING is slower; 0: off */
+    long max_replica_lag;   /* back off while a replica lags more (s); 0: off */
+    int dry_run;            /* count what would be copied; write nothing */
+    int force;              /* skip the phase and memory preflight checks (audited) */
+    int restart;            /* ignore an interrupted run's checkpoint; start over */
+    long long memory_limit; /* bytes the copy may grow to; 0: the server's maxmemory */
+    long big;               /* collections above this many members merge in chunks; 0: 1000 */
+    const char *who;        /* for the audit log when forced; NULL: "unknown" */
+} stepq_backfill_opts;
+
+typedef struct stepq_backfill_result {
+    long long keys_total;      /* the estimate the run started with */
+    long long keys_done;       /* keys and big-collection members walked */
+    long long copied;          /* keys copied whole (COPY, with TTL) */
+    long long merged;          /* collection members added */
+    long long skipped;         /* keys already there */
+    long long gone;            /* keys that vanished from the source meanwhile */
+    long long errors;          /* per-key errors (reported through the callback) */
+    long long memory_estimate; /* bytes the copy was estimated to add */
+    int resumed;               /* 1: the run went on from a checkpoint */
+} stepq_backfill_result;
+
+/*
+ * Copies every key of the old keyspace to its new name (docs/migration-engine.md):
+ * one SCAN of the namespace, batches of atomic scripts, the queue collections
+ * merged member by member; progress checkpointed in Redis (stepq:backfill)
+ * after every batch, so a run that was killed resumes where it stopped.
+ * Refuses (STEPQ_E_CONFLICT) unless the stored phase is dual-write or later
+ * and no live process is pinned to 'job', and when the estimated copy would
+ * pass maxmemory; opts->force skips both. Returns STEPQ_ERR with
+ * STEPQ_E_SERVER when per-key errors happened (the run went on; the record
+ * says 'failed'). opts may be NULL; fn may be NULL; ret may be NULL.
+ */
+STEPQ_API int stepq_backfill(stepq *q, const stepq_backfill_opts *opts, stepq_progress_fn fn,
+                             void *arg, stepq_backfill_result *ret);
+
+typedef struct stepq_verify_opts {
+    long batch;            /* pairs per script (1..1000); 0: 100 */
+    long sample;           /* verify about this many random keys; 0: all */
+    int reverse;           /* new against old (before a rollback into dual-write) */
+    long rounds;           /* re-checks of mismatches under live load; 0: 3; -1: none */
+    long pause_ms;         /* between re-checks; 0: 200 */
+    long ttl_tolerance_ms; /* 0: 2000 */
+    long big;            /* collections above this many members are compared in chunks; 0: 10000 */
+    double rate;         /* keys/s; 0: unlimited */
+    long max_latency_ms; /* back off while a PING is slower; 0: off */
+    long first_bad;      /* offending keys kept in the report; 0: 10 */
+} stepq_verify_opts;
+
+/*
+ * Compares every key of one side with its twin: type, content (digests,
+ * computed atomically per pair), TTL within the tolerance, collections member
+ * by member; mismatches are re-checked for a few rounds before they count.
+ * Writes the report (counts per rule, first offenders, a digest per side) as
+ * JSON into ret_json and records it in stepq:verify; *ret_clean is 1 when
+ * nothing differs. ret_json and ret_clean may be NULL.
+ */
+STEPQ_API int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, void *arg,
+                           int *ret_clean, char **ret_json);
+
+/*
+ * Moves the phase one step back and does what that move needs: out of
+ * 'step' the old keys are first made equal to the new ones (new is the
+ * truth; old keys without a new twin are deleted), and once more after the
+ * move; out of 'dual-read' a clean `verify --reverse` is run first
+ * (STEPQ_E_CONFLICT when it is not clean); the other moves are moves.
+ * STEPQ_E_NOTFOUND in phase 'job'. Writes what was done as JSON.
+ */
+STEPQ_API int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags,
+                             stepq_progress_fn fn, void *arg, char **ret_json);
+
+/*
+ * Makes every old key equal to its new twin (new is the truth) and deletes
+ * old keys without one. Used by stepq_rollback and by moves out of 'step';
+ * writes the number of keys rewritten and deleted (either may be NULL).
+ */
+STEPQ_API int stepq_reconcile_old(stepq *q, stepq_progress_fn fn, void *arg, long long *ret_copied,
+                                  long long *ret_deleted);
+
+/* Sets the throttle a running walk reads twice a second: paused (1/0, or -1
+ * to leave it) and rate (keys/s; 0: unlimited; -1: leave it; -2: clear the
+ * override, back to the walk's own --rate). */
+STEPQ_API int stepq_throttle(stepq *q, int paused, double rate);
+
+/* ---------------------------------------------------------------------------
+ * Backup, restore and cleanup of the migration (docs/backup.md)
+ * ------------------------------------------------------------------------- */
 
 typedef struct stepq_backup_opts {
     int side_new;               /* 0: the old keys (job side), 1: the new ones */

@@ -10,6 +10,11 @@ ids=()
 for p in 1 5 3; do ids+=("$($S submit --type demo --priority $p --payload "{\"n\":$p}")"); done
 echo "== submitted ${#ids[@]} steps: ${ids[*]}"
 for phase in dual-write dual-read; do
+    if [ "$phase" = dual-read ]; then
+        # Reads move to the new keys only after a backfill and a clean verify.
+        $S migrate backfill
+        $S migrate verify
+    fi
     $S migrate phase "$phase" --reason "walkthrough"
     step=$($S claim --worker demo-worker)
     id=$(echo "$step" | json_field id)

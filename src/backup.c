@@ -221,7 +221,7 @@ static int backup_batch(stepq *q, const redisReply *batch, void *arg)
         dump_append(q, keys, n) != STEPQ_OK || dump_read(b, keys, n) != STEPQ_OK)
         return STEPQ_ERR;
     if (b->o->progress != NULL)
-        b->o->progress(b->keys, 0, b->o->arg);
+        b->o->progress(b->keys, 0, NULL, NULL, b->o->arg);
     return STEPQ_OK;
 }
 
@@ -451,7 +451,7 @@ static int rs_flush(struct rs_run *s)
     }
     rs_clear(s);
     if (s->fn != NULL)
-        s->fn(s->writing ? s->res.restored : s->res.records, 0, s->arg);
+        s->fn(s->writing ? s->res.restored : s->res.records, 0, NULL, NULL, s->arg);
     return stop;
 }
 

@@ -468,7 +468,7 @@ static int delete_batch(stepq *q, const redisReply *batch, void *arg)
             return STEPQ_ERR;
         if (c->o->progress != NULL)
             c->o->progress(c->res.deleted + c->res.kept + c->res.gone + c->res.not_in_backup,
-                           c->res.old_keys, c->o->arg);
+                           c->res.old_keys, NULL, NULL, c->o->arg);
     }
     return STEPQ_OK;
 }

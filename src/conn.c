@@ -257,7 +257,7 @@ redisReply *stepq__commandf(stepq *q, const char *fmt, ...)
     return finish_reply(q, r);
 }
 
-#define EVAL_ARGS_MAX 1024
+#define EVAL_ARGS_MAX 2100 /* a backfill batch of 1000 pairs and its arguments */
 
 /* Builds EVALSHA sha nkeys keys... args... into argv/lens. */
 static int build_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,

@@ -56,7 +56,7 @@ int stepq_phase_get(stepq *q, stepq_phase *ret)
 }
 
 static char *audit_entry(stepq_phase from, stepq_phase to, const char *who, const char *reason,
-                         unsigned flags)
+                         unsigned flags, const char *skipped)
 {
     char host[256] = "";
     json_t *o;
@@ -69,6 +69,8 @@ static char *audit_entry(stepq_phase from, stepq_phase to, const char *who, cons
                   (int)getpid(), "force", (flags & STEPQ_MOVE_FORCE) != 0);
     if (o == NULL)
         return NULL;
+    if (skipped != NULL && *skipped != '\0')
+        json_object_set_new(o, "skipped", json_string(skipped));
     s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
@@ -98,19 +100,24 @@ int stepq_phase_move(stepq *q, stepq_phase to, const char *who, const char *reas
                          stepq_phase_name(dist > 0 ? from + 1 : from - 1));
         return STEPQ_ERR;
     }
-    char *entry = audit_entry(from, to, who, reason, flags);
+    /* The engine's preconditions (rollback.c): refused moves change nothing;
+     * a forced move records the rule it skipped. */
+    char skipped[STEPQ_ERRSTR_MAX];
+    if (stepq__move_guard(q, from, to, who, flags, skipped, sizeof(skipped)) != STEPQ_OK)
+        return STEPQ_ERR;
+    char *entry = audit_entry(from, to, who, reason, flags, skipped);
     if (entry == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    const char *keys[] = {q->k_phase, q->k_audit};
+    const char *keys[] = {q->k_phase, q->k_audit, q->k_stats};
     const char *args[] = {stepq_phase_name(from), stepq_phase_name(to), entry, AUDIT_KEEP};
-    redisReply *r = stepq__eval(q, STEPQ_SCRIPT_PHASE_MOVE, 2, keys, 4, args, NULL);
+    redisReply *r = stepq__eval(q, STEPQ_SCRIPT_PHASE_MOVE, 3, keys, 4, args, NULL);
     free(entry);
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);
-    return STEPQ_OK;
+    return stepq__move_done(q, from, to);
 }
 
 int stepq_audit_tail(stepq *q, long limit, char **ret_json)

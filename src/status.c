@@ -190,12 +190,16 @@ int stepq_status(stepq *q, char **ret_json)
     if ((v = stepq__hash_counters(q, q->k_verify)) == NULL)
         goto fail;
     json_object_set_new(o, "verify", v);
-    sds bk = sdscatfmt(sdsempty(), "%sstepq:backup", q->km.ns);
-    v = bk ? stepq__hash_counters(q, bk) : NULL;
-    sdsfree(bk);
-    if (v == NULL)
-        goto fail;
-    json_object_set_new(o, "backup", v);
+    /* The backup record (backup/cleanup, by records.md) and the throttle. */
+    for (int i = 0; i < 2; i++) {
+        static const char *const rec[] = {"backup", "throttle"};
+        sds k = sdscatfmt(sdsempty(), "%sstepq:%s", q->km.ns, rec[i]);
+        v = k ? stepq__hash_counters(q, k) : NULL;
+        sdsfree(k);
+        if (v == NULL)
+            goto fail;
+        json_object_set_new(o, rec[i], v);
+    }
     if ((v = stepq__key_counts(q)) == NULL)
         goto fail;
     json_object_set_new(o, "keys", v);

@@ -244,4 +244,63 @@ json_t *stepq__key_counts(stepq *q);
 /* A hash as a JSON object, whole numbers as integers. */
 json_t *stepq__hash_counters(stepq *q, const char *key);
 
+/* ---------------------------------------------------------------------------
+ * The migration engine's walks (walk.c, backfill.c, verify.c, rollback.c)
+ * ------------------------------------------------------------------------- */
+/* Called with each page of a namespace SCAN and the cursor that produced
+ * it: resuming from that cursor redoes this page and nothing before it. */
+typedef int (*stepq__page_fn)(stepq *q, const redisReply *keys, const char *cursor, void *arg);
+/* SCANs every key of the namespace from cursor `from` ("0": the start),
+ * about `count` keys a page. */
+int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, void *arg);
+
+/* One SSCAN (type 's') or ZSCAN of `key` from `cursor`, which is updated:
+ * the reply {cursor, members} (caller frees), or NULL with the error set. */
+redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],
+                                const char *count);
+
+/* Pairs of key names (one rule, one id, two sides) for the batch scripts. */
+typedef struct stepq__pairs {
+    sds *keys;   /* 2 per pair: the side walked first, then its twin */
+    char *types; /* one letter per pair (h s z l t), NUL-terminated */
+    int *rule;
+    size_t n, cap;
+} stepq__pairs;
+/* Adds the pair of rule r for id (NULL for a fixed key), `first` side first. */
+int stepq__pairs_add(stepq__pairs *p, const stepq__keymap *km, size_t r, enum stepq__side first,
+                     const char *id);
+void stepq__pairs_clear(stepq__pairs *p);
+void stepq__pairs_release(stepq__pairs *p);
+/* Adds the per-id keys of `page` that are on `side` (fixed keys are left
+ * to the caller); returns how many keys were added. */
+long stepq__pairs_from_page(stepq__pairs *p, const stepq__keymap *km, const redisReply *page,
+                            enum stepq__side side);
+/*
+ * Runs script s over the pairs in pipelined scripts of `batch` pairs each:
+ * KEYS = prefix keys, then the pair keys; ARGV = args, then (when
+ * with_types) the batch's type letters. Writes one reply per script into
+ * replies (caller frees each; the array holds ceil(n/batch) entries);
+ * STEPQ_ERR when any script failed (the others are freed).
+ */
+int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, long batch,
+                     int nprefix, const char **prefix, int nargs, const char **args, int with_types,
+                     redisReply **replies);
+/* Appends an entry to the audit log: `o` (consumed) gets ts, host and pid. */
+int stepq__audit(stepq *q, json_t *o);
+/* Is the move from -> to allowed by the preconditions (rollback.c)? Writes
+ * 1/0 into *ret_ok and, when 0, what is missing and what to run into why. */
+int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,
+                      size_t len);
+/* Internal move flag: the caller reconciled the old keys already. */
+#define STEPQ__MOVE_RECONCILED (1u << 8)
+/* Before a move (after the one-step rule): the preconditions (a refusal is
+ * audited; a forced move writes the rule it skips into `skipped`), the
+ * reconcile out of 'step'. */
+int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *who, unsigned flags,
+                      char *skipped, size_t len);
+/* After a move: the second reconcile out of 'step'. */
+int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to);
+/* A field of a record hash as a number (0 when absent). */
+long long stepq__json_ll(const json_t *o, const char *field);
+
 #endif /* STEPQ_PRIVATE_H */

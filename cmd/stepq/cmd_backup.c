@@ -14,10 +14,15 @@
 /* Options every walk here takes: how to show progress. */
 enum { OPT_JSON = 2000, OPT_QUIET, OPT_RATE, OPT_SIDE, OPT_REPLACE, OPT_DRY, OPT_FORCE, OPT_OUT };
 
-static void on_progress(long long done, long long total, void *arg)
+static void on_progress(long long done, long long total, const char *err_key, const char *err_msg,
+                        void *arg)
 {
     progress *p = arg;
 
+    /* Backup, restore and cleanup report per-key trouble in their result,
+     * not through the callback. */
+    (void)err_key;
+    (void)err_msg;
     progress_set_total(p, total);
     progress_update(p, done);
 }
@@ -177,9 +182,10 @@ static void on_kept(const char *key, size_t len, void *arg)
     progress_error(k->p, name, "kept: its new twin is missing");
 }
 
-static void on_cleanup_progress(long long done, long long total, void *arg)
+static void on_cleanup_progress(long long done, long long total, const char *err_key,
+                                const char *err_msg, void *arg)
 {
-    on_progress(done, total, ((struct kept_report *)arg)->p);
+    on_progress(done, total, err_key, err_msg, ((struct kept_report *)arg)->p);
 }
 
 static void cleanup_summary(progress *p, const stepq_cleanup_result *res, unsigned flags,

@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "migrate_engine.h"
 
 /* Who is moving the phase, for the audit log: $STEPQ_OPERATOR, else the
  * login name. */
@@ -21,6 +22,11 @@ static const char *operator_name(void)
         return who;
     pw = getpwuid(getuid());
     return pw ? pw->pw_name : "unknown";
+}
+
+const char *migrate_operator(void)
+{
+    return operator_name();
 }
 
 static int migrate_phase(struct cli *cli, int argc, char **argv)
@@ -100,6 +106,28 @@ static void print_status_text(const char *json)
     {
         printf(" %s=%lld", k, (long long)json_integer_value(v));
     }
+    /* The migration engine's records (cmd_migrate_engine.c writes them). */
+    json_t *bf = json_object_get(o, "backfill"), *vf = json_object_get(o, "verify");
+    if (json_object_size(bf) > 0)
+        printf("\n\nbackfill   %s: %lld/%lld keys, copied %lld, merged %lld, errors %lld",
+               json_string_value(json_object_get(bf, "state")),
+               (long long)json_integer_value(json_object_get(bf, "keys_done")),
+               (long long)json_integer_value(json_object_get(bf, "keys_total")),
+               (long long)json_integer_value(json_object_get(bf, "copied")),
+               (long long)json_integer_value(json_object_get(bf, "merged")),
+               (long long)json_integer_value(json_object_get(bf, "errors")));
+    if (json_object_size(vf) > 0)
+        printf("\nverify     %s%s: equal %lld, missing %lld, different %lld, ttl_off %lld%s%s",
+               json_integer_value(json_object_get(vf, "clean")) ? "clean" : "NOT clean",
+               json_integer_value(json_object_get(vf, "reverse")) ? " (reverse)" : "",
+               (long long)json_integer_value(json_object_get(vf, "equal")),
+               (long long)json_integer_value(json_object_get(vf, "missing")),
+               (long long)json_integer_value(json_object_get(vf, "different")),
+               (long long)json_integer_value(json_object_get(vf, "ttl_off")),
+               json_string_length(json_object_get(vf, "first_bad")) ? "; first: " : "",
+               json_string_length(json_object_get(vf, "first_bad"))
+                   ? json_string_value(json_object_get(vf, "first_bad"))
+                   : "");
     printf("\n\nprocesses (%zu live)\n", json_array_size(json_object_get(o, "processes")));
     json_array_foreach(json_object_get(o, "processes"), i, v)
     {
@@ -156,6 +184,10 @@ static const struct subcommand {
 } subcommands[] = {
     {"phase", migrate_phase, "print or move the migration phase"},
     {"status", migrate_status, "phase, key counts, counters, live processes, audit"},
+    {"backfill", migrate_backfill, "copy the old keys to the new ones (resumable)"},
+    {"verify", migrate_verify, "compare every old key with its new twin (--reverse: new with old)"},
+    {"throttle", migrate_throttle, "pause, resume or re-rate a running walk"},
+    {"rollback", migrate_rollback, "move one phase back, doing what that move needs"},
     {"backup", migrate_backup, "write one side's keys to a checked, compressed file"},
     {"restore", migrate_restore, "restore a backup file (checked whole before writing)"},
     {"cleanup", migrate_cleanup, "delete old keys whose new twin exists (phase step)"},

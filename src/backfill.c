@@ -1,0 +1,591 @@
+/*
+ * backfill.c - copying the old keyspace to the new one while writers dual
+ * write (docs/migration-engine.md). The walk has two stages, both
+ * checkpointed in the record hash stepq:backfill after every batch:
+ *
+ *   fixed  the keys without an id (the queue collections): each merged in
+ *          chunks read with SSCAN/ZSCAN, the member cursor checkpointed;
+ *   scan   one SCAN of the namespace; each page's old per-id keys go to
+ *          backfill_batch.lua in pipelined scripts of `batch` pairs.
+ *
+ * The scan checkpoint is the cursor that produced the page being applied:
+ * it only ever names work that is durable, so after a kill -9 the next run
+ * redoes at most one page, and every copy is idempotent (COPY without
+ * REPLACE, members re-checked in the source), so the result is the same.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <jansson.h>
+
+#include "stepq_private.h"
+
+struct bf {
+    stepq *q;
+    stepq_backfill_opts o;
+    stepq_progress_fn fn;
+    void *arg;
+    stepq_backfill_result res;
+    stepq__pace pace;
+    stepq__pairs pairs;
+    char owner[33];
+    char big[24];
+    const char *dry;
+    int member_ckpt; /* big collections checkpoint their member cursor */
+};
+
+static void report(struct bf *b, const char *key, const char *msg)
+{
+    if (b->fn != NULL)
+        b->fn(b->res.keys_done, b->res.keys_total, key, msg, b->arg);
+}
+
+static int hset(stepq *q, const char *key, int n, const char **fv)
+{
+    const char *argv[24];
+
+    argv[0] = "HSET";
+    argv[1] = key;
+    for (int i = 0; i < n; i++)
+        argv[2 + i] = fv[i];
+    redisReply *r = stepq__command(q, n + 2, argv, NULL);
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * Preflight: the phase, pinned processes, the memory the copy will add
+ * ------------------------------------------------------------------------- */
+
+/* A live process pinned to 'job' does not dual write: a copy taken now
+ * would miss its updates. */
+static int job_pinned_procs(stepq *q, long *ret)
+{
+    json_t *a = stepq__procs(q), *v;
+    size_t i;
+
+    if (a == NULL)
+        return STEPQ_ERR;
+    *ret = 0;
+    json_array_foreach(a, i, v)
+    {
+        const char *ph = json_string_value(json_object_get(v, "phase"));
+        if (ph != NULL && strcmp(ph, "job") == 0)
+            (*ret)++;
+    }
+    json_decref(a);
+    return STEPQ_OK;
+}
+
+static long long info_field(const char *info, const char *name)
+{
+    const char *p = strstr(info, name);
+    return p ? strtoll(p + strlen(name), NULL, 10) : 0;
+}
+
+/* Samples RANDOMKEY: the share of the database that is old per-id keys, and
+ * the memory of those without a new twin yet. */
+static int sample_keys(struct bf *b, long long dbsize, double *ret_old_share,
+                       long long *ret_add_bytes)
+{
+    stepq *q = b->q;
+    enum { N = 256 };
+    char id[STEPQ_RULE_MAX];
+    enum stepq__side side;
+    long old = 0, twinless = 0;
+    long long bytes = 0;
+
+    *ret_old_share = 0;
+    *ret_add_bytes = 0;
+    if (dbsize == 0)
+        return STEPQ_OK;
+    if (stepq__ensure(q) != STEPQ_OK)
+        return STEPQ_ERR;
+    for (int i = 0; i < N; i++)
+        redisAppendCommand(q->rc, "RANDOMKEY");
+    stepq__pairs p = {0};
+    for (int i = 0; i < N; i++) {
+        redisReply *r = stepq__read_reply(q);
+        if (r == NULL) {
+            stepq__pairs_release(&p);
+            return STEPQ_ERR;
+        }
+        int rule = r->type == REDIS_REPLY_STRING
+                       ? stepq__keymap_match(&q->km, r->str, r->len, &side, id, sizeof(id))
+                       : -1;
+        if (rule >= 0 && side == STEPQ_OLD && q->km.rules[rule].per_id) {
+            old++;
+            stepq__pairs_add(&p, &q->km, (size_t)rule, STEPQ_OLD, id);
+        }
+        freeReplyObject(r);
+    }
+    for (size_t i = 0; i < p.n; i++) {
+        redisAppendCommand(q->rc, "MEMORY USAGE %s", p.keys[2 * i]);
+        redisAppendCommand(q->rc, "EXISTS %s", p.keys[2 * i + 1]);
+    }
+    for (size_t i = 0; i < p.n; i++) {
+        redisReply *m = stepq__read_reply(q), *e = m ? stepq__read_reply(q) : NULL;
+        if (m != NULL && e != NULL && m->type == REDIS_REPLY_INTEGER && e->integer == 0) {
+            bytes += m->integer;
+            twinless++;
+        }
+        freeReplyObject(m);
+        freeReplyObject(e);
+        if (q->rc == NULL) {
+            stepq__pairs_release(&p);
+            return STEPQ_ERR;
+        }
+    }
+    stepq__pairs_release(&p);
+    *ret_old_share = (double)old / N;
+    if (twinless > 0)
+        *ret_add_bytes = (long long)((double)dbsize * ((double)twinless / N) *
+                                     ((double)bytes / (double)twinless));
+    return STEPQ_OK;
+}
+
+/* The size (members, or 1 for a plain key) and memory of a fixed key,
+ * counting the memory only when its twin is absent. */
+static int fixed_size(struct bf *b, size_t r, long long *ret_units, long long *ret_bytes)
+{
+    stepq *q = b->q;
+    sds src = stepq__keymap_key(&q->km, r, STEPQ_OLD, NULL);
+    sds dst = stepq__keymap_key(&q->km, r, STEPQ_NEW, NULL);
+    enum stepq__keytype t = q->km.rules[r].type;
+    int rc = STEPQ_ERR;
+
+    *ret_units = *ret_bytes = 0;
+    redisReply *c = t == STEPQ_KT_SET    ? stepq__commandf(q, "SCARD %s", src)
+                    : t == STEPQ_KT_ZSET ? stepq__commandf(q, "ZCARD %s", src)
+                                         : stepq__commandf(q, "EXISTS %s", src);
+    if (c == NULL)
+        goto out;
+    *ret_units = c->type == REDIS_REPLY_INTEGER ? c->integer : 0;
+    freeReplyObject(c);
+    redisReply *e = stepq__commandf(q, "EXISTS %s", dst);
+    if (e == NULL)
+        goto out;
+    int twin = e->integer == 1;
+    freeReplyObject(e);
+    if (!twin && *ret_units > 0) {
+        redisReply *m = stepq__commandf(q, "MEMORY USAGE %s SAMPLES 5", src);
+        if (m == NULL)
+            goto out;
+        *ret_bytes = m->type == REDIS_REPLY_INTEGER ? m->integer : 0;
+        freeReplyObject(m);
+    }
+    rc = STEPQ_OK;
+out:
+    sdsfree(src);
+    sdsfree(dst);
+    return rc;
+}
+
+/* Estimates the work (keys_total) and the memory the copy adds. With up to
+ * 10000 keys in the database the per-id keys are counted exactly. */
+static int estimate(struct bf *b, long long *ret_used, long long *ret_max)
+{
+    stepq *q = b->q;
+    redisReply *r = stepq__commandf(q, "DBSIZE");
+    long long dbsize, total = 0, bytes = 0;
+    double share;
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    dbsize = r->integer;
+    freeReplyObject(r);
+    if (sample_keys(b, dbsize, &share, &bytes) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (dbsize <= 10000) {
+        json_t *counts = stepq__key_counts(q), *v;
+        size_t i;
+        if (counts == NULL)
+            return STEPQ_ERR;
+        json_array_foreach(counts, i, v)
+        {
+            for (size_t k = 0; k < q->km.n; k++) {
+                const char *name = json_string_value(json_object_get(v, "rule"));
+                if (q->km.rules[k].per_id && name != NULL && strcmp(q->km.rules[k].name, name) == 0)
+                    total += stepq__json_ll(v, "old_keys");
+            }
+        }
+        json_decref(counts);
+    } else {
+        total = (long long)(share * (double)dbsize);
+    }
+    for (size_t k = 0; k < q->km.n; k++) {
+        long long units, kb;
+        if (q->km.rules[k].per_id || q->km.rules[k].type == STEPQ_KT_CHANNEL)
+            continue;
+        if (fixed_size(b, k, &units, &kb) != STEPQ_OK)
+            return STEPQ_ERR;
+        total += units;
+        bytes += kb;
+    }
+    if ((r = stepq__commandf(q, "INFO memory")) == NULL)
+        return STEPQ_ERR;
+    *ret_used = info_field(r->str, "used_memory:");
+    *ret_max = info_field(r->str, "maxmemory:");
+    freeReplyObject(r);
+    b->res.keys_total = total;
+    b->res.memory_estimate = bytes;
+    return STEPQ_OK;
+}
+
+/* Every reason to refuse, as one message (empty: none). */
+static int preflight(struct bf *b, char *why, size_t len)
+{
+    stepq *q = b->q;
+    stepq_phase ph;
+    long pinned;
+    long long used, max;
+
+    why[0] = '\0';
+    if (stepq_phase_get(q, &ph) != STEPQ_OK || job_pinned_procs(q, &pinned) != STEPQ_OK ||
+        estimate(b, &used, &max) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (b->o.memory_limit > 0)
+        max = b->o.memory_limit;
+    if (ph < STEPQ_PHASE_DUAL_WRITE)
+        snprintf(why, len,
+                 "cannot backfill in phase '%s': a copy taken before every writer dual-writes "
+                 "can lose updates; run 'stepq migrate phase dual-write' first",
+                 stepq_phase_name(ph));
+    else if (pinned > 0)
+        snprintf(why, len,
+                 "cannot backfill: %ld live process(es) are pinned to phase 'job' and do not "
+                 "dual-write; restart them with ENABLE_DUAL_WRITE_STEPS=true "
+                 "(see 'stepq migrate status')",
+                 pinned);
+    else if (max > 0 && used + b->res.memory_estimate > max)
+        snprintf(why, len,
+                 "cannot backfill: the copy adds about %lld MiB to the %lld MiB in use, past "
+                 "maxmemory %lld MiB; raise maxmemory or free memory, or run with --force",
+                 b->res.memory_estimate >> 20, used >> 20, max >> 20);
+    return STEPQ_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * The record: start a run or resume an interrupted one
+ * ------------------------------------------------------------------------- */
+
+static int start_or_resume(struct bf *b, json_t **ret_rec)
+{
+    stepq *q = b->q;
+    json_t *rec = stepq__hash_counters(q, q->k_backfill);
+    redisReply *ph = stepq__commandf(q, "HGET %s dual_write_since", q->k_phase);
+    char run_id[37], now[24], total[24], phase[32];
+    stepq_phase cur;
+
+    if (rec == NULL || ph == NULL || stepq__random_hex(b->owner, 16) != STEPQ_OK ||
+        stepq_phase_get(q, &cur) != STEPQ_OK) {
+        json_decref(rec);
+        freeReplyObject(ph);
+        return STEPQ_ERR;
+    }
+    long long dws = ph->type == REDIS_REPLY_STRING ? strtoll(ph->str, NULL, 10) : 0;
+    freeReplyObject(ph);
+    const char *state = json_string_value(json_object_get(rec, "state"));
+    /* A run from before the latest move into dual-write cannot count. */
+    if (!b->o.restart && state && strcmp(state, "running") == 0 &&
+        stepq__json_ll(rec, "started_at") >= dws) {
+        const char *fv[] = {"owner", b->owner};
+        b->res.resumed = 1;
+        b->res.keys_total = stepq__json_ll(rec, "keys_total");
+        b->res.keys_done = stepq__json_ll(rec, "keys_done");
+        *ret_rec = rec;
+        return hset(q, q->k_backfill, 2, fv);
+    }
+    json_decref(rec);
+    redisReply *d = stepq__commandf(q, "DEL %s", q->k_backfill);
+    if (d == NULL || stepq__uuid7(run_id) != STEPQ_OK)
+        return STEPQ_ERR;
+    freeReplyObject(d);
+    snprintf(now, sizeof(now), "%lld", stepq__now_ms());
+    snprintf(total, sizeof(total), "%lld", b->res.keys_total);
+    snprintf(phase, sizeof(phase), "%s", stepq_phase_name(cur));
+    const char *fv[] = {"state",      "running", "run_id",     run_id,   "started_at",     now,
+                        "keys_total", total,     "owner",      b->owner, "phase_at_start", phase,
+                        "stage",      "fixed",   "fixed_rule", "0",      "member_cursor",  "0",
+                        "cursor",     "0",       "keys_done",  "0"};
+    *ret_rec = json_object();
+    return hset(q, q->k_backfill, (int)(sizeof(fv) / sizeof(*fv)), fv);
+}
+
+/* ---------------------------------------------------------------------------
+ * The walk
+ * ------------------------------------------------------------------------- */
+
+/* Merges a big set or zset in chunks from member cursor `from`; with
+ * `checkpoint`, each chunk records where the next one starts. */
+static int merge_big(struct bf *b, const char *src, const char *dst, char type, const char *from,
+                     int checkpoint)
+{
+    stepq *q = b->q;
+    char cursor[32], cnt[24];
+    const char *tname = type == 's' ? "set" : "zset";
+
+    snprintf(cursor, sizeof(cursor), "%s", from);
+    snprintf(cnt, sizeof(cnt), "%ld", b->o.batch);
+    do {
+        redisReply *r = stepq__scan_members(q, src, type, cursor, cnt);
+        if (r == NULL)
+            return STEPQ_ERR;
+        redisReply *m = r->element[1];
+        size_t step = type == 's' ? 1 : 2, nm = m->elements / step;
+        const char **args = stepq__calloc(nm + 8, sizeof(*args));
+        if (args == NULL) {
+            freeReplyObject(r);
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            return STEPQ_ERR;
+        }
+        int na = 0;
+        args[na++] = b->owner;
+        args[na++] = b->dry;
+        args[na++] = tname;
+        args[na++] = checkpoint ? "1" : "0";
+        if (checkpoint) {
+            args[na++] = "member_cursor";
+            args[na++] = cursor;
+        }
+        for (size_t i = 0; i < nm; i++)
+            args[na++] = m->element[i * step]->str;
+        const char *keys[] = {q->k_backfill, src, dst};
+        int rc = stepq__pace_wait(&b->pace, (long)nm);
+        redisReply *x = rc == STEPQ_OK
+                            ? stepq__eval(q, STEPQ_SCRIPT_BACKFILL_MEMBERS, 3, keys, na, args, NULL)
+                            : NULL;
+        stepq__free(args);
+        freeReplyObject(r);
+        if (x == NULL)
+            return STEPQ_ERR;
+        b->res.keys_done += (long long)nm;
+        b->res.merged += x->element[0]->integer;
+        freeReplyObject(x);
+        report(b, NULL, NULL);
+    } while (strcmp(cursor, "0") != 0);
+    return STEPQ_OK;
+}
+
+/* Applies the replies of one set of batches: counters, errors, big ones. */
+static int apply_replies(struct bf *b, redisReply **rep, size_t nrep)
+{
+    int rc = STEPQ_OK;
+
+    for (size_t s = 0; s < nrep; s++) {
+        for (size_t i = 0; i < rep[s]->elements; i++) {
+            size_t k = s * (size_t)b->o.batch + i;
+            const char *v = rep[s]->element[i]->str;
+            b->res.keys_done++;
+            if (strcmp(v, "copied") == 0) {
+                b->res.copied++;
+            } else if (strcmp(v, "skipped") == 0 || strcmp(v, "merged:0") == 0) {
+                b->res.skipped++;
+            } else if (strncmp(v, "merged:", 7) == 0) {
+                b->res.merged += strtoll(v + 7, NULL, 10);
+            } else if (strcmp(v, "gone") == 0) {
+                b->res.gone++;
+            } else if (strcmp(v, "big") == 0) {
+                if (rc == STEPQ_OK)
+                    rc = merge_big(b, b->pairs.keys[2 * k], b->pairs.keys[2 * k + 1],
+                                   b->pairs.types[k], "0", b->member_ckpt);
+            } else {
+                b->res.errors++;
+                report(b, b->pairs.keys[2 * k], strncmp(v, "error:", 6) == 0 ? v + 6 : v);
+            }
+        }
+        freeReplyObject(rep[s]);
+    }
+    report(b, NULL, NULL);
+    return rc;
+}
+
+/* Runs the current pairs through backfill_batch.lua; `cursor` ("" none) is
+ * recorded by the scripts as the checkpoint. */
+static int run_pairs(struct bf *b, const char *cursor)
+{
+    stepq *q = b->q;
+    size_t nrep = (b->pairs.n + (size_t)b->o.batch - 1) / (size_t)b->o.batch;
+    redisReply **rep = stepq__calloc(nrep + 1, sizeof(*rep));
+    const char *prefix[] = {q->k_backfill};
+    const char *args[] = {b->owner, b->dry, cursor, b->big};
+    int rc = STEPQ_ERR;
+
+    if (rep == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    if (stepq__pace_wait(&b->pace, (long)b->pairs.n) == STEPQ_OK &&
+        stepq__pairs_run(q, STEPQ_SCRIPT_BACKFILL_BATCH, &b->pairs, b->o.batch, 1, prefix, 4, args,
+                         1, rep) == STEPQ_OK)
+        rc = apply_replies(b, rep, nrep);
+    stepq__free(rep);
+    stepq__pairs_clear(&b->pairs);
+    return rc;
+}
+
+/* Stage 1: the fixed keys, from the checkpointed rule and member cursor. */
+static int stage_fixed(struct bf *b, const json_t *rec)
+{
+    stepq *q = b->q;
+    size_t first = (size_t)stepq__json_ll(rec, "fixed_rule");
+    json_t *mc = json_object_get(rec, "member_cursor");
+    char from[32];
+
+    snprintf(from, sizeof(from), "%lld",
+             json_is_integer(mc) ? (long long)json_integer_value(mc) : 0LL);
+    for (size_t r = first; r < q->km.n; r++) {
+        const stepq__rule *rule = &q->km.rules[r];
+        char next[24];
+        if (rule->per_id || rule->type == STEPQ_KT_CHANNEL)
+            continue;
+        int coll = rule->type == STEPQ_KT_SET || rule->type == STEPQ_KT_ZSET;
+        if (stepq__pairs_add(&b->pairs, &q->km, r, STEPQ_OLD, NULL) != STEPQ_OK) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            return STEPQ_ERR;
+        }
+        /* A collection partly merged before a kill goes on in chunks. */
+        if (coll && r == first && strcmp(from, "0") != 0) {
+            int rc = merge_big(b, b->pairs.keys[0], b->pairs.keys[1], b->pairs.types[0], from,
+                               !b->o.dry_run);
+            stepq__pairs_clear(&b->pairs);
+            if (rc != STEPQ_OK)
+                return STEPQ_ERR;
+        } else {
+            /* Small: one atomic script. Big: merged in chunks, each chunk
+             * checkpointing the member cursor (member_ckpt). */
+            b->member_ckpt = !b->o.dry_run;
+            int rc = run_pairs(b, "");
+            b->member_ckpt = 0;
+            if (rc != STEPQ_OK)
+                return STEPQ_ERR;
+        }
+        snprintf(next, sizeof(next), "%zu", r + 1);
+        const char *fv[] = {"fixed_rule", next, "member_cursor", "0"};
+        if (!b->o.dry_run && hset(q, q->k_backfill, 4, fv) != STEPQ_OK)
+            return STEPQ_ERR;
+        snprintf(from, sizeof(from), "0");
+    }
+    return STEPQ_OK;
+}
+
+static int scan_page(stepq *q, const redisReply *keys, const char *cursor, void *arg)
+{
+    struct bf *b = arg;
+
+    if (stepq__pairs_from_page(&b->pairs, &q->km, keys, STEPQ_OLD) < 0) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    if (b->pairs.n == 0)
+        return STEPQ_OK;
+    return run_pairs(b, b->o.dry_run ? "" : cursor);
+}
+
+static int finish(struct bf *b)
+{
+    stepq *q = b->q;
+    char now[24];
+    const char *state = b->res.errors > 0 ? "failed" : "done";
+
+    snprintf(now, sizeof(now), "%lld", stepq__now_ms());
+    const char *fv[] = {"state", state, "finished_at", now, "stage", "done", "cursor", "0"};
+    if (hset(q, q->k_backfill, 8, fv) != STEPQ_OK)
+        return STEPQ_ERR;
+    redisReply *r = stepq__commandf(q, "HDEL %s owner", q->k_backfill);
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+static int audit_forced(struct bf *b, const char *why)
+{
+    return stepq__audit(b->q,
+                        json_pack("{s:s, s:s, s:s, s:b}", "action", "backfill", "who",
+                                  b->o.who ? b->o.who : "unknown", "reason", why, "force", 1));
+}
+
+static int walk(struct bf *b)
+{
+    stepq *q = b->q;
+    json_t *rec = NULL;
+    char why[STEPQ_ERRSTR_MAX];
+    int rc = STEPQ_ERR;
+
+    if (preflight(b, why, sizeof(why)) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (why[0] != '\0' && !b->o.force && !b->o.dry_run) {
+        stepq__set_error(q, STEPQ_E_CONFLICT, "%s", why);
+        return STEPQ_ERR;
+    }
+    if (why[0] != '\0' && b->o.force && !b->o.dry_run && audit_forced(b, why) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (b->o.dry_run)
+        rec = json_object();
+    else if (start_or_resume(b, &rec) != STEPQ_OK)
+        return STEPQ_ERR;
+    report(b, NULL, NULL);
+    const char *stage = json_string_value(json_object_get(rec, "stage"));
+    if ((stage == NULL || strcmp(stage, "fixed") == 0) && stage_fixed(b, rec) != STEPQ_OK)
+        goto out;
+    const char *fv[] = {"stage", "scan"};
+    if (!b->o.dry_run && hset(q, q->k_backfill, 2, fv) != STEPQ_OK)
+        goto out;
+    json_t *c = json_object_get(rec, "cursor");
+    char from[32];
+    snprintf(from, sizeof(from), "%lld", json_is_integer(c) ? (long long)json_integer_value(c) : 0);
+    if (stepq__walk_ns(q, from, b->o.batch, scan_page, b) != STEPQ_OK)
+        goto out;
+    rc = b->o.dry_run ? STEPQ_OK : finish(b);
+out:
+    json_decref(rec);
+    return rc;
+}
+
+int stepq_backfill(stepq *q, const stepq_backfill_opts *opts, stepq_progress_fn fn, void *arg,
+                   stepq_backfill_result *ret)
+{
+    stepq_backfill_opts none = {0};
+    struct bf *b = stepq__calloc(1, sizeof(*b));
+    int rc;
+
+    stepq__clear_error(q);
+    if (b == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    b->q = q;
+    b->o = opts ? *opts : none;
+    b->fn = fn;
+    b->arg = arg;
+    if (b->o.batch == 0)
+        b->o.batch = 100;
+    if (b->o.big == 0)
+        b->o.big = 1000;
+    if (b->o.batch < 1 || b->o.batch > 1000 || b->o.rate < 0 || b->o.big < 1) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "batch %ld is out of range; use 1 to 1000 keys (and a rate >= 0)",
+                         b->o.batch);
+        stepq__free(b);
+        return STEPQ_ERR;
+    }
+    snprintf(b->big, sizeof(b->big), "%ld", b->o.big);
+    b->dry = b->o.dry_run ? "1" : "0";
+    stepq__pace_init(&b->pace, q, b->o.rate, b->o.max_latency_ms, b->o.max_replica_lag);
+    rc = stepq__ensure(q) == STEPQ_OK ? walk(b) : STEPQ_ERR;
+    if (rc == STEPQ_OK && b->res.errors > 0) {
+        stepq__set_error(q, STEPQ_E_SERVER,
+                         "%lld key(s) could not be copied (each is reported above); fix them and "
+                         "run 'stepq migrate backfill' again",
+                         b->res.errors);
+        rc = STEPQ_ERR;
+    }
+    if (ret != NULL)
+        *ret = b->res;
+    stepq__pairs_release(&b->pairs);
+    stepq__free(b);
+    return rc;
+}

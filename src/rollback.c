@@ -1,0 +1,375 @@
+/*
+ * rollback.c - the rules a phase move must meet (design invariants 4 and 5),
+ * what a move back needs done, `stepq migrate rollback`, the reconcile of
+ * the old keys from the new ones, and the throttle switch.
+ *
+ * The preconditions read the records the engine keeps (docs/records):
+ *   into dual-read      a backfill that started after dual writes began and
+ *                       finished, then a clean forward verify;
+ *   into step-primary   a clean forward verify since the move into dual-read;
+ *   into step           a verified backup of the old side, finished since
+ *                       the move into step-primary (stepq:backup);
+ *   back to dual-write  a clean `verify --reverse` since the move into
+ *                       dual-read (reads go back to the old keys);
+ *   back out of step    the old keys are made equal to the new ones before
+ *                       the move, and once more after it (writers in 'step'
+ *                       wrote only the new keys until the move took effect).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <jansson.h>
+
+#include "stepq_private.h"
+
+/* ---------------------------------------------------------------------------
+ * Preconditions
+ * ------------------------------------------------------------------------- */
+
+struct recs {
+    json_t *phase, *backfill, *verify, *backup;
+};
+
+static void recs_free(struct recs *r)
+{
+    json_decref(r->phase);
+    json_decref(r->backfill);
+    json_decref(r->verify);
+    json_decref(r->backup);
+}
+
+static int recs_load(stepq *q, struct recs *r)
+{
+    sds k_backup = sdscatfmt(sdsempty(), "%sstepq:backup", q->km.ns);
+
+    memset(r, 0, sizeof(*r));
+    if (k_backup == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    r->phase = stepq__hash_counters(q, q->k_phase);
+    r->backfill = r->phase ? stepq__hash_counters(q, q->k_backfill) : NULL;
+    r->verify = r->backfill ? stepq__hash_counters(q, q->k_verify) : NULL;
+    r->backup = r->verify ? stepq__hash_counters(q, k_backup) : NULL;
+    sdsfree(k_backup);
+    if (r->backup == NULL) {
+        recs_free(r);
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+static const char *str(const json_t *o, const char *f)
+{
+    const char *s = json_string_value(json_object_get(o, f));
+    return s ? s : "";
+}
+
+/* A clean verify in direction `reverse` that started at or after `since`. */
+static int clean_verify(const struct recs *r, int reverse, long long since)
+{
+    return stepq__json_ll(r->verify, "clean") == 1 &&
+           stepq__json_ll(r->verify, "reverse") == reverse &&
+           json_object_get(r->verify, "finished_at") != NULL &&
+           stepq__json_ll(r->verify, "started_at") >= since;
+}
+
+static void check_dual_read(const struct recs *r, char *why, size_t len)
+{
+    long long dws = stepq__json_ll(r->phase, "dual_write_since");
+    long long bstart = stepq__json_ll(r->backfill, "started_at");
+    const char *state = str(r->backfill, "state");
+
+    if (strcmp(state, "done") != 0 || dws == 0 || bstart < dws)
+        snprintf(why, len,
+                 "cannot move to 'dual-read': no finished backfill that started after dual "
+                 "writes began (backfill state '%s'); run 'stepq migrate backfill'",
+                 *state ? state : "none");
+    else if (!clean_verify(r, 0, stepq__json_ll(r->backfill, "finished_at")))
+        snprintf(why, len,
+                 "cannot move to 'dual-read': no clean verify since the backfill finished; run "
+                 "'stepq migrate verify'");
+}
+
+int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,
+                      size_t len)
+{
+    struct recs r;
+
+    why[0] = '\0';
+    if (recs_load(q, &r) != STEPQ_OK)
+        return STEPQ_ERR;
+    long long since = stepq__json_ll(r.phase, "since");
+    if (to == STEPQ_PHASE_DUAL_READ && from < to) {
+        check_dual_read(&r, why, len);
+    } else if (to == STEPQ_PHASE_STEP_PRIMARY && from < to) {
+        if (!clean_verify(&r, 0, since))
+            snprintf(why, len,
+                     "cannot move to 'step-primary': no clean verify since the move into '%s'; "
+                     "run 'stepq migrate verify'",
+                     stepq_phase_name(from));
+    } else if (to == STEPQ_PHASE_STEP && from < to) {
+        if (strcmp(str(r.backup, "side"), "old") != 0 ||
+            stepq__json_ll(r.backup, "verified") != 1 ||
+            stepq__json_ll(r.backup, "finished_at") < since)
+            snprintf(why, len,
+                     "cannot move to 'step': no verified backup of the old keys since the move "
+                     "into '%s'; run 'stepq migrate backup --out FILE'",
+                     stepq_phase_name(from));
+    } else if (to == STEPQ_PHASE_DUAL_WRITE && from > to) {
+        if (!clean_verify(&r, 1, since))
+            snprintf(why, len,
+                     "cannot move back to 'dual-write': reads would return to the old keys, and "
+                     "no clean 'verify --reverse' ran since the move into '%s'; run 'stepq "
+                     "migrate rollback' (it runs one) or 'stepq migrate verify --reverse'",
+                     stepq_phase_name(from));
+    }
+    recs_free(&r);
+    *ret_ok = why[0] == '\0';
+    return STEPQ_OK;
+}
+
+/* Checks a move before phase.c makes it: a refused move is audited and
+ * changes nothing; a forced move past a rule gets the rule it skipped in
+ * `skipped` (phase.c writes it into the move's audit entry); a move out of
+ * 'step' reconciles the old keys first. */
+int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *who, unsigned flags,
+                      char *skipped, size_t len)
+{
+    char why[STEPQ_ERRSTR_MAX];
+    int ok;
+
+    skipped[0] = '\0';
+    if (stepq__move_check(q, from, to, &ok, why, sizeof(why)) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (!ok && (flags & STEPQ_MOVE_FORCE)) {
+        snprintf(skipped, len, "%s", why);
+    } else if (!ok) {
+        json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "action", "refused", "from",
+                              stepq_phase_name(from), "to", stepq_phase_name(to), "who",
+                              who ? who : "unknown", "rule", why, "force", 0);
+        if (stepq__audit(q, e) != STEPQ_OK)
+            return STEPQ_ERR;
+        stepq__set_error(q, STEPQ_E_CONFLICT, "%s", why);
+        return STEPQ_ERR;
+    }
+    if (from == STEPQ_PHASE_STEP && to < from && !(flags & STEPQ__MOVE_RECONCILED))
+        return stepq_reconcile_old(q, NULL, NULL, NULL, NULL);
+    return STEPQ_OK;
+}
+
+/* After a move out of 'step': writers that still ran in 'step' until the
+ * move took effect wrote the new keys only; a second pass catches them. */
+int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to)
+{
+    if (from == STEPQ_PHASE_STEP && to < from)
+        return stepq_reconcile_old(q, NULL, NULL, NULL, NULL);
+    return STEPQ_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * Reconcile old from new
+ * ------------------------------------------------------------------------- */
+
+struct rc_walk {
+    stepq__pairs pairs;
+    long long copied, deleted, done;
+    stepq_progress_fn fn;
+    void *arg;
+};
+
+static int rc_run(stepq *q, struct rc_walk *w)
+{
+    size_t n = (w->pairs.n + 99) / 100;
+    redisReply **rep = stepq__calloc(n + 1, sizeof(*rep));
+    const char *args[] = {"0"};
+    int rc = STEPQ_ERR;
+
+    if (rep == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    if (stepq__pairs_run(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, 100, 0, NULL, 1, args, 0,
+                         rep) == STEPQ_OK) {
+        for (size_t i = 0; i < n; i++) {
+            w->copied += rep[i]->element[0]->integer;
+            w->deleted += rep[i]->element[1]->integer;
+            freeReplyObject(rep[i]);
+        }
+        rc = STEPQ_OK;
+    }
+    w->done += (long long)w->pairs.n;
+    stepq__free(rep);
+    stepq__pairs_clear(&w->pairs);
+    if (w->fn != NULL)
+        w->fn(w->done, 0, NULL, NULL, w->arg);
+    return rc;
+}
+
+/* Every per-id key of either side gives the pair (new, old). */
+static int rc_page(stepq *q, const redisReply *keys, const char *cursor, void *arg)
+{
+    struct rc_walk *w = arg;
+    char id[STEPQ_RULE_MAX];
+    enum stepq__side side;
+
+    (void)cursor;
+    for (size_t i = 0; i < keys->elements; i++) {
+        int r = stepq__keymap_match(&q->km, keys->element[i]->str, keys->element[i]->len, &side, id,
+                                    sizeof(id));
+        if (r < 0 || !q->km.rules[r].per_id)
+            continue;
+        if (stepq__pairs_add(&w->pairs, &q->km, (size_t)r, STEPQ_NEW, id) != STEPQ_OK) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            return STEPQ_ERR;
+        }
+    }
+    return w->pairs.n ? rc_run(q, w) : STEPQ_OK;
+}
+
+int stepq_reconcile_old(stepq *q, stepq_progress_fn fn, void *arg, long long *ret_copied,
+                        long long *ret_deleted)
+{
+    struct rc_walk w = {.fn = fn, .arg = arg};
+    int rc = STEPQ_ERR;
+
+    stepq__clear_error(q);
+    for (size_t r = 0; r < q->km.n; r++) {
+        if (q->km.rules[r].per_id || q->km.rules[r].type == STEPQ_KT_CHANNEL)
+            continue;
+        if (stepq__pairs_add(&w.pairs, &q->km, r, STEPQ_NEW, NULL) != STEPQ_OK) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            goto out;
+        }
+    }
+    if (rc_run(q, &w) != STEPQ_OK || stepq__walk_ns(q, "0", 500, rc_page, &w) != STEPQ_OK)
+        goto out;
+    if (ret_copied != NULL)
+        *ret_copied = w.copied;
+    if (ret_deleted != NULL)
+        *ret_deleted = w.deleted;
+    rc = STEPQ_OK;
+out:
+    stepq__pairs_release(&w.pairs);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Rollback
+ * ------------------------------------------------------------------------- */
+
+static int reverse_verify(stepq *q, stepq_progress_fn fn, void *arg, json_t *out)
+{
+    stepq_verify_opts vo = {.reverse = 1};
+    int clean = 0;
+    char *report = NULL;
+
+    if (stepq_verify(q, &vo, fn, arg, &clean, &report) != STEPQ_OK)
+        return STEPQ_ERR;
+    json_t *v = json_loads(report, 0, NULL);
+    stepq_str_free(report);
+    json_object_set_new(out, "verify_reverse", v ? v : json_null());
+    if (clean)
+        return STEPQ_OK;
+    json_t *bad = json_object_get(v, "first_bad");
+    stepq__set_error(
+        q, STEPQ_E_CONFLICT,
+        "cannot roll back to 'dual-write': verify --reverse found keys that differ "
+        "(first: %s); reads would return to stale old keys. Run 'stepq migrate "
+        "verify --reverse' to see them, fix them, then roll back again",
+        json_is_string(json_array_get(bad, 0)) ? json_string_value(json_array_get(bad, 0)) : "?");
+    return STEPQ_ERR;
+}
+
+int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags,
+                   stepq_progress_fn fn, void *arg, char **ret_json)
+{
+    stepq_phase from;
+    json_t *out = json_object();
+    long long copied = 0, deleted = 0;
+
+    stepq__clear_error(q);
+    if (out == NULL)
+        return stepq__ret_json(q, NULL, ret_json);
+    if (stepq_phase_get(q, &from) != STEPQ_OK)
+        goto fail;
+    if (from == STEPQ_PHASE_JOB) {
+        stepq__set_error(q, STEPQ_E_NOTFOUND, "the phase is 'job': nothing to roll back");
+        goto fail;
+    }
+    stepq_phase to = (stepq_phase)(from - 1);
+    json_object_set_new(out, "from", json_string(stepq_phase_name(from)));
+    json_object_set_new(out, "to", json_string(stepq_phase_name(to)));
+    if (from == STEPQ_PHASE_DUAL_READ && !(flags & STEPQ_MOVE_FORCE) &&
+        reverse_verify(q, fn, arg, out) != STEPQ_OK) {
+        if (q->err == STEPQ_E_CONFLICT) {
+            char keep[STEPQ_ERRSTR_MAX];
+            snprintf(keep, sizeof(keep), "%s", q->errstr);
+            stepq__audit(q, json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "action", "refused", "from",
+                                      stepq_phase_name(from), "to", stepq_phase_name(to), "who",
+                                      who ? who : "unknown", "rule", keep, "force", 0));
+            stepq__set_error(q, STEPQ_E_CONFLICT, "%s", keep);
+        }
+        goto fail;
+    }
+    if (from == STEPQ_PHASE_STEP && stepq_reconcile_old(q, fn, arg, &copied, &deleted) != STEPQ_OK)
+        goto fail;
+    if (stepq_phase_move(q, to, who, reason ? reason : "rollback",
+                         flags | (from == STEPQ_PHASE_STEP ? STEPQ__MOVE_RECONCILED : 0)) !=
+        STEPQ_OK)
+        goto fail;
+    if (from == STEPQ_PHASE_STEP) {
+        json_object_set_new(out, "old_rewritten", json_integer(copied));
+        json_object_set_new(out, "old_deleted", json_integer(deleted));
+    }
+    if (to == STEPQ_PHASE_JOB)
+        json_object_set_new(out, "note",
+                            json_string("writers stopped writing the new keys; they stay for a "
+                                        "later retry (a new backfill starts over)"));
+    return stepq__ret_json(q, out, ret_json);
+fail:
+    json_decref(out);
+    return STEPQ_ERR;
+}
+
+/* ---------------------------------------------------------------------------
+ * Throttle
+ * ------------------------------------------------------------------------- */
+
+int stepq_throttle(stepq *q, int paused, double rate)
+{
+    sds key = sdscatfmt(sdsempty(), "%sstepq:throttle", q->km.ns);
+    char p[4], rs[32];
+    redisReply *r = NULL;
+    int rc = STEPQ_ERR;
+
+    stepq__clear_error(q);
+    if (key == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    if (rate < -2 || paused > 1) {
+        stepq__set_error(q, STEPQ_E_INVALID, "rate must be >= 0 keys/s");
+        goto out;
+    }
+    if (paused >= 0) {
+        snprintf(p, sizeof(p), "%d", paused);
+        if ((r = stepq__commandf(q, "HSET %s paused %s", key, p)) == NULL)
+            goto out;
+        freeReplyObject(r);
+    }
+    if (rate >= 0) {
+        snprintf(rs, sizeof(rs), "%.3f", rate);
+        r = stepq__commandf(q, "HSET %s rate %s", key, rs);
+    } else if (rate == -2) {
+        r = stepq__commandf(q, "HDEL %s rate", key);
+    }
+    if (rate != -1 && r == NULL)
+        goto out;
+    if (rate != -1)
+        freeReplyObject(r);
+    rc = STEPQ_OK;
+out:
+    sdsfree(key);
+    return rc;
+}

@@ -1,0 +1,636 @@
+/*
+ * verify.c - comparing every key of one side with its twin (the verify;
+ * docs/migration-engine.md). Each pair is compared inside one script
+ * (verify_batch.lua), so a write that lands between reading the two keys
+ * cannot fake a difference; big sets and zsets are compared member by
+ * member in chunks (verify_members.lua). Under live load a pair may still
+ * be caught mid-change (one side updated by a dual write an instant before
+ * the other, a step that expired): mismatches are kept and re-checked for a
+ * few rounds, and only what still differs is reported.
+ *
+ * The digest of a side is the sum (mod 2^64) of XXH64(name of the key
+ * verified, its content digest) over the keys compared: order-independent,
+ * so a re-check replaces one key's share without a second walk.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <errno.h>
+#include <jansson.h>
+#include <xxhash.h>
+
+#include "stepq_private.h"
+
+enum verdict { V_EQUAL, V_MISSING, V_DIFFERENT, V_TTL, V_GONE, V_BIG };
+static const char *const verdict_names[] = {"equal", "missing", "different", "ttl", "gone", "big"};
+
+struct vcount {
+    long long keys[2]; /* present on the side verified, and on the other */
+    long long equal, missing, different, ttl_off;
+};
+
+struct vbad {
+    int rule;
+    sds a, b;
+    char type;
+    enum verdict v;
+    uint64_t ca, cb; /* this pair's share of the two digests */
+};
+
+struct vf {
+    stepq *q;
+    stepq_verify_opts o;
+    stepq_progress_fn fn;
+    void *arg;
+    enum stepq__side side;
+    struct vcount per[STEPQ_RULES_MAX];
+    uint64_t dig[2];
+    struct vbad *bad;
+    size_t nbad, capbad;
+    stepq__pairs pairs;
+    stepq__pace pace;
+    long long done;
+    char big[24], tol[24];
+    long long started_at;
+};
+
+static enum verdict parse_verdict(const char *s)
+{
+    for (int i = 0; i <= V_BIG; i++)
+        if (strcmp(s, verdict_names[i]) == 0)
+            return (enum verdict)i;
+    return V_DIFFERENT;
+}
+
+static uint64_t share(const char *name, const char *digest)
+{
+    XXH64_state_t *st;
+    uint64_t h;
+
+    if (digest == NULL || *digest == '\0')
+        return 0;
+    st = XXH64_createState();
+    if (st == NULL)
+        return 0;
+    XXH64_reset(st, 0);
+    XXH64_update(st, name, strlen(name) + 1);
+    XXH64_update(st, digest, strlen(digest));
+    h = XXH64_digest(st);
+    XXH64_freeState(st);
+    return h;
+}
+
+static int add_bad(struct vf *v, int rule, const char *a, const char *b, char type,
+                   enum verdict verdict, uint64_t ca, uint64_t cb)
+{
+    if (v->nbad == v->capbad) {
+        size_t cap = v->capbad ? v->capbad * 2 : 64;
+        struct vbad *n = stepq__realloc(v->bad, cap * sizeof(*n));
+        if (n == NULL)
+            return STEPQ_ERR;
+        v->bad = n;
+        v->capbad = cap;
+    }
+    struct vbad *x = &v->bad[v->nbad];
+    x->a = sdsnew(a);
+    x->b = sdsnew(b);
+    if (x->a == NULL || x->b == NULL) {
+        sdsfree(x->a);
+        sdsfree(x->b);
+        return STEPQ_ERR;
+    }
+    x->rule = rule;
+    x->type = type;
+    x->v = verdict;
+    x->ca = ca;
+    x->cb = cb;
+    v->nbad++;
+    return STEPQ_OK;
+}
+
+static void nap(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* ---------------------------------------------------------------------------
+ * Big collections: member by member
+ * ------------------------------------------------------------------------- */
+
+/* Runs verify_members on a chunk; adds to *n and the lanes, counts bad
+ * members, and writes the size verdict when `last`. */
+static int members_chunk(struct vf *v, const char *a, const char *b, char type, const redisReply *m,
+                         size_t step, int last, long long *n, uint64_t *l1, uint64_t *l2,
+                         long long *nbad, char *size_verdict)
+{
+    stepq *q = v->q;
+    size_t nm = m ? m->elements / step : 0;
+    const char **args = stepq__calloc(nm + 4, sizeof(*args));
+    const char *keys[] = {a, b};
+
+    if (args == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    args[0] = type == 's' ? "set" : "zset";
+    args[1] = v->tol;
+    args[2] = last ? "1" : "0";
+    for (size_t i = 0; i < nm; i++)
+        args[3 + i] = m->element[i * step]->str;
+    redisReply *r = stepq__eval(q, STEPQ_SCRIPT_VERIFY_MEMBERS, 2, keys, (int)nm + 3, args, NULL);
+    stepq__free(args);
+    if (r == NULL)
+        return STEPQ_ERR;
+    *n += strtoll(r->element[0]->str, NULL, 10);
+    *l1 += strtoull(r->element[1]->str, NULL, 10);
+    *l2 += strtoull(r->element[2]->str, NULL, 10);
+    *nbad += (long long)r->elements - 4;
+    if (last)
+        snprintf(size_verdict, 16, "%s", r->element[3]->str);
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+/* Compares a big set or zset; writes the verdict and the two shares. */
+static int compare_big(struct vf *v, const char *a, const char *b, char type, enum verdict *ret,
+                       uint64_t *ca, uint64_t *cb)
+{
+    stepq *q = v->q;
+    char cursor[32] = "0", cnt[24], sv[16] = "";
+    long long n = 0, nbad = 0;
+    uint64_t l1 = 0, l2 = 0;
+    size_t step = type == 's' ? 1 : 2;
+
+    snprintf(cnt, sizeof(cnt), "%ld", v->o.batch);
+    if (v->o.sample > 0) {
+        /* A sample of the members, then the sizes and expiry. */
+        redisReply *r = stepq__commandf(q, "%s %s %ld", type == 's' ? "SRANDMEMBER" : "ZRANDMEMBER",
+                                        a, v->o.sample);
+        if (r == NULL)
+            return STEPQ_ERR;
+        int rc = members_chunk(v, a, b, type, r, 1, 1, &n, &l1, &l2, &nbad, sv);
+        freeReplyObject(r);
+        if (rc != STEPQ_OK)
+            return STEPQ_ERR;
+    } else {
+        do {
+            redisReply *r = stepq__scan_members(q, a, type, cursor, cnt);
+            if (r == NULL)
+                return STEPQ_ERR;
+            int last = strcmp(cursor, "0") == 0;
+            int rc = stepq__pace_wait(&v->pace, (long)(r->element[1]->elements / step));
+            if (rc == STEPQ_OK)
+                rc = members_chunk(v, a, b, type, r->element[1], step, last, &n, &l1, &l2, &nbad,
+                                   sv);
+            freeReplyObject(r);
+            if (rc != STEPQ_OK)
+                return STEPQ_ERR;
+        } while (strcmp(cursor, "0") != 0);
+    }
+    char dig[80];
+    snprintf(dig, sizeof(dig), "%s:%lld:%016llx:chunked", type == 's' ? "set" : "zset", n,
+             (unsigned long long)((l1 << 32) ^ l2));
+    *ret = nbad > 0 || strcmp(sv, "different") == 0 ? V_DIFFERENT
+           : strcmp(sv, "ttl") == 0                 ? V_TTL
+                                                    : V_EQUAL;
+    *ca = share(a, dig);
+    *cb = *ret == V_EQUAL ? *ca : share(a, "differs");
+    return STEPQ_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * Pairs
+ * ------------------------------------------------------------------------- */
+
+/* Compares the current pairs; calls `each` with every verdict. */
+typedef int (*verdict_fn)(struct vf *v, size_t k, enum verdict verdict, uint64_t ca, uint64_t cb);
+
+static int compare_pairs(struct vf *v, verdict_fn each)
+{
+    stepq *q = v->q;
+    size_t nrep = (v->pairs.n + (size_t)v->o.batch - 1) / (size_t)v->o.batch;
+    redisReply **rep = stepq__calloc(nrep + 1, sizeof(*rep));
+    const char *args[] = {v->big, v->tol};
+    int rc = STEPQ_OK;
+
+    if (rep == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    if (stepq__pace_wait(&v->pace, (long)v->pairs.n) != STEPQ_OK ||
+        stepq__pairs_run(q, STEPQ_SCRIPT_VERIFY_BATCH, &v->pairs, v->o.batch, 0, NULL, 2, args, 0,
+                         rep) != STEPQ_OK) {
+        stepq__free(rep);
+        return STEPQ_ERR;
+    }
+    for (size_t s = 0; s < nrep; s++) {
+        for (size_t i = 0; rc == STEPQ_OK && i < rep[s]->elements; i++) {
+            size_t k = s * (size_t)v->o.batch + i;
+            const redisReply *e = rep[s]->element[i];
+            const char *a = v->pairs.keys[2 * k], *b = v->pairs.keys[2 * k + 1];
+            enum verdict vd = parse_verdict(e->element[0]->str);
+            uint64_t ca = share(a, e->element[1]->str), cb = share(a, e->element[2]->str);
+            if (vd == V_BIG)
+                rc = compare_big(v, a, b, v->pairs.types[k], &vd, &ca, &cb);
+            if (rc == STEPQ_OK)
+                rc = each(v, k, vd, ca, cb);
+        }
+        freeReplyObject(rep[s]);
+    }
+    stepq__free(rep);
+    v->done += (long long)v->pairs.n;
+    if (v->fn != NULL)
+        v->fn(v->done, 0, NULL, NULL, v->arg);
+    return rc;
+}
+
+/* First pass: equal pairs count now; mismatches wait for the re-checks. */
+static int first_verdict(struct vf *v, size_t k, enum verdict vd, uint64_t ca, uint64_t cb)
+{
+    int r = v->pairs.rule[k];
+
+    if (vd == V_GONE)
+        return STEPQ_OK;
+    v->dig[0] += ca;
+    v->dig[1] += cb;
+    if (vd == V_EQUAL) {
+        v->per[r].equal++;
+        return STEPQ_OK;
+    }
+    if (add_bad(v, r, v->pairs.keys[2 * k], v->pairs.keys[2 * k + 1], v->pairs.types[k], vd, ca,
+                cb) != STEPQ_OK) {
+        stepq__set_error(v->q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+/* A re-check replaces the pair's share of the digests. */
+static int recheck_verdict(struct vf *v, size_t k, enum verdict vd, uint64_t ca, uint64_t cb)
+{
+    struct vbad *x = &v->bad[v->pairs.rule[k]]; /* rule[] holds the index into bad[] here */
+
+    if (vd == V_GONE)
+        ca = cb = 0;
+    v->dig[0] += ca - x->ca;
+    v->dig[1] += cb - x->cb;
+    x->ca = ca;
+    x->cb = cb;
+    x->v = vd;
+    return STEPQ_OK;
+}
+
+static int recheck(struct vf *v)
+{
+    for (long round = 0; round < v->o.rounds && v->nbad > 0; round++) {
+        nap(v->o.pause_ms);
+        for (size_t i = 0; i < v->nbad; i++) {
+            /* Reuse the pairs list; its rule[] carries the index into bad[]. */
+            if (stepq__pairs_add(&v->pairs, &v->q->km, (size_t)v->bad[i].rule, v->side, "x") !=
+                STEPQ_OK) {
+                stepq__set_error(v->q, STEPQ_E_OOM, "out of memory");
+                return STEPQ_ERR;
+            }
+            size_t k = v->pairs.n - 1;
+            sdsfree(v->pairs.keys[2 * k]);
+            sdsfree(v->pairs.keys[2 * k + 1]);
+            v->pairs.keys[2 * k] = sdsdup(v->bad[i].a);
+            v->pairs.keys[2 * k + 1] = sdsdup(v->bad[i].b);
+            v->pairs.rule[k] = (int)i;
+        }
+        int rc = compare_pairs(v, recheck_verdict);
+        stepq__pairs_clear(&v->pairs);
+        if (rc != STEPQ_OK)
+            return STEPQ_ERR;
+        /* Keep only what still differs. */
+        size_t w = 0;
+        for (size_t i = 0; i < v->nbad; i++) {
+            struct vbad *x = &v->bad[i];
+            if (x->v == V_EQUAL || x->v == V_GONE) {
+                if (x->v == V_EQUAL)
+                    v->per[x->rule].equal++;
+                sdsfree(x->a);
+                sdsfree(x->b);
+                continue;
+            }
+            v->bad[w++] = *x;
+        }
+        v->nbad = w;
+    }
+    return STEPQ_OK;
+}
+
+/* ---------------------------------------------------------------------------
+ * Walks: the fixed keys, then all keys or a sample
+ * ------------------------------------------------------------------------- */
+
+static int count_fixed(struct vf *v)
+{
+    stepq *q = v->q;
+
+    for (size_t r = 0; r < q->km.n; r++) {
+        if (q->km.rules[r].per_id || q->km.rules[r].type == STEPQ_KT_CHANNEL)
+            continue;
+        if (stepq__pairs_add(&v->pairs, &q->km, r, v->side, NULL) != STEPQ_OK) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            return STEPQ_ERR;
+        }
+        size_t k = v->pairs.n - 1;
+        for (int s = 0; s < 2; s++) {
+            redisReply *e = stepq__commandf(q, "EXISTS %s", v->pairs.keys[2 * k + (size_t)s]);
+            if (e == NULL)
+                return STEPQ_ERR;
+            v->per[r].keys[s] += e->integer;
+            freeReplyObject(e);
+        }
+    }
+    int rc = compare_pairs(v, first_verdict);
+    stepq__pairs_clear(&v->pairs);
+    return rc;
+}
+
+static int verify_page(stepq *q, const redisReply *keys, const char *cursor, void *arg)
+{
+    struct vf *v = arg;
+    enum stepq__side s;
+
+    (void)cursor;
+    for (size_t i = 0; i < keys->elements; i++) {
+        int r =
+            stepq__keymap_match(&q->km, keys->element[i]->str, keys->element[i]->len, &s, NULL, 0);
+        if (r >= 0 && q->km.rules[r].per_id)
+            v->per[r].keys[s == v->side ? 0 : 1]++;
+    }
+    if (stepq__pairs_from_page(&v->pairs, &q->km, keys, v->side) < 0) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    int rc = v->pairs.n ? compare_pairs(v, first_verdict) : STEPQ_OK;
+    stepq__pairs_clear(&v->pairs);
+    return rc;
+}
+
+static int cmp_sds(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A sample: RANDOMKEY until `sample` distinct keys of the side verified
+ * were found, or 20 times that many tries. */
+static int verify_sample(struct vf *v)
+{
+    stepq *q = v->q;
+    long want = v->o.sample, tries = 0, max = v->o.sample * 20;
+    sds *got = stepq__calloc((size_t)want, sizeof(*got));
+    long n = 0;
+    int rc = STEPQ_ERR;
+
+    if (got == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    while (n < want && tries < max) {
+        long round = max - tries < 256 ? max - tries : 256;
+        if (stepq__ensure(q) != STEPQ_OK)
+            goto out;
+        for (long i = 0; i < round; i++)
+            redisAppendCommand(q->rc, "RANDOMKEY");
+        for (long i = 0; i < round; i++) {
+            redisReply *r = stepq__read_reply(q);
+            enum stepq__side s;
+            if (r == NULL)
+                goto out;
+            int rule = r->type == REDIS_REPLY_STRING
+                           ? stepq__keymap_match(&q->km, r->str, r->len, &s, NULL, 0)
+                           : -1;
+            if (rule >= 0 && s == v->side && q->km.rules[rule].per_id && n < want)
+                got[n++] = sdsnewlen(r->str, r->len);
+            freeReplyObject(r);
+        }
+        tries += round;
+        /* Drop duplicates: RANDOMKEY draws with replacement. */
+        qsort(got, (size_t)n, sizeof(*got), cmp_sds);
+        long w = 0;
+        for (long i = 0; i < n; i++) {
+            if (w > 0 && got[i] != NULL && strcmp(got[w - 1], got[i]) == 0)
+                sdsfree(got[i]);
+            else
+                got[w++] = got[i];
+        }
+        n = w;
+    }
+    redisReply page = {.type = REDIS_REPLY_ARRAY, .elements = (size_t)n};
+    redisReply *els = stepq__calloc((size_t)n + 1, sizeof(*els));
+    redisReply **ptrs = stepq__calloc((size_t)n + 1, sizeof(*ptrs));
+    if (els == NULL || ptrs == NULL) {
+        stepq__free(els);
+        stepq__free(ptrs);
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        goto out;
+    }
+    for (long i = 0; i < n; i++) {
+        els[i].type = REDIS_REPLY_STRING;
+        els[i].str = got[i];
+        els[i].len = sdslen(got[i]);
+        ptrs[i] = &els[i];
+    }
+    page.element = ptrs;
+    rc = verify_page(q, &page, "0", v);
+    stepq__free(els);
+    stepq__free(ptrs);
+out:
+    for (long i = 0; i < n; i++)
+        sdsfree(got[i]);
+    stepq__free(got);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * The report
+ * ------------------------------------------------------------------------- */
+
+static json_t *report_json(struct vf *v, long long finished_at)
+{
+    stepq *q = v->q;
+    json_t *rules = json_array(), *first = json_array();
+    struct vcount tot = {{0, 0}, 0, 0, 0, 0};
+    int a = v->side == STEPQ_OLD ? 0 : 1; /* index of the old side in keys[] and dig[] */
+    char dold[17], dnew[17];
+
+    for (size_t i = 0; i < v->nbad; i++) {
+        struct vbad *x = &v->bad[i];
+        struct vcount *c = &v->per[x->rule];
+        if (x->v == V_MISSING)
+            c->missing++;
+        else if (x->v == V_TTL)
+            c->ttl_off++;
+        else
+            c->different++;
+        if ((long)json_array_size(first) < v->o.first_bad) {
+            char line[600];
+            snprintf(line, sizeof(line), "%s '%s' (twin '%s')",
+                     x->v == V_TTL ? "ttl off" : verdict_names[x->v], x->a, x->b);
+            json_array_append_new(first, json_string(line));
+        }
+    }
+    for (size_t r = 0; r < q->km.n; r++) {
+        struct vcount *c = &v->per[r];
+        if (q->km.rules[r].type == STEPQ_KT_CHANNEL)
+            continue;
+        json_array_append_new(
+            rules,
+            json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "rule", q->km.rules[r].name, "old",
+                      (json_int_t)c->keys[a ? 1 : 0], "new", (json_int_t)c->keys[a ? 0 : 1],
+                      "equal", (json_int_t)c->equal, "missing", (json_int_t)c->missing, "different",
+                      (json_int_t)c->different, "ttl_off", (json_int_t)c->ttl_off));
+        tot.keys[0] += c->keys[a ? 1 : 0];
+        tot.keys[1] += c->keys[a ? 0 : 1];
+        tot.equal += c->equal;
+        tot.missing += c->missing;
+        tot.different += c->different;
+        tot.ttl_off += c->ttl_off;
+    }
+    snprintf(dold, sizeof(dold), "%016llx", (unsigned long long)v->dig[a]);
+    snprintf(dnew, sizeof(dnew), "%016llx", (unsigned long long)v->dig[1 - a]);
+    return json_pack("{s:I, s:I, s:b, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:o, "
+                     "s:o}",
+                     "started_at", (json_int_t)v->started_at, "finished_at",
+                     (json_int_t)finished_at, "reverse", v->o.reverse, "sample",
+                     (json_int_t)v->o.sample, "clean", v->nbad == 0, "old", (json_int_t)tot.keys[0],
+                     "new", (json_int_t)tot.keys[1], "equal", (json_int_t)tot.equal, "missing",
+                     (json_int_t)tot.missing, "different", (json_int_t)tot.different, "ttl_off",
+                     (json_int_t)tot.ttl_off, "digest_old", dold, "digest_new", dnew, "rules",
+                     rules, "first_bad", first);
+}
+
+/* Records the report in stepq:verify (the flat fields of records.md). */
+static int record(stepq *q, const json_t *rep)
+{
+    static const char *const fields[] = {
+        "started_at", "finished_at", "reverse",   "sample",  "clean",      "old",       "new",
+        "equal",      "missing",     "different", "ttl_off", "digest_old", "digest_new"};
+    enum { NF = sizeof(fields) / sizeof(*fields) };
+    const char *argv[2 + 2 * NF + 2];
+    char vals[NF][32];
+    int argc = 0;
+
+    argv[argc++] = "HSET";
+    argv[argc++] = q->k_verify;
+    for (int i = 0; i < NF; i++) {
+        json_t *x = json_object_get(rep, fields[i]);
+        if (json_is_boolean(x))
+            snprintf(vals[i], sizeof(vals[i]), "%d", json_is_true(x));
+        else if (json_is_integer(x))
+            snprintf(vals[i], sizeof(vals[i]), "%lld", (long long)json_integer_value(x));
+        else
+            snprintf(vals[i], sizeof(vals[i]), "%s", json_string_value(x));
+        argv[argc++] = fields[i];
+        argv[argc++] = vals[i];
+    }
+    sds first = sdsempty();
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(rep, "first_bad"), i, x)
+    {
+        first = sdscatfmt(first, "%s%s", i ? "; " : "", json_string_value(x));
+    }
+    argv[argc++] = "first_bad";
+    argv[argc++] = first;
+    redisReply *d = stepq__commandf(q, "DEL %s", q->k_verify);
+    redisReply *r = d ? stepq__command(q, argc, argv, NULL) : NULL;
+    freeReplyObject(d);
+    sdsfree(first);
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+static int defaults(stepq *q, stepq_verify_opts *o)
+{
+    if (o->batch == 0)
+        o->batch = 100;
+    if (o->rounds == 0)
+        o->rounds = 3;
+    else if (o->rounds == -1)
+        o->rounds = 0; /* asked for none */
+    if (o->pause_ms == 0)
+        o->pause_ms = 200;
+    if (o->ttl_tolerance_ms == 0)
+        o->ttl_tolerance_ms = 2000;
+    if (o->big == 0)
+        o->big = 10000;
+    if (o->first_bad == 0)
+        o->first_bad = 10;
+    if (o->batch < 1 || o->batch > 1000 || o->sample < 0 || o->sample > 10000000 || o->rounds < 0 ||
+        o->rounds > 100 || o->pause_ms < 0 || o->pause_ms > 60000 || o->ttl_tolerance_ms < 0 ||
+        o->big < 1 || o->first_bad < 0 || o->first_bad > 1000 || o->rate < 0) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "verify options out of range; batch 1-1000, sample 0-10000000, rounds "
+                         "0-100, pause 0-60000 ms");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, void *arg,
+                 int *ret_clean, char **ret_json)
+{
+    stepq_verify_opts none = {0};
+    struct vf *v = stepq__calloc(1, sizeof(*v));
+    int rc = STEPQ_ERR;
+
+    stepq__clear_error(q);
+    if (v == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    v->q = q;
+    v->o = opts ? *opts : none;
+    v->fn = fn;
+    v->arg = arg;
+    if (defaults(q, &v->o) != STEPQ_OK)
+        goto out;
+    v->side = v->o.reverse ? STEPQ_NEW : STEPQ_OLD;
+    v->started_at = stepq__now_ms();
+    snprintf(v->big, sizeof(v->big), "%ld", v->o.big);
+    snprintf(v->tol, sizeof(v->tol), "%ld", v->o.ttl_tolerance_ms);
+    stepq__pace_init(&v->pace, q, v->o.rate, v->o.max_latency_ms, 0);
+    if (count_fixed(v) != STEPQ_OK)
+        goto out;
+    if (v->o.sample > 0 ? verify_sample(v) != STEPQ_OK
+                        : stepq__walk_ns(q, "0", v->o.batch, verify_page, v) != STEPQ_OK)
+        goto out;
+    if (recheck(v) != STEPQ_OK)
+        goto out;
+    json_t *rep = report_json(v, stepq__now_ms());
+    if (rep == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        goto out;
+    }
+    if (record(q, rep) != STEPQ_OK) {
+        json_decref(rep);
+        goto out;
+    }
+    if (ret_clean != NULL)
+        *ret_clean = v->nbad == 0;
+    if (ret_json != NULL)
+        rc = stepq__ret_json(q, rep, ret_json);
+    else {
+        json_decref(rep);
+        rc = STEPQ_OK;
+    }
+out:
+    for (size_t i = 0; i < v->nbad; i++) {
+        sdsfree(v->bad[i].a);
+        sdsfree(v->bad[i].b);
+    }
+    stepq__free(v->bad);
+    stepq__pairs_release(&v->pairs);
+    stepq__free(v);
+    return rc;
+}

@@ -1,0 +1,269 @@
+/*
+ * walk.c - what the migration engine's walks share: one SCAN of the
+ * namespace from a resumable cursor, pairs of key names (a key and its
+ * twin), batches of atomic scripts sent pipelined, and the audit log.
+ *
+ * Why one SCAN of the namespace and not one per rule: SCAN with MATCH still
+ * visits every key of the database and filters afterwards, so a walk per
+ * rule would cost one full pass per rule. One pass, classifying each name
+ * with stepq__keymap_match, costs one.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <jansson.h>
+
+#include "stepq_private.h"
+
+#define AUDIT_KEEP "10000"
+
+int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, void *arg)
+{
+    char cursor[32], cnt[24];
+    sds match = sdscatfmt(sdsempty(), "%s*", q->km.ns);
+    int rc = STEPQ_OK;
+
+    if (match == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    snprintf(cursor, sizeof(cursor), "%s", from && *from ? from : "0");
+    snprintf(cnt, sizeof(cnt), "%ld", count > 0 ? count : 100);
+    do {
+        char page_cursor[32];
+        const char *argv[] = {"SCAN", cursor, "COUNT", cnt, "MATCH", match};
+        /* Without a namespace every key may be ours: no MATCH to filter. */
+        redisReply *r = stepq__command(q, q->km.ns[0] ? 6 : 4, argv, NULL);
+        if (r == NULL) {
+            rc = STEPQ_ERR;
+            break;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof(cursor) ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected SCAN reply");
+            rc = STEPQ_ERR;
+            break;
+        }
+        memcpy(page_cursor, cursor, sizeof(cursor));
+        memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
+        rc = fn(q, r->element[1], page_cursor, arg);
+        freeReplyObject(r);
+    } while (rc == STEPQ_OK && strcmp(cursor, "0") != 0);
+    sdsfree(match);
+    return rc;
+}
+
+redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],
+                                const char *count)
+{
+    redisReply *r = stepq__commandf(q, "%s %s %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", key,
+                                    cursor, count);
+
+    if (r == NULL)
+        return NULL;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= 32 ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected SSCAN/ZSCAN reply");
+        return NULL;
+    }
+    memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
+    return r;
+}
+
+/* ---------------------------------------------------------------------------
+ * Pairs
+ * ------------------------------------------------------------------------- */
+
+static char type_letter(enum stepq__keytype t)
+{
+    switch (t) {
+    case STEPQ_KT_HASH:
+        return 'h';
+    case STEPQ_KT_SET:
+        return 's';
+    case STEPQ_KT_ZSET:
+        return 'z';
+    case STEPQ_KT_LIST:
+        return 'l';
+    default:
+        return 't';
+    }
+}
+
+int stepq__pairs_add(stepq__pairs *p, const stepq__keymap *km, size_t r, enum stepq__side first,
+                     const char *id)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 128;
+        sds *k = stepq__realloc(p->keys, cap * 2 * sizeof(*k));
+        if (k == NULL)
+            return STEPQ_ERR;
+        p->keys = k;
+        char *t = stepq__realloc(p->types, cap + 1);
+        if (t == NULL)
+            return STEPQ_ERR;
+        p->types = t;
+        int *rr = stepq__realloc(p->rule, cap * sizeof(*rr));
+        if (rr == NULL)
+            return STEPQ_ERR;
+        p->rule = rr;
+        p->cap = cap;
+    }
+    sds a = stepq__keymap_key(km, r, first, id);
+    sds b = stepq__keymap_key(km, r, first == STEPQ_OLD ? STEPQ_NEW : STEPQ_OLD, id);
+    if (a == NULL || b == NULL) {
+        sdsfree(a);
+        sdsfree(b);
+        return STEPQ_ERR;
+    }
+    p->keys[2 * p->n] = a;
+    p->keys[2 * p->n + 1] = b;
+    p->types[p->n] = type_letter(km->rules[r].type);
+    p->rule[p->n] = (int)r;
+    p->n++;
+    p->types[p->n] = '\0';
+    return STEPQ_OK;
+}
+
+void stepq__pairs_clear(stepq__pairs *p)
+{
+    for (size_t i = 0; i < 2 * p->n; i++)
+        sdsfree(p->keys[i]);
+    p->n = 0;
+    if (p->types != NULL)
+        p->types[0] = '\0';
+}
+
+void stepq__pairs_release(stepq__pairs *p)
+{
+    stepq__pairs_clear(p);
+    stepq__free(p->keys);
+    stepq__free(p->types);
+    stepq__free(p->rule);
+    memset(p, 0, sizeof(*p));
+}
+
+long stepq__pairs_from_page(stepq__pairs *p, const stepq__keymap *km, const redisReply *page,
+                            enum stepq__side side)
+{
+    char id[STEPQ_RULE_MAX];
+    enum stepq__side s;
+    long added = 0;
+
+    for (size_t i = 0; i < page->elements; i++) {
+        const redisReply *k = page->element[i];
+        int r = stepq__keymap_match(km, k->str, k->len, &s, id, sizeof(id));
+        if (r < 0 || s != side || !km->rules[r].per_id)
+            continue;
+        if (stepq__pairs_add(p, km, (size_t)r, side, id) != STEPQ_OK)
+            return -1;
+        added++;
+    }
+    return added;
+}
+
+int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, long batch,
+                     int nprefix, const char **prefix, int nargs, const char **args, int with_types,
+                     redisReply **replies)
+{
+    size_t nscripts = (p->n + (size_t)batch - 1) / (size_t)batch;
+    const char *keys[2 * 1000 + 8];
+    const char *argv[16];
+    int rc = STEPQ_OK;
+
+    if (batch > 1000 || nprefix > 8 || nargs > 14) {
+        stepq__set_error(q, STEPQ_E_INVALID, "batch over 1000 pairs");
+        return STEPQ_ERR;
+    }
+    for (size_t b = 0; b < nscripts; b++) {
+        size_t lo = b * (size_t)batch, hi = lo + (size_t)batch < p->n ? lo + (size_t)batch : p->n;
+        int nk = 0, na = 0;
+        char types[1001];
+        for (int i = 0; i < nprefix; i++)
+            keys[nk++] = prefix[i];
+        for (size_t i = 2 * lo; i < 2 * hi; i++)
+            keys[nk++] = p->keys[i];
+        for (int i = 0; i < nargs; i++)
+            argv[na++] = args[i];
+        if (with_types) {
+            memcpy(types, p->types + lo, hi - lo);
+            types[hi - lo] = '\0';
+            argv[na++] = types;
+        }
+        if (stepq__append_eval(q, s, nk, keys, na, argv, NULL) != STEPQ_OK)
+            return STEPQ_ERR;
+    }
+    /* Read every reply, even after an error, so the connection stays in step. */
+    for (size_t b = 0; b < nscripts; b++) {
+        replies[b] = stepq__read_reply(q);
+        if (replies[b] == NULL) {
+            if (q->rc == NULL) {
+                for (size_t i = 0; i < b; i++)
+                    freeReplyObject(replies[i]);
+                return STEPQ_ERR;
+            }
+            rc = STEPQ_ERR;
+        }
+    }
+    if (rc != STEPQ_OK) {
+        char keep[STEPQ_ERRSTR_MAX];
+        int kind = q->err;
+        /* The first error wins; later ones may have overwritten it. */
+        snprintf(keep, sizeof(keep), "%s", q->errstr);
+        for (size_t b = 0; b < nscripts; b++)
+            if (replies[b] != NULL)
+                freeReplyObject(replies[b]);
+        stepq__set_error(q, kind, "%s", keep);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Records
+ * ------------------------------------------------------------------------- */
+
+long long stepq__json_ll(const json_t *o, const char *field)
+{
+    json_t *v = json_object_get(o, field);
+
+    if (json_is_integer(v))
+        return (long long)json_integer_value(v);
+    if (json_is_string(v))
+        return strtoll(json_string_value(v), NULL, 10);
+    return 0;
+}
+
+int stepq__audit(stepq *q, json_t *o)
+{
+    char host[256] = "";
+
+    if (o == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    gethostname(host, sizeof(host) - 1);
+    json_object_set_new(o, "ts", json_integer(stepq__now_ms()));
+    json_object_set_new(o, "host", json_string(host));
+    json_object_set_new(o, "pid", json_integer((json_int_t)getpid()));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (s == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    redisReply *r = stepq__commandf(q, "RPUSH %s %s", q->k_audit, s);
+    free(s);
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    r = stepq__commandf(q, "LTRIM %s -" AUDIT_KEEP " -1", q->k_audit);
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
