@@ -1,72 +1,9 @@
 #!/usr/bin/env bash
-# t_http.sh - `stepq serve` driven with curl against a real redis-server:
-# status codes, JSON shapes, auth, body limits, bad bodies, the migration
-# health verdict, metrics, concurrent submitters and the SIGTERM drain.
-#
-# Environment (set by ctest, tests/CMakeLists.txt): STEPQ (the binary),
-# STEPQ_TEST_REDIS (URL of this test's database), REDIS_SOCK and STEPQ_DB
-# (for redis-cli), STEPQ_TEST_PRIVATE=1 to allow emptying the database.
-set -u
-: "${STEPQ:?}" "${STEPQ_TEST_REDIS:?}" "${REDIS_SOCK:?}" "${STEPQ_DB:?}"
-export REDIS_URL=$STEPQ_TEST_REDIS
-unset STEPQ_API_TOKEN ENABLE_DUAL_WRITE_STEPS PRIMARY_KEY_PATTERN STEPQ_NAMESPACE STEPQ_RULES
-
-tmp=$(mktemp -d)
-servers=()
-cleanup() {
-    for p in "${servers[@]}"; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-rcli() { redis-cli -s "$REDIS_SOCK" -n "$STEPQ_DB" "$@"; }
-if [ "$(rcli DBSIZE)" != 0 ]; then
-    [ "${STEPQ_TEST_PRIVATE:-}" = 1 ] || { echo "database $STEPQ_DB is not empty; refusing" >&2; exit 1; }
-    rcli FLUSHDB >/dev/null
-fi
-
-passed=0 failed=0
-# expect NAME COMMAND...: the command must succeed.
-expect() {
-    local name=$1
-    shift
-    if "$@"; then
-        passed=$((passed + 1))
-        echo "ok   $name"
-    else
-        failed=$((failed + 1))
-        echo "FAIL $name"
-        [ -f "$tmp/body" ] && echo "     body: $(head -c 400 "$tmp/body")"
-    fi
-}
-
-# start_server LOG [serve args...]: starts serve on a free port; sets url and pid.
-start_server() {
-    local log=$1
-    shift
-    "$STEPQ" serve --listen 127.0.0.1:0 "$@" 2>"$log" &
-    pid=$!
-    servers+=("$pid")
-    for _ in $(seq 1 100); do
-        port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$log")
-        [ -n "$port" ] && break
-        sleep 0.05
-    done
-    url=http://127.0.0.1:$port
-}
-
-# req METHOD PATH [curl args...]: prints the status; body in $tmp/body, headers in $tmp/hdr.
-req() {
-    local m=$1 p=$2
-    shift 2
-    curl -s -o "$tmp/body" -D "$tmp/hdr" -w '%{http_code}' -X "$m" "$@" "$url$p"
-}
-AUTH=(-H "Authorization: Bearer t0ken-for-tests")
-# is STATUS WANT
-is() { [ "$1" = "$2" ] || { echo "     status $1, want $2" >&2; return 1; }; }
-# json PYEXPR: evaluates a Python expression over the body as `j`.
-json() { python3 -I -S -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if eval(sys.argv[2]) else 1)' "$tmp/body" "$1"; }
-hdr() { grep -qi "^$1" "$tmp/hdr"; }
+# t_http_api.sh - `stepq serve` driven with curl against a real redis-server:
+# startup flags, status codes and JSON shapes of the step endpoints, auth,
+# body limits, bad bodies, request metrics, concurrent submitters and the
+# SIGTERM drain.
+. "$(dirname "$0")/lib.sh"
 
 # --- startup and flags ----------------------------------------------------------
 "$STEPQ" serve --listen 127.0.0.1:0 >/dev/null 2>"$tmp/noauth.err"
@@ -189,39 +126,7 @@ expect "chunked upload over 1 MiB is 413" \
     is "$(req POST /steps "${AUTH[@]}" -H 'Transfer-Encoding: chunked' --data-binary @"$tmp/over.json")" 413
 expect "413 before auth is still 401" is "$(req POST /steps --data-binary @"$tmp/over.json")" 401
 
-# --- /health/redis-migration ----------------------------------------------------
-expect "migration health 200 when clean" is "$(req GET /health/redis-migration)" 200
-expect "health document shape" json "j['healthy'] is True and j['reasons'] == [] and j['phase']['phase'] == 'job' and isinstance(j['keys'], list) and 'counters' in j and j['backfill'] == {} and j['verify'] == {} and any(p['kind'] == 'serve' for p in j['processes'])"
-expect "migrate status lists the server" sh -c "'$STEPQ' migrate status --json | grep -q '\"kind\":\"serve\"'"
-rcli HSET stepq:verify clean 0 different 3 missing 1 ttl_off 0 >/dev/null
-expect "cached for 2 s: still 200" is "$(req GET /health/redis-migration)" 200
-sleep 2.1
-expect "verify differences 503" is "$(req GET /health/redis-migration)" 503
-expect "503 gives the reason" json "j['healthy'] is False and len(j['reasons']) == 1 and j['reasons'][0].startswith('the last verify found differences (different=3, missing=1')"
-rcli HSET stepq:verify clean 1 different 0 missing 0 >/dev/null
-rcli HSET stepq:backfill state done keys_done 10 keys_total 10 errors 2 >/dev/null
-sleep 2.1
-expect "backfill errors 503" is "$(req GET /health/redis-migration)" 503
-expect "backfill reason" json "j['reasons'] == ['the backfill reported 2 errors; read its log and run it again (it resumes)']"
-rcli HSET stepq:backfill errors 0 >/dev/null
-rcli HSET stepq:phase phase step-primary misses_at_since 4 >/dev/null
-rcli HSET stepq:stats primary_misses 4 >/dev/null
-sleep 2.1
-expect "step-primary without new misses 200" is "$(req GET /health/redis-migration)" 200
-rcli HSET stepq:stats primary_misses 6 >/dev/null
-sleep 2.1
-expect "misses in step-primary 503" is "$(req GET /health/redis-migration)" 503
-expect "misses reason" json "j['reasons'][0].startswith('2 reads missed step:* keys since the move to step-primary')"
-rcli HSET stepq:stats primary_misses 4 >/dev/null
-now=$(python3 -I -S -c 'import time; print(int(time.time()*1000))')
-rcli HSET stepq:procs fake:1 "{\"id\":\"fake:1\",\"kind\":\"worker\",\"phase\":\"dual-write\",\"seen\":$now,\"ttl\":60000}" >/dev/null
-sleep 2.1
-expect "pinned process 503" is "$(req GET /health/redis-migration)" 503
-expect "pinned reason" json "j['reasons'] == [\"process 'fake:1' (worker) is pinned to 'dual-write' but the stored phase is 'step-primary'; unset ENABLE_DUAL_WRITE_STEPS and PRIMARY_KEY_PATTERN there and restart it\"]"
-expect "/health still 200 (Redis answers)" is "$(req GET /health)" 200
-expect "/health shows the phase" json "j['phase'] == 'step-primary'"
-
-# --- metrics --------------------------------------------------------------------
+# --- request metrics ------------------------------------------------------------
 expect "GET /metrics 200" is "$(req GET /metrics)" 200
 expect "text format content type" hdr 'Content-Type: text/plain; version=0.0.4'
 m=$tmp/body
@@ -230,14 +135,6 @@ expect "401s counted" grep -qx 'stepq_http_requests_total{op="submit",code="401"
 expect "413s counted" grep -q 'stepq_http_requests_total{op="submit",code="413"} 2' "$m"
 expect "latency histogram" grep -qx "stepq_http_request_duration_seconds_count{op=\"submit\"} [0-9]*" "$m"
 expect "histogram +Inf bucket" grep -q 'stepq_http_request_duration_seconds_bucket{op="get",le="+Inf"} 2' "$m"
-expect "phase gauge" grep -qx 'stepq_migration_phase{phase="step-primary"} 1' "$m"
-expect "misses gauge" grep -qx 'stepq_migration_primary_misses_total 4' "$m"
-expect "backfill gauges" grep -qx 'stepq_backfill_keys_done 10' "$m"
-expect "fallback and lazy" sh -c "grep -q '^stepq_migration_fallback_reads_total ' '$m' && grep -q '^stepq_migration_lazy_migrations_total ' '$m'"
-expect "unhealthy gauge" grep -qx 'stepq_migration_healthy 0' "$m"
-expect "redis up" grep -qx 'stepq_redis_up 1' "$m"
-rcli DEL stepq:procs stepq:phase stepq:stats stepq:backfill stepq:verify >/dev/null
-rcli HDEL stepq:procs fake:1 >/dev/null
 
 # --- concurrency: 8 submitters, 20 steps each, every id readable ------------------
 pending_before=$(rcli ZCARD jobs:pending)
@@ -262,6 +159,7 @@ curl -s -o "$tmp/slow.out" -w '%{http_code}' --limit-rate 2K -X POST "${AUTH[@]}
     --data-binary @"$tmp/slow.json" "$url/steps" >"$tmp/slow.code" &
 slow=$!
 sleep 1
+expect "the server is announced" is "$(rcli HLEN stepq:procs)" 1
 kill -TERM "$pid"
 sleep 0.3
 curl -s -o /dev/null --max-time 2 "$url/health"
@@ -275,21 +173,4 @@ slow_id=$(python3 -I -S -c 'import json,sys; print(json.load(open(sys.argv[1]))[
 expect "the slow step exists" sh -c "'$STEPQ' get '$slow_id' | grep -q '\"type\":\"slow\"'"
 expect "the server withdrew from the live processes" is "$(rcli HLEN stepq:procs)" 0
 
-# --- --no-auth, and Redis down --------------------------------------------------
-unset STEPQ_API_TOKEN
-start_server "$tmp/noauth.log" --no-auth
-expect "--no-auth: POST without a token 201" is "$(req POST /steps -d '{}')" 201
-kill -TERM "$pid"
-wait "$pid"
-start_server "$tmp/down.log" --no-auth -u "unix://$tmp/no-such.sock"
-expect "serve starts while Redis is down" test -n "$port"
-expect "/health 503 when Redis is down" is "$(req GET /health)" 503
-expect "503 says redis is down" json "j['status'] == 'unavailable' and j['redis'] == 'down' and j['error']"
-expect "migration health 503 when Redis is down" is "$(req GET /health/redis-migration)" 503
-expect "metrics say redis down" sh -c "[ \"\$(curl -s '$url/metrics' | grep '^stepq_redis_up')\" = 'stepq_redis_up 0' ]"
-kill -TERM "$pid"
-wait "$pid"
-expect "exit 0 after SIGTERM with Redis down" is $? 0
-
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish
