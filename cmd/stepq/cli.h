@@ -66,5 +66,6 @@ int cmd_migrate(struct cli *cli, int argc, char **argv);
 int migrate_backup(struct cli *cli, int argc, char **argv);
 int migrate_restore(struct cli *cli, int argc, char **argv);
 int migrate_cleanup(struct cli *cli, int argc, char **argv);
+int cmd_serve(struct cli *cli, int argc, char **argv);
 
 #endif

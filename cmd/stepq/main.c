@@ -27,6 +27,7 @@ static const struct command {
     {"workers", cmd_workers, "list workers"},
     {"reap", cmd_reap, "requeue the steps of dead workers"},
     {"migrate", cmd_migrate, "the job:* -> step:* key migration"},
+    {"serve", cmd_serve, "serve the HTTP API and health endpoints"},
 };
 
 static const char main_usage[] =

@@ -1,0 +1,121 @@
+/*
+ * http.h - what the files of `stepq serve` share: the server, one request,
+ * one answer, the metrics and the health document.
+ *
+ *   http.c          MHD glue: per-thread handles, body capping, auth, dispatch
+ *   http_route.c    the pure request-line parser (http_route.h)
+ *   http_routes.c   the handlers: steps, workers, health
+ *   http_health.c   the migration health document, its verdict and its cache
+ *   http_metrics.c  counters, latency histograms, the Prometheus text
+ *   cmd_serve.c     flags, startup, signals, the announce thread
+ */
+#ifndef STEPQ_HTTP_H
+#define STEPQ_HTTP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <jansson.h>
+
+#include "http_route.h"
+#include "stepq.h"
+
+#define HTTP_BODY_MAX        (1024 * 1024) /* larger bodies get 413 */
+#define HTTP_JSON_DEPTH_MAX  64            /* deeper JSON bodies get 400 */
+#define HTTP_HEALTH_CACHE_MS 2000          /* /health/redis-migration is cached this long */
+
+/* ---------------------------------------------------------------------------
+ * Metrics (http_metrics.c)
+ * ------------------------------------------------------------------------- */
+#define HTTP_METRIC_CODES   12 /* the status codes we count, plus "other" */
+#define HTTP_METRIC_BUCKETS 12 /* latency buckets, plus +Inf */
+
+struct http_metrics {
+    atomic_ullong requests[HTTP_OP_COUNT][HTTP_METRIC_CODES];
+    atomic_ullong bucket[HTTP_OP_COUNT][HTTP_METRIC_BUCKETS + 1]; /* not cumulative */
+    atomic_ullong sum_us[HTTP_OP_COUNT];
+};
+
+/* Counts one answered request of `op` with `status` that took `us`. */
+void http_metrics_observe(struct http_metrics *m, enum http_op op, int status, long long us);
+
+/* ---------------------------------------------------------------------------
+ * The health cache (http_health.c)
+ * ------------------------------------------------------------------------- */
+struct http_health_cache {
+    pthread_mutex_t mu;
+    long long at_ms; /* when doc was built; 0: never */
+    int status;      /* 200 or 503 */
+    json_t *doc;     /* the /health/redis-migration document; read under mu */
+};
+
+/* ---------------------------------------------------------------------------
+ * The server
+ * ------------------------------------------------------------------------- */
+struct http_server {
+    struct MHD_Daemon *daemon;
+    const char *token; /* the bearer token; NULL with --no-auth */
+    size_t token_len;
+    const char *url; /* Redis URL for the per-thread handles */
+    stepq_options opts;
+    pthread_key_t qkey; /* each pool thread's own stepq handle */
+    atomic_int in_flight;
+    atomic_int draining;
+    struct http_metrics metrics;
+    struct http_health_cache health;
+};
+
+/* One request, from its first access-handler call to its completion. */
+struct http_req {
+    struct http_route route;
+    long long start_us;
+    char *body; /* the upload, capped at HTTP_BODY_MAX, NUL-terminated */
+    size_t len, cap;
+    int too_big; /* the upload went past HTTP_BODY_MAX: answer 413 */
+    int status;  /* the status answered, for the metrics; 0: none yet */
+};
+
+/* What a handler answers. The glue sends it and frees body. */
+struct http_answer {
+    int status;
+    char *body; /* malloc'd (free), NUL-terminated */
+    const char *content_type;
+    char location[96]; /* a Location header when not empty */
+};
+
+/* Starts the daemon on `addr` (a struct sockaddr_in or _in6) with `threads`
+ * pool threads. Returns STEPQ_OK, or STEPQ_ERR after printing why. */
+int http_server_start(struct http_server *s, const void *addr, int ipv6, int threads);
+/* The port the daemon listens on (useful with port 0). */
+int http_server_port(struct http_server *s);
+/* Stops accepting, waits up to drain_ms for requests in flight, stops the
+ * daemon. Returns the number of requests still in flight (0: clean). */
+int http_server_drain(struct http_server *s, long drain_ms);
+/* Frees what http_server_start and the requests left behind. */
+void http_server_release(struct http_server *s);
+
+/* Answers the request: sets ans from `q` (the calling thread's handle, may be
+ * NULL when it could not be created). Called once per request, on the last
+ * access-handler call. */
+void http_dispatch(struct http_server *s, stepq *q, struct http_req *req, struct http_answer *ans);
+
+/* Sets ans to {"error": msg} with `status`. */
+void http_answer_error(struct http_answer *ans, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Sets ans to the JSON value v (a reference is stolen) with `status`. */
+void http_answer_json(struct http_answer *ans, int status, json_t *v);
+/* The HTTP status for a library error kind. */
+int http_status_of(int err);
+
+/* The /health/redis-migration document and status, from the cache when it
+ * is fresh (a new reference in *ret_doc). */
+int http_health_migration(struct http_server *s, stepq *q, json_t **ret_doc);
+/* The reasons the status document `st` is unhealthy, as a new JSON array of
+ * strings (empty when healthy). Pure: reads only st. */
+json_t *http_health_verdict(const json_t *st);
+/* Appends the Prometheus text of everything to *out (an sds). */
+int http_metrics_render(struct http_server *s, stepq *q, char **ret_text);
+
+long long http_now_us(void);
+
+#endif

@@ -1,0 +1,163 @@
+/*
+ * http_health.c - GET /health/redis-migration: the migration status of
+ * stepq_status() with a verdict, cached for HTTP_HEALTH_CACHE_MS across all
+ * threads, because the status walks the keyspace with SCAN and a load
+ * balancer polling every second must not make Redis do that every second.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "http.h"
+
+static long long wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A number that may be stored as a JSON integer, real or decimal string
+ * (hash fields come back as text unless stepq knows them); dflt when
+ * absent or not a number. */
+static long long num(const json_t *v, long long dflt)
+{
+    if (json_is_integer(v))
+        return json_integer_value(v);
+    if (json_is_real(v))
+        return (long long)json_real_value(v);
+    if (json_is_string(v)) {
+        const char *s = json_string_value(v);
+        char *end;
+        long long n = strtoll(s, &end, 10);
+        if (*s != '\0' && *end == '\0')
+            return n;
+    }
+    return dflt;
+}
+
+static void reason(json_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void reason(json_t *a, const char *fmt, ...)
+{
+    char msg[384];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_array_append_new(a, json_string(msg));
+}
+
+static void verdict_engine(json_t *a, const json_t *st)
+{
+    const json_t *verify = json_object_get(st, "verify");
+    const json_t *backfill = json_object_get(st, "backfill");
+    const char *bstate = json_string_value(json_object_get(backfill, "state"));
+
+    /* Absent records mean "not run yet", which is not a fault. */
+    if (num(json_object_get(verify, "clean"), 1) == 0)
+        reason(a,
+               "the last verify found differences (different=%lld, missing=%lld, ttl_off=%lld); "
+               "run the backfill again, then verify",
+               num(json_object_get(verify, "different"), 0),
+               num(json_object_get(verify, "missing"), 0),
+               num(json_object_get(verify, "ttl_off"), 0));
+    if (num(json_object_get(backfill, "errors"), 0) > 0)
+        reason(a, "the backfill reported %lld errors; read its log and run it again (it resumes)",
+               num(json_object_get(backfill, "errors"), 0));
+    if (bstate != NULL && strcmp(bstate, "failed") == 0)
+        reason(a, "the backfill failed; read its log and run it again (it resumes)");
+}
+
+json_t *http_health_verdict(const json_t *st)
+{
+    const json_t *phase = json_object_get(st, "phase");
+    const char *stored = json_string_value(json_object_get(phase, "phase"));
+    json_t *a = json_array(), *p;
+    size_t i;
+
+    if (a == NULL)
+        return NULL;
+    stored = stored ? stored : "job";
+    verdict_engine(a, st);
+    if (strcmp(stored, "step-primary") == 0) {
+        long long misses =
+            num(json_object_get(json_object_get(st, "counters"), "primary_misses"), 0);
+        long long since = num(json_object_get(phase, "misses_at_since"), 0);
+        if (misses > since)
+            reason(a,
+                   "%lld reads missed step:* keys since the move to step-primary; run the "
+                   "backfill and verify, or move back to dual-read",
+                   misses - since);
+    }
+    json_array_foreach(json_object_get(st, "processes"), i, p)
+    {
+        const char *ph = json_string_value(json_object_get(p, "phase"));
+        if (ph != NULL && strcmp(ph, "stored") != 0 && strcmp(ph, stored) != 0)
+            reason(a,
+                   "process '%.96s' (%.32s) is pinned to '%.16s' but the stored phase is "
+                   "'%.16s'; unset ENABLE_DUAL_WRITE_STEPS and PRIMARY_KEY_PATTERN there and "
+                   "restart it",
+                   json_string_value(json_object_get(p, "id")),
+                   json_string_value(json_object_get(p, "kind")), ph, stored);
+    }
+    return a;
+}
+
+/* Builds a fresh document from Redis; returns its HTTP status. */
+static int build(stepq *q, json_t **ret_doc)
+{
+    char *json = NULL;
+    json_t *doc, *reasons;
+
+    if (stepq_status(q, &json) != STEPQ_OK) {
+        *ret_doc = json_pack("{s:b, s:s, s:[s], s:I}", "healthy", 0, "status", "unavailable",
+                             "reasons", stepq_errstr(q), "checked_at", (json_int_t)wall_ms());
+        return 503;
+    }
+    doc = json_loads(json, 0, NULL);
+    stepq_str_free(json);
+    reasons = doc ? http_health_verdict(doc) : NULL;
+    if (reasons == NULL) {
+        json_decref(doc);
+        *ret_doc = NULL;
+        return 500;
+    }
+    int healthy = json_array_size(reasons) == 0;
+    json_object_set_new(doc, "healthy", json_boolean(healthy));
+    json_object_set_new(doc, "status", json_string(healthy ? "healthy" : "unhealthy"));
+    json_object_set_new(doc, "reasons", reasons);
+    json_object_set_new(doc, "checked_at", json_integer(wall_ms()));
+    json_object_set_new(doc, "cache_ms", json_integer(HTTP_HEALTH_CACHE_MS));
+    *ret_doc = doc;
+    return healthy ? 200 : 503;
+}
+
+int http_health_migration(struct http_server *s, stepq *q, json_t **ret_doc)
+{
+    struct http_health_cache *c = &s->health;
+    long long now = http_now_us() / 1000;
+    int status;
+
+    /* Threads that find the cache stale wait for the one refreshing it and
+     * then share its result, so Redis sees one status walk at a time. */
+    pthread_mutex_lock(&c->mu);
+    if (c->doc == NULL || now - c->at_ms >= HTTP_HEALTH_CACHE_MS) {
+        json_t *doc = NULL;
+        int st = build(q, &doc);
+        if (doc != NULL) {
+            c->status = st;
+            json_decref(c->doc);
+            c->doc = doc;
+            c->at_ms = http_now_us() / 1000;
+        }
+    }
+    status = c->status;
+    *ret_doc = c->doc ? json_deep_copy(c->doc) : NULL;
+    pthread_mutex_unlock(&c->mu);
+    return *ret_doc ? status : 500;
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# t_http_health.sh - `stepq serve`'s migration health: the document, each
+# rule of the verdict, the 2 s cache, the migration gauges of /metrics, and
+# behaviour with Redis down.
+. "$(dirname "$0")/lib.sh"
+
+export STEPQ_API_TOKEN=t0ken-for-tests
+start_server "$tmp/serve.log"
+expect "serve starts and prints its port" test -n "$port"
+
+# --- /health/redis-migration ----------------------------------------------------
+expect "migration health 200 when clean" is "$(req GET /health/redis-migration)" 200
+expect "health document shape" json "j['healthy'] is True and j['reasons'] == [] and j['phase']['phase'] == 'job' and isinstance(j['keys'], list) and 'counters' in j and j['backfill'] == {} and j['verify'] == {} and any(p['kind'] == 'serve' for p in j['processes'])"
+expect "migrate status lists the server" sh -c "'$STEPQ' migrate status --json | grep -q '\"kind\":\"serve\"'"
+# The cache: an answer is either the cached one (same checked_at, still 200)
+# or, when 2 s have passed, a rebuilt one; never rebuilt sooner.
+checked_at() { python3 -I -S -c 'import json,sys; print(json.load(open(sys.argv[1]))["checked_at"])' "$tmp/body"; }
+req GET /health/redis-migration >/dev/null
+a=$(checked_at)
+rcli HSET stepq:verify clean 0 different 3 missing 1 ttl_off 0 >/dev/null
+st=$(req GET /health/redis-migration)
+b=$(checked_at)
+expect "cached for 2 s, then rebuilt" test "$b:$st" = "$a:200" -o \( "$st" = 503 -a $((b - a)) -ge 2000 \)
+n=$(curl -s "$url/health/redis-migration" "$url/health/redis-migration" "$url/health/redis-migration" \
+    "$url/health/redis-migration" | grep -o '"checked_at":[0-9]*' | sort -u | wc -l)
+expect "4 back-to-back requests share the cached document" test "$n" -le 2
+sleep 2.1
+expect "verify differences 503" is "$(req GET /health/redis-migration)" 503
+expect "503 gives the reason" json "j['healthy'] is False and len(j['reasons']) == 1 and j['reasons'][0].startswith('the last verify found differences (different=3, missing=1')"
+rcli HSET stepq:verify clean 1 different 0 missing 0 >/dev/null
+rcli HSET stepq:backfill state done keys_done 10 keys_total 10 errors 2 >/dev/null
+sleep 2.1
+expect "backfill errors 503" is "$(req GET /health/redis-migration)" 503
+expect "backfill reason" json "j['reasons'] == ['the backfill reported 2 errors; read its log and run it again (it resumes)']"
+rcli HSET stepq:backfill errors 0 >/dev/null
+rcli HSET stepq:phase phase step-primary misses_at_since 4 >/dev/null
+rcli HSET stepq:stats primary_misses 4 >/dev/null
+sleep 2.1
+expect "step-primary without new misses 200" is "$(req GET /health/redis-migration)" 200
+rcli HSET stepq:stats primary_misses 6 >/dev/null
+sleep 2.1
+expect "misses in step-primary 503" is "$(req GET /health/redis-migration)" 503
+expect "misses reason" json "j['reasons'][0].startswith('2 reads missed step:* keys since the move to step-primary')"
+rcli HSET stepq:stats primary_misses 4 >/dev/null
+now=$(python3 -I -S -c 'import time; print(int(time.time()*1000))')
+rcli HSET stepq:procs fake:1 "{\"id\":\"fake:1\",\"kind\":\"worker\",\"phase\":\"dual-write\",\"seen\":$now,\"ttl\":60000}" >/dev/null
+sleep 2.1
+expect "pinned process 503" is "$(req GET /health/redis-migration)" 503
+expect "pinned reason" json "j['reasons'] == [\"process 'fake:1' (worker) is pinned to 'dual-write' but the stored phase is 'step-primary'; unset ENABLE_DUAL_WRITE_STEPS and PRIMARY_KEY_PATTERN there and restart it\"]"
+expect "/health still 200 (Redis answers)" is "$(req GET /health)" 200
+expect "/health shows the phase" json "j['phase'] == 'step-primary'"
+
+# --- migration gauges -----------------------------------------------------------
+expect "GET /metrics 200" is "$(req GET /metrics)" 200
+m=$tmp/body
+expect "phase gauge" grep -qx 'stepq_migration_phase{phase="step-primary"} 1' "$m"
+expect "misses gauge" grep -qx 'stepq_migration_primary_misses_total 4' "$m"
+expect "backfill gauges" grep -qx 'stepq_backfill_keys_done 10' "$m"
+expect "fallback and lazy" sh -c "grep -q '^stepq_migration_fallback_reads_total ' '$m' && grep -q '^stepq_migration_lazy_migrations_total ' '$m'"
+expect "unhealthy gauge" grep -qx 'stepq_migration_healthy 0' "$m"
+expect "redis up" grep -qx 'stepq_redis_up 1' "$m"
+rcli DEL stepq:phase stepq:stats stepq:backfill stepq:verify >/dev/null
+rcli HDEL stepq:procs fake:1 >/dev/null
+expect "the server is announced" is "$(rcli HLEN stepq:procs)" 1
+kill -TERM "$pid"
+wait "$pid"
+expect "serve exits 0 after SIGTERM" is $? 0
+expect "the server withdrew from the live processes" is "$(rcli HLEN stepq:procs)" 0
+
+# --- --no-auth, and Redis down --------------------------------------------------
+unset STEPQ_API_TOKEN
+start_server "$tmp/noauth.log" --no-auth
+expect "--no-auth: POST without a token 201" is "$(req POST /steps -d '{}')" 201
+kill -TERM "$pid"
+wait "$pid"
+start_server "$tmp/down.log" --no-auth -u "unix://$tmp/no-such.sock"
+expect "serve starts while Redis is down" test -n "$port"
+expect "/health 503 when Redis is down" is "$(req GET /health)" 503
+expect "503 says redis is down" json "j['status'] == 'unavailable' and j['redis'] == 'down' and j['error']"
+expect "migration health 503 when Redis is down" is "$(req GET /health/redis-migration)" 503
+expect "metrics say redis down" sh -c "[ \"\$(curl -s '$url/metrics' | grep '^stepq_redis_up')\" = 'stepq_redis_up 0' ]"
+kill -TERM "$pid"
+wait "$pid"
+expect "exit 0 after SIGTERM with Redis down" is $? 0
+
+finish
