@@ -62,5 +62,6 @@ int cmd_events(struct cli *cli, int argc, char **argv);
 int cmd_workers(struct cli *cli, int argc, char **argv);
 int cmd_reap(struct cli *cli, int argc, char **argv);
 int cmd_migrate(struct cli *cli, int argc, char **argv);
+int cmd_worker(struct cli *cli, int argc, char **argv);
 
 #endif

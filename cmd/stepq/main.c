@@ -26,6 +26,7 @@ static const struct command {
     {"workers", cmd_workers, "list workers"},
     {"reap", cmd_reap, "requeue the steps of dead workers"},
     {"migrate", cmd_migrate, "the job:* -> step:* key migration"},
+    {"worker", cmd_worker, "run a command for each claimed step"},
 };
 
 static const char main_usage[] =
