@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libhiredis-dev libmicrohttpd-dev libjansson-dev
-      uuid-dev libzstd-dev libxxhash-dev redis-server redis-tools curl python3 valgrind)
+      uuid-dev libzstd-dev libxxhash-dev redis-server redis-tools curl python3 valgrind jq)
 [ "${STEPQ_BOOTSTRAP_EXTRA:-}" ] && read -r -a extra <<<"$STEPQ_BOOTSTRAP_EXTRA" && pkgs+=("${extra[@]}")
 
 missing=()

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,13 +50,19 @@ static int cloexec_pipe(int p[2])
 
 /* In the child, after fork: never returns. Only the error pipe (kept as fd
  * 3, closed by a successful exec) tells the parent why exec failed. */
-static void child_exec(const struct slot *s, char *const *argv, int in, int out, int ep)
+static void child_exec(const struct slot *s, char *const *argv, int in, int out, int ep,
+                       pid_t parent)
 {
     char attempt[24];
     sigset_t none;
     struct rlimit rl;
 
     setpgid(0, 0);
+    /* A worker killed with SIGKILL cannot stop its children, and its steps
+     * go to another worker: do not let this copy run on beside that one. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(126);
     if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || dup2(ep, 3) < 0)
         _exit(126);
     set_flags(3, 1, 0);
@@ -86,6 +93,7 @@ static void child_exec(const struct slot *s, char *const *argv, int in, int out,
 int slot_spawn(struct slot *s, char *const *argv)
 {
     int in[2], out[2], ep[2], e;
+    pid_t parent = getpid();
 
     s->out_fd = s->in_fd = s->err_fd = -1;
     if (cloexec_pipe(in) != 0)
@@ -98,7 +106,7 @@ int slot_spawn(struct slot *s, char *const *argv)
     if (s->pid < 0)
         goto out_close_ep;
     if (s->pid == 0)
-        child_exec(s, argv, in[0], out[1], ep[1]);
+        child_exec(s, argv, in[0], out[1], ep[1], parent);
     /* Both sides set the group, so a kill right after fork reaches it. */
     setpgid(s->pid, s->pid);
     close(in[0]);
