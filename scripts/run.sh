@@ -3,6 +3,7 @@
 # private redis-server is started in a temp dir and removed on exit.
 set -euo pipefail
 STEPQ=${1:-build/stepq}
+shift || true
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 if [ -z "${REDIS_URL:-}" ]; then
@@ -14,4 +15,4 @@ if [ -z "${REDIS_URL:-}" ]; then
     export REDIS_URL
     echo "== private redis-server at $REDIS_URL"
 fi
-exec "$here/scripts/walkthrough.sh" "$STEPQ"
+exec "$here/scripts/mainjob.sh" "$STEPQ" "$@"
