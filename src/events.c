@@ -15,13 +15,14 @@
 #include <stdio.h>
 #include <string.h>
 #include <jansson.h>
+#include <xxhash.h>
 
 #include "stepq_private.h"
 
 #define SEEN_RING 1024
 
 struct seen {
-    char ids[SEEN_RING][24];
+    char ids[SEEN_RING][40];
     size_t next;
 };
 
@@ -37,16 +38,21 @@ static int seen_before(struct seen *s, const char *id)
     return 0;
 }
 
-/* The event's "id" if it has one that fits (events of other publishers may
- * have none: those pass through). */
-static int event_id(const char *msg, size_t len, char *id, size_t idlen)
+/*
+ * The key that names one event: its "id" and a hash of its whole text.
+ * Event ids count per database (stepq:evseq), but channels are shared by
+ * every database of the server, so two different events may carry the same
+ * id; the two copies of one event are the same text. Events of other
+ * publishers may have no id: those pass through.
+ */
+static int event_key(const char *msg, size_t len, char *key, size_t keylen)
 {
     json_t *o = json_loadb(msg, len, 0, NULL);
     const char *v = json_string_value(json_object_get(o, "id"));
-    int ok = v != NULL && strlen(v) < idlen;
+    int ok = v != NULL && strlen(v) < 20;
 
     if (ok)
-        snprintf(id, idlen, "%s", v);
+        snprintf(key, keylen, "%s:%016llx", v, (unsigned long long)XXH64(msg, len, 0));
     json_decref(o);
     return ok;
 }
@@ -166,13 +172,13 @@ int stepq_events_follow(stepq *q, long max_events, stepq_event_fn fn, void *arg)
             rep->element[0]->type == REDIS_REPLY_STRING &&
             strcmp(rep->element[0]->str, "message") == 0) {
             const redisReply *m = rep->element[2];
-            char id[24];
+            char id[40];
             unsigned sides = event_sides(m->str, m->len);
             if ((sides & ~have) != 0 && subscribe(q, &have, sides) != STEPQ_OK) {
                 freeReplyObject(rep);
                 goto out_drop;
             }
-            if (!event_id(m->str, m->len, id, sizeof(id)) || !seen_before(seen, id)) {
+            if (!event_key(m->str, m->len, id, sizeof(id)) || !seen_before(seen, id)) {
                 delivered++;
                 if (fn(m->str, m->len, arg) != 0 || (max_events > 0 && delivered >= max_events)) {
                     freeReplyObject(rep);

@@ -27,7 +27,7 @@ export OUT=$TMP
 a=$($S submit --priority 9)
 b=$($S submit)
 c=$($S submit)
-start_worker w41b --grace 10 -- "$TMP/slow.sh"
+start_worker w41b --grace 20 -- "$TMP/slow.sh"
 expect "the first step starts" wait_for 5 is_status "$a" active
 kill -TERM "$WPID"
 t0=$SECONDS
@@ -37,7 +37,7 @@ expect "the running step completed" eq "$(status_of "$a")" completed
 expect "no new claims while draining" eq "$(status_of "$b")/$(status_of "$c")/$(wc -l <"$TMP/started")" "pending/pending/1"
 expect "deregistered" eq "$($S workers)" "[]"
 expect "gone from the live processes" eq "$($S migrate status --json | field processes)" "[]"
-expect "the drain took less than the grace" test $((SECONDS - t0)) -lt 8
+expect "the drain took less than the grace" test $((SECONDS - t0)) -lt 15
 
 # The grace runs out: the step is stopped and requeued, exit 0.
 start_worker w41c --grace 0.3 -- sleep 30
