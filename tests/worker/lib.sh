@@ -31,6 +31,9 @@ wait_for() {
         sleep 0.1
     done
 }
+# dead PID: the process is gone or a zombie (an orphan whose reaper, PID 1
+# of a container, may never wait for it).
+dead() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 is_status() { [ "$(status_of "$1")" = "$2" ]; }
 
 # start_worker NAME ARGS... -- CMD: a worker in the background, log in $TMP/NAME.log

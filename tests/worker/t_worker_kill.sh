@@ -21,7 +21,7 @@ expect "the victim starts the step" wait_for 10 started
 kill -9 "$victim"
 wait "$victim" 2>/dev/null || true
 vchild=$(awk '/^start/ {print $3; exit}' "$TMP/runs")
-gone() { ! kill -0 "$vchild" 2>/dev/null; }
+gone() { dead "$vchild"; }
 expect "the victim's command died with it" wait_for 3 gone
 start_worker rescuer -- "$TMP/step.sh"
 expect "the step completes on the rescuer" wait_for 15 is_status "$id" completed

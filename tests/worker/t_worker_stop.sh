@@ -11,7 +11,7 @@ start_worker w41 --timeout 0.5 -- bash -c 'trap "" TERM; sleep 60 & echo $! >"$0
 expect "timeout fails the attempt" wait_for 10 is_status "$to" failed
 expect "and says so" eq "$($S get "$to" | field error)" "timed out after 0.5 s; the command was killed"
 gc=$(cat "$TMP/grandchild")
-gone() { ! kill -0 "$gc" 2>/dev/null; }
+gone() { dead "$gc"; }
 expect "the grandchild was killed too" wait_for 2 gone
 kill -TERM "$WPID"; wait "$WPID" || true
 
