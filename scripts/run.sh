@@ -3,6 +3,7 @@
 # private redis-server is started in a temp dir and removed on exit.
 set -euo pipefail
 STEPQ=${1:-build/stepq}
+shift || true
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 if [ -z "${REDIS_URL:-}" ]; then
@@ -15,4 +16,4 @@ if [ -z "${REDIS_URL:-}" ]; then
     echo "== private redis-server at $REDIS_URL"
 fi
 # Not exec: the EXIT trap must stop the private server.
-"$here/scripts/walkthrough.sh" "$STEPQ"
+"$here/scripts/mainjob.sh" "$STEPQ" "$@"

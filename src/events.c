@@ -1,21 +1,28 @@
 /*
  * events.c - following the lifecycle events on pub/sub.
  *
- * A follower subscribes to the events channel of both patterns and to
- * worker_events, whatever the phase: in the dual phases every event is
- * published on both channels with one id, and a phase move then never makes
- * the follower miss an event. Duplicates are dropped by event id.
+ * A follower subscribes to the events channel(s) of the phase it starts in
+ * (job_events in job, step_events in step, both in the dual phases) and to
+ * worker_events. Every event names the phase it was published in; when one
+ * shows a phase that also publishes elsewhere, the follower subscribes there
+ * too, so a walk through the phases (job, dual-write, ..., step) never makes
+ * it miss an event. It never unsubscribes: processes pinned to another phase
+ * may still publish on the other channel. In the dual phases every event is
+ * published on both channels with one id; duplicates are dropped by id.
+ * A lost connection is re-established (with the library's backoff) and the
+ * subscriptions renewed; what was published meanwhile is lost (pub/sub).
  */
 #include <stdio.h>
 #include <string.h>
 #include <jansson.h>
+#include <xxhash.h>
 
 #include "stepq_private.h"
 
 #define SEEN_RING 1024
 
 struct seen {
-    char ids[SEEN_RING][24];
+    char ids[SEEN_RING][40];
     size_t next;
 };
 
@@ -31,16 +38,21 @@ static int seen_before(struct seen *s, const char *id)
     return 0;
 }
 
-/* The event's "id" if it has one that fits (events of other publishers may
- * have none: those pass through). */
-static int event_id(const char *msg, size_t len, char *id, size_t idlen)
+/*
+ * The key that names one event: its "id" and a hash of its whole text.
+ * Event ids count per database (stepq:evseq), but channels are shared by
+ * every database of the server, so two different events may carry the same
+ * id; the two copies of one event are the same text. Events of other
+ * publishers may have no id: those pass through.
+ */
+static int event_key(const char *msg, size_t len, char *key, size_t keylen)
 {
     json_t *o = json_loadb(msg, len, 0, NULL);
     const char *v = json_string_value(json_object_get(o, "id"));
-    int ok = v != NULL && strlen(v) < idlen;
+    int ok = v != NULL && strlen(v) < 20;
 
     if (ok)
-        snprintf(id, idlen, "%s", v);
+        snprintf(key, keylen, "%s:%016llx", v, (unsigned long long)XXH64(msg, len, 0));
     json_decref(o);
     return ok;
 }
@@ -66,39 +78,107 @@ int stepq_event_channels(stepq *q, char **ret_json)
     return stepq__ret_json(q, a, ret_json);
 }
 
+/* Bit 0: the old channel, bit 1: the new one, as phase p publishes. */
+static unsigned phase_sides(stepq_phase p)
+{
+    return (p != STEPQ_PHASE_STEP ? 1u : 0u) | (p != STEPQ_PHASE_JOB ? 2u : 0u);
+}
+
+/* The sides the event's "phase" field publishes to (0: none or unknown). */
+static unsigned event_sides(const char *msg, size_t len)
+{
+    json_t *o = json_loadb(msg, len, 0, NULL);
+    const char *name = json_string_value(json_object_get(o, "phase"));
+    stepq_phase p;
+    unsigned sides = 0;
+
+    if (name != NULL && stepq_phase_parse(name, &p, NULL, 0) == STEPQ_OK)
+        sides = phase_sides(p);
+    json_decref(o);
+    return sides;
+}
+
+/* Subscribes to the channels of `sides` not subscribed yet (and to
+ * worker_events on a fresh connection). The confirmations arrive among the
+ * messages and are skipped there. */
+static int subscribe(stepq *q, unsigned *have, unsigned want)
+{
+    const stepq__rule *rule = &q->km.rules[q->km.role[STEPQ_ROLE_EVENTS]];
+    const char *argv[4] = {"SUBSCRIBE"};
+    int argc = 1;
+
+    if (*have == 0)
+        argv[argc++] = "worker_events";
+    for (int side = 0; side < 2; side++) {
+        if ((want & (1u << side)) && !(*have & (1u << side)))
+            argv[argc++] = rule->tpl[side];
+    }
+    if (argc == 1)
+        return STEPQ_OK;
+    if (redisAppendCommandArgv(q->rc, argc, argv, NULL) != REDIS_OK) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    *have |= want;
+    return STEPQ_OK;
+}
+
+/* (Re)connects and subscribes to the channels of the current phase plus
+ * those seen so far. */
+static int follow_start(stepq *q, unsigned *have)
+{
+    stepq_phase p;
+    unsigned want = *have;
+
+    if (q->pin >= 0)
+        p = (stepq_phase)q->pin;
+    else if (stepq_phase_get(q, &p) != STEPQ_OK)
+        return STEPQ_ERR;
+    *have = 0;
+    if (stepq__ensure(q) != STEPQ_OK || subscribe(q, have, want | phase_sides(p)) != STEPQ_OK)
+        return STEPQ_ERR;
+    /* A subscriber waits as long as it takes: no read timeout. */
+    struct timeval none = {0, 0};
+    redisSetTimeout(q->rc, none);
+    return STEPQ_OK;
+}
+
 int stepq_events_follow(stepq *q, long max_events, stepq_event_fn fn, void *arg)
 {
     struct seen *seen = stepq__calloc(1, sizeof(*seen));
     int r = q->km.role[STEPQ_ROLE_EVENTS], rc = STEPQ_ERR;
+    unsigned have = 0;
     long delivered = 0;
 
+    stepq__clear_error(q);
     if (seen == NULL || r < 0) {
         stepq__set_error(q, r < 0 ? STEPQ_E_INVALID : STEPQ_E_OOM,
                          r < 0 ? "the key map has no 'events' rule" : "out of memory");
         goto out;
     }
-    const char *argv[] = {"SUBSCRIBE", q->km.rules[r].tpl[0], q->km.rules[r].tpl[1],
-                          "worker_events"};
-    redisReply *rep = stepq__command(q, 4, argv, NULL);
-    if (rep == NULL)
+    if (follow_start(q, &have) != STEPQ_OK)
         goto out;
-    freeReplyObject(rep);
-    /* A subscriber waits as long as it takes: no read timeout. */
-    struct timeval none = {0, 0};
-    redisSetTimeout(q->rc, none);
     for (;;) {
         void *v = NULL;
         if (redisGetReply(q->rc, &v) != REDIS_OK) {
-            stepq__set_error(q, STEPQ_E_IO, "lost the subscription: %s", q->rc->errstr);
+            /* Lost: reconnect (with backoff) and subscribe again. */
             stepq__drop(q);
-            goto out;
+            if (follow_start(q, &have) != STEPQ_OK)
+                goto out;
+            continue;
         }
-        rep = v;
+        redisReply *rep = v;
         if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
+            rep->element[0]->type == REDIS_REPLY_STRING &&
             strcmp(rep->element[0]->str, "message") == 0) {
             const redisReply *m = rep->element[2];
-            char id[24];
-            if (!event_id(m->str, m->len, id, sizeof(id)) || !seen_before(seen, id)) {
+            char id[40];
+            unsigned sides = event_sides(m->str, m->len);
+            if ((sides & ~have) != 0 && subscribe(q, &have, sides) != STEPQ_OK) {
+                freeReplyObject(rep);
+                goto out_drop;
+            }
+            if (!event_key(m->str, m->len, id, sizeof(id)) || !seen_before(seen, id)) {
                 delivered++;
                 if (fn(m->str, m->len, arg) != 0 || (max_events > 0 && delivered >= max_events)) {
                     freeReplyObject(rep);
@@ -108,9 +188,10 @@ int stepq_events_follow(stepq *q, long max_events, stepq_event_fn fn, void *arg)
         }
         freeReplyObject(rep);
     }
+    rc = STEPQ_OK;
+out_drop:
     /* The connection is in subscriber mode: drop it, the next call reconnects. */
     stepq__drop(q);
-    rc = STEPQ_OK;
 out:
     stepq__free(seen);
     return rc;

@@ -67,5 +67,6 @@ int migrate_backup(struct cli *cli, int argc, char **argv);
 int migrate_restore(struct cli *cli, int argc, char **argv);
 int migrate_cleanup(struct cli *cli, int argc, char **argv);
 int cmd_serve(struct cli *cli, int argc, char **argv);
+int cmd_worker(struct cli *cli, int argc, char **argv);
 
 #endif

@@ -28,6 +28,7 @@ static const struct command {
     {"reap", cmd_reap, "requeue the steps of dead workers"},
     {"migrate", cmd_migrate, "the job:* -> step:* key migration"},
     {"serve", cmd_serve, "serve the HTTP API and health endpoints"},
+    {"worker", cmd_worker, "run a command for each claimed step"},
 };
 
 static const char main_usage[] =
