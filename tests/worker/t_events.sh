@@ -60,7 +60,7 @@ rcli HSET stepq:phase phase job >/dev/null
 follow walk
 wait_for 5 sub_is 2 || true
 for p in dual-write dual-read step-primary step; do
-    $S migrate phase "$p" >/dev/null
+    $S migrate phase --force --reason "events test: channels only" "$p" >/dev/null
     id=$($S submit)
     expect "walk: the event of phase $p arrives once" wait_for 5 has walk "$id"
     sleep 0.2
