@@ -114,12 +114,22 @@ walk() {
     sub backfill --batch 200 || { say "stopping before dual-read: no backfill"; return 1; }
     sub verify || { say "stopping before dual-read: not verified"; return 1; }
     phase dual-read || return 1
+    sub verify || { say "stopping before step-primary: not verified"; return 1; }
     phase step-primary || return 1
-    sub backup --out "$tmp/old-keys.backup" --side old
-    local backed=$?
+    # The switch to step needs a verified backup of the old keys; cleanup
+    # deletes against a final one taken once nothing writes them any more.
+    sub backup --out "$tmp/switch.backup" --side old || { say "stopping before step: no backup"; return 1; }
     phase step || return 1
-    [ $backed -eq 0 ] || { say "skipping cleanup: no backup"; return 1; }
-    sub cleanup --backup "$tmp/old-keys.backup" || return 1
+    sub backup --out "$tmp/final.backup" --side old || { say "skipping cleanup: no final backup"; return 1; }
+    # Exit 1 means some old keys were kept because their new twin is gone:
+    # typically a worker's set of steps emptied in phase step, so its new
+    # twin no longer exists. Cleanup names them; the backup holds them.
+    sub cleanup --backup "$tmp/final.backup"
+    case $? in
+    0) ;;
+    1) say "cleanup kept the old keys named above (no new twin; they are in the backup)" ;;
+    *) return 1 ;;
+    esac
 }
 if walk; then say "migration walked to the end in $((SECONDS - t0)) s"; else say "the walk stopped early"; fi
 sleep "$dwell"
