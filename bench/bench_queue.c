@@ -4,9 +4,10 @@
  * same Redis commands with no phase logic, no scripts and no events.
  *
  * Every client is a process with its own connection. Each does, until its
- * share of steps is done: submit a batch of 50 steps (one round trip each),
- * claim up to 50 (one round trip), complete each (one round trip). Both
- * sides make the same round trips; only what runs inside Redis differs.
+ * share of steps is done: submit a batch of 50 steps, claim up to 50,
+ * complete them: one round trip each (stepq_submit_many, stepq_claim,
+ * stepq_complete_many; the baseline pipelines its commands the same way).
+ * Both sides make the same round trips; only what runs inside Redis differs.
  *
  * The baseline claims with ZPOPMAX (atomic, but no capability match and
  * last-in-first-out within a priority): it is the floor of what any queue on
@@ -80,7 +81,8 @@ static void baseline_client(int n, int steps)
 
     snprintf(w, sizeof(w), "b%d", n);
     while (done < steps) {
-        for (int i = 0; i < BATCH && submitted < steps; i++, submitted++) {
+        int batch = 0;
+        for (; batch < BATCH && submitted < steps; batch++, submitted++) {
             char id[64];
             snprintf(id, sizeof(id), "%d-%d", n, seq++);
             redisAppendCommand(c, "MULTI");
@@ -90,8 +92,8 @@ static void baseline_client(int n, int steps)
                                id, id, "");
             redisAppendCommand(c, "ZADD jobs:pending 1 %s", id);
             redisAppendCommand(c, "EXEC");
-            drain(c, 4);
         }
+        drain(c, 4 * batch);
         redisReply *r = redisCommand(c, "ZPOPMAX jobs:pending %d", BATCH);
         size_t got = r->elements / 2;
         for (size_t i = 0; i < got; i++) {
@@ -113,8 +115,8 @@ static void baseline_client(int n, int steps)
             redisAppendCommand(c, "PEXPIRE jobs:completed 604800000");
             redisAppendCommand(c, "PEXPIRE job:%s 604800000", id);
             redisAppendCommand(c, "EXEC");
-            drain(c, 8);
         }
+        drain(c, (int)got * 8);
         done += (int)got;
         freeReplyObject(r);
     }
@@ -126,9 +128,8 @@ static void stepq_client(int n, int steps)
 {
     stepq_options o = {.ignore_env_pin = 1};
     stepq *q = stepq_connect(url, &o);
-    char w[32], id[STEPQ_ID_MAX];
+    char w[32];
     int done = 0, submitted = 0;
-    stepq_submit_opts so = {.type = "bench", .priority = 1};
 
     if (stepq_err(q)) {
         fprintf(stderr, "stepq: %s\n", stepq_errstr(q));
@@ -136,34 +137,59 @@ static void stepq_client(int n, int steps)
     }
     snprintf(w, sizeof(w), "s%d", n);
     while (done < steps) {
-        for (int i = 0; i < BATCH && submitted < steps; i++, submitted++) {
-            if (stepq_submit(q, &so, id) != STEPQ_OK) {
+        int batch = steps - submitted < BATCH ? steps - submitted : BATCH;
+        if (batch > 0) {
+            stepq_submit_opts so[BATCH];
+            char ids[BATCH][STEPQ_ID_MAX];
+            for (int i = 0; i < batch; i++)
+                so[i] = (stepq_submit_opts){.type = "bench", .priority = 1};
+            if (stepq_submit_many(q, so, (size_t)batch, ids) != STEPQ_OK) {
                 fprintf(stderr, "submit: %s\n", stepq_errstr(q));
                 exit(1);
             }
+            submitted += batch;
         }
         char *json;
         if (stepq_claim(q, w, NULL, 0, BATCH, &json) != STEPQ_OK)
             continue; /* another client took them: submit more */
         /* Pull "id" and "token" pairs out of the array. */
-        for (char *p = json; (p = strstr(p, "\"id\":\"")) != NULL;) {
-            char sid[64], tok[64];
+        static char sids[BATCH][64], toks[BATCH][64];
+        stepq_ack acks[BATCH];
+        size_t n_ack = 0;
+        for (char *p = json; n_ack < BATCH && (p = strstr(p, "\"id\":\"")) != NULL;) {
             p += 6;
-            size_t l = strcspn(p, "\"");
-            snprintf(sid, sizeof(sid), "%.*s", (int)l, p);
-            char *t = strstr(p, "\"token\":\"");
-            t += 9;
-            snprintf(tok, sizeof(tok), "%.*s", (int)strcspn(t, "\""), t);
-            if (stepq_complete(q, sid, tok, "ok") != STEPQ_OK) {
-                fprintf(stderr, "complete: %s\n", stepq_errstr(q));
-                exit(1);
-            }
-            done++;
+            snprintf(sids[n_ack], sizeof(sids[0]), "%.*s", (int)strcspn(p, "\""), p);
+            char *t = strstr(p, "\"token\":\"") + 9;
+            snprintf(toks[n_ack], sizeof(toks[0]), "%.*s", (int)strcspn(t, "\""), t);
+            acks[n_ack] = (stepq_ack){.id = sids[n_ack], .token = toks[n_ack], .result = "ok"};
+            n_ack++;
         }
         stepq_str_free(json);
+        if (stepq_complete_many(q, acks, n_ack) != STEPQ_OK) {
+            fprintf(stderr, "complete: %s\n", stepq_errstr(q));
+            exit(1);
+        }
+        done += (int)n_ack;
     }
     stepq_free(q);
 }
+
+/* Redis's own CPU seconds (user + sys), from INFO cpu. */
+static double redis_cpu(redisContext *c)
+{
+    redisReply *r = redisCommand(c, "INFO cpu");
+    double u = 0, sy = 0;
+    const char *p = strstr(r->str, "used_cpu_sys:");
+    if (p)
+        sy = strtod(p + 13, NULL);
+    p = strstr(r->str, "used_cpu_user:");
+    if (p)
+        u = strtod(p + 14, NULL);
+    freeReplyObject(r);
+    return u + sy;
+}
+
+static double last_cpu_us; /* Redis CPU per step of the last run */
 
 static double run(void (*client)(int, int), const char *phase, int steps, int clients)
 {
@@ -171,6 +197,7 @@ static double run(void (*client)(int, int), const char *phase, int steps, int cl
     freeReplyObject(redisCommand(c, "FLUSHDB"));
     if (phase != NULL)
         freeReplyObject(redisCommand(c, "HSET stepq:phase phase %s", phase));
+    double cpu0 = redis_cpu(c);
     double t0 = now_s();
     pid_t pids[64];
     for (int i = 0; i < clients; i++) {
@@ -187,6 +214,7 @@ static double run(void (*client)(int, int), const char *phase, int steps, int cl
         ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
     }
     double el = now_s() - t0;
+    last_cpu_us = (redis_cpu(c) - cpu0) * 1e6 / steps;
     redisReply *r = redisCommand(c, "SCARD %s", phase && strcmp(phase, "step") == 0
                                                       ? "steps:completed"
                                                       : "jobs:completed");
@@ -210,17 +238,18 @@ int main(int argc, char **argv)
     int steps = atoi(argv[2]);
     int cl[2] = {1, 8};
 
-    printf("%-34s %8s %12s %10s\n", "lifecycle (submit+claim+complete)", "clients", "steps/s",
-           "ratio");
+    printf("%-34s %8s %12s %10s %14s\n", "lifecycle (submit+claim+complete)", "clients", "steps/s",
+           "ratio", "redis us/step");
     for (int k = 0; k < 2; k++) {
-        double base = run(baseline_client, NULL, steps, cl[k]);
-        double job = run(stepq_client, "job", steps, cl[k]);
-        double dual = run(stepq_client, "dual-write", steps, cl[k]);
-        printf("%-34s %8d %12.0f %10s\n", "baseline (plain commands)", cl[k], base, "1.00");
-        printf("%-34s %8d %12.0f %9.2fx  (target >= 0.70 with 8 clients)\n", "stepq, phase job",
-               cl[k], job, job / base);
-        printf("%-34s %8d %12.0f %9.2fx  time per step vs job (target <= 1.50)\n",
-               "stepq, phase dual-write", cl[k], dual, job / dual);
+        double base = run(baseline_client, NULL, steps, cl[k]), base_cpu = last_cpu_us;
+        double job = run(stepq_client, "job", steps, cl[k]), job_cpu = last_cpu_us;
+        double dual = run(stepq_client, "dual-write", steps, cl[k]), dual_cpu = last_cpu_us;
+        printf("%-34s %8d %12.0f %10s %14.1f\n", "baseline (plain commands)", cl[k], base, "1.00",
+               base_cpu);
+        printf("%-34s %8d %12.0f %9.2fx %14.1f  (target >= 0.70 with 8 clients)\n",
+               "stepq, phase job", cl[k], job, job / base, job_cpu);
+        printf("%-34s %8d %12.0f %9.2fx %14.1f  time per step vs job (target <= 1.50)\n",
+               "stepq, phase dual-write", cl[k], dual, job / dual, dual_cpu);
     }
     return 0;
 }

@@ -46,7 +46,16 @@ local ENDED = {active = true, completed = true, failed = true, cancelled = true}
 -- Tries to claim one pending member. Returns 1 when the member left the
 -- pending zset (claimed, or dropped as an orphan), else 0.
 local function try_claim(id)
-    local side = locate('step', id)
+    -- Where this phase reads first: one HMGET answers most members; a
+    -- record with none of the fields is looked for properly (fallback).
+    local side = RSIDE
+    local v = redis.call('HMGET', key('step', side, id), 'status', 'requires', 'attempts')
+    if not v[1] and not v[2] and not v[3] then
+        side = locate('step', id)
+        if side then
+            v = redis.call('HMGET', key('step', side, id), 'status', 'requires', 'attempts')
+        end
+    end
     if not side then
         -- The step's hash expired or was deleted: the member can never be
         -- claimed, so drop it rather than let it block the head of the queue.
@@ -54,8 +63,6 @@ local function try_claim(id)
         stat('orphans_dropped')
         return 1
     end
-    local h = key('step', side, id)
-    local v = redis.call('HMGET', h, 'status', 'requires')
     if v[1] and ENDED[v[1]] then
         coll('ZREM', 'pending', nil, id)
         stat('orphans_dropped')
@@ -64,14 +71,15 @@ local function try_claim(id)
     if not eligible(v[2]) then
         return 0
     end
+    -- twin() has made both sides whole and equal, so the attempts read on
+    -- one side is the count on both.
     hset('step', id, 'status', 'active', 'worker', worker, 'token', token, 'claimed_at', NOW,
-        'updated_at', NOW)
-    hincr('step', id, 'attempts', 1)
+        'updated_at', NOW, 'attempts', (tonumber(v[3]) or 0) + 1)
     coll('ZREM', 'pending', nil, id)
     coll('SADD', 'active', nil, id)
     coll('SADD', 'worker_steps', worker, id)
     out[#out + 1] = redis.call('HGETALL', key('step', RSIDE, id))
-    emit({type = 'claimed', step = id, worker = worker})
+    emit('claimed', id, ',"worker":' .. js(worker))
     return 1
 end
 

@@ -23,7 +23,7 @@ for i = 4, TPL - 2, 3 do
         coll('SADD', 'completed', nil, id)
         pexpire('step', id, retention)
         pexpire('progress', id, retention)
-        emit({type = 'completed', step = id, worker = w})
+        emit('completed', id, ',"worker":' .. js(w))
         worker_maybe_idle(w)
         out[#out + 1] = 1
     end

@@ -20,7 +20,7 @@ local function alive(w)
             if t and t < 100000000000 then
                 t = t * 1000
             end
-            ok = (t == nil) or (NOW - t <= timeout)
+            ok = (t == nil) or (tonumber(NOW) - t <= timeout)
         end
         alive_cache[w] = ok
     end

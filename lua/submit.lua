@@ -23,7 +23,7 @@ for i = 4, TPL - 5, 6 do
                 'attempts', 0, 'payload', ARGV[i + 5], 'created_at', NOW, 'updated_at', NOW)
             redis.call('ZADD', key('pending', s), prio, id)
         end
-        emit({type = 'submitted', step = id, step_type = ARGV[i + 1], priority = tonumber(prio)})
+        emit('submitted', id, ',"step_type":' .. js(ARGV[i + 1]) .. ',"priority":' .. prio)
         created = created + 1
     end
 end

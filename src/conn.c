@@ -359,7 +359,7 @@ redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, cons
     size_t lens[EVAL_ARGS_MAX];
     const int ntpl = 2 * STEPQ_ROLE_COUNT;
 
-    if (nargs + 2 + ntpl > EVAL_ARGS_MAX - 8) {
+    if (nargs + 3 + ntpl > EVAL_ARGS_MAX - 8) {
         stepq__set_error(q, STEPQ_E_INVALID, "too many script arguments");
         return NULL;
     }
@@ -385,7 +385,15 @@ redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, cons
         argv[2 + nargs + i] = q->lua_tpl[i];
         lens[2 + nargs + i] = sdslen(q->lua_tpl[i]);
     }
-    return stepq__eval(q, s, 3, keys, nargs + 2 + ntpl, argv, lens);
+    /* Event ids: a random base per call, the script numbers its events. */
+    char evbase[17];
+    if (stepq__random_hex(evbase, 8) != STEPQ_OK) {
+        stepq__set_error(q, STEPQ_E_IO, "cannot read random bytes for event ids");
+        return NULL;
+    }
+    argv[2 + nargs + ntpl] = evbase;
+    lens[2 + nargs + ntpl] = 16;
+    return stepq__eval(q, s, 3, keys, nargs + 3 + ntpl, argv, lens);
 }
 
 /* ---------------------------------------------------------------------------

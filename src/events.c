@@ -22,7 +22,7 @@
 #define SEEN_RING 1024
 
 struct seen {
-    char ids[SEEN_RING][40];
+    char ids[SEEN_RING][64];
     size_t next;
 };
 
@@ -40,16 +40,17 @@ static int seen_before(struct seen *s, const char *id)
 
 /*
  * The key that names one event: its "id" and a hash of its whole text.
- * Event ids count per database (stepq:evseq), but channels are shared by
- * every database of the server, so two different events may carry the same
- * id; the two copies of one event are the same text. Events of other
- * publishers may have no id: those pass through.
+ * Event ids are a random base per script call and a counter (lua.md), so
+ * two events share an id only by a 64-bit accident, and channels are shared
+ * by every database of the server; the hash settles both, since the two
+ * copies of one event are the same text. Events of other publishers may
+ * have no id: those pass through.
  */
 static int event_key(const char *msg, size_t len, char *key, size_t keylen)
 {
     json_t *o = json_loadb(msg, len, 0, NULL);
     const char *v = json_string_value(json_object_get(o, "id"));
-    int ok = v != NULL && strlen(v) < 20;
+    int ok = v != NULL && strlen(v) < 40;
 
     if (ok)
         snprintf(key, keylen, "%s:%016llx", v, (unsigned long long)XXH64(msg, len, 0));
@@ -172,7 +173,7 @@ int stepq_events_follow(stepq *q, long max_events, stepq_event_fn fn, void *arg)
             rep->element[0]->type == REDIS_REPLY_STRING &&
             strcmp(rep->element[0]->str, "message") == 0) {
             const redisReply *m = rep->element[2];
-            char id[40];
+            char id[64];
             unsigned sides = event_sides(m->str, m->len);
             if ((sides & ~have) != 0 && subscribe(q, &have, sides) != STEPQ_OK) {
                 freeReplyObject(rep);

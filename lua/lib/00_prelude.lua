@@ -6,9 +6,10 @@
 --   ARGV[1] the process's pinned phase, '' to follow the stored one
 --   ARGV[2] the namespace
 --   ARGV[3..] its own arguments
---   ARGV[#ARGV-15..#ARGV] the key map: the old and the new template of each
---           role (step, progress, pending, active, completed, failed,
+--   ARGV[#ARGV-16..#ARGV-1] the key map: the old and the new template of
+--           each role (step, progress, pending, active, completed, failed,
 --           worker_steps, events), with the namespace where they are keys
+--   ARGV[#ARGV] this call's event id base: events get ids BASE.1, BASE.2...
 --
 -- Key names of one step are derived here from the templates, because claim
 -- and reap only learn the ids inside the script. Every key of a namespace
@@ -40,23 +41,33 @@ local WSIDES = {}
 if W_OLD then WSIDES[#WSIDES + 1] = 1 end
 if W_NEW then WSIDES[#WSIDES + 1] = 2 end
 
--- ARGV[2] is the namespace; the last 16 ARGV are the templates, old then new
--- for each role in this order, so a script's own arguments keep ARGV[3..].
+-- ARGV[2] is the namespace; then come the script's own arguments; then 16
+-- templates, old then new for each role in this order; last, the event id
+-- base of this call (random, from the client: an INCR per event would be
+-- one more write to propagate).
 local NS = ARGV[2]
-local TPL = #ARGV - 16
+local TPL = #ARGV - 17
+local EVBASE = ARGV[#ARGV]
+local EVN = 0
 local RI = {step = 0, progress = 2, pending = 4, active = 6, completed = 8, failed = 10,
     worker_steps = 12, events = 14}
 
--- The name of `role` on `side` (1 old, 2 new) for `id`.
+-- The name of `role` on `side` (1 old, 2 new) for `id`. A template is split
+-- around its {id} once per call; a name is then one concatenation.
+local SPLIT = {}
 local function key(role, side, id)
-    local t = ARGV[TPL + RI[role] + side]
-    if id then
+    local i = TPL + RI[role] + side
+    local sp = SPLIT[i]
+    if not sp then
+        local t = ARGV[i]
         local s, e = string.find(t, '{id}', 1, true)
-        if s then
-            return string.sub(t, 1, s - 1) .. id .. string.sub(t, e + 1)
-        end
+        sp = s and {string.sub(t, 1, s - 1), string.sub(t, e + 1)} or {t}
+        SPLIT[i] = sp
     end
-    return t
+    if id and sp[2] then
+        return sp[1] .. id .. sp[2]
+    end
+    return sp[1]
 end
 
 -- Keys that the rename leaves alone.
@@ -66,11 +77,15 @@ end
 local WORKERS_ACTIVE, WORKERS_IDLE = NS .. 'workers:active', NS .. 'workers:idle'
 local WORKER_EVENTS = 'worker_events'
 
-local function now_ms()
+-- The time in ms, as a string: Lua numbers become strings through printf
+-- in every redis.call() and cjson.encode(), which profiling showed to be a
+-- tenth of a queue script's cost, so NOW is built from TIME's digits.
+local NOW
+do
     local t = redis.call('TIME')
-    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local us = t[2]
+    NOW = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
 end
-local NOW = now_ms()
 
 local function stat(name)
     redis.call('HINCRBY', STATS_KEY, name, 1)
@@ -78,16 +93,25 @@ end
 
 -- Invariant 1 (design.md): before a dual write touches a key whose twin is
 -- missing, copy the whole existing key over (all fields, even unknown ones,
--- and its TTL), so the write never leaves a partial record behind.
+-- and its TTL), so the write never leaves a partial record behind. One
+-- EXISTS of both names settles the common cases (both there, or neither);
+-- a key made whole once in this call is not looked at again.
+local WHOLE = {}
 local function twin(role, id)
     if not (W_OLD and W_NEW) then
         return
     end
     local o, n = key(role, 1, id), key(role, 2, id)
-    local eo, en = redis.call('EXISTS', o), redis.call('EXISTS', n)
-    if eo == 1 and en == 0 then
+    if WHOLE[o] then
+        return
+    end
+    WHOLE[o] = true
+    if redis.call('EXISTS', o, n) ~= 1 then
+        return
+    end
+    if redis.call('EXISTS', o) == 1 then
         redis.call('COPY', o, n)
-    elseif en == 1 and eo == 0 then
+    else
         redis.call('COPY', n, o)
     end
 end
@@ -139,13 +163,35 @@ local function pexpire(role, id, ms)
     end
 end
 
+-- A whole number as JSON text: the stored string itself when it is one,
+-- else `default` (records of the old system may hold anything).
+local function num(v, default)
+    if v and string.find(v, '^%-?%d+$') then
+        return v
+    end
+    return default
+end
+
+-- A JSON string: names stepq checked (ids, types, states) need no escaping;
+-- anything else goes through cjson.
+local function js(v)
+    if v == nil or v == false then
+        return 'null'
+    end
+    if string.find(v, '^[%w%.%-_:]*$') then
+        return '"' .. v .. '"'
+    end
+    return cjson.encode(v)
+end
+
 -- Publishes a lifecycle event to the channel(s) of the phase, with one event
 -- id for all of them so that a subscriber of both can drop the duplicate.
-local function emit(ev)
-    ev.id = tostring(redis.call('INCR', EVSEQ_KEY))
-    ev.ts = NOW
-    ev.phase = PHASE
-    local msg = cjson.encode(ev)
+-- `extra` is more JSON members, each starting with a comma (or ''). Built as
+-- text: a cjson.encode of a table per event cost more than the writes.
+local function emit(etype, id, extra)
+    EVN = EVN + 1
+    local msg = '{"type":"' .. etype .. '","step":' .. js(id) .. extra .. ',"id":"' .. EVBASE ..
+        '.' .. EVN .. '","ts":' .. NOW .. ',"phase":"' .. PHASE .. '"}'
     if W_OLD then
         redis.call('PUBLISH', key('events', 1), msg)
     end
@@ -155,7 +201,7 @@ local function emit(ev)
 end
 
 local function worker_event(ev)
-    ev.ts = NOW
+    ev.ts = tonumber(NOW)
     redis.call('PUBLISH', WORKER_EVENTS, cjson.encode(ev))
 end
 
@@ -176,7 +222,8 @@ local function retry_or_fail(id, side, w, event, errtext, retention)
     local h = key('step', side, id)
     local v = redis.call('HMGET', h, 'attempts', 'max_attempts', 'priority')
     local attempts, maxa = tonumber(v[1]) or 0, tonumber(v[2]) or 3
-    local prio = tonumber(v[3]) or 0
+    local prio = num(v[3], '0')
+    local extra = ',"attempt":' .. num(v[1], '0') .. ',"error":' .. js(errtext)
     coll('SREM', 'active', nil, id)
     if w and w ~= '' then
         coll('SREM', 'worker_steps', w, id)
@@ -184,7 +231,7 @@ local function retry_or_fail(id, side, w, event, errtext, retention)
     if attempts < maxa then
         hset('step', id, 'status', 'pending', 'error', errtext, 'updated_at', NOW)
         coll('ZADD', 'pending', nil, prio, id)
-        emit({type = event, step = id, attempt = attempts, error = errtext})
+        emit(event, id, extra)
         worker_maybe_idle(w)
         return 0
     end
@@ -193,7 +240,7 @@ local function retry_or_fail(id, side, w, event, errtext, retention)
     coll('PEXPIRE', 'failed', nil, retention)
     pexpire('step', id, retention)
     pexpire('progress', id, retention)
-    emit({type = 'failed', step = id, attempt = attempts, error = errtext})
+    emit('failed', id, extra)
     worker_maybe_idle(w)
     return 1
 end

@@ -233,6 +233,14 @@ void t_events_take(t_events *e, int *old_n, int *new_n)
                 freeReplyObject(r);
                 return;
             }
+            /* Every lifecycle event is one valid JSON object. */
+            json_t *ev = json_loads(r->element[2]->str, 0, NULL);
+            if ((strcmp(ch, "job_events") == 0 || strcmp(ch, "step_events") == 0) &&
+                !json_is_object(ev)) {
+                fprintf(stderr, "invalid event JSON on %s: %s\n", ch, r->element[2]->str);
+                exit(1);
+            }
+            json_decref(ev);
             if (!watched(e, r->element[2]->str))
                 ;
             else if (strcmp(ch, "job_events") == 0)
