@@ -150,15 +150,21 @@ start_worker() { # start_worker NAME
 # takes its place and the others' reapers requeue the step.
 kill_worker() {
     local w="" k kids ids="" id
-    # running PID: the step id a command PID logged a start for and no end.
-    running() { awk -v p="$1" '$3 == p {id = ($1 == "start") ? $2 : ""} END {print id}' "$tmp/runs.log"; }
-    for _ in $(seq 200); do
+    # running PID [AGE_US]: the step id a command PID logged a start for
+    # (at most AGE_US ago) and no end yet.
+    running() {
+        awk -v p="$1" -v min="$(($(now) - ${2:-999999999999}))" \
+            '$3 == p {id = ($1 == "start" && $4 >= min) ? $2 : ""} END {print id}' "$tmp/runs.log"
+    }
+    # A run started less than 40 ms ago still has 10 ms or more to go
+    # (step.sh sleeps 50 to 350 ms), so the kill lands mid-step.
+    for _ in $(seq 400); do
         for k in "${!wpid[@]}"; do
             for c in $(pgrep -P "${wpid[$k]}" 2>/dev/null); do
-                [ -n "$(running "$c")" ] && { w=$k; break 3; }
+                [ -n "$(running "$c" 40000)" ] && { w=$k; break 3; }
             done
         done
-        sleep 0.02
+        sleep 0.01
     done
     if [ -z "$w" ]; then
         check "a worker was running a step when killed" false
