@@ -42,6 +42,11 @@ fuzz: deps
 bench: build
 	@bench/run.sh $(BUILD)
 
+# Fault injection under load through the whole migration walk, on a private
+# redis-server (tests/chaos/chaos.sh); the short form runs in `make test`.
+chaos: build
+	@tests/chaos/chaos.sh $(BUILD)/stepq
+
 format:
 	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c
 

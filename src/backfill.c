@@ -271,16 +271,63 @@ static int preflight(struct bf *b, char *why, size_t len)
  * The record: start a run or resume an interrupted one
  * ------------------------------------------------------------------------- */
 
+/*
+ * Writes the server's run_id (INFO server; a new one at every start of
+ * redis-server) to ret_id (41 bytes). A SCAN or SSCAN cursor is a position
+ * in one server's hash tables, whose hash seed is drawn at random at start:
+ * after a restart (an AOF or RDB reload) the same cursor names another
+ * position, and resuming from it would skip keys that were never copied.
+ */
+static int server_id(stepq *q, char ret_id[41])
+{
+    redisReply *r = stepq__commandf(q, "INFO server");
+    if (r == NULL)
+        return STEPQ_ERR;
+    const char *p = r->type == REDIS_REPLY_STRING ? strstr(r->str, "run_id:") : NULL;
+    size_t n = p ? strcspn(p + 7, "\r\n") : 0;
+    if (p == NULL || n == 0 || n > 40) {
+        freeReplyObject(r);
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "INFO server has no run_id; is this redis-server?");
+        return STEPQ_ERR;
+    }
+    memcpy(ret_id, p + 7, n);
+    ret_id[n] = '\0';
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+/* Resumes a run: from its checkpoint on the same server, from the start of
+ * both stages after a restart (every copy is idempotent, so redoing is safe). */
+static int resume(struct bf *b, json_t *rec, const char *server)
+{
+    const char *was = json_string_value(json_object_get(rec, "server"));
+
+    b->res.resumed = 1;
+    b->res.keys_total = stepq__json_ll(rec, "keys_total");
+    b->res.keys_done = stepq__json_ll(rec, "keys_done");
+    if (was != NULL && strcmp(was, server) == 0) {
+        const char *fv[] = {"owner", b->owner};
+        return hset(b->q, b->q->k_backfill, 2, fv);
+    }
+    json_object_set_new(rec, "stage", json_string("fixed"));
+    json_object_set_new(rec, "fixed_rule", json_integer(0));
+    json_object_set_new(rec, "member_cursor", json_integer(0));
+    json_object_set_new(rec, "cursor", json_integer(0));
+    const char *fv[] = {"owner",      b->owner, "server",        server, "stage",  "fixed",
+                        "fixed_rule", "0",      "member_cursor", "0",    "cursor", "0"};
+    return hset(b->q, b->q->k_backfill, (int)(sizeof(fv) / sizeof(*fv)), fv);
+}
+
 static int start_or_resume(struct bf *b, json_t **ret_rec)
 {
     stepq *q = b->q;
     json_t *rec = stepq__hash_counters(q, q->k_backfill);
     redisReply *ph = stepq__commandf(q, "HGET %s dual_write_since", q->k_phase);
-    char run_id[37], now[24], total[24], phase[32];
+    char run_id[37], now[24], total[24], phase[32], server[41];
     stepq_phase cur;
 
     if (rec == NULL || ph == NULL || stepq__random_hex(b->owner, 16) != STEPQ_OK ||
-        stepq_phase_get(q, &cur) != STEPQ_OK) {
+        stepq_phase_get(q, &cur) != STEPQ_OK || server_id(q, server) != STEPQ_OK) {
         json_decref(rec);
         freeReplyObject(ph);
         return STEPQ_ERR;
@@ -291,12 +338,8 @@ static int start_or_resume(struct bf *b, json_t **ret_rec)
     /* A run from before the latest move into dual-write cannot count. */
     if (!b->o.restart && state && strcmp(state, "running") == 0 &&
         stepq__json_ll(rec, "started_at") >= dws) {
-        const char *fv[] = {"owner", b->owner};
-        b->res.resumed = 1;
-        b->res.keys_total = stepq__json_ll(rec, "keys_total");
-        b->res.keys_done = stepq__json_ll(rec, "keys_done");
         *ret_rec = rec;
-        return hset(q, q->k_backfill, 2, fv);
+        return resume(b, rec, server);
     }
     json_decref(rec);
     redisReply *d = stepq__commandf(q, "DEL %s", q->k_backfill);
@@ -310,8 +353,11 @@ static int start_or_resume(struct bf *b, json_t **ret_rec)
                         "keys_total", total,     "owner",      b->owner, "phase_at_start", phase,
                         "stage",      "fixed",   "fixed_rule", "0",      "member_cursor",  "0",
                         "cursor",     "0",       "keys_done",  "0"};
+    const char *sv[] = {"server", server};
     *ret_rec = json_object();
-    return hset(q, q->k_backfill, (int)(sizeof(fv) / sizeof(*fv)), fv);
+    if (hset(q, q->k_backfill, (int)(sizeof(fv) / sizeof(*fv)), fv) != STEPQ_OK)
+        return STEPQ_ERR;
+    return hset(q, q->k_backfill, 2, sv);
 }
 
 /* ---------------------------------------------------------------------------

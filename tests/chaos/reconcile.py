@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""tests/chaos/reconcile.py - the chaos run's independent reconciliation.
+
+It reads Redis directly (a small RESP client over the unix socket; nothing
+of stepq's code or counters is used) and the files the chaos run wrote.
+
+  reconcile.py twins SOCK             every old key (job:*, jobs:*, worker:W:jobs)
+                                      against its new twin where both exist: type,
+                                      content, absolute expiry (2 s tolerance)
+  reconcile.py steps SOCK DIR SIDE    every acknowledged id (DIR/submitted) read
+                                      on SIDE (old or new): completed, failed by
+                                      policy or cancelled by us; none lost, none
+                                      run twice at once (DIR/overlaps), none
+                                      resurrected (a cancelled step started again,
+                                      an ended step back in a queue)
+
+Each prints its figures as "name value" lines and exits 1 on a violation.
+"""
+import os
+import socket
+import sys
+
+TTL_TOLERANCE_MS = 2000
+# A run claimed just before a cancel may log its start a little after the
+# cancel returned; a start later than this after the cancel is a resurrection.
+CANCEL_GRACE_US = 2000000
+
+
+class Redis:
+    """Just enough RESP2 for pipelined commands."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.f = self.sock.makefile("rb")
+
+    @staticmethod
+    def _encode(args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def _read(self):
+        line = self.f.readline()
+        if not line:
+            raise ConnectionError("redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return RuntimeError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.f.read(n + 2)[:-2]
+            return data.decode("utf-8", "surrogateescape")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self._read() for _ in range(n)]
+        raise ValueError("bad reply %r" % line)
+
+    def pipeline(self, cmds, chunk=500):
+        replies = []
+        for i in range(0, len(cmds), chunk):
+            part = cmds[i:i + chunk]
+            self.sock.sendall(b"".join(self._encode(c) for c in part))
+            replies.extend(self._read() for _ in part)
+        return replies
+
+    def call(self, *args):
+        r = self.pipeline([args])[0]
+        if isinstance(r, RuntimeError):
+            raise r
+        return r
+
+    def scan(self):
+        cursor, keys = "0", []
+        while True:
+            cursor, page = self.call("SCAN", cursor, "COUNT", 1000)
+            keys.extend(page)
+            if cursor == "0":
+                return sorted(set(keys))
+
+
+FIXED = {"jobs:" + q: "steps:" + q for q in ("pending", "active", "completed", "failed")}
+
+
+def new_twin(key):
+    """The new name of an old key of the map, or None for any other key."""
+    if key in FIXED:
+        return FIXED[key]
+    parts = key.split(":")
+    if parts[0] == "job" and len(parts) == 2:
+        return "step:" + parts[1]
+    if parts[0] == "job" and len(parts) == 3 and parts[2] == "progress":
+        return "step:%s:progress" % parts[1]
+    if parts[0] == "worker" and len(parts) == 3 and parts[2] == "jobs":
+        return "worker:%s:steps" % parts[1]
+    return None
+
+
+def old_twin(key):
+    if key in FIXED.values():
+        return "jobs:" + key[len("steps:"):]
+    parts = key.split(":")
+    if parts[0] == "step" and len(parts) == 2:
+        return "job:" + parts[1]
+    if parts[0] == "step" and len(parts) == 3 and parts[2] == "progress":
+        return "job:%s:progress" % parts[1]
+    if parts[0] == "worker" and len(parts) == 3 and parts[2] == "steps":
+        return "worker:%s:jobs" % parts[1]
+    return None
+
+
+def snapshot(r, keys):
+    """(type, canonical content, pexpiretime) of each key, pipelined."""
+    types = r.pipeline([("TYPE", k) for k in keys])
+    reads = {"hash": "HGETALL", "set": "SMEMBERS", "string": "GET", "list": "LRANGE"}
+    cmds = []
+    for k, t in zip(keys, types):
+        if t == "zset":
+            cmds.append(("ZRANGE", k, 0, -1, "WITHSCORES"))
+        elif t == "list":
+            cmds.append(("LRANGE", k, 0, -1))
+        else:
+            cmds.append((reads.get(t, "TYPE"), k))
+    contents = r.pipeline(cmds)
+    expiries = r.pipeline([("PEXPIRETIME", k) for k in keys])
+    out = {}
+    for k, t, c, e in zip(keys, types, contents, expiries):
+        if t in ("hash", "zset"):
+            c = sorted(zip(c[0::2], c[1::2]))
+        elif t == "set":
+            c = sorted(c)
+        out[k] = (t, c, e)
+    return out
+
+
+def twins(r):
+    keys = r.scan()
+    olds = [k for k in keys if new_twin(k)]
+    news = set(k for k in keys if old_twin(k))
+    pairs = [(o, new_twin(o)) for o in olds if new_twin(o) in news]
+    snap = snapshot(r, [k for p in pairs for k in p])
+    unequal = []
+    for o, n in pairs:
+        to, co, eo = snap[o]
+        tn, cn, en = snap[n]
+        if to == "none" or tn == "none":
+            continue  # expired between the scan and the read
+        ttl_ok = (eo < 0 and en < 0) or (eo >= 0 and en >= 0 and abs(eo - en) <= TTL_TOLERANCE_MS)
+        if to != tn or co != cn or not ttl_ok:
+            unequal.append((o, n, "type" if to != tn else "content" if co != cn else "expiry"))
+    old_only = [o for o in olds if new_twin(o) not in news]
+    new_only = [n for n in news if old_twin(n) not in set(olds)]
+    print("keys_compared %d" % len(pairs))
+    print("keys_unequal %d" % len(unequal))
+    print("old_only %d" % len(old_only))
+    print("new_only %d" % len(new_only))
+    for o, n, why in unequal[:10]:
+        print("unequal %s %s (%s): %r / %r" % (o, n, why, snap[o][:2], snap[n][:2]))
+    return 1 if unequal else 0
+
+
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return [ln.split() for ln in f if ln.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def steps(r, d, side):
+    ids = sorted(set(w[0] for w in read_lines(os.path.join(d, "submitted"))))
+    cancelled = {w[0]: int(w[1]) for w in read_lines(os.path.join(d, "cancelled"))}
+    runs = read_lines(os.path.join(d, "runs.log"))
+    overlaps = read_lines(os.path.join(d, "overlaps"))
+    pfx, qpfx = ("job:", "jobs:") if side == "old" else ("step:", "steps:")
+    hashes = r.pipeline([("HGETALL", pfx + i) for i in ids])
+    queues = {"pending": set(r.call("ZRANGE", qpfx + "pending", 0, -1))}
+    for q in ("active", "completed", "failed"):
+        queues[q] = set(r.call("SMEMBERS", qpfx + q))
+    ended_ok = set(w[1] for w in runs if w[0] == "end" and w[4] == "ok")
+    fig = dict(submitted=len(ids), completed=0, failed=0, cancelled=0, lost=0, stuck=0,
+               failed_early=0, wrong_set=0, completed_without_run=0, resurrected=0)
+    bad = []
+    for i, h in zip(ids, hashes):
+        f = dict(zip(h[0::2], h[1::2])) if h else {}
+        st = f.get("status")
+        if not f:
+            fig["lost"] += 1
+            bad.append("lost %s: no %s%s" % (i, pfx, i))
+            continue
+        if st in ("pending", "active"):
+            fig["stuck"] += 1
+            bad.append("stuck %s: still %s" % (i, st))
+            continue
+        in_sets = [q for q in queues if i in queues[q]]
+        if st == "cancelled":
+            fig["cancelled"] += 1
+            if i not in cancelled:
+                bad.append("cancelled %s without a cancel of ours" % i)
+            if in_sets:
+                fig["wrong_set"] += 1
+                bad.append("cancelled %s is in %s" % (i, in_sets))
+            continue
+        if i in cancelled:
+            fig["resurrected"] += 1
+            bad.append("resurrected %s: cancelled, now %s" % (i, st))
+            continue
+        fig[st] = fig.get(st, 0) + 1
+        if in_sets != [st]:
+            fig["wrong_set"] += 1
+            bad.append("%s %s is in %s" % (st, i, in_sets))
+        if st == "failed" and f.get("attempts") != f.get("max_attempts"):
+            fig["failed_early"] += 1
+            bad.append("failed %s after %s of %s attempts: %s" % (
+                i, f.get("attempts"), f.get("max_attempts"), f.get("error")))
+        if st == "completed" and i not in ended_ok:
+            fig["completed_without_run"] += 1
+            bad.append("completed %s but no run of it ended" % i)
+    # A cancel that was acknowledged at time T: no run of that step may start after T.
+    for w in runs:
+        if w[0] == "start" and w[1] in cancelled and int(w[3]) > cancelled[w[1]] + CANCEL_GRACE_US:
+            fig["resurrected"] += 1
+            bad.append("resurrected %s: started after its cancel" % w[1])
+    known = set(ids)
+    all_ids = set().union(*queues.values())
+    fig["unacknowledged_present"] = len(all_ids - known)
+    fig["runs_started"] = sum(1 for w in runs if w[0] == "start")
+    fig["runs_killed_or_stopped"] = fig["runs_started"] - sum(1 for w in runs if w[0] == "end")
+    fig["duplicated"] = len(set(w[1] for w in overlaps))
+    for w in overlaps[:10]:
+        bad.append("overlap: %s ran twice at once (pid %s)" % (w[1], w[2]))
+    for k, v in fig.items():
+        print("%s %d" % (k, v))
+    for b in bad[:20]:
+        print("problem " + b)
+    # What Redis holds for each step in trouble, on both sides.
+    for i in sorted(set(b.split()[1].rstrip(":") for b in bad if b.split()[0] in ("lost", "stuck")))[:5]:
+        for p in ("job:", "step:"):
+            print("problem   %s%s = %r" % (p, i, r.call("HGETALL", p + i)))
+        sets = [q for q in ("jobs:pending", "steps:pending") if r.call("ZSCORE", q, i) is not None]
+        sets += [q for q in ("jobs:active", "steps:active", "jobs:completed", "steps:completed",
+                             "jobs:failed", "steps:failed") if r.call("SISMEMBER", q, i) == 1]
+        print("problem   %s is in %s" % (i, sets))
+    violations = (fig["lost"] + fig["stuck"] + fig["duplicated"] + fig["resurrected"] +
+                  fig["failed_early"] + fig["wrong_set"] + fig["completed_without_run"])
+    return 1 if violations or not ids else 0
+
+
+def main(argv):
+    if len(argv) < 3 or argv[1] not in ("twins", "steps") or (argv[1] == "steps" and len(argv) != 5):
+        print("usage: reconcile.py twins SOCK | steps SOCK DIR old|new", file=sys.stderr)
+        return 2
+    r = Redis(argv[2])
+    return twins(r) if argv[1] == "twins" else steps(r, argv[3], argv[4])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
