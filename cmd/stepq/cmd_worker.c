@@ -113,14 +113,41 @@ static long jitter(long ms)
 
 /* The steps we hold were requeued by someone's reaper: their tokens are
  * stale, and another worker may run them now, so stop our copies. */
+/* Is the step still active and held with this slot's token? 1 yes, 0 no,
+ * -1 when Redis could not tell (then the slot is left alone: the complete
+ * or fail at its end checks the token anyway). */
+static int still_held(struct worker *w, const struct slot *s)
+{
+    char *json = NULL;
+
+    if (stepq_get(w->q, s->id, &json) != STEPQ_OK)
+        return stepq_err(w->q) == STEPQ_E_NOTFOUND ? 0 : -1;
+    json_t *o = json_loads(json, 0, NULL);
+    stepq_str_free(json);
+    const char *st = json_string_value(json_object_get(o, "status"));
+    const char *tok = json_string_value(json_object_get(o, "token"));
+    int held = st && tok && strcmp(st, "active") == 0 && strcmp(tok, s->token) == 0;
+    json_decref(o);
+    return held;
+}
+
+/*
+ * The worker was reaped: the steps it held then were requeued, but steps it
+ * claimed after the reap (a claim does not need the registration) are still
+ * its own. Stop only the commands whose step is no longer held with their
+ * token.
+ */
 static void drop_all_held(struct worker *w, long long now)
 {
     for (long i = 0; i < w->concurrency; i++) {
         struct slot *s = &w->slots[i];
-        if (s->state == SLOT_RUNNING && s->killed == KILL_NONE) {
+        if ((s->state != SLOT_RUNNING && s->state != SLOT_DONE) || s->killed != KILL_NONE ||
+            still_held(w, s) != 0)
+            continue;
+        if (s->state == SLOT_RUNNING) {
             wlog(w, "step %s was requeued while it ran here; stopping its command", s->id);
             slot_stop(s, KILL_STALE, now, KILL_GRACE_MS);
-        } else if (s->state == SLOT_DONE) {
+        } else {
             s->killed = KILL_STALE;
         }
     }

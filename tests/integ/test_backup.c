@@ -290,9 +290,27 @@ static void edit_count(unsigned char *b, size_t *n)
     b[*n - 16] ^= 1; /* the trailer's record count */
 }
 
+static uint32_t le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Changes one byte inside the DUMP payload of the record that holds the
+ * middle of the stream: the records are walked by their lengths
+ * (docs/backup-format.md), since where a record starts depends on the data. */
 static void edit_record(unsigned char *b, size_t *n)
 {
-    b[*n / 2] ^= 0x20; /* inside some DUMP payload */
+    size_t p = 8 + 4 + le32(b + 8);
+    while (p + 9 < *n && b[p] == 1) {
+        size_t klen = le32(b + p + 1);
+        size_t dpos = p + 5 + klen + 4, dlen = le32(b + p + 5 + klen);
+        if (dpos + dlen >= *n / 2 && dlen > 0) {
+            b[dpos + dlen / 2] ^= 0x20;
+            return;
+        }
+        p = dpos + dlen + 8;
+    }
+    b[*n / 2] ^= 0x20; /* not reached with a well-formed stream */
 }
 
 static void edit_junk(unsigned char *b, size_t *n)
