@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "step_decode.h"
+#include "stepq_private.h"
 
 static const char submit_fields[] = "type, priority, requires, payload and max_attempts";
 
@@ -23,6 +24,9 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+    /* jansson quotes the bytes near a defect, and '%.64s' may cut a
+     * character: the message goes into a JSON answer, so keep it UTF-8. */
+    stepq__utf8_scrub(err);
     return STEPQ_ERR;
 }
 
@@ -114,13 +118,14 @@ static int submit_opts(json_t *obj, struct step_decoded *d, char *err, size_t er
             json_int_t p = json_integer_value(v);
             if (p < 0 || p > 1000000)
                 return fail(err, errlen,
-                            "invalid priority %lld; use 0 to 1000000 (higher runs first)",
+                            "invalid priority '%lld'; use 0 to 1000000 (higher runs first)",
                             (long long)p);
             o->priority = (long)p;
         } else if (strcmp(k, "max_attempts") == 0 && json_is_integer(v)) {
             json_int_t m = json_integer_value(v);
             if (m < 1 || m > 1000)
-                return fail(err, errlen, "invalid max_attempts %lld; use 1 to 1000", (long long)m);
+                return fail(err, errlen, "invalid max_attempts '%lld'; use 1 to 1000",
+                            (long long)m);
             o->max_attempts = (long)m;
         } else if (strcmp(k, "requires") == 0) {
             if ((d->requires = requires_list(v, err, errlen)) == NULL)

@@ -1,4 +1,6 @@
 /* test_step_decode.c - the POST /steps body decoder, table-driven. */
+#include <jansson.h>
+
 #include "test.h"
 #include "step_decode.h"
 
@@ -20,7 +22,7 @@ static const struct {
     {"{\"type\":1}", "field 'type' must be a string"},
     {"{\"priority\":\"5\"}", "field 'priority' must be a whole number"},
     {"{\"priority\":1.5}", "field 'priority' must be a whole number"},
-    {"{\"priority\":-1}", "invalid priority"},
+    {"{\"priority\":-1}", "invalid priority '-1'; use 0 to 1000000"},
     {"{\"priority\":1000001}", "invalid priority"},
     {"{\"max_attempts\":0}", "invalid max_attempts"},
     {"{\"max_attempts\":1001}", "invalid max_attempts"},
@@ -109,10 +111,36 @@ static void test_depth(void)
     stepq__step_decoded_release(&d);
 }
 
+/* Found by fuzz_step_json (fuzz/corpus/step_json/crash-utf8-error): jansson
+ * quotes the bytes near a defect, a cut UTF-8 character among them, and the
+ * server then could not put the message into its JSON answer (500, no
+ * body). Every message is valid UTF-8 now. */
+static void test_errors_are_utf8(void)
+{
+    static const char *const bodies[] = {
+        "{\"payload\":[[[[\"\\u00e9\\ud83d\\ude0\xc3\xa9\xc3\xc3\xa9\"{:00\"]]]],\"type\":\"x\"}",
+        "{\"a\xff\":1}",
+        /* '%.64s' of a field name cuts its 2-byte character in half. */
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xc3\xa9\":1}",
+    };
+    char err[512];
+
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(*bodies); i++) {
+        struct step_decoded d;
+        ASSERT_EQ(stepq__step_decode(bodies[i], strlen(bodies[i]), &d, err, sizeof(err)),
+                  STEPQ_ERR);
+        json_t *o = json_pack("{s:s}", "error", err);
+        if (o == NULL)
+            FAILF("body %zu: the error is not UTF-8: %s", i, err);
+        json_decref(o);
+    }
+}
+
 int main(void)
 {
     RUN(test_table);
     RUN(test_fields);
     RUN(test_depth);
+    RUN(test_errors_are_utf8);
     TEST_END();
 }
