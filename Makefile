@@ -43,7 +43,7 @@ bench: build
 	@bench/run.sh $(BUILD)
 
 format:
-	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c
+	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c fuzz/*.c
 
 clean:
 	@rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
