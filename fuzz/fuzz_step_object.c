@@ -42,11 +42,22 @@ static void check_field(const json_t *o, const redisReply *f, const redisReply *
     };
     char key[256];
     const json_t *got;
+    int repaired;
+    sds k;
 
-    if (f->len >= sizeof(key) || memchr(f->str, 0, f->len) != NULL)
+    if (f->len >= sizeof(key) / 3 || memchr(f->str, 0, f->len) != NULL)
         return;
-    memcpy(key, f->str, f->len);
-    key[f->len] = '\0';
+    /* Field names that are not UTF-8 are looked up as repaired (U+FFFD). */
+    k = stepq__utf8_repair(f->str, f->len);
+    memcpy(key, k, sdslen(k) + 1);
+    repaired = sdslen(k) != f->len || memcmp(k, f->str, f->len) != 0;
+    sdsfree(k);
+    if (repaired) {
+        /* Two such names may repair to one: only check it is there. */
+        if (json_object_get(o, key) == NULL)
+            __builtin_trap();
+        return;
+    }
     if (has_progress && strcmp(key, "progress") == 0)
         return;
     got = json_object_get(o, key);
