@@ -21,7 +21,8 @@ static void answer_lib_error(struct http_answer *ans, stepq *q)
  * {key: value} when key is not NULL. */
 static void answer_lib_json(struct http_answer *ans, int status, char *json, const char *key)
 {
-    json_t *v = json_loads(json, JSON_DECODE_ANY, NULL);
+    /* A step field may hold a NUL byte: stepq__step_object writes it as \u0000. */
+    json_t *v = json_loads(json, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 
     stepq_str_free(json);
     if (v != NULL && key != NULL)

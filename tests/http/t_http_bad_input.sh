@@ -41,6 +41,22 @@ expect "limit message" err "invalid limit 'ten'; use a whole number from 1 to 10
 expect "an id with ':' on cancel 400" is "$(req POST /steps/a%3Ab/cancel "${AUTH[@]}")" 400
 expect "a step id of 64 characters 400" is "$(req GET "/steps/$(printf 'a%.0s' $(seq 1 64))")" 400
 
+# Found by fuzz_step_object: a field holding a NUL byte came back as
+# \u0000, which the server could not read again (500, no body).
+python3 -I -S -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+def cmd(*a):
+    s.sendall(b"*%d\r\n" % len(a) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in a))
+    s.recv(100)
+cmd(b"SELECT", sys.argv[2].encode())
+cmd(b"HSET", b"job:nul1", b"type", b"x", b"note", b"a\x00b")
+' "$REDIS_SOCK" "$STEPQ_DB"
+expect "a step with a NUL byte in a field 200" is "$(req GET /steps/nul1)" 200
+expect "the byte reads as \\u0000" grep -qF 'a\u0000b' "$tmp/body"
+rcli DEL job:nul1 >/dev/null
+
 # Nothing of the above was submitted.
 expect "no step was created" is "$(rcli ZCARD jobs:pending)" 0
 
