@@ -91,6 +91,18 @@ static void check_field(const json_t *o, const redisReply *f, const redisReply *
     __builtin_trap(); /* only payload and result come back as JSON */
 }
 
+/* Whether two field names land on one JSON key: a name is stored repaired
+ * (U+FFFD) and ends at its first NUL byte (jansson keys are C strings). */
+static int same_name(const redisReply *f, const redisReply *g)
+{
+    sds a = stepq__utf8_repair(f->str, f->len), b = stepq__utf8_repair(g->str, g->len);
+    int same = a != NULL && b != NULL && strcmp(a, b) == 0;
+
+    sdsfree(a);
+    sdsfree(b);
+    return same;
+}
+
 static void check(const json_t *o, const struct flat *fields, const struct flat *progress)
 {
     char *text;
@@ -108,7 +120,7 @@ static void check(const json_t *o, const struct flat *fields, const struct flat 
         for (size_t j = i + 2; j + 1 < fields->r.elements; j += 2) {
             const redisReply *g = fields->ptr[j];
             if (g->type == REDIS_REPLY_STRING && fields->ptr[j + 1]->type == REDIS_REPLY_STRING &&
-                g->len == f->len && memcmp(g->str, f->str, f->len) == 0)
+                same_name(f, g))
                 last = 0;
         }
         if (last)
