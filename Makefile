@@ -48,7 +48,7 @@ chaos: build
 	@tests/chaos/chaos.sh $(BUILD)/stepq
 
 format:
-	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c
+	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c fuzz/*.c
 
 clean:
 	@rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)

@@ -26,6 +26,21 @@ static int in(const char *const *list, size_t n, const char *s, size_t len)
     return 0;
 }
 
+/* A JSON string of the bytes; bytes that are not valid UTF-8 (which jansson
+ * refuses) become U+FFFD, so that one odd field cannot hide the step. */
+static json_t *string_of(const char *s, size_t len)
+{
+    json_t *j = json_stringn(s, len);
+    sds fixed;
+
+    if (j != NULL)
+        return j;
+    fixed = stepq__utf8_repair(s, len);
+    j = fixed ? json_stringn(fixed, sdslen(fixed)) : NULL;
+    sdsfree(fixed);
+    return j;
+}
+
 static json_t *value_of(const redisReply *f, const redisReply *v)
 {
     if (in(int_fields, sizeof(int_fields) / sizeof(*int_fields), f->str, f->len) && v->len > 0 &&
@@ -42,7 +57,7 @@ static json_t *value_of(const redisReply *f, const redisReply *v)
         if (j != NULL)
             return j;
     }
-    return json_stringn(v->str, v->len);
+    return string_of(v->str, v->len);
 }
 
 /* A flat [field, value, ...] reply as a JSON object (NULL on OOM). */
@@ -56,13 +71,13 @@ static json_t *object_of(const redisReply *flat)
             continue;
         json_t *val = value_of(f, v);
         /* Field names may hold any byte; jansson keys are NUL-terminated. */
-        char *k = stepq__strndup(f->str, f->len);
+        sds k = stepq__utf8_repair(f->str, f->len);
         if (val == NULL || k == NULL || json_object_set_new(o, k, val) != 0) {
-            stepq__free(k);
+            sdsfree(k);
             json_decref(o);
             return NULL;
         }
-        stepq__free(k);
+        sdsfree(k);
     }
     return o;
 }

@@ -65,12 +65,16 @@ int stepq__keymap_set_ns(stepq__keymap *km, const char *ns, char *err, size_t er
     size_t n = ns ? strlen(ns) : 0;
 
     if (n >= sizeof(km->ns)) {
-        snprintf(err, errlen, "namespace is longer than %zu bytes", sizeof(km->ns) - 1);
+        snprintf(err, errlen, "namespace is longer than %zu bytes; use a shorter one",
+                 sizeof(km->ns) - 1);
         return STEPQ_ERR;
     }
     for (size_t i = 0; i < n; i++) {
         if (isspace((unsigned char)ns[i]) || ns[i] == '*' || ns[i] == '?' || ns[i] == '[') {
-            snprintf(err, errlen, "namespace '%s' holds a space or a glob character", ns);
+            snprintf(
+                err, errlen,
+                "namespace '%s' holds a space or a glob character; use one without spaces, * ? or [",
+                ns);
             return STEPQ_ERR;
         }
     }
@@ -385,7 +389,9 @@ int stepq__keymap_load(stepq__keymap *km, const char *path, char *err, size_t er
     char sub[STEPQ_ERRSTR_MAX];
 
     if (fp == NULL) {
-        snprintf(err, errlen, "cannot open rules file '%s': %s", path, strerror(errno));
+        snprintf(err, errlen,
+                 "cannot open rules file '%s': %s; check the path given to --rules or STEPQ_RULES",
+                 path, strerror(errno));
         return STEPQ_ERR;
     }
     n = fread(buf, 1, sizeof(buf), fp);

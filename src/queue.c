@@ -316,7 +316,8 @@ int stepq_progress(stepq *q, const char *id, const char *token, long percent, co
     }
     snprintf(pct, sizeof(pct), "%ld", percent);
     if (message != NULL && strlen(message) > 4096) {
-        stepq__set_error(q, STEPQ_E_INVALID, "progress message is longer than 4096 bytes");
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "progress message is longer than 4096 bytes; shorten it");
         return STEPQ_ERR;
     }
     redisReply *r = held_call(q, STEPQ_SCRIPT_PROGRESS, id, token, pct, message ? message : "");

@@ -224,6 +224,20 @@ int stepq__valid_id(const char *s);
 /* Returns a malloc'd copy of s (for ret_ strings freed with stepq_str_free). */
 char *stepq__strndup(const char *s, size_t n);
 /* ---------------------------------------------------------------------------
+ * UTF-8 (utf8.c): bytes made safe for JSON text
+ * ------------------------------------------------------------------------- */
+/* The length (1..4) of the valid UTF-8 sequence at s[0..len), or 0 when the
+ * bytes there are not one (bad lead or continuation byte, cut short,
+ * overlong, a surrogate, past U+10FFFF). */
+size_t stepq__utf8_seq(const char *s, size_t len);
+/* Replaces, in place, each byte of the NUL-terminated s that is not part
+ * of a valid sequence with '?' (for error messages that quote input). */
+void stepq__utf8_scrub(char *s);
+/* A valid UTF-8 copy of s[0..len), each bad byte replaced with U+FFFD: a
+ * new sds (NULL on OOM). */
+sds stepq__utf8_repair(const char *s, size_t len);
+
+/* ---------------------------------------------------------------------------
  * JSON (json.c)
  * ------------------------------------------------------------------------- */
 typedef struct json_t json_t;

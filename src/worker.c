@@ -82,7 +82,9 @@ static int reap(stepq *q, long timeout_ms, const char *only, long *ret_requeued)
 int stepq_worker_deregister(stepq *q, const char *worker)
 {
     if (!stepq__valid_id(worker)) {
-        stepq__set_error(q, STEPQ_E_INVALID, "invalid worker id '%.64s'", worker ? worker : "");
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "invalid worker id '%.64s'; use 1 to 63 characters of A-Z a-z 0-9 _ . -",
+                         worker ? worker : "");
         return STEPQ_ERR;
     }
     return reap(q, 0, worker, NULL);
@@ -91,7 +93,8 @@ int stepq_worker_deregister(stepq *q, const char *worker)
 int stepq_reap(stepq *q, long timeout_ms, long *ret_requeued)
 {
     if (timeout_ms < 0) {
-        stepq__set_error(q, STEPQ_E_INVALID, "invalid reaper timeout %ld ms", timeout_ms);
+        stepq__set_error(q, STEPQ_E_INVALID, "invalid reaper timeout '%ld' ms; use 0 or more",
+                         timeout_ms);
         return STEPQ_ERR;
     }
     return reap(q, timeout_ms, "", ret_requeued);

@@ -21,6 +21,7 @@
 #include <microhttpd.h>
 
 #include "http.h"
+#include "stepq_private.h"
 
 long long http_now_us(void)
 {
@@ -50,6 +51,7 @@ void http_answer_error(struct http_answer *ans, int status, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    stepq__utf8_scrub(msg); /* json_pack refuses a message that quotes bad UTF-8 */
     http_answer_json(ans, status, json_pack("{s:s}", "error", msg));
 }
 

@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "http.h"
+#include "step_decode.h"
+
+_Static_assert(HTTP_JSON_DEPTH_MAX == STEP_JSON_DEPTH_MAX, "one depth cap for POST /steps");
 
 /* Answers with the library's error, mapped to an HTTP status. */
 static void answer_lib_error(struct http_answer *ans, stepq *q)
@@ -18,7 +21,8 @@ static void answer_lib_error(struct http_answer *ans, stepq *q)
  * {key: value} when key is not NULL. */
 static void answer_lib_json(struct http_answer *ans, int status, char *json, const char *key)
 {
-    json_t *v = json_loads(json, JSON_DECODE_ANY, NULL);
+    /* A step field may hold a NUL byte: stepq__step_object writes it as \u0000. */
+    json_t *v = json_loads(json, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
 
     stepq_str_free(json);
     if (v != NULL && key != NULL)
@@ -27,159 +31,25 @@ static void answer_lib_json(struct http_answer *ans, int status, char *json, con
 }
 
 /* ---------------------------------------------------------------------------
- * POST /steps: the body is one JSON object.
+ * POST /steps: the body is one JSON object (decoded by step_decode.c).
  * ------------------------------------------------------------------------- */
-
-/* Checks that the text nests at most `max` levels; on failure writes where
- * it went too deep (1-based line and column, as jansson reports them). */
-static int depth_ok(const char *s, size_t n, int max, int *line, int *col)
-{
-    int depth = 0, in_str = 0;
-
-    *line = 1;
-    *col = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        (*col)++;
-        if (c == '\n') {
-            (*line)++;
-            *col = 0;
-        } else if (in_str) {
-            if (c == '\\')
-                i++, (*col)++;
-            else if (c == '"')
-                in_str = 0;
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max)
-                return 0;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return 1;
-}
-
-static const char submit_fields[] = "type, priority, requires, payload and max_attempts";
-
-/* `requires` may be "a,b" or ["a", "b"]; returns a malloc'd list or NULL. */
-static char *requires_list(const json_t *v, struct http_answer *ans)
-{
-    size_t i, len = 0;
-    json_t *e;
-    char *out;
-
-    if (json_is_string(v))
-        return strdup(json_string_value(v));
-    if (!json_is_array(v))
-        goto bad;
-    json_array_foreach(v, i, e)
-    {
-        if (!json_is_string(e))
-            goto bad;
-        len += json_string_length(e) + 1;
-    }
-    out = calloc(1, len + 1);
-    if (out == NULL)
-        return NULL;
-    len = 0;
-    json_array_foreach(v, i, e)
-    {
-        if (i > 0)
-            out[len++] = ',';
-        memcpy(out + len, json_string_value(e), json_string_length(e));
-        len += json_string_length(e);
-    }
-    return out;
-bad:
-    http_answer_error(ans, 400, "field 'requires' must be a string \"a,b\" or an array of strings");
-    return NULL;
-}
-
-/* Fills o from the body object; returns 0, or -1 with ans set. The strings
- * in o point into obj; *payload and *reqs are malloc'd (free them). */
-static int submit_opts(json_t *obj, stepq_submit_opts *o, char **payload, char **reqs,
-                       struct http_answer *ans)
-{
-    const char *k;
-    json_t *v;
-
-    json_object_foreach(obj, k, v)
-    {
-        if (strcmp(k, "type") == 0 && json_is_string(v)) {
-            o->type = json_string_value(v);
-        } else if (strcmp(k, "priority") == 0 && json_is_integer(v)) {
-            json_int_t p = json_integer_value(v);
-            if (p < 0 || p > 1000000) {
-                http_answer_error(ans, 400,
-                                  "invalid priority %lld; use 0 to 1000000 (higher runs first)",
-                                  (long long)p);
-                return -1;
-            }
-            o->priority = (long)p;
-        } else if (strcmp(k, "max_attempts") == 0 && json_is_integer(v)) {
-            json_int_t m = json_integer_value(v);
-            if (m < 1 || m > 1000) {
-                http_answer_error(ans, 400, "invalid max_attempts %lld; use 1 to 1000",
-                                  (long long)m);
-                return -1;
-            }
-            o->max_attempts = (long)m;
-        } else if (strcmp(k, "requires") == 0) {
-            if ((*reqs = requires_list(v, ans)) == NULL)
-                return -1;
-            o->requires = *reqs;
-        } else if (strcmp(k, "payload") == 0) {
-            *payload = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-            o->payload = *payload;
-        } else if (strcmp(k, "type") == 0 || strcmp(k, "priority") == 0 ||
-                   strcmp(k, "max_attempts") == 0) {
-            http_answer_error(ans, 400, "field '%s' must be a %s", k,
-                              strcmp(k, "type") == 0 ? "string" : "whole number");
-            return -1;
-        } else {
-            http_answer_error(ans, 400, "unknown field '%.64s'; a step takes %s", k, submit_fields);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 static void route_submit(stepq *q, struct http_req *req, struct http_answer *ans)
 {
-    stepq_submit_opts o = {0};
-    char *payload = NULL, *reqs = NULL, id[STEPQ_ID_MAX];
-    json_error_t e;
-    json_t *obj;
-    int line, col;
+    struct step_decoded d;
+    char err[512], id[STEPQ_ID_MAX];
 
-    if (!depth_ok(req->body ? req->body : "", req->len, HTTP_JSON_DEPTH_MAX, &line, &col)) {
-        http_answer_error(ans, 400,
-                          "invalid JSON at line %d, column %d: nested deeper than %d levels; "
-                          "flatten the payload",
-                          line, col, HTTP_JSON_DEPTH_MAX);
+    if (stepq__step_decode(req->body, req->len, &d, err, sizeof(err)) != STEPQ_OK) {
+        http_answer_error(ans, 400, "%s", err);
         return;
     }
-    obj = json_loadb(req->body ? req->body : "", req->len, JSON_REJECT_DUPLICATES, &e);
-    if (obj == NULL) {
-        http_answer_error(ans, 400, "invalid JSON at line %d, column %d: %s; send one JSON object",
-                          e.line, e.column, e.text);
-        return;
+    if (stepq_submit(q, &d.opts, id) != STEPQ_OK) {
+        answer_lib_error(ans, q);
+    } else {
+        snprintf(ans->location, sizeof(ans->location), "/steps/%s", id);
+        http_answer_json(ans, 201, json_pack("{s:s}", "id", id));
     }
-    if (!json_is_object(obj)) {
-        http_answer_error(ans, 400, "the body must be a JSON object with %s", submit_fields);
-    } else if (submit_opts(obj, &o, &payload, &reqs, ans) == 0) {
-        if (stepq_submit(q, &o, id) != STEPQ_OK) {
-            answer_lib_error(ans, q);
-        } else {
-            snprintf(ans->location, sizeof(ans->location), "/steps/%s", id);
-            http_answer_json(ans, 201, json_pack("{s:s}", "id", id));
-        }
-    }
-    free(payload);
-    free(reqs);
-    json_decref(obj);
+    stepq__step_decoded_release(&d);
 }
 
 /* ---------------------------------------------------------------------------
