@@ -583,7 +583,8 @@ static int walk(struct bf *b)
     json_t *c = json_object_get(rec, "cursor");
     char from[32];
     snprintf(from, sizeof(from), "%lld", json_is_integer(c) ? (long long)json_integer_value(c) : 0);
-    if (stepq__walk_ns(q, from, b->o.batch, scan_page, b) != STEPQ_OK)
+    if (stepq__walk_ns(q, from, stepq__walk_count(b->o.batch, b->o.max_latency_ms), scan_page, b) !=
+        STEPQ_OK)
         goto out;
     rc = b->o.dry_run ? STEPQ_OK : finish(b);
 out:

@@ -268,6 +268,12 @@ typedef int (*stepq__page_fn)(stepq *q, const redisReply *keys, const char *curs
  * about `count` keys a page. */
 int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, void *arg);
 
+/* The SCAN COUNT of a walk of `batch`-pair scripts: ten batches a page, so
+ * that one round trip carries ten scripts (at most 5000 names); one batch a
+ * page when the walk watches latency (max_latency_ms > 0), so that a
+ * foreground client never queues behind more than one of its scripts. */
+long stepq__walk_count(long batch, long max_latency_ms);
+
 /* One SSCAN (type 's') or ZSCAN of `key` from `cursor`, which is updated:
  * the reply {cursor, members} (caller frees), or NULL with the error set. */
 redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],

@@ -165,7 +165,7 @@ static int compare_big(struct vf *v, const char *a, const char *b, char type, en
     uint64_t l1 = 0, l2 = 0;
     size_t step = type == 's' ? 1 : 2;
 
-    snprintf(cnt, sizeof(cnt), "%ld", v->o.batch);
+    snprintf(cnt, sizeof(cnt), "%ld", stepq__walk_count(v->o.batch, v->o.max_latency_ms));
     if (v->o.sample > 0) {
         /* A sample of the members, then the sizes and expiry. */
         redisReply *r = stepq__commandf(q, "%s %s %ld", type == 's' ? "SRANDMEMBER" : "ZRANDMEMBER",
@@ -222,7 +222,7 @@ static int compare_pairs(struct vf *v, verdict_fn each)
         return STEPQ_ERR;
     }
     if (stepq__pace_wait(&v->pace, (long)v->pairs.n) != STEPQ_OK ||
-        stepq__pairs_run(q, STEPQ_SCRIPT_VERIFY_BATCH, &v->pairs, v->o.batch, 0, NULL, 2, args, 0,
+        stepq__pairs_run(q, STEPQ_SCRIPT_VERIFY_BATCH, &v->pairs, v->o.batch, 0, NULL, 2, args, 1,
                          rep) != STEPQ_OK) {
         stepq__free(rep);
         return STEPQ_ERR;
@@ -603,7 +603,8 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
     if (count_fixed(v) != STEPQ_OK)
         goto out;
     if (v->o.sample > 0 ? verify_sample(v) != STEPQ_OK
-                        : stepq__walk_ns(q, "0", v->o.batch, verify_page, v) != STEPQ_OK)
+                        : stepq__walk_ns(q, "0", stepq__walk_count(v->o.batch, v->o.max_latency_ms),
+                                         verify_page, v) != STEPQ_OK)
         goto out;
     if (recheck(v) != STEPQ_OK)
         goto out;

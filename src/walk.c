@@ -56,6 +56,13 @@ int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, vo
     return rc;
 }
 
+long stepq__walk_count(long batch, long max_latency_ms)
+{
+    if (max_latency_ms > 0)
+        return batch;
+    return batch * 10 < 5000 ? batch * 10 : 5000;
+}
+
 redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],
                                 const char *count)
 {
