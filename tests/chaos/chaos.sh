@@ -170,14 +170,19 @@ kill_worker() {
         check "a worker was running a step when killed" false
         return
     fi
+    # Freeze the worker and its commands first, so that what is running is
+    # read while nothing can finish; then the kill lands mid-step for sure
+    # (a frozen command still dies with its worker: SIGKILL works on it).
+    kill -STOP "${wpid[$w]}" 2>/dev/null
     kids=$(pgrep -P "${wpid[$w]}" | tr '\n' ' ')
-    kill -9 "${wpid[$w]}"
-    wait "${wpid[$w]}" 2>/dev/null
-    fault worker-kill9
+    for k in $kids; do kill -STOP "$k" 2>/dev/null; done
     for k in $kids; do
         id=$(running "$k")
         [ -n "$id" ] && ids="$ids $id"
     done
+    kill -9 "${wpid[$w]}"
+    wait "${wpid[$w]}" 2>/dev/null
+    fault worker-kill9
     echo "$ids" | tr ' ' '\n' | grep . >>"$tmp/killed-mid-step"
     say "worker chaos-$w killed (-9) while running:$ids"
     unset "wpid[$w]"
