@@ -217,6 +217,8 @@ int stepq__uuid7(char out[37]);
 /* A random hex token of 2*nbytes chars + NUL. */
 int stepq__random_hex(char *out, size_t nbytes);
 long long stepq__now_ms(void);
+/* The value of one hex digit, or -1 (percent-decoding in URLs and paths). */
+int stepq__hexval(char c);
 /* Checked decimal parse of the whole string into [min, max]. */
 int stepq__parse_long(const char *s, long min, long max, long *ret);
 /* A step id or worker id: 1..63 bytes of [A-Za-z0-9_.-] (no ':'). */

@@ -25,17 +25,6 @@ void stepq__url_release(stepq__url *u)
     memset(u, 0, sizeof(*u));
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes s[0..n) into a new string; NULL on a bad escape or a NUL. */
 static char *decode(const char *s, size_t n, int *bad)
 {
@@ -50,8 +39,8 @@ static char *decode(const char *s, size_t n, int *bad)
             out[j++] = s[i];
             continue;
         }
-        int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
-        int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+        int hi = i + 2 < n ? stepq__hexval(s[i + 1]) : -1;
+        int lo = i + 2 < n ? stepq__hexval(s[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
             *bad = 1;
             stepq__free(out);

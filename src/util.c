@@ -68,6 +68,17 @@ int stepq__random_hex(char *out, size_t nbytes)
     return STEPQ_OK;
 }
 
+int stepq__hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 int stepq__parse_long(const char *s, long min, long max, long *ret)
 {
     char *end;

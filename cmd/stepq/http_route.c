@@ -23,17 +23,6 @@ const char *stepq__http_op_name(enum http_op op)
     return (unsigned)op < HTTP_OP_COUNT ? op_names[op] : "unknown";
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 long stepq__http_pct_decode(const char *src, size_t len, char *dst, size_t dstlen)
 {
     size_t o = 0;
@@ -45,7 +34,7 @@ long stepq__http_pct_decode(const char *src, size_t len, char *dst, size_t dstle
         if (c == '%') {
             if (len - i < 3)
                 return -1;
-            int hi = hexval(src[i + 1]), lo = hexval(src[i + 2]);
+            int hi = stepq__hexval(src[i + 1]), lo = stepq__hexval(src[i + 2]);
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return -1;
             c = (char)(hi * 16 + lo);
