@@ -91,6 +91,11 @@ static void test_rules_file_errors(void)
         {"A hash x y\n", "may hold only"},
         {"a hash same same\n", "a rule must rename"},
         {"a hash x:{id} y:{id}\nb hash x:1 z:1\n", "both match key"},
+        /* Found by fuzz_rules: no sample id shows this overlap ('pzaq'). */
+        {"a hash p{id}q n1{id}\nb hash pz{id} n2{id}\n", "both match key 'pzq'"},
+        {"a hash job:{id}:progress n1:{id}\nb hash job:x1:progre{id} n2:{id}\n",
+         "both match key 'job:x1:progress'"},
+        {"a hash k{id} kz{id}\n", "rules 'a' and 'a' both match key 'kz"},
         {"pending set jobs:pending steps:pending\n", "must have type 'zset'"},
         {"a hash x:{ y:{\n", "brace outside"},
     };
