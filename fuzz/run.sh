@@ -2,6 +2,9 @@
 # fuzz/run.sh BUILD_DIR SECONDS - runs every libFuzzer target for SECONDS,
 # starting from its seed corpus (fuzz/corpus/NAME). A crash fails the run and
 # leaves its input in BUILD_DIR/fuzz-crashes/ to be turned into a test.
+# With FUZZ_RUNS=N set instead, each target runs N inputs from a fixed seed:
+# the same inputs every time (what CI uses, so that a red CI is a real,
+# reproducible finding and not the luck of the draw).
 set -euo pipefail
 build=$1
 secs=${2:-60}
@@ -13,8 +16,14 @@ for bin in "$build"/fuzz/fuzz_*; do
     name=$(basename "$bin" | sed 's/^fuzz_//')
     work="$build/fuzz-corpus/$name"
     mkdir -p "$work"
-    echo "== fuzz $name for ${secs}s"
-    if ! "$bin" -max_total_time="$secs" -max_len=65536 -timeout=10 -print_final_stats=0 \
+    if [ -n "${FUZZ_RUNS:-}" ]; then
+        limit=(-runs="$FUZZ_RUNS" -seed=1)
+        echo "== fuzz $name for $FUZZ_RUNS runs (seed 1)"
+    else
+        limit=(-max_total_time="$secs")
+        echo "== fuzz $name for ${secs}s"
+    fi
+    if ! "$bin" "${limit[@]}" -max_len=65536 -timeout=10 -print_final_stats=0 \
         -artifact_prefix="$build/fuzz-crashes/$name-" "$work" "$root/fuzz/corpus/$name" \
         >"$build/fuzz-$name.log" 2>&1; then
         echo "fuzz $name: FAILED (see $build/fuzz-$name.log and $build/fuzz-crashes/)"

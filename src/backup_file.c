@@ -311,6 +311,12 @@ static int need_grow(struct rd *r, char **buf, size_t *cap, size_t n)
             return -1;
         have += want;
     }
+    if (*buf == NULL) { /* n == 0: the loop allocated nothing */
+        *buf = stepq__malloc(1);
+        if (*buf == NULL)
+            return fail(r, "out of memory");
+        *cap = 1;
+    }
     (*buf)[n] = '\0';
     return 0;
 }
