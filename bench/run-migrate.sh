@@ -11,6 +11,7 @@
 #   BENCH_SEED_SECONDS   time limit of the seed's script at sizes above
 #                        100000 (default 60; 0 = none): its rate is per key
 #   BENCH_MAX_LATENCY_MS the throttled backfill's --max-latency-ms (default 1)
+#   BENCH_THROTTLED_ARGS more options for the throttled backfill (e.g. --batch 10)
 #   BENCH_SKIP           "backfill" skips the throughput part, "latency" the probe
 # Uses its own private redis-server (tests/redis.sh), never REDIS_URL's.
 set -euo pipefail
@@ -136,7 +137,8 @@ latency() {
     fresh "$n" >/dev/null
     stepq migrate phase dual-write >/dev/null
     t0=$(date +%s.%N)
-    probe_during throttled stepq migrate backfill --max-latency-ms "$maxlat"
+    # shellcheck disable=SC2086
+    probe_during throttled stepq migrate backfill --max-latency-ms "$maxlat" ${BENCH_THROTTLED_ARGS:-}
     t1=$(date +%s.%N)
     local thr_s; thr_s=$(python3 -c "print('%.1f' % ($t1 - $t0 - 0.5))")
     local idle99; idle99=$(field p99_ms "$tmp/probe.idle")

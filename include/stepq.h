@@ -246,7 +246,7 @@ typedef void (*stepq_progress_fn)(long long done, long long total, const char *e
                                   const char *err_msg, void *arg);
 
 typedef struct stepq_backfill_opts {
-    long batch;             /* keys per script (1..1000); 0: 100 */
+    long batch;             /* keys per script (1..1000); 0: 100, or 10 with max_latency_ms */
     double rate;            /* keys/s; 0: unlimited (stepq:throttle may override) */
     long max_latency_ms;    /* back off while a PING is slower; 0: off */
     long max_replica_lag;   /* back off while a replica lags more (s); 0: off */

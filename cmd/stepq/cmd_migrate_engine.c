@@ -75,7 +75,8 @@ static const char backfill_usage[] =
     "SCAN and atomic batches; resumes an interrupted run from its checkpoint. Needs\n"
     "phase dual-write or later (exit 4 otherwise) and room under maxmemory (--force\n"
     "overrides both, audited). Pause, resume or re-rate it while it runs with\n"
-    "'stepq migrate throttle'. Exit 1 when any key failed.\n";
+    "'stepq migrate throttle'. Batches are 100 keys, or 10 with --max-latency-ms so\n"
+    "that no script holds Redis for long. Exit 1 when any key failed.\n";
 
 static char *backfill_summary(const stepq_backfill_result *r, int dry)
 {
