@@ -121,37 +121,54 @@ static void nap(long ms)
  * Big collections: member by member
  * ------------------------------------------------------------------------- */
 
-/* Runs verify_members on a chunk; adds to *n and the lanes, counts bad
- * members, and writes the size verdict when `last`. */
-static int members_chunk(struct vf *v, const char *a, const char *b, char type, const redisReply *m,
-                         size_t step, int last, long long *n, uint64_t *l1, uint64_t *l2,
-                         long long *nbad, char *size_verdict)
+#define MEMBERS_PER_SCRIPT 1000 /* SSCAN's COUNT is a hint: a page may be larger */
+
+/* Runs verify_members on members [off, off + cnt) of one scanned page. */
+static int members_script(struct vf *v, const char *a, const char *b, char type,
+                          const redisReply *m, size_t step, size_t off, size_t cnt, int last,
+                          long long *n, uint64_t *l1, uint64_t *l2, long long *nbad,
+                          char *size_verdict)
 {
     stepq *q = v->q;
-    size_t nm = m ? m->elements / step : 0;
-    const char **args = stepq__calloc(nm + 4, sizeof(*args));
+    const char *args[MEMBERS_PER_SCRIPT + 3];
     const char *keys[] = {a, b};
 
-    if (args == NULL) {
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        return STEPQ_ERR;
-    }
     args[0] = type == 's' ? "set" : "zset";
     args[1] = v->tol;
     args[2] = last ? "1" : "0";
-    for (size_t i = 0; i < nm; i++)
-        args[3 + i] = m->element[i * step]->str;
-    redisReply *r = stepq__eval(q, STEPQ_SCRIPT_VERIFY_MEMBERS, 2, keys, (int)nm + 3, args, NULL);
-    stepq__free(args);
+    for (size_t i = 0; i < cnt; i++)
+        args[3 + i] = m->element[(off + i) * step]->str;
+    redisReply *r = stepq__eval(q, STEPQ_SCRIPT_VERIFY_MEMBERS, 2, keys, (int)cnt + 3, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;
     *n += strtoll(r->element[0]->str, NULL, 10);
-    *l1 += strtoull(r->element[1]->str, NULL, 10);
-    *l2 += strtoull(r->element[2]->str, NULL, 10);
+    /* The script sums per member modulo 2^32; so must we, or the digest
+     * would depend on how the members were split into chunks. */
+    *l1 = (*l1 + strtoull(r->element[1]->str, NULL, 10)) & 0xffffffffULL;
+    *l2 = (*l2 + strtoull(r->element[2]->str, NULL, 10)) & 0xffffffffULL;
     *nbad += (long long)r->elements - 4;
     if (last)
         snprintf(size_verdict, 16, "%s", r->element[3]->str);
     freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+/* Runs verify_members over a scanned page, at most MEMBERS_PER_SCRIPT
+ * members a script; adds to *n and the lanes, counts bad members, and
+ * writes the size verdict when `last`. */
+static int members_chunk(struct vf *v, const char *a, const char *b, char type, const redisReply *m,
+                         size_t step, int last, long long *n, uint64_t *l1, uint64_t *l2,
+                         long long *nbad, char *size_verdict)
+{
+    size_t nm = m ? m->elements / step : 0, off = 0;
+
+    do {
+        size_t cnt = nm - off < MEMBERS_PER_SCRIPT ? nm - off : MEMBERS_PER_SCRIPT;
+        if (members_script(v, a, b, type, m, step, off, cnt, last && off + cnt >= nm, n, l1, l2,
+                           nbad, size_verdict) != STEPQ_OK)
+            return STEPQ_ERR;
+        off += cnt;
+    } while (off < nm);
     return STEPQ_OK;
 }
 

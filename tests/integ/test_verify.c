@@ -157,7 +157,25 @@ static void test_big_collection(void)
     stepq_verify_opts o = {.big = 500, .batch = 100, .rounds = 1, .pause_ms = 1};
     char *json = run(&o, &clean);
     ASSERT_EQ(clean, 1);
+    char digest[64];
+    snprintf(digest, sizeof(digest), "%s", t_field(json, "digest_old"));
     stepq_str_free(json);
+    /* The digest is the content's, whatever the chunking; and a scan page
+     * larger than one script can take is split (was "too many script
+     * arguments" from batch 210 on). */
+    static const long batches[] = {7, 85, 500, 1000};
+    for (size_t i = 0; i < sizeof(batches) / sizeof(*batches); i++) {
+        long batch = batches[i];
+        stepq_verify_opts ob = o;
+        ob.batch = batch;
+        json = run(&ob, &clean);
+        REQUIRE(json != NULL);
+        ASSERT_EQ(clean, 1);
+        if (strcmp(t_field(json, "digest_old"), digest) != 0)
+            FAILF("batch %ld: digest %s, with batch 100 %s", batch, t_field(json, "digest_old"),
+                  digest);
+        stepq_str_free(json);
+    }
     freeReplyObject(t_cmd("ZADD steps:pending 99 p17"));
     json = run(&o, &clean);
     REQUIRE(json != NULL);
