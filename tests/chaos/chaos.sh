@@ -156,30 +156,38 @@ kill_worker() {
         awk -v p="$1" -v min="$(($(now) - ${2:-999999999999}))" \
             '$3 == p {id = ($1 == "start" && $4 >= min) ? $2 : ""} END {print id}' "$tmp/runs.log"
     }
-    # A run started less than 40 ms ago still has 10 ms or more to go
-    # (step.sh sleeps 50 to 350 ms), so the kill lands mid-step.
+    # Find a worker running a step, freeze it and its commands so that what
+    # runs is read while nothing can finish, and kill it only when a step is
+    # really mid-run; else thaw it and look again (a slow machine, or ASan,
+    # can let the step end between the look and the freeze). A frozen
+    # command still dies with its worker: SIGKILL works on it.
     for _ in $(seq 400); do
+        w=""
         for k in "${!wpid[@]}"; do
             for c in $(pgrep -P "${wpid[$k]}" 2>/dev/null); do
-                [ -n "$(running "$c" 40000)" ] && { w=$k; break 3; }
+                [ -n "$(running "$c" 40000)" ] && { w=$k; break 2; }
             done
         done
+        if [ -n "$w" ]; then
+            kill -STOP "${wpid[$w]}" 2>/dev/null
+            kids=$(pgrep -P "${wpid[$w]}" | tr '\n' ' ')
+            for k in $kids; do kill -STOP "$k" 2>/dev/null; done
+            ids=""
+            for k in $kids; do
+                id=$(running "$k")
+                [ -n "$id" ] && ids="$ids $id"
+            done
+            [ -n "$ids" ] && break
+            for k in $kids; do kill -CONT "$k" 2>/dev/null; done
+            kill -CONT "${wpid[$w]}" 2>/dev/null
+            w=""
+        fi
         sleep 0.01
     done
     if [ -z "$w" ]; then
         check "a worker was running a step when killed" false
         return
     fi
-    # Freeze the worker and its commands first, so that what is running is
-    # read while nothing can finish; then the kill lands mid-step for sure
-    # (a frozen command still dies with its worker: SIGKILL works on it).
-    kill -STOP "${wpid[$w]}" 2>/dev/null
-    kids=$(pgrep -P "${wpid[$w]}" | tr '\n' ' ')
-    for k in $kids; do kill -STOP "$k" 2>/dev/null; done
-    for k in $kids; do
-        id=$(running "$k")
-        [ -n "$id" ] && ids="$ids $id"
-    done
     kill -9 "${wpid[$w]}"
     wait "${wpid[$w]}" 2>/dev/null
     fault worker-kill9
