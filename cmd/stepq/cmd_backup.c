@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "migrate_engine.h"
 #include "progress.h"
 
 #define KEPT_SHOWN 10
@@ -248,7 +249,7 @@ int migrate_cleanup(struct cli *cli, int argc, char **argv)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
     stepq *q = cli_connect(cli, "stepq-cleanup");
     struct kept_report k = {progress_new("cleanup", 0, mode, 10000), 0};
-    o.who = getenv("STEPQ_OPERATOR") ? getenv("STEPQ_OPERATOR") : getenv("USER");
+    o.who = migrate_operator();
     o.progress = on_cleanup_progress;
     o.kept = on_kept;
     o.arg = &k;

@@ -11,9 +11,8 @@
 #include "cli.h"
 #include "migrate_engine.h"
 
-/* Who is moving the phase, for the audit log: $STEPQ_OPERATOR, else the
- * login name. */
-static const char *operator_name(void)
+/* Who is acting, for the audit log: $STEPQ_OPERATOR, else the login name. */
+const char *migrate_operator(void)
 {
     const char *who = getenv("STEPQ_OPERATOR");
     struct passwd *pw;
@@ -22,11 +21,6 @@ static const char *operator_name(void)
         return who;
     pw = getpwuid(getuid());
     return pw ? pw->pw_name : "unknown";
-}
-
-const char *migrate_operator(void)
-{
-    return operator_name();
 }
 
 static int migrate_phase(struct cli *cli, int argc, char **argv)
@@ -66,7 +60,7 @@ static int migrate_phase(struct cli *cli, int argc, char **argv)
         if (rc == EXIT_DONE)
             puts(stepq_phase_name(cur));
     } else {
-        rc = stepq_phase_move(q, to, operator_name(), reason, flags) == STEPQ_OK
+        rc = stepq_phase_move(q, to, migrate_operator(), reason, flags) == STEPQ_OK
                  ? EXIT_DONE
                  : cli_fail(q, "phase");
         if (rc == EXIT_DONE)

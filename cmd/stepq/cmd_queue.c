@@ -4,6 +4,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 
 #include "cli.h"
 
@@ -125,13 +126,13 @@ int cmd_list(struct cli *cli, int argc, char **argv)
         stepq_list(q, argv[optind], limit, &json) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "list");
     if (rc == EXIT_DONE) {
         /* One id a line reads best in shell pipelines. */
-        for (char *p = json; *p; p++) {
-            if (*p == '"') {
-                char *e = strchr(p + 1, '"');
-                printf("%.*s\n", (int)(e - p - 1), p + 1);
-                p = e;
-            }
+        json_t *ids = json_loads(json, 0, NULL), *v;
+        size_t i;
+        json_array_foreach(ids, i, v)
+        {
+            puts(json_string_value(v));
         }
+        json_decref(ids);
         stepq_str_free(json);
     }
     stepq_free(q);
