@@ -22,7 +22,7 @@ if st == 'active' and w then
 end
 pexpire('step', id, retention)
 pexpire('progress', id, retention)
-emit('cancelled', id, ',"was":' .. js(st))
+emit('cancelled', '"' .. id .. '"', ',"was":' .. js(st))
 if st == 'active' then
     worker_maybe_idle(w)
 end

@@ -43,47 +43,74 @@ end
 
 local ENDED = {active = true, completed = true, failed = true, cancelled = true}
 
--- Tries to claim one pending member. Returns 1 when the member left the
--- pending zset (claimed, or dropped as an orphan), else 0.
+local JWORKER = ',"worker":"' .. worker .. '"' -- checked by the caller
+
+-- The claim's own fields, written to the step and patched into the record
+-- returned (so the record is read once, not read again after the write).
+local SETS = {'status', 'worker', 'token', 'claimed_at', 'updated_at', 'attempts'}
+local FIELDS = {requires = true}
+for _, f in ipairs(SETS) do
+    FIELDS[f] = true
+end
+local pending, active = batch('ZREM', 'pending'), batch('SADD', 'active')
+local held = batch('SADD', 'worker_steps', worker)
+
+-- Tries to claim one pending member; the member leaves the pending zset
+-- (claimed, or dropped as an orphan) at the next flush().
 local function try_claim(id)
-    -- Where this phase reads first: one HMGET answers most members; a
-    -- record with none of the fields is looked for properly (fallback).
+    -- Where this phase reads first: one HGETALL answers most members; a
+    -- missing record is looked for properly (fallback).
     local side = RSIDE
-    local v = redis.call('HMGET', key('step', side, id), 'status', 'requires', 'attempts')
-    if not v[1] and not v[2] and not v[3] then
+    local h = redis.call('HGETALL', key('step', side, id))
+    if #h == 0 then
         side = locate('step', id)
         if side then
-            v = redis.call('HMGET', key('step', side, id), 'status', 'requires', 'attempts')
+            h = redis.call('HGETALL', key('step', side, id))
         end
     end
-    if not side then
-        -- The step's hash expired or was deleted: the member can never be
-        -- claimed, so drop it rather than let it block the head of the queue.
-        coll('ZREM', 'pending', nil, id)
-        stat('orphans_dropped')
-        return 1
+    -- Where each field's value is (a scan: cheaper than a table of them).
+    local at = {}
+    for j = 1, #h, 2 do
+        local f = h[j]
+        if FIELDS[f] then
+            at[f] = j + 1
+        end
     end
-    if v[1] and ENDED[v[1]] then
-        coll('ZREM', 'pending', nil, id)
+    local status = h[at.status or 0]
+    if not side or (status and ENDED[status]) then
+        -- The step's hash expired or was deleted, or the step ended: the
+        -- member can never be claimed, so drop it rather than let it block
+        -- the head of the queue.
+        push(pending, id)
         stat('orphans_dropped')
-        return 1
+        return
     end
-    if not eligible(v[2]) then
-        return 0
+    if not eligible(h[at.requires or 0]) then
+        return
     end
     -- twin() has made both sides whole and equal, so the attempts read on
     -- one side is the count on both.
-    hset('step', id, 'status', 'active', 'worker', worker, 'token', token, 'claimed_at', NOW,
-        'updated_at', NOW, 'attempts', (tonumber(v[3]) or 0) + 1)
-    coll('ZREM', 'pending', nil, id)
-    coll('SADD', 'active', nil, id)
-    coll('SADD', 'worker_steps', worker, id)
-    out[#out + 1] = redis.call('HGETALL', key('step', RSIDE, id))
-    emit('claimed', id, ',"worker":' .. js(worker))
-    return 1
+    local vals = {'active', worker, token, NOW, NOW, tostring((tonumber(h[at.attempts or 0]) or 0) + 1)}
+    hset('step', id, SETS[1], vals[1], SETS[2], vals[2], SETS[3], vals[3], SETS[4], vals[4],
+        SETS[5], vals[5], SETS[6], vals[6])
+    for j = 1, #SETS do
+        local f = SETS[j]
+        if at[f] then
+            h[at[f]] = vals[j]
+        else
+            h[#h + 1] = f
+            h[#h + 1] = vals[j]
+        end
+    end
+    out[#out + 1] = h
+    push(pending, id)
+    push(active, id)
+    push(held, id)
+    emit('claimed', js(id), JWORKER)
 end
 
--- Walks one pending zset from the highest score down.
+-- Walks one pending zset from the highest score down. Members stay in the
+-- zset until the flush at the end, so pages follow each other by offset.
 local function walk(pkey)
     local examined = 0
     local top = redis.call('ZREVRANGE', pkey, 0, 0, 'WITHSCORES')
@@ -95,20 +122,19 @@ local function walk(pkey)
             if #ids == 0 then
                 break
             end
-            local gone = 0
             for _, id in ipairs(ids) do
                 examined = examined + 1
-                gone = gone + try_claim(id)
+                try_claim(id)
                 if #out >= want or examined >= budget then
                     break
                 end
             end
-            -- Members that left the zset shift the next page forward.
-            off = off + #ids - gone
+            off = off + #ids
         end
         local nxt = redis.call('ZREVRANGEBYSCORE', pkey, '(' .. score, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
         score = nxt[2]
     end
+    flush()
 end
 
 walk(key('pending', RSIDE))

@@ -8,6 +8,8 @@
 -- stop the others.
 local retention = ARGV[3]
 local out = {}
+local active, completed = batch('SREM', 'active'), batch('SADD', 'completed')
+local workers, held, jworker = {}, {}, {} -- per worker of a step completed: its steps, its JSON
 for i = 4, TPL - 2, 3 do
     local id = ARGV[i]
     local _, w, err = held_step(id, ARGV[i + 1], true)
@@ -16,17 +18,25 @@ for i = 4, TPL - 2, 3 do
     else
         hset('step', id, 'status', 'completed', 'result', ARGV[i + 2], 'updated_at', NOW,
             'finished_at', NOW)
-        coll('SREM', 'active', nil, id)
+        push(active, id)
+        push(completed, id)
         if w then
-            coll('SREM', 'worker_steps', w, id)
+            if not held[w] then
+                workers[#workers + 1] = w
+                held[w] = batch('SREM', 'worker_steps', w)
+                jworker[w] = ',"worker":' .. js(w)
+            end
+            push(held[w], id)
         end
-        coll('SADD', 'completed', nil, id)
         pexpire('step', id, retention)
         pexpire('progress', id, retention)
-        emit('completed', id, ',"worker":' .. js(w))
-        worker_maybe_idle(w)
+        emit('completed', '"' .. id .. '"', jworker[w] or ',"worker":null')
         out[#out + 1] = 1
     end
+end
+flush()
+for _, w in ipairs(workers) do
+    worker_maybe_idle(w)
 end
 if #out > 0 then
     coll('PEXPIRE', 'completed', nil, retention)

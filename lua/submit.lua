@@ -9,6 +9,7 @@
 -- new UUIDv7s, so a first attempt need not look.)
 local retry = ARGV[3] == '1'
 local created = 0
+local pending = batch('ZADD', 'pending')
 for i = 4, TPL - 5, 6 do
     local id, prio = ARGV[i], ARGV[i + 2]
     local fresh = true
@@ -20,11 +21,14 @@ for i = 4, TPL - 5, 6 do
         for _, s in ipairs(WSIDES) do
             redis.call('HSET', key('step', s, id), 'id', id, 'type', ARGV[i + 1], 'priority', prio,
                 'status', 'pending', 'requires', ARGV[i + 3], 'max_attempts', ARGV[i + 4],
-                'attempts', 0, 'payload', ARGV[i + 5], 'created_at', NOW, 'updated_at', NOW)
-            redis.call('ZADD', key('pending', s), prio, id)
+                'attempts', '0', 'payload', ARGV[i + 5], 'created_at', NOW, 'updated_at', NOW)
         end
-        emit('submitted', id, ',"step_type":' .. js(ARGV[i + 1]) .. ',"priority":' .. prio)
+        push(pending, prio, id)
+        -- Ids and types were checked by the caller (stepq__valid_id): no
+        -- JSON escaping needed.
+        emit('submitted', '"' .. id .. '"', ',"step_type":"' .. ARGV[i + 1] .. '","priority":' .. prio)
         created = created + 1
     end
 end
+flush()
 return created
