@@ -26,6 +26,7 @@
 #include "worker.h"
 
 #define CONCURRENCY_MAX 256
+#define REPORT_BATCH    100 /* acks per round trip (stepq_complete_many takes 100) */
 #define CAPS_MAX        64
 #define KILL_GRACE_MS   2000 /* SIGTERM, then SIGKILL this much later */
 #define OUTPUT_WAIT_MS  500  /* how long an exited child's stdout may stay open */
@@ -294,43 +295,132 @@ static void claim(struct worker *w, long long now)
     json_decref(a);
 }
 
-/* Reports the end of an attempt. Returns 0 when the slot can be freed, -1
- * to try again later (Redis is away). */
-static int report(struct worker *w, struct slot *s)
+/* A report failed for the whole call: Redis is away (try again later), or
+ * anything else (logged; the slot is freed). Returns -1 to retry, else 0. */
+static int report_error(struct worker *w, const char *what)
 {
-    sds text = NULL;
-    int ok, final = 0, rc;
+    int e = stepq_err(w->q);
 
-    if (s->killed == KILL_STALE || s->killed == KILL_DRAIN)
-        return 0; /* not ours any more, or deregister requeues it */
-    ok = slot_outcome(s, w->argv[0], &text);
-    rc = ok ? stepq_complete(w->q, s->id, s->token, text)
-            : stepq_fail(w->q, s->id, s->token, text, &final);
-    if (rc == STEPQ_OK) {
+    if (e == STEPQ_E_IO || e == STEPQ_E_EOF) {
+        redis_error(w, what);
+        return -1;
+    }
+    wlog(w, "%s: %s", what, stepq_errstr(w->q));
+    return 0;
+}
+
+/* A step of ours was refused at its end: a stale token (we were reaped
+ * meanwhile, or it was cancelled), so it is someone else's now. */
+static void report_lost(struct worker *w, const struct slot *s, const char *why)
+{
+    w->lost++;
+    wlog(w, "step %s: cannot report its end: %s", s->id, why);
+}
+
+/* Reports a failed attempt. Returns 0 when the slot can be freed, -1 to try
+ * again later (Redis is away). */
+static int report_fail(struct worker *w, struct slot *s, const char *text)
+{
+    int final = 0;
+
+    if (stepq_fail(w->q, s->id, s->token, text, &final) == STEPQ_OK) {
         redis_ok(w);
-        if (ok) {
-            w->completed++;
-            wlog(w, "step %s completed", s->id);
-        } else {
-            w->failed++;
-            wlog(w, "step %s failed (%s): %s", s->id, final ? "no attempts left" : "will retry",
-                 text);
-        }
-        sdsfree(text);
+        w->failed++;
+        wlog(w, "step %s failed (%s): %s", s->id, final ? "no attempts left" : "will retry", text);
         return 0;
     }
     int e = stepq_err(w->q);
-    if (e == STEPQ_E_IO || e == STEPQ_E_EOF) {
-        redis_error(w, ok ? "complete" : "fail");
-        sdsfree(text);
-        return -1;
+    if (e == STEPQ_E_CONFLICT || e == STEPQ_E_NOTFOUND) {
+        report_lost(w, s, stepq_errstr(w->q));
+        return 0;
     }
-    /* A stale token (we were reaped meanwhile, or it was cancelled): the
-     * step is someone else's now. */
-    w->lost++;
-    wlog(w, "step %s: cannot report its end: %s", s->id, stepq_errstr(w->q));
-    sdsfree(text);
-    return 0;
+    return report_error(w, "fail");
+}
+
+/*
+ * Reports the successes of n slots in one round trip (stepq_complete_many:
+ * the issue asks the runner to acknowledge in batches). Each ack gets its
+ * own answer; a refused one does not stop the others. Slots whose report
+ * is settled are freed; on a connection error all are tried again later.
+ */
+static void report_completed(struct worker *w, struct slot **who, sds *texts, size_t n,
+                             long long now)
+{
+    stepq_ack acks[REPORT_BATCH];
+
+    for (size_t i = 0; i < n; i++)
+        acks[i] = (stepq_ack){.id = who[i]->id, .token = who[i]->token, .result = texts[i]};
+    int rc = stepq_complete_many(w->q, acks, n);
+    int e = stepq_err(w->q);
+    if (rc != STEPQ_OK && e != STEPQ_E_CONFLICT && e != STEPQ_E_NOTFOUND) {
+        if (n > 1 && e != STEPQ_E_IO && e != STEPQ_E_EOF) {
+            /* The batch was refused whole (a bad ack): one by one, so
+             * that one bad ack does not strand the others. */
+            for (size_t i = 0; i < n; i++)
+                report_completed(w, who + i, texts + i, 1, now);
+            return;
+        }
+        int retry = report_error(w, "complete");
+        for (size_t i = 0; i < n; i++) {
+            if (retry)
+                who[i]->report_at = now + RETRY_MS;
+            else
+                slot_release(who[i]);
+        }
+        return;
+    }
+    redis_ok(w);
+    for (size_t i = 0; i < n; i++) {
+        if (acks[i].status == STEPQ_E_NONE) {
+            w->completed++;
+            wlog(w, "step %s completed", who[i]->id);
+        } else {
+            report_lost(w, who[i],
+                        acks[i].status == STEPQ_E_NOTFOUND
+                            ? "it no longer exists"
+                            : "it is not held with this token any more");
+        }
+        slot_release(who[i]);
+    }
+}
+
+/* Reports the ends of the attempts that are due: failures one by one,
+ * successes in batches. */
+static void report_due(struct worker *w, long long now)
+{
+    struct slot *who[REPORT_BATCH];
+    sds texts[REPORT_BATCH];
+    size_t n = 0;
+
+    for (long i = 0; i < w->concurrency; i++) {
+        struct slot *s = &w->slots[i];
+        sds text = NULL;
+        if (s->state != SLOT_DONE || now < s->report_at)
+            continue;
+        if (s->killed == KILL_STALE || s->killed == KILL_DRAIN) {
+            slot_release(s); /* not ours any more, or deregister requeues it */
+            continue;
+        }
+        if (!slot_outcome(s, w->argv[0], &text)) {
+            if (report_fail(w, s, text) == 0)
+                slot_release(s);
+            else
+                s->report_at = now + RETRY_MS;
+            sdsfree(text);
+            continue;
+        }
+        who[n] = s;
+        texts[n++] = text;
+        if (n == REPORT_BATCH) {
+            report_completed(w, who, texts, n, now);
+            while (n > 0)
+                sdsfree(texts[--n]);
+        }
+    }
+    if (n > 0)
+        report_completed(w, who, texts, n, now);
+    while (n > 0)
+        sdsfree(texts[--n]);
 }
 
 /* Moves children along: timeouts, kills, ends, reports. */
@@ -354,13 +444,8 @@ static void tend(struct worker *w, long long now)
             s->state = SLOT_DONE;
             s->report_at = now;
         }
-        if (s->state == SLOT_DONE && now >= s->report_at) {
-            if (report(w, s) == 0)
-                slot_release(s);
-            else
-                s->report_at = now + RETRY_MS;
-        }
     }
+    report_due(w, now);
 }
 
 static void reap_children(struct worker *w, long long now)

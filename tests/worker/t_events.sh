@@ -4,20 +4,7 @@
 # prints each event once in the dual phases (published on both channels).
 . "$(dirname "$0")/lib.sh"
 
-# Channels are shared by every database of the server, and other tests
-# publish on job_events/step_events: this test's steps use channels of
-# their own (a rules file, docs/keymap.md) so that only its events count.
-cat >"$TMP/rules" <<'RULES'
-step          hash     job:{id}            step:{id}
-progress      hash     job:{id}:progress   step:{id}:progress
-pending       zset     jobs:pending        steps:pending
-active        set      jobs:active         steps:active
-completed     set      jobs:completed      steps:completed
-failed        set      jobs:failed         steps:failed
-worker_steps  set      worker:{id}:jobs    worker:{id}:steps
-events        channel  t43_job_events      t43_step_events
-RULES
-export STEPQ_RULES=$TMP/rules
+own_channels t43
 
 # How many channels the follower of this database is subscribed to.
 subs() { rcli CLIENT LIST | awk -v db="db=$STEPQ_DB" '/name=stepq-events/ && $0 ~ " " db " " {for (i = 1; i <= NF; i++) if ($i ~ /^sub=/) print substr($i, 5)}'; }
