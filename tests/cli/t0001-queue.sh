@@ -51,7 +51,10 @@ expect_ok "workers and reap" '
 expect_ok "events names the channels of the phase" '
     [ "$($S events)" = "[\"job_events\"]" ]'
 
+# Its own event channels, so that other tests' events do not count.
+. "$(dirname "$0")/../own_channels.sh"
 expect_ok "events --follow prints an event once per id in a dual phase" '
+    own_channels t0001 "$tmpout.rules"
     $S migrate phase dual-write >/dev/null
     ($S events --follow --count 2 >"$tmpout.ev") & pid=$!
     sleep 0.5
@@ -60,6 +63,7 @@ expect_ok "events --follow prints an event once per id in a dual phase" '
     [ "$(wc -l <"$tmpout.ev")" = 2 ]
     grep -q "$a" "$tmpout.ev" && grep -q "$b" "$tmpout.ev"
     rm -f "$tmpout.ev"
-    $S migrate phase job >/dev/null'
+    $S migrate phase job >/dev/null
+    rm -f "$tmpout.rules"'
 
 finish

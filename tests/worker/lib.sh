@@ -20,24 +20,7 @@ rcli() { redis-cli -s "$REDIS_SOCK" -n "$STEPQ_DB" "$@"; }
 [ "$(rcli DBSIZE)" = 0 ] || [ "${STEPQ_TEST_PRIVATE:-}" = 1 ] || { echo "refusing: database not empty" >&2; exit 1; }
 rcli FLUSHDB >/dev/null
 
-# own_channels PREFIX: the default key map with event channels of this
-# test's own (PREFIX_job_events, PREFIX_step_events; docs/keymap.md), in
-# STEPQ_RULES. Channels are shared by every database of the server, and
-# other tests publish on job_events/step_events: so only this test's
-# events count.
-own_channels() {
-    cat >"$TMP/rules" <<RULES
-step          hash     job:{id}            step:{id}
-progress      hash     job:{id}:progress   step:{id}:progress
-pending       zset     jobs:pending        steps:pending
-active        set      jobs:active         steps:active
-completed     set      jobs:completed      steps:completed
-failed        set      jobs:failed         steps:failed
-worker_steps  set      worker:{id}:jobs    worker:{id}:steps
-events        channel  ${1}_job_events     ${1}_step_events
-RULES
-    export STEPQ_RULES=$TMP/rules
-}
+. "$(dirname "${BASH_SOURCE[0]}")/../own_channels.sh"
 
 field() { jq -r --arg k "$1" 'getpath($k | split(".")) | if type == "object" or type == "array" then tojson else . end'; }
 status_of() { $S get "$1" | field status; }

@@ -4,7 +4,7 @@
 # prints each event once in the dual phases (published on both channels).
 . "$(dirname "$0")/lib.sh"
 
-own_channels t43
+own_channels t43 "$TMP/rules"
 
 # How many channels the follower of this database is subscribed to.
 subs() { rcli CLIENT LIST | awk -v db="db=$STEPQ_DB" '/name=stepq-events/ && $0 ~ " " db " " {for (i = 1; i <= NF; i++) if ($i ~ /^sub=/) print substr($i, 5)}'; }

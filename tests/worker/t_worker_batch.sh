@@ -5,7 +5,7 @@
 # part before the dot), so completions acknowledged together share it.
 . "$(dirname "$0")/lib.sh"
 
-own_channels t44
+own_channels t44 "$TMP/rules"
 
 redis-cli -s "$REDIS_SOCK" SUBSCRIBE t44_job_events >"$TMP/events.out" &
 PIDS+=("$!")
