@@ -165,7 +165,9 @@ STEPQ_API int stepq_list(stepq *q, const char *state, long limit, char **ret_jso
  * Claims up to `max` steps (highest priority first, first in first out within
  * a priority) whose required capabilities are all in `caps`. Writes a JSON
  * array of claimed steps, each with its "id" and claim "token"; an empty
- * claim returns STEPQ_ERR with STEPQ_E_NOTFOUND.
+ * claim returns STEPQ_ERR with STEPQ_E_NOTFOUND. Two round trips: the claim
+ * itself (atomic), then the records read as they are right after it (a step
+ * cancelled in between is left out).
  */
 STEPQ_API int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t ncaps,
                           long max, char **ret_json);

@@ -21,7 +21,7 @@ if st == 'active' and w then
     coll('SREM', 'worker_steps', w, id)
 end
 pexpire('step', id, retention)
-pexpire('progress', id, retention)
+pexpire_progress(id, retention)
 emit('cancelled', '"' .. id .. '"', ',"was":' .. js(st))
 if st == 'active' then
     worker_maybe_idle(w)

@@ -8,20 +8,26 @@
 -- ARGV[8] heartbeat ttl in ms (a claim is a sign of life)
 -- ARGV[9] '1' when retrying after a lost reply: return the steps already
 --         claimed with this token instead of claiming more
--- Returns an array of steps, each a flat field/value array (empty: none).
+-- Returns the steps claimed as a flat array of pairs: id, the key name of its
+-- record (empty: none). The caller reads the records itself (src/queue.c):
+-- an HGETALL in a script costs five times what it costs as a plain command,
+-- its reply being turned into Lua and back (callgrind), and the record is
+-- most of a claim's work. A record read after the claim shows its state then:
+-- the caller keeps only steps still active with this token.
 local worker, token = ARGV[3], ARGV[4]
 local want, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
 local caps = {}
 for c in string.gmatch(ARGV[5], '[^,]+') do
     caps[c] = true
 end
-local out = {}
+local out, claimed = {}, 0 -- id, key pairs; how many steps
 
 if ARGV[9] == '1' then
     for _, id in ipairs(redis.call('SMEMBERS', key('worker_steps', RSIDE, worker))) do
         local side = locate('step', id)
         if side and redis.call('HGET', key('step', side, id), 'token') == token then
-            out[#out + 1] = redis.call('HGETALL', key('step', side, id))
+            out[#out + 1] = id
+            out[#out + 1] = key('step', side, id)
         end
     end
     if #out > 0 then
@@ -45,39 +51,23 @@ local ENDED = {active = true, completed = true, failed = true, cancelled = true}
 
 local JWORKER = ',"worker":"' .. worker .. '"' -- checked by the caller
 
--- The claim's own fields, written to the step and patched into the record
--- returned (so the record is read once, not read again after the write).
-local SETS = {'status', 'worker', 'token', 'claimed_at', 'updated_at', 'attempts'}
-local FIELDS = {requires = true}
-for _, f in ipairs(SETS) do
-    FIELDS[f] = true
-end
 local pending, active = batch('ZREM', 'pending'), batch('SADD', 'active')
 local held = batch('SADD', 'worker_steps', worker)
 
 -- Tries to claim one pending member; the member leaves the pending zset
 -- (claimed, or dropped as an orphan) at the next flush().
 local function try_claim(id)
-    -- Where this phase reads first: one HGETALL answers most members; a
-    -- missing record is looked for properly (fallback).
+    -- Where this phase reads first: one HMGET answers most members; a
+    -- record with none of the fields is looked for properly (fallback).
     local side = RSIDE
-    local h = redis.call('HGETALL', key('step', side, id))
-    if #h == 0 then
+    local v = redis.call('HMGET', key('step', side, id), 'status', 'requires', 'attempts')
+    if not v[1] and not v[2] and not v[3] then
         side = locate('step', id)
         if side then
-            h = redis.call('HGETALL', key('step', side, id))
+            v = redis.call('HMGET', key('step', side, id), 'status', 'requires', 'attempts')
         end
     end
-    -- Where each field's value is (a scan: cheaper than a table of them).
-    local at = {}
-    for j = 1, #h, 2 do
-        local f = h[j]
-        if FIELDS[f] then
-            at[f] = j + 1
-        end
-    end
-    local status = h[at.status or 0]
-    if not side or (status and ENDED[status]) then
+    if not side or (v[1] and ENDED[v[1]]) then
         -- The step's hash expired or was deleted, or the step ended: the
         -- member can never be claimed, so drop it rather than let it block
         -- the head of the queue.
@@ -85,24 +75,16 @@ local function try_claim(id)
         stat('orphans_dropped')
         return
     end
-    if not eligible(h[at.requires or 0]) then
+    if not eligible(v[2]) then
         return
     end
     -- twin() has made both sides whole and equal, so the attempts read on
     -- one side is the count on both.
-    local vals = {'active', worker, token, NOW, NOW, tostring((tonumber(h[at.attempts or 0]) or 0) + 1)}
-    hset('step', id, SETS[1], vals[1], SETS[2], vals[2], SETS[3], vals[3], SETS[4], vals[4],
-        SETS[5], vals[5], SETS[6], vals[6])
-    for j = 1, #SETS do
-        local f = SETS[j]
-        if at[f] then
-            h[at[f]] = vals[j]
-        else
-            h[#h + 1] = f
-            h[#h + 1] = vals[j]
-        end
-    end
-    out[#out + 1] = h
+    hset('step', id, 'status', 'active', 'worker', worker, 'token', token, 'claimed_at', NOW,
+        'updated_at', NOW, 'attempts', tostring((tonumber(v[3]) or 0) + 1))
+    out[#out + 1] = id
+    out[#out + 1] = key('step', side, id)
+    claimed = claimed + 1
     push(pending, id)
     push(active, id)
     push(held, id)
@@ -115,9 +97,9 @@ local function walk(pkey)
     local examined = 0
     local top = redis.call('ZREVRANGE', pkey, 0, 0, 'WITHSCORES')
     local score = top[2]
-    while score and #out < want and examined < budget do
+    while score and claimed < want and examined < budget do
         local off = 0
-        while #out < want and examined < budget do
+        while claimed < want and examined < budget do
             local ids = redis.call('ZRANGEBYSCORE', pkey, score, score, 'LIMIT', off, 64)
             if #ids == 0 then
                 break
@@ -125,7 +107,7 @@ local function walk(pkey)
             for _, id in ipairs(ids) do
                 examined = examined + 1
                 try_claim(id)
-                if #out >= want or examined >= budget then
+                if claimed >= want or examined >= budget then
                     break
                 end
             end

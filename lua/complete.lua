@@ -29,7 +29,7 @@ for i = 4, TPL - 2, 3 do
             push(held[w], id)
         end
         pexpire('step', id, retention)
-        pexpire('progress', id, retention)
+        pexpire_progress(id, retention)
         emit('completed', '"' .. id .. '"', jworker[w] or ',"worker":null')
         out[#out + 1] = 1
     end

@@ -37,9 +37,8 @@ local W_NEW = PHASE ~= 'job'
 local RSIDE = (PHASE == 'job' or PHASE == 'dual-write') and 1 or 2
 local FALLBACK = PHASE == 'dual-read' or PHASE == 'step-primary'
 local LAZY = PHASE == 'dual-read'
-local WSIDES = {}
-if W_OLD then WSIDES[#WSIDES + 1] = 1 end
-if W_NEW then WSIDES[#WSIDES + 1] = 2 end
+-- The sides written, as a range (a numeric for costs no iterator calls).
+local S0, S1 = W_OLD and 1 or 2, W_NEW and 2 or 1
 
 -- ARGV[2] is the namespace; then come the script's own arguments; then 16
 -- templates, old then new for each role in this order; last, the event id
@@ -138,21 +137,21 @@ end
 
 local function hset(role, id, ...)
     twin(role, id)
-    for _, s in ipairs(WSIDES) do
+    for s = S0, S1 do
         redis.call('HSET', key(role, s, id), ...)
     end
 end
 
 local function hincr(role, id, field, by)
     twin(role, id)
-    for _, s in ipairs(WSIDES) do
+    for s = S0, S1 do
         redis.call('HINCRBY', key(role, s, id), field, by)
     end
 end
 
 -- A command on the collection `role` on every side this phase writes.
 local function coll(cmd, role, id, ...)
-    for _, s in ipairs(WSIDES) do
+    for s = S0, S1 do
         redis.call(cmd, key(role, s, id), ...)
     end
 end
@@ -165,8 +164,8 @@ end
 local BATCHES = {}
 local function batch(cmd, role, owner)
     local b = {}
-    for i, s in ipairs(WSIDES) do
-        b[i] = {cmd, key(role, s, owner)}
+    for s = S0, S1 do
+        b[#b + 1] = {cmd, key(role, s, owner)}
     end
     BATCHES[#BATCHES + 1] = b
     return b
@@ -197,8 +196,17 @@ local function flush()
 end
 
 local function pexpire(role, id, ms)
-    for _, s in ipairs(WSIDES) do
+    for s = S0, S1 do
         redis.call('PEXPIRE', key(role, s, id), ms)
+    end
+end
+
+-- The retention TTL on a step's progress hashes. Most steps report no
+-- progress: in the dual phases one EXISTS of both names spares two
+-- PEXPIREs of keys that are not there.
+local function pexpire_progress(id, ms)
+    if S0 == S1 or redis.call('EXISTS', key('progress', 1, id), key('progress', 2, id)) > 0 then
+        pexpire('progress', id, ms)
     end
 end
 
@@ -278,7 +286,7 @@ local function retry_or_fail(id, side, w, event, errtext, retention)
     coll('SADD', 'failed', nil, id)
     coll('PEXPIRE', 'failed', nil, retention)
     pexpire('step', id, retention)
-    pexpire('progress', id, retention)
+    pexpire_progress(id, retention)
     emit('failed', js(id), extra)
     worker_maybe_idle(w)
     return 1
