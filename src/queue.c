@@ -247,8 +247,9 @@ static int join_caps(stepq *q, const char *const *caps, size_t n, char *buf, siz
 static int field_is(const redisReply *h, const char *field, const char *value)
 {
     for (size_t i = 0; i + 1 < h->elements; i += 2) {
-        if (strcmp(h->element[i]->str, field) == 0)
-            return strcmp(h->element[i + 1]->str, value) == 0;
+        const redisReply *f = h->element[i], *v = h->element[i + 1];
+        if (f->type == REDIS_REPLY_STRING && strcmp(f->str, field) == 0)
+            return v->type == REDIS_REPLY_STRING && strcmp(v->str, value) == 0;
     }
     return 0;
 }
@@ -277,6 +278,7 @@ static int claim_read(stepq *q, const redisReply *r, const char *token, json_t *
         if (h == NULL) {
             if (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF)
                 return STEPQ_ERR;
+            stepq__clear_error(q);
             continue; /* not a hash (an error reply): nothing to run */
         }
         if (h->type == REDIS_REPLY_ARRAY && h->elements == 0) {
@@ -286,6 +288,7 @@ static int claim_read(stepq *q, const redisReply *r, const char *token, json_t *
                 freeReplyObject(h);
                 return STEPQ_ERR;
             }
+            stepq__clear_error(q); /* not found: left out */
         }
         const redisReply *rec = h;
         if (got != NULL && got->type == REDIS_REPLY_ARRAY && got->elements == 2)
