@@ -302,6 +302,14 @@ static int claim_read(stepq *q, const redisReply *r, const char *token, json_t *
     return STEPQ_OK;
 }
 
+/* A claim whose steps may be held with `token` but never reached the caller
+ * is remembered, so that the next claim of `worker` takes them first. */
+static void claim_remember(stepq *q, const char *worker, const char *token)
+{
+    snprintf(q->claim_token, sizeof(q->claim_token), "%s", token);
+    snprintf(q->claim_worker, sizeof(q->claim_worker), "%s", worker);
+}
+
 int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t ncaps, long max,
                 char **ret_json)
 {
@@ -317,12 +325,25 @@ int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t nc
                          CLAIM_MAX);
         return STEPQ_ERR;
     }
-    if (stepq__random_hex(token, 16) != STEPQ_OK) {
+    /* A claim of this worker lost on the way (below) is resumed: with its
+     * token and the retry flag, the script returns what the token holds
+     * before it claims more. */
+    int resume = q->claim_token[0] != '\0' && strcmp(q->claim_worker, worker) == 0;
+    if (resume)
+        memcpy(token, q->claim_token, sizeof(token));
+    else if (stepq__random_hex(token, 16) != STEPQ_OK) {
         stepq__set_error(q, STEPQ_E_IO, "cannot read random bytes for a token");
         return STEPQ_ERR;
     }
     snprintf(count, sizeof(count), "%ld", max);
-    const char *args[] = {worker, token, capbuf, count, CLAIM_BUDGET, CLAIM_HB_TTL_MS, "0"};
+    const char *args[] = {
+        worker, token, capbuf, count, CLAIM_BUDGET, CLAIM_HB_TTL_MS, resume ? "1" : "0"};
+    /* Until the steps are in the caller's hands, the claim may have
+     * happened with nobody to run its steps: remember it (one claim a
+     * handle; another worker's lost claim is not overwritten). */
+    int own = resume || q->claim_token[0] == '\0';
+    if (own)
+        claim_remember(q, worker, token);
     r = stepq__eval_queue(q, STEPQ_SCRIPT_CLAIM, 7, args, NULL);
     if (r == NULL && (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF)) {
         /* The claim may have happened with its reply lost: ask again with
@@ -330,10 +351,15 @@ int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t nc
         args[6] = "1";
         r = stepq__eval_queue(q, STEPQ_SCRIPT_CLAIM, 7, args, NULL);
     }
-    if (r == NULL)
+    if (r == NULL) {
+        if (own && q->err != STEPQ_E_IO && q->err != STEPQ_E_EOF)
+            q->claim_token[0] = '\0'; /* refused: nothing was claimed */
         return STEPQ_ERR;
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
         freeReplyObject(r);
+        if (own)
+            q->claim_token[0] = '\0';
         stepq__set_error(q, STEPQ_E_NOTFOUND, "nothing to claim for worker '%s'", worker);
         return STEPQ_ERR;
     }
@@ -356,9 +382,11 @@ int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t nc
         json_decref(a);
         if (a == NULL)
             stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        return STEPQ_ERR;
+        return STEPQ_ERR; /* the claim stays remembered */
     }
     freeReplyObject(r);
+    if (own)
+        q->claim_token[0] = '\0';
     if (json_array_size(a) == 0) {
         json_decref(a);
         stepq__set_error(q, STEPQ_E_NOTFOUND, "nothing to claim for worker '%s'", worker);

@@ -140,6 +140,11 @@ struct stepq {
     int scripts_loaded;
     char proc_id[96]; /* set by stepq_proc_announce */
     char proc_kind[32];
+    /* A claim that may have happened but whose steps never reached the
+     * caller (the connection failed in between): the next claim of the
+     * same worker takes them with this token first (src/queue.c). */
+    char claim_token[33];
+    char claim_worker[64];
 };
 
 void stepq__set_error(stepq *q, int code, const char *fmt, ...) STEPQ_PRINTF(3, 4);

@@ -322,6 +322,39 @@ static void test_noscript_and_reconnect(void)
     stepq_str_free(json);
 }
 
+/* A claim whose steps never reached the caller (the connection failed
+ * between the claim and the read of its records) is resumed by the next
+ * claim of the same worker: the steps come back with the same token instead
+ * of staying held by nobody. The loss is staged by remembering the token of
+ * a claim as the library does when the connection fails. */
+static void test_claim_resumed_after_loss(void)
+{
+    char a[STEPQ_ID_MAX], b[STEPQ_ID_MAX], tok[33];
+    char *json;
+
+    t_flush();
+    REQUIRE(stepq_submit(Q, NULL, a) == STEPQ_OK);
+    REQUIRE(stepq_submit(Q, NULL, b) == STEPQ_OK);
+    REQUIRE((json = claim1("wr", NULL, 0)) != NULL);
+    ASSERT_STR(t_field(json, "id"), a);
+    snprintf(tok, sizeof(tok), "%s", t_field(json, "token"));
+    stepq_str_free(json);
+    ASSERT_EQ((long long)strlen(Q->claim_token), 0); /* delivered: nothing to resume */
+
+    snprintf(Q->claim_token, sizeof(Q->claim_token), "%s", tok);
+    snprintf(Q->claim_worker, sizeof(Q->claim_worker), "%s", "wr");
+    REQUIRE((json = claim1("other", NULL, 0)) != NULL);
+    ASSERT_STR(t_field(json, "id"), b); /* another worker: a claim of its own */
+    stepq_str_free(json);
+    REQUIRE((json = claim1("wr", NULL, 0)) != NULL);
+    ASSERT_STR(t_field(json, "id"), a); /* the lost claim's step, again */
+    ASSERT_STR(t_field(json, "token"), tok);
+    stepq_str_free(json);
+    ASSERT_EQ((long long)strlen(Q->claim_token), 0);
+    ASSERT_STR(t_str("HGET job:%s attempts", a), "1"); /* not claimed twice */
+    CHECK(stepq_complete(Q, a, tok, "ok") == STEPQ_OK);
+}
+
 /* A live process announces itself with its pin; status lists it, and an
  * announcement that was not renewed in time disappears. */
 static void test_processes_in_status(void)
@@ -401,6 +434,7 @@ int main(void)
     RUN(test_submit_idempotent_script);
     RUN(test_batches);
     RUN(test_noscript_and_reconnect);
+    RUN(test_claim_resumed_after_loss);
     RUN(test_processes_in_status);
     t_teardown();
     TEST_END();
