@@ -59,12 +59,13 @@ local held = batch('SADD', 'worker_steps', worker)
 local function try_claim(id)
     -- Where this phase reads first: one HMGET answers most members; a
     -- record with none of the fields is looked for properly (fallback).
-    local side = RSIDE
-    local v = redis.call('HMGET', key('step', side, id), 'status', 'requires', 'attempts')
+    local side, k = RSIDE, key('step', RSIDE, id)
+    local v = redis.call('HMGET', k, 'status', 'requires', 'attempts')
     if not v[1] and not v[2] and not v[3] then
         side = locate('step', id)
         if side then
-            v = redis.call('HMGET', key('step', side, id), 'status', 'requires', 'attempts')
+            k = key('step', side, id)
+            v = redis.call('HMGET', k, 'status', 'requires', 'attempts')
         end
     end
     if not side or (v[1] and ENDED[v[1]]) then
@@ -81,9 +82,9 @@ local function try_claim(id)
     -- twin() has made both sides whole and equal, so the attempts read on
     -- one side is the count on both.
     hset('step', id, 'status', 'active', 'worker', worker, 'token', token, 'claimed_at', NOW,
-        'updated_at', NOW, 'attempts', tostring((tonumber(v[3]) or 0) + 1))
+        'updated_at', NOW, 'attempts', itoa((tonumber(v[3]) or 0) + 1))
     out[#out + 1] = id
-    out[#out + 1] = key('step', side, id)
+    out[#out + 1] = k
     claimed = claimed + 1
     push(pending, id)
     push(active, id)

@@ -86,6 +86,27 @@ do
     NOW = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
 end
 
+-- A whole number as text without printf: Lua's tostring (and a number in
+-- a concatenation) is a sprintf of a double, about 2,000 instructions
+-- (callgrind); a digit table costs a tenth of that. Anything but a whole
+-- number >= 0 goes to tostring.
+local DIGITS = {[0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'}
+local function itoa(n)
+    if n < 10 and DIGITS[n] then
+        return DIGITS[n]
+    end
+    if n < 0 or n % 1 ~= 0 or n >= 1e15 then
+        return tostring(n)
+    end
+    local s = ''
+    while n > 0 do
+        local d = n % 10
+        s = DIGITS[d] .. s
+        n = (n - d) / 10
+    end
+    return s
+end
+
 local function stat(name)
     redis.call('HINCRBY', STATS_KEY, name, 1)
 end
@@ -238,7 +259,7 @@ end
 local function emit(etype, jid, extra)
     EVN = EVN + 1
     local msg = '{"type":"' .. etype .. '","step":' .. jid .. extra .. ',"id":"' .. EVBASE ..
-        '.' .. EVN .. '","ts":' .. NOW .. ',"phase":"' .. PHASE .. '"}'
+        '.' .. itoa(EVN) .. '","ts":' .. NOW .. ',"phase":"' .. PHASE .. '"}'
     if W_OLD then
         redis.call('PUBLISH', key('events', 1), msg)
     end
