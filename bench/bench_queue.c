@@ -339,22 +339,46 @@ int main(int argc, char **argv)
     int steps = atoi(argv[2]);
     int cl[2] = {1, 8};
 
-    printf("%-34s %8s %12s %10s %14s\n", "lifecycle (submit+claim+complete)", "clients", "steps/s",
-           "ratio", "redis us/step");
+    /* Each row is the best of `rounds` runs, the contenders taking turns
+     * (baselines, job, dual-write, again...): on a shared machine a run
+     * can lose a few seconds to another process, and interleaving gives
+     * every contender the same chances. */
+    const char *rep = getenv("BENCH_ROUNDS");
+    int rounds = rep ? atoi(rep) : 3;
+    if (rounds < 1)
+        rounds = 1;
+    printf("%-34s %8s %12s %10s %14s  (best of %d runs each)\n",
+           "lifecycle (submit+claim+complete)", "clients", "steps/s", "ratio", "redis us/step",
+           rounds);
     for (int k = 0; k < 2; k++) {
-        double same = run(same_commands_client, NULL, steps, cl[k]), same_cpu = last_cpu_us;
-        double floor = run(data_only_client, NULL, steps, cl[k]), floor_cpu = last_cpu_us;
-        double job = run(stepq_client, "job", steps, cl[k]), job_cpu = last_cpu_us;
-        double dual = run(stepq_client, "dual-write", steps, cl[k]), dual_cpu = last_cpu_us;
+        double best[4] = {0}, cpu[4] = {0};
+        for (int r = 0; r < rounds; r++) {
+            double v[4];
+            v[0] = run(same_commands_client, NULL, steps, cl[k]);
+            double c0 = last_cpu_us;
+            v[1] = run(data_only_client, NULL, steps, cl[k]);
+            double c1 = last_cpu_us;
+            v[2] = run(stepq_client, "job", steps, cl[k]);
+            double c2 = last_cpu_us;
+            v[3] = run(stepq_client, "dual-write", steps, cl[k]);
+            double c3 = last_cpu_us, c[4] = {c0, c1, c2, c3};
+            for (int i = 0; i < 4; i++) {
+                if (v[i] > best[i]) {
+                    best[i] = v[i];
+                    cpu[i] = c[i];
+                }
+            }
+        }
+        double same = best[0], floor = best[1], job = best[2], dual = best[3];
         printf("%-34s %8d %12.0f %10s %14.1f\n", "baseline: same commands, plain", cl[k], same,
-               "1.00", same_cpu);
+               "1.00", cpu[0]);
         printf("%-34s %8d %12.0f %9.2fx %14.1f  (reference: the data writes alone)\n",
-               "baseline: data only", cl[k], floor, floor / same, floor_cpu);
+               "baseline: data only", cl[k], floor, floor / same, cpu[1]);
         printf("%-34s %8d %12.0f %9.2fx %14.1f  (target >= 0.70 with 8 clients; %.2fx of data "
                "only)\n",
-               "stepq, phase job", cl[k], job, job / same, job_cpu, job / floor);
+               "stepq, phase job", cl[k], job, job / same, cpu[2], job / floor);
         printf("%-34s %8d %12.0f %9.2fx %14.1f  time per step vs job (target <= 1.50)\n",
-               "stepq, phase dual-write", cl[k], dual, job / dual, dual_cpu);
+               "stepq, phase dual-write", cl[k], dual, job / dual, cpu[3]);
     }
     return 0;
 }
