@@ -14,7 +14,7 @@ local st, w = v[1] or 'pending', v[2]
 if st == 'completed' or st == 'failed' or st == 'cancelled' then
     raise('CONFLICT', "step '" .. id .. "' already ended (status " .. st .. ')')
 end
-hset('step', id, 'status', 'cancelled', 'updated_at', NOW, 'finished_at', NOW)
+hset_at(side, 'step', id, 'status', 'cancelled', 'updated_at', NOW, 'finished_at', NOW)
 coll('ZREM', 'pending', nil, id)
 coll('SREM', 'active', nil, id)
 if st == 'active' and w then

@@ -79,9 +79,9 @@ local function try_claim(id)
     if not eligible(v[2]) then
         return
     end
-    -- twin() has made both sides whole and equal, so the attempts read on
-    -- one side is the count on both.
-    hset('step', id, 'status', 'active', 'worker', worker, 'token', token, 'claimed_at', NOW,
+    -- The other side becomes a copy of this one, so the attempts read here
+    -- is the count on both.
+    hset_at(side, 'step', id, 'status', 'active', 'worker', worker, 'token', token, 'claimed_at', NOW,
         'updated_at', NOW, 'attempts', itoa((tonumber(v[3]) or 0) + 1))
     out[#out + 1] = id
     out[#out + 1] = k

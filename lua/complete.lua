@@ -12,11 +12,11 @@ local active, completed = batch('SREM', 'active'), batch('SADD', 'completed')
 local workers, held, jworker = {}, {}, {} -- per worker of a step completed: its steps, its JSON
 for i = 4, TPL - 2, 3 do
     local id = ARGV[i]
-    local _, w, err = held_step(id, ARGV[i + 1], true)
+    local side, w, err = held_step(id, ARGV[i + 1], true)
     if err then
         out[#out + 1] = err
     else
-        hset('step', id, 'status', 'completed', 'result', ARGV[i + 2], 'updated_at', NOW,
+        hset_at(side, 'step', id, 'status', 'completed', 'result', ARGV[i + 2], 'updated_at', NOW,
             'finished_at', NOW)
         push(active, id)
         push(completed, id)
