@@ -20,6 +20,8 @@
  *    the floor of any queue on this layout, shown for reference.
  *
  * usage: bench_queue URL STEPS
+ *        bench_queue URL STEPS CONTENDER CLIENTS   one run of one contender
+ *        (same, data, job, dual-write), for bench/callgrind.sh
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,13 +333,23 @@ static double run(void (*client)(int, int), const char *phase, int steps, int cl
 
 int main(int argc, char **argv)
 {
-    if (argc < 3) {
-        fprintf(stderr, "usage: bench_queue URL STEPS\n");
+    if (argc != 3 && argc != 5) {
+        fprintf(stderr, "usage: bench_queue URL STEPS [same|data|job|dual-write CLIENTS]\n");
         return 2;
     }
     url = argv[1];
     int steps = atoi(argv[2]);
     int cl[2] = {1, 8};
+
+    if (argc == 5) {
+        const char *who = argv[3];
+        int n = atoi(argv[4]);
+        double v = strcmp(who, "same") == 0   ? run(same_commands_client, NULL, steps, n)
+                   : strcmp(who, "data") == 0 ? run(data_only_client, NULL, steps, n)
+                                              : run(stepq_client, who, steps, n);
+        printf("%s, %d client(s): %.0f steps/s, redis %.1f us/step\n", who, n, v, last_cpu_us);
+        return 0;
+    }
 
     /* Each row is the best of `rounds` runs, the contenders taking turns
      * (baselines, job, dual-write, again...): on a shared machine a run
