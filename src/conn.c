@@ -75,6 +75,29 @@ static void set_io_error(stepq *q, const char *what)
 }
 
 /* Runs one command on a fresh connection during the handshake. */
+/*
+ * Error replies that mean "not now" rather than "no": the server is loading
+ * its data after a restart, is busy with a long script, or has lost its
+ * primary. They are reported as STEPQ_E_IO with the connection dropped, so
+ * every caller retries them the way it retries a lost connection; taken as
+ * final, a worker would drop the report of a step that ended while Redis
+ * was coming back, and leave the step held by nobody.
+ */
+static int not_now(stepq *q, const redisReply *r)
+{
+    static const char *const prefixes[] = {"LOADING ", "BUSY ", "MASTERDOWN ", "TRYAGAIN "};
+
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        if (strncmp(r->str, prefixes[i], strlen(prefixes[i])) == 0) {
+            stepq__set_error(q, STEPQ_E_IO, "redis cannot answer now (%.160s); retry shortly",
+                             r->str);
+            stepq__drop(q);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int handshake_cmd(stepq *q, int argc, const char **argv, const char *what)
 {
     redisReply *r = redisCommandArgv(q->rc, argc, argv, NULL);
@@ -84,7 +107,8 @@ static int handshake_cmd(stepq *q, int argc, const char **argv, const char *what
         return STEPQ_ERR;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-        stepq__set_error(q, STEPQ_E_SERVER, "%s failed: %s", what, r->str);
+        if (!not_now(q, r))
+            stepq__set_error(q, STEPQ_E_SERVER, "%s failed: %s", what, r->str);
         freeReplyObject(r);
         return STEPQ_ERR;
     }
@@ -100,6 +124,10 @@ static int load_scripts(stepq *q)
         if (r == NULL) {
             set_io_error(q, "connection lost while loading scripts into");
             return STEPQ_ERR;
+        }
+        if (r->type == REDIS_REPLY_ERROR && not_now(q, r)) {
+            freeReplyObject(r);
+            return STEPQ_ERR; /* loading after a restart: the caller retries */
         }
         if (r->type != REDIS_REPLY_STRING || r->len != 40) {
             stepq__set_error(q, STEPQ_E_SERVER, "cannot load script '%s': %s",
@@ -225,6 +253,10 @@ static redisReply *finish_reply(stepq *q, redisReply *r)
     if (r == NULL) {
         set_io_error(q, "lost the connection to");
         stepq__drop(q);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR && not_now(q, r)) {
+        freeReplyObject(r);
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
