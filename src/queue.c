@@ -352,8 +352,11 @@ int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t nc
         r = stepq__eval_queue(q, STEPQ_SCRIPT_CLAIM, 7, args, NULL);
     }
     if (r == NULL) {
-        if (own && q->err != STEPQ_E_IO && q->err != STEPQ_E_EOF)
-            q->claim_token[0] = '\0'; /* refused: nothing was claimed */
+        /* Refused by the script: nothing was claimed. Any other error may
+         * have come after the claim: it stays remembered. */
+        if (own &&
+            (q->err == STEPQ_E_INVALID || q->err == STEPQ_E_CONFLICT || q->err == STEPQ_E_NOTFOUND))
+            q->claim_token[0] = '\0';
         return STEPQ_ERR;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
