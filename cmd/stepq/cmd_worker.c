@@ -338,10 +338,11 @@ static int report_fail(struct worker *w, struct slot *s, const char *text)
 }
 
 /*
- * Reports the successes of n slots in one round trip (stepq_complete_many:
- * the issue asks the runner to acknowledge in batches). Each ack gets its
- * own answer; a refused one does not stop the others. Slots whose report
- * is settled are freed; on a connection error all are tried again later.
+ * Reports the successes of n slots in one round trip (stepq_complete_many):
+ * under load many commands end between two looks, and one call for all of
+ * them spares Redis a script call each. Each ack gets its own answer; a
+ * refused one does not stop the others. Slots whose report is settled are
+ * freed; on a connection error all are tried again later.
  */
 static void report_completed(struct worker *w, struct slot **who, sds *texts, size_t n,
                              long long now)
