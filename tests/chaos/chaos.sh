@@ -391,5 +391,15 @@ printf '   %-28s %s\n' \
 [ "$(fig keys_unequal "$tmp/twins")" = 0 ] && [ "$(fig keys_unequal "$tmp/twins-end")" = 0 ] &&
     [ "$rc" = 0 ] && [ "$broken" = 0 ] && [ "$(wc -l <"$tmp/faults")" -gt 0 ]
 ok=$?
+if [ $ok != 0 ]; then
+    # What the processes said about each step with a problem: a run in CI
+    # leaves nothing else behind to read.
+    for id in $(sed -n 's/^problem [a-z]* \([0-9a-f-]\{36\}\):.*/\1/p' "$tmp/steps" | sort -u | head -5); do
+        echo "== what the logs say about $id"
+        grep -h "$id" "$tmp"/worker*.log "$tmp/runs.log" "$tmp/walk.log" 2>/dev/null | head -20 | sed 's/^/   /'
+    done
+    echo "== the workers' last words about redis"
+    grep -hiE "retrying|redis is back|redis:|cannot" "$tmp"/worker*.log 2>/dev/null | tail -20 | sed 's/^/   /'
+fi
 [ $ok = 0 ] && echo "chaos: clean" || echo "chaos: FAILED"
 exit $ok
