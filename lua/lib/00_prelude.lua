@@ -179,13 +179,6 @@ local function hset_at(side, role, id, ...)
     end
 end
 
-local function hincr(role, id, field, by)
-    twin(role, id)
-    for s = S0, S1 do
-        redis.call('HINCRBY', key(role, s, id), field, by)
-    end
-end
-
 -- A command on the collection `role` on every side this phase writes.
 local function coll(cmd, role, id, ...)
     for s = S0, S1 do
