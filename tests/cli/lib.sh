@@ -30,6 +30,18 @@ report() {
 tmpout=$(mktemp)
 trap 'rm -f "$tmpout"' EXIT
 
+# own_server NAME [REDIS OPTIONS...]: a redis-server of the test's own (for
+# settings a shared server must not get), stopped on exit; its REDIS_URL,
+# REDIS_PORT and REDIS_SOCK are set, and its directory is $srv.
+own_server() {
+    local name=$1
+    shift
+    srv=$(mktemp -d "/tmp/stepq-$name.XXXXXX")
+    trap '"$(dirname "$0")/../redis.sh" stop "$srv"; rm -f "$tmpout"' EXIT
+    REDIS_EXTRA="$*" "$(dirname "$0")/../redis.sh" start "$srv" >/dev/null
+    . "$srv/env"
+}
+
 expect_ok() {
     (set -e; eval "$2") >"$tmpout" 2>&1
     report $? "$1"

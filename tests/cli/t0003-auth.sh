@@ -3,11 +3,7 @@
 # has an ACL user: AUTH, ACL users, SELECT, and clear refusals.
 . "$(dirname "$0")/lib.sh"
 S=$STEPQ
-here=$(cd "$(dirname "$0")/.." && pwd)
-srv=$(mktemp -d /tmp/stepq-auth.XXXXXX)
-trap '"$here/redis.sh" stop "$srv"; rm -f "$tmpout"' EXIT
-REDIS_EXTRA="--requirepass s3cret" "$here/redis.sh" start "$srv" >/dev/null
-. "$srv/env"
+own_server auth --requirepass s3cret
 redis-cli -p "$REDIS_PORT" -a s3cret --no-auth-warning ACL SETUSER alice on '>al1ce' '~*' '&*' '+@all' >/dev/null
 
 expect_ok "password in a redis:// URL" '

@@ -6,11 +6,7 @@
 # its own (a busy server would stall every other test).
 . "$(dirname "$0")/lib.sh"
 S=$STEPQ
-here=$(cd "$(dirname "$0")/.." && pwd)
-srv=$(mktemp -d /tmp/stepq-notnow.XXXXXX)
-trap '"$here/redis.sh" stop "$srv"; rm -f "$tmpout"' EXIT
-REDIS_EXTRA="--busy-reply-threshold 20" "$here/redis.sh" start "$srv" >/dev/null
-. "$srv/env"
+own_server notnow --busy-reply-threshold 20
 export REDIS_URL
 busy() { # busy SECONDS: a read-only script that holds the server
     redis-cli -s "$REDIS_SOCK" EVAL "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2]
