@@ -9,20 +9,20 @@ local side = locate('step', id)
 if not side then
     raise('NOTFOUND', "step '" .. id .. "' does not exist")
 end
-local v = redis.call('HMGET', key('step', side, id), 'status', 'worker')
+local k = key('step', side, id)
+local v = call('HMGET', k, 'status', 'worker')
 local st, w = v[1] or 'pending', v[2]
 if st == 'completed' or st == 'failed' or st == 'cancelled' then
     raise('CONFLICT', "step '" .. id .. "' already ended (status " .. st .. ')')
 end
-hset_at(side, 'step', id, 'status', 'cancelled', 'updated_at', NOW, 'finished_at', NOW)
+hset_at(k, side, 'step', id, retention, 'status', 'cancelled', 'updated_at', NOW, 'finished_at', NOW)
 coll('ZREM', 'pending', nil, id)
 coll('SREM', 'active', nil, id)
 if st == 'active' and w then
     coll('SREM', 'worker_steps', w, id)
 end
-pexpire('step', id, retention)
 pexpire_progress(id, retention)
-emit('cancelled', '"' .. id .. '"', ',"was":' .. js(st))
+emit('cancelled', id, true, ',"was":', js(st))
 if st == 'active' then
     worker_maybe_idle(w)
 end

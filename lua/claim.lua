@@ -23,9 +23,9 @@ end
 local out, claimed = {}, 0 -- id, key pairs; how many steps
 
 if ARGV[9] == '1' then
-    for _, id in ipairs(redis.call('SMEMBERS', key('worker_steps', RSIDE, worker))) do
+    for _, id in ipairs(call('SMEMBERS', key('worker_steps', RSIDE, worker))) do
         local side = locate('step', id)
-        if side and redis.call('HGET', key('step', side, id), 'token') == token then
+        if side and call('HGET', key('step', side, id), 'token') == token then
             out[#out + 1] = id
             out[#out + 1] = key('step', side, id)
         end
@@ -60,19 +60,19 @@ local function try_claim(id)
     -- Where this phase reads first: one HMGET answers most members; a
     -- record with none of the fields is looked for properly (fallback).
     local side, k = RSIDE, key('step', RSIDE, id)
-    local v = redis.call('HMGET', k, 'status', 'requires', 'attempts')
+    local v = call('HMGET', k, 'status', 'requires', 'attempts')
     if not v[1] and not v[2] and not v[3] then
         side = locate('step', id)
         if side then
             k = key('step', side, id)
-            v = redis.call('HMGET', k, 'status', 'requires', 'attempts')
+            v = call('HMGET', k, 'status', 'requires', 'attempts')
         end
     end
     if not side or (v[1] and ENDED[v[1]]) then
         -- The step's hash expired or was deleted, or the step ended: the
         -- member can never be claimed, so drop it rather than let it block
         -- the head of the queue.
-        push(pending, id)
+        pending[#pending + 1] = id
         stat('orphans_dropped')
         return
     end
@@ -81,27 +81,27 @@ local function try_claim(id)
     end
     -- The other side becomes a copy of this one, so the attempts read here
     -- is the count on both.
-    hset_at(side, 'step', id, 'status', 'active', 'worker', worker, 'token', token, 'claimed_at', NOW,
-        'updated_at', NOW, 'attempts', itoa((tonumber(v[3]) or 0) + 1))
+    hset_at(k, side, 'step', id, nil, 'status', 'active', 'worker', worker, 'token', token,
+        'claimed_at', NOW, 'updated_at', NOW, 'attempts', itoa((tonumber(v[3]) or 0) + 1))
     out[#out + 1] = id
     out[#out + 1] = k
     claimed = claimed + 1
-    push(pending, id)
-    push(active, id)
-    push(held, id)
-    emit('claimed', js(id), JWORKER)
+    pending[#pending + 1] = id
+    active[#active + 1] = id
+    held[#held + 1] = id
+    emit('claimed', id, false, JWORKER)
 end
 
 -- Walks one pending zset from the highest score down. Members stay in the
 -- zset until the flush at the end, so pages follow each other by offset.
 local function walk(pkey)
     local examined = 0
-    local top = redis.call('ZREVRANGE', pkey, 0, 0, 'WITHSCORES')
+    local top = call('ZREVRANGE', pkey, 0, 0, 'WITHSCORES')
     local score = top[2]
     while score and claimed < want and examined < budget do
         local off = 0
         while claimed < want and examined < budget do
-            local ids = redis.call('ZRANGEBYSCORE', pkey, score, score, 'LIMIT', off, 64)
+            local ids = call('ZRANGEBYSCORE', pkey, score, score, 'LIMIT', off, 64)
             if #ids == 0 then
                 break
             end
@@ -114,21 +114,21 @@ local function walk(pkey)
             end
             off = off + #ids
         end
-        local nxt = redis.call('ZREVRANGEBYSCORE', pkey, '(' .. score, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+        local nxt = call('ZREVRANGEBYSCORE', pkey, '(' .. score, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
         score = nxt[2]
     end
     flush()
 end
 
 walk(key('pending', RSIDE))
-if #out == 0 and FALLBACK and redis.call('ZCARD', key('pending', 1)) > 0 then
+if #out == 0 and FALLBACK and call('ZCARD', key('pending', 1)) > 0 then
     stat('fallback_reads')
     walk(key('pending', 1))
 end
 if #out > 0 then
-    redis.call('SET', wkey(worker, ':heartbeat'), NOW, 'PX', ARGV[8])
-    if redis.call('SREM', WORKERS_IDLE, worker) == 1 or redis.call('SISMEMBER', WORKERS_ACTIVE, worker) == 0 then
-        redis.call('SADD', WORKERS_ACTIVE, worker)
+    call('SET', wkey(worker, ':heartbeat'), NOW, 'PX', ARGV[8])
+    if call('SREM', WORKERS_IDLE, worker) == 1 or call('SISMEMBER', WORKERS_ACTIVE, worker) == 0 then
+        call('SADD', WORKERS_ACTIVE, worker)
     end
 end
 return out

@@ -12,25 +12,26 @@ local active, completed = batch('SREM', 'active'), batch('SADD', 'completed')
 local workers, held, jworker = {}, {}, {} -- per worker of a step completed: its steps, its JSON
 for i = 4, TPL - 2, 3 do
     local id = ARGV[i]
-    local side, w, err = held_step(id, ARGV[i + 1], true)
-    if err then
-        out[#out + 1] = err
+    local side, w, k = held_step(id, ARGV[i + 1], true)
+    if not side then
+        out[#out + 1] = k -- the error text
     else
-        hset_at(side, 'step', id, 'status', 'completed', 'result', ARGV[i + 2], 'updated_at', NOW,
-            'finished_at', NOW)
-        push(active, id)
-        push(completed, id)
+        hset_at(k, side, 'step', id, retention, 'status', 'completed', 'result', ARGV[i + 2],
+            'updated_at', NOW, 'finished_at', NOW)
+        active[#active + 1] = id
+        completed[#completed + 1] = id
         if w then
-            if not held[w] then
+            local m = held[w]
+            if not m then
                 workers[#workers + 1] = w
-                held[w] = batch('SREM', 'worker_steps', w)
+                m = batch('SREM', 'worker_steps', w)
+                held[w] = m
                 jworker[w] = ',"worker":' .. js(w)
             end
-            push(held[w], id)
+            m[#m + 1] = id
         end
-        pexpire('step', id, retention)
         pexpire_progress(id, retention)
-        emit('completed', '"' .. id .. '"', jworker[w] or ',"worker":null')
+        emit('completed', id, true, jworker[w] or ',"worker":null')
         out[#out + 1] = 1
     end
 end

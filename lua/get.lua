@@ -8,7 +8,7 @@ local side = locate('step', id)
 if not side then
     return nil
 end
-local step = redis.call('HGETALL', key('step', side, id))
+local step = call('HGETALL', key('step', side, id))
 local pside = locate('progress', id)
-local prog = pside and redis.call('HGETALL', key('progress', pside, id)) or {}
+local prog = pside and call('HGETALL', key('progress', pside, id)) or {}
 return {step, prog}

@@ -8,11 +8,11 @@ local state, limit = ARGV[3], tonumber(ARGV[4])
 local function from(side)
     local k = key(state, side)
     if state == 'pending' then
-        return redis.call('ZREVRANGE', k, 0, limit - 1)
+        return call('ZREVRANGE', k, 0, limit - 1)
     end
     local out, seen, cursor, rounds = {}, {}, '0', 0
     repeat
-        local r = redis.call('SSCAN', k, cursor, 'COUNT', 200)
+        local r = call('SSCAN', k, cursor, 'COUNT', 200)
         cursor = r[1]
         for _, id in ipairs(r[2]) do
             if not seen[id] and #out < limit then

@@ -5,5 +5,5 @@
 local id = ARGV[3]
 held_step(id, ARGV[4])
 hset('progress', id, 'percent', ARGV[5], 'message', ARGV[6], 'updated_at', NOW)
-emit('progress', '"' .. id .. '"', ',"percent":' .. ARGV[5] .. ',"message":' .. js(ARGV[6]))
+emit('progress', id, true, ',"percent":', ARGV[5], ',"message":', js(ARGV[6]))
 return 1

@@ -13,7 +13,7 @@ local function alive(w)
         return w ~= only
     end
     if alive_cache[w] == nil then
-        local v = redis.call('GET', wkey(w, ':heartbeat'))
+        local v = call('GET', wkey(w, ':heartbeat'))
         local ok = false
         if v then
             local t = tonumber(v)
@@ -29,19 +29,19 @@ end
 
 -- Who holds each active step: its `worker` field, else (for records of the
 -- old system without one) the worker set it is in.
-local workers = redis.call('SUNION', WORKERS_ACTIVE, WORKERS_IDLE)
+local workers = call('SUNION', WORKERS_ACTIVE, WORKERS_IDLE)
 local owner = {}
 for _, w in ipairs(workers) do
-    for _, id in ipairs(redis.call('SMEMBERS', key('worker_steps', RSIDE, w))) do
+    for _, id in ipairs(call('SMEMBERS', key('worker_steps', RSIDE, w))) do
         owner[id] = w
     end
 end
 
 local requeued = 0
-for _, id in ipairs(redis.call('SMEMBERS', key('active', RSIDE))) do
+for _, id in ipairs(call('SMEMBERS', key('active', RSIDE))) do
     local side = locate('step', id)
     if side then
-        local w = redis.call('HGET', key('step', side, id), 'worker') or owner[id]
+        local w = call('HGET', key('step', side, id), 'worker') or owner[id]
         if w and not alive(w) then
             retry_or_fail(id, side, w, 'requeued', 'worker ' .. w .. ' lost', retention)
             requeued = requeued + 1
@@ -53,10 +53,10 @@ local removed = 0
 for _, w in ipairs(workers) do
     if not alive(w) then
         -- Steps left in its set are no longer active: nothing to requeue.
-        redis.call('DEL', wkey(w), wkey(w, ':heartbeat'))
+        call('DEL', wkey(w), wkey(w, ':heartbeat'))
         coll('DEL', 'worker_steps', w)
-        redis.call('SREM', WORKERS_ACTIVE, w)
-        redis.call('SREM', WORKERS_IDLE, w)
+        call('SREM', WORKERS_ACTIVE, w)
+        call('SREM', WORKERS_IDLE, w)
         worker_event({type = only ~= '' and 'deregistered' or 'reaped', worker = w})
         removed = removed + 1
     end

@@ -14,8 +14,8 @@ for i = 4, TPL - 5, 6 do
     local id, prio = ARGV[i], ARGV[i + 2]
     local fresh = true
     if retry then
-        fresh = redis.call('EXISTS', key('step', 1, id)) == 0 and
-            redis.call('EXISTS', key('step', 2, id)) == 0
+        fresh = call('EXISTS', key('step', 1, id)) == 0 and
+            call('EXISTS', key('step', 2, id)) == 0
     end
     if fresh then
         -- In the dual phases the second side is a COPY of the first: a
@@ -24,16 +24,17 @@ for i = 4, TPL - 5, 6 do
         -- cannot, for a fresh id): then HSET it all the same.
         for s = S0, S1 do
             local k = key('step', s, id)
-            if s == S0 or redis.call('COPY', key('step', S0, id), k) == 0 then
-                redis.call('HSET', k, 'id', id, 'type', ARGV[i + 1], 'priority', prio,
+            if s == S0 or call('COPY', key('step', S0, id), k) == 0 then
+                call('HSET', k, 'id', id, 'type', ARGV[i + 1], 'priority', prio,
                     'status', 'pending', 'requires', ARGV[i + 3], 'max_attempts', ARGV[i + 4],
                     'attempts', '0', 'payload', ARGV[i + 5], 'created_at', NOW, 'updated_at', NOW)
             end
         end
-        push(pending, prio, id)
+        pending[#pending + 1] = prio
+        pending[#pending + 1] = id
         -- Ids and types were checked by the caller (stepq__valid_id): no
         -- JSON escaping needed.
-        emit('submitted', '"' .. id .. '"', ',"step_type":"' .. ARGV[i + 1] .. '","priority":' .. prio)
+        emit('submitted', id, true, ',"step_type":"', ARGV[i + 1], '","priority":', prio)
         created = created + 1
     end
 end

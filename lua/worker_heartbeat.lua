@@ -4,8 +4,8 @@
 -- Returns 1. Errors: STEPQ_NOTFOUND when the worker was reaped (its steps
 -- went back to the queue; it must register again).
 local w = ARGV[3]
-if redis.call('EXISTS', wkey(w)) == 0 then
+if call('EXISTS', wkey(w)) == 0 then
     raise('NOTFOUND', "worker '" .. w .. "' is not registered (reaped?); register it again")
 end
-redis.call('SET', wkey(w, ':heartbeat'), NOW, 'PX', ARGV[4])
+call('SET', wkey(w, ':heartbeat'), NOW, 'PX', ARGV[4])
 return 1

@@ -4,11 +4,11 @@
 -- ARGV[6] host  ARGV[7] pid
 -- Returns 1.
 local w = ARGV[3]
-redis.call('HSET', wkey(w), 'id', w, 'capabilities', ARGV[4], 'host', ARGV[6], 'pid', ARGV[7],
+call('HSET', wkey(w), 'id', w, 'capabilities', ARGV[4], 'host', ARGV[6], 'pid', ARGV[7],
     'registered_at', NOW)
-redis.call('SET', wkey(w, ':heartbeat'), NOW, 'PX', ARGV[5])
-if redis.call('SISMEMBER', WORKERS_ACTIVE, w) == 0 then
-    redis.call('SADD', WORKERS_IDLE, w)
+call('SET', wkey(w, ':heartbeat'), NOW, 'PX', ARGV[5])
+if call('SISMEMBER', WORKERS_ACTIVE, w) == 0 then
+    call('SADD', WORKERS_IDLE, w)
 end
 worker_event({type = 'registered', worker = w, capabilities = ARGV[4]})
 return 1

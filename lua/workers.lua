@@ -3,9 +3,9 @@
 -- Returns an array of {id, state, heartbeat, held step count, hash fields}.
 local out = {}
 for _, set in ipairs({{WORKERS_ACTIVE, 'active'}, {WORKERS_IDLE, 'idle'}}) do
-    for _, w in ipairs(redis.call('SMEMBERS', set[1])) do
-        out[#out + 1] = {w, set[2], redis.call('GET', wkey(w, ':heartbeat')) or '',
-            redis.call('SCARD', key('worker_steps', RSIDE, w)), redis.call('HGETALL', wkey(w))}
+    for _, w in ipairs(call('SMEMBERS', set[1])) do
+        out[#out + 1] = {w, set[2], call('GET', wkey(w, ':heartbeat')) or '',
+            call('SCARD', key('worker_steps', RSIDE, w)), call('HGETALL', wkey(w))}
     end
 end
 return out

@@ -18,13 +18,17 @@
 
 local PHASE_KEY, STATS_KEY, EVSEQ_KEY = KEYS[1], KEYS[2], KEYS[3]
 
+-- redis.call, looked up once: a global and a field read per call add up over
+-- the ten or so calls a step makes.
+local call = redis.call
+
 local function raise(code, msg)
     error({err = 'STEPQ_' .. code .. ' ' .. msg})
 end
 
 local PHASE = ARGV[1]
 if PHASE == nil or PHASE == '' then
-    PHASE = redis.call('HGET', PHASE_KEY, 'phase') or 'job'
+    PHASE = call('HGET', PHASE_KEY, 'phase') or 'job'
 end
 if PHASE ~= 'job' and PHASE ~= 'dual-write' and PHASE ~= 'dual-read' and
     PHASE ~= 'step-primary' and PHASE ~= 'step' then
@@ -77,11 +81,11 @@ local WORKERS_ACTIVE, WORKERS_IDLE = NS .. 'workers:active', NS .. 'workers:idle
 local WORKER_EVENTS = 'worker_events'
 
 -- The time in ms, as a string: Lua numbers become strings through printf
--- in every redis.call() and cjson.encode(), which profiling showed to be a
+-- in every call() and cjson.encode(), which profiling showed to be a
 -- tenth of a queue script's cost, so NOW is built from TIME's digits.
 local NOW
 do
-    local t = redis.call('TIME')
+    local t = call('TIME')
     local us = t[2]
     NOW = t[1] .. string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
 end
@@ -108,7 +112,7 @@ local function itoa(n)
 end
 
 local function stat(name)
-    redis.call('HINCRBY', STATS_KEY, name, 1)
+    call('HINCRBY', STATS_KEY, name, 1)
 end
 
 -- Invariant 1 (design.md): before a dual write touches a key whose twin is
@@ -126,13 +130,13 @@ local function twin(role, id)
         return
     end
     WHOLE[o] = true
-    if redis.call('EXISTS', o, n) ~= 1 then
+    if call('EXISTS', o, n) ~= 1 then
         return
     end
-    if redis.call('EXISTS', o) == 1 then
-        redis.call('COPY', o, n)
+    if call('EXISTS', o) == 1 then
+        call('COPY', o, n)
     else
-        redis.call('COPY', n, o)
+        call('COPY', n, o)
     end
 end
 
@@ -140,15 +144,15 @@ end
 -- this phase reads. In dual-read a record found only under the old pattern is
 -- copied over (lazy migration); in step-primary it is counted as a miss.
 local function locate(role, id)
-    if redis.call('EXISTS', key(role, RSIDE, id)) == 1 then
+    if call('EXISTS', key(role, RSIDE, id)) == 1 then
         return RSIDE
     end
-    if not FALLBACK or redis.call('EXISTS', key(role, 1, id)) == 0 then
+    if not FALLBACK or call('EXISTS', key(role, 1, id)) == 0 then
         return nil
     end
     if LAZY then
         stat('fallback_reads')
-        redis.call('COPY', key(role, 1, id), key(role, 2, id))
+        call('COPY', key(role, 1, id), key(role, 2, id))
         stat('lazy_migrations')
         return 2
     end
@@ -159,22 +163,25 @@ end
 local function hset(role, id, ...)
     twin(role, id)
     for s = S0, S1 do
-        redis.call('HSET', key(role, s, id), ...)
+        call('HSET', key(role, s, id), ...)
     end
 end
 
--- Writes fields of `role` for `id`, whose record was read on `side`: HSET
--- there, and in the dual phases the other side becomes a COPY of it
--- (REPLACE). A whole record is copied, so no partial one is left
--- (invariant 1) without an EXISTS first, and a hash copied is one memcpy,
--- far cheaper than the same HSET again (callgrind). The side read is the
--- phase's truth: a twin that differed is made equal to it.
-local function hset_at(side, role, id, ...)
-    local k = key(role, side, id)
-    redis.call('HSET', k, ...)
+-- Writes fields to `k`, the key of `role` for `id` on `side` (where its
+-- record was read), with the TTL `ttl` (ms) when given; in the dual phases
+-- the other side then becomes a COPY of it (REPLACE), which carries the TTL
+-- too. A whole record is copied, so no partial one is left (invariant 1)
+-- without an EXISTS first, and a hash copied is one memcpy, far cheaper
+-- than the same HSET again (callgrind). The side read is the phase's
+-- truth: a twin that differed is made equal to it.
+local function hset_at(k, side, role, id, ttl, ...)
+    call('HSET', k, ...)
+    if ttl then
+        call('PEXPIRE', k, ttl)
+    end
     for s = S0, S1 do
         if s ~= side then
-            redis.call('COPY', k, key(role, s, id), 'REPLACE')
+            call('COPY', k, key(role, s, id), 'REPLACE')
         end
     end
 end
@@ -182,52 +189,35 @@ end
 -- A command on the collection `role` on every side this phase writes.
 local function coll(cmd, role, id, ...)
     for s = S0, S1 do
-        redis.call(cmd, key(role, s, id), ...)
+        call(cmd, key(role, s, id), ...)
     end
 end
 
 -- Collection writes of a batch go out as one variadic command per key at
--- flush(): a redis.call costs about what a member's own work costs, so a
--- batch of 50 steps saves about six calls a step. A batch is made once per
--- call and key (batch(cmd, role, owner)), then fed members (push); only for
--- writes that nothing in the same call reads before the flush.
+-- flush(): a call costs about what a member's own work costs, so a batch of
+-- 50 steps saves about six calls a step. batch(cmd, role, owner) makes one
+-- per call and key and returns its member list, which the caller appends
+-- to (for ZADD: a score, then the member); flush() sends it to every side
+-- the phase writes. Only for writes that nothing in the same call reads
+-- before the flush.
 local BATCHES = {}
 local function batch(cmd, role, owner)
-    local b = {}
-    for s = S0, S1 do
-        b[#b + 1] = {cmd, key(role, s, owner)}
-    end
-    BATCHES[#BATCHES + 1] = b
-    return b
-end
-
--- Adds a member (for ZADD: a score, then the member) on every side.
-local function push(b, x, y)
-    for i = 1, #b do
-        local t = b[i]
-        t[#t + 1] = x
-        if y then
-            t[#t + 1] = y
-        end
-    end
+    local members = {}
+    BATCHES[#BATCHES + 1] = {cmd, role, owner, members}
+    return members
 end
 
 local function flush()
     for _, b in ipairs(BATCHES) do
-        for _, t in ipairs(b) do
-            if #t > 2 then
-                redis.call(unpack(t))
-                for j = #t, 3, -1 do
-                    t[j] = nil
-                end
+        local m = b[4]
+        if #m > 0 then
+            for s = S0, S1 do
+                call(b[1], key(b[2], s, b[3]), unpack(m))
+            end
+            for j = #m, 1, -1 do
+                m[j] = nil
             end
         end
-    end
-end
-
-local function pexpire(role, id, ms)
-    for s = S0, S1 do
-        redis.call('PEXPIRE', key(role, s, id), ms)
     end
 end
 
@@ -235,8 +225,8 @@ end
 -- progress: in the dual phases one EXISTS of both names spares two
 -- PEXPIREs of keys that are not there.
 local function pexpire_progress(id, ms)
-    if S0 == S1 or redis.call('EXISTS', key('progress', 1, id), key('progress', 2, id)) > 0 then
-        pexpire('progress', id, ms)
+    if S0 == S1 or call('EXISTS', key('progress', 1, id), key('progress', 2, id)) > 0 then
+        coll('PEXPIRE', 'progress', id, ms)
     end
 end
 
@@ -260,26 +250,36 @@ end
 
 -- Publishes a lifecycle event to the channel(s) of the phase, with one event
 -- id for all of them so that a subscriber of both can drop the duplicate.
--- `jid` is the step id as JSON text: '"' .. id .. '"' for an id from ARGV
--- (the caller checked it, stepq__valid_id), js(id) for one read from Redis
--- (a record of the old system may hold anything). `extra` is more JSON
--- members, each starting with a comma (or ''). Built as text: a
--- cjson.encode of a table per event cost more than the writes.
-local function emit(etype, jid, extra)
+-- `id` is the step id; `raw` says it needs no JSON escaping (an id from
+-- ARGV, checked by the caller with stepq__valid_id), else it is encoded (a
+-- record of the old system may hold anything). e1..e4 are more JSON
+-- members, each starting with a comma, or nil. The message is one
+-- concatenation: a cjson.encode of a table per event cost more than the
+-- writes, and every intermediate string is one more to hash and collect.
+local EVID = ',"id":"' .. EVBASE .. '.'
+local EVTAIL = '","ts":' .. NOW .. ',"phase":"' .. PHASE .. '"}'
+local CHAN1, CHAN2 = W_OLD and key('events', 1), W_NEW and key('events', 2)
+local function emit(etype, id, raw, e1, e2, e3, e4)
     EVN = EVN + 1
-    local msg = '{"type":"' .. etype .. '","step":' .. jid .. extra .. ',"id":"' .. EVBASE ..
-        '.' .. itoa(EVN) .. '","ts":' .. NOW .. ',"phase":"' .. PHASE .. '"}'
-    if W_OLD then
-        redis.call('PUBLISH', key('events', 1), msg)
+    local lo = EVN % 10
+    local hi = (EVN - lo) / 10
+    local q = '"'
+    if not raw then
+        id, q = js(id), ''
     end
-    if W_NEW then
-        redis.call('PUBLISH', key('events', 2), msg)
+    local msg = '{"type":"' .. etype .. '","step":' .. q .. id .. q .. (e1 or '') .. (e2 or '') ..
+        (e3 or '') .. (e4 or '') .. EVID .. (hi > 0 and itoa(hi) or '') .. DIGITS[lo] .. EVTAIL
+    if CHAN1 then
+        call('PUBLISH', CHAN1, msg)
+    end
+    if CHAN2 then
+        call('PUBLISH', CHAN2, msg)
     end
 end
 
 local function worker_event(ev)
     ev.ts = tonumber(NOW)
-    redis.call('PUBLISH', WORKER_EVENTS, cjson.encode(ev))
+    call('PUBLISH', WORKER_EVENTS, cjson.encode(ev))
 end
 
 -- A worker with no step left goes from workers:active back to workers:idle.
@@ -287,51 +287,53 @@ local function worker_maybe_idle(w)
     if not w or w == '' then
         return
     end
-    if redis.call('SCARD', key('worker_steps', RSIDE, w)) == 0 and
-        redis.call('SREM', WORKERS_ACTIVE, w) == 1 then
-        redis.call('SADD', WORKERS_IDLE, w)
+    if call('SCARD', key('worker_steps', RSIDE, w)) == 0 and
+        call('SREM', WORKERS_ACTIVE, w) == 1 then
+        call('SADD', WORKERS_IDLE, w)
     end
 end
 
 -- Ends an attempt that did not succeed: back to pending while attempts are
 -- left, else into the failed set. Returns 1 when the step failed for good.
 local function retry_or_fail(id, side, w, event, errtext, retention)
-    local h = key('step', side, id)
-    local v = redis.call('HMGET', h, 'attempts', 'max_attempts', 'priority')
+    local k = key('step', side, id)
+    local v = call('HMGET', k, 'attempts', 'max_attempts', 'priority')
     local attempts, maxa = tonumber(v[1]) or 0, tonumber(v[2]) or 3
     local prio = num(v[3], '0')
-    local extra = ',"attempt":' .. num(v[1], '0') .. ',"error":' .. js(errtext)
+    local attempt, jerr = num(v[1], '0'), js(errtext)
     coll('SREM', 'active', nil, id)
     if w and w ~= '' then
         coll('SREM', 'worker_steps', w, id)
     end
     if attempts < maxa then
-        hset_at(side, 'step', id, 'status', 'pending', 'error', errtext, 'updated_at', NOW)
+        hset_at(k, side, 'step', id, nil, 'status', 'pending', 'error', errtext, 'updated_at', NOW)
         coll('ZADD', 'pending', nil, prio, id)
-        emit(event, js(id), extra)
+        emit(event, id, false, ',"attempt":', attempt, ',"error":', jerr)
         worker_maybe_idle(w)
         return 0
     end
-    hset_at(side, 'step', id, 'status', 'failed', 'error', errtext, 'updated_at', NOW, 'finished_at', NOW)
+    hset_at(k, side, 'step', id, retention, 'status', 'failed', 'error', errtext, 'updated_at', NOW,
+        'finished_at', NOW)
     coll('SADD', 'failed', nil, id)
     coll('PEXPIRE', 'failed', nil, retention)
-    pexpire('step', id, retention)
     pexpire_progress(id, retention)
-    emit('failed', js(id), extra)
+    emit('failed', id, false, ',"attempt":', attempt, ',"error":', jerr)
     worker_maybe_idle(w)
     return 1
 end
 
--- Finds the step of a token-checked call: returns its side and worker, or
--- raises; with `soft`, returns nil, nil and the error text instead.
+-- Finds the step of a token-checked call: returns its side, its worker and
+-- the key of its record there, or raises; with `soft`, returns nil, nil and
+-- the error text instead.
 local function held_step(id, token, soft)
-    local side = RSIDE
-    local v = redis.call('HMGET', key('step', side, id), 'status', 'token', 'worker')
+    local side, k = RSIDE, key('step', RSIDE, id)
+    local v = call('HMGET', k, 'status', 'token', 'worker')
     if not v[1] and not v[2] then
         -- Not where this phase reads first (or a record with neither field).
         side = locate('step', id)
         if side then
-            v = redis.call('HMGET', key('step', side, id), 'status', 'token', 'worker')
+            k = key('step', side, id)
+            v = call('HMGET', k, 'status', 'token', 'worker')
         end
     end
     local err
@@ -347,5 +349,5 @@ local function held_step(id, token, soft)
         end
         error({err = 'STEPQ_' .. err})
     end
-    return side, v[3]
+    return side, v[3], k
 end
