@@ -35,10 +35,8 @@ if ARGV[9] == '1' then
     end
 end
 
+-- Whether the capabilities cover `req`, a comma list (not empty).
 local function eligible(req)
-    if not req or req == '' then
-        return true
-    end
     for c in string.gmatch(req, '[^,]+') do
         if not caps[c] then
             return false
@@ -76,7 +74,8 @@ local function try_claim(id)
         stat('orphans_dropped')
         return
     end
-    if not eligible(v[2]) then
+    local req = v[2]
+    if req and req ~= '' and not eligible(req) then
         return
     end
     -- The other side becomes a copy of this one, so the attempts read here

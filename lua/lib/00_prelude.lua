@@ -225,7 +225,9 @@ end
 -- progress: in the dual phases one EXISTS of both names spares two
 -- PEXPIREs of keys that are not there.
 local function pexpire_progress(id, ms)
-    if S0 == S1 or call('EXISTS', key('progress', 1, id), key('progress', 2, id)) > 0 then
+    if S0 == S1 then
+        call('PEXPIRE', key('progress', S0, id), ms)
+    elseif call('EXISTS', key('progress', 1, id), key('progress', 2, id)) > 0 then
         coll('PEXPIRE', 'progress', id, ms)
     end
 end
