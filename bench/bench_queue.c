@@ -8,13 +8,16 @@
  * complete them (stepq_submit_many, stepq_claim, stepq_complete_many: one
  * round trip each; the baselines pipeline their commands per batch).
  *
- * The baselines claim with ZPOPMAX (atomic, but no capability match, no
- * token check and last-in-first-out within a priority):
+ * The baselines take steps with ZPOPMAX (atomic, so that clients do not
+ * share steps, but with no capability match and no token check):
  *  - "same commands" sends what stepq's scripts send in phase job (the
  *    issue's baseline: the same Redis commands without phase logic): the
- *    writes, the events (PUBLISH), the read of each claimed step for its
- *    worker (HGETALL), the token read before a complete (HMGET), the
- *    progress TTL, the heartbeat and the idle check;
+ *    writes, the events (PUBLISH), the claim's reads (the top score, a page
+ *    of it, each candidate's HMGET of status, requirements and attempts, the
+ *    next score; its ZPOPMAX stands for the script's ZREM of the page), the
+ *    read of each claimed step for its worker (HGETALL), the token read
+ *    before a complete (HMGET), the progress TTL, the heartbeat and the idle
+ *    check;
  *  - "data only" sends only the writes of the data, no events and no reads,
  *    with short ids (the baseline of the first bench, kept for comparison):
  *    the floor of any queue on this layout, shown for reference.
@@ -121,8 +124,24 @@ static void same_commands_client(int n, int steps)
             redisAppendCommandArgv(c, 2 + 2 * batch, zadd, NULL);
             drain(c, 2 * batch + 1);
         }
-        redisReply *r = redisCommand(c, "ZPOPMAX jobs:pending %d", BATCH);
+        /* The claim's reads: the top score, a page of it, and each
+         * candidate's status, requirements and attempts (capability match,
+         * attempt count). ZPOPMAX stands for the ZREM of the claimed page:
+         * the same removal, and atomic, so that clients do not share steps. */
+        redisAppendCommand(c, "ZREVRANGE jobs:pending 0 0 WITHSCORES");
+        redisAppendCommand(c, "ZRANGEBYSCORE jobs:pending 1 1 LIMIT 0 %d", BATCH);
+        redisAppendCommand(c, "ZPOPMAX jobs:pending %d", BATCH);
+        redisAppendCommand(c, "ZREVRANGEBYSCORE jobs:pending (1 -inf WITHSCORES LIMIT 0 1");
+        redisReply *r;
+        drain(c, 2);
+        if (redisGetReply(c, (void **)&r) != REDIS_OK) {
+            fprintf(stderr, "same commands: %s\n", c->errstr);
+            exit(1);
+        }
+        drain(c, 1);
         size_t got = r->elements / 2;
+        for (size_t i = 0; i < got; i++)
+            redisAppendCommand(c, "HMGET job:%s status requires attempts", r->element[2 * i]->str);
         const char *active[2 + BATCH], *held[2 + BATCH];
         active[0] = held[0] = "SADD";
         active[1] = "jobs:active";
@@ -142,7 +161,7 @@ static void same_commands_client(int n, int steps)
             redisAppendCommandArgv(c, 2 + (int)got, held, NULL);
             redisAppendCommand(c, "SET worker:%s:heartbeat 2 PX 30000", w);
             redisAppendCommand(c, "SREM workers:idle %s", w);
-            drain(c, 3 * (int)got + 4);
+            drain(c, 4 * (int)got + 4);
         }
         const char *unactive[2 + BATCH], *completed[2 + BATCH], *unheld[2 + BATCH];
         unactive[0] = unheld[0] = "SREM";
@@ -153,9 +172,8 @@ static void same_commands_client(int n, int steps)
         for (size_t i = 0; i < got; i++) {
             const char *id = r->element[2 * i]->str;
             redisAppendCommand(c, "HMGET job:%s status token worker", id);
-            redisAppendCommand(c,
-                               "HSET job:%s status completed result ok updated_at 3 finished_at 3",
-                               id);
+            redisAppendCommand(
+                c, "HSET job:%s status completed result ok updated_at 3 finished_at 3", id);
             redisAppendCommand(c, "PEXPIRE job:%s 604800000", id);
             redisAppendCommand(c, "PEXPIRE job:%s:progress 604800000", id);
             event(c, "completed", id, extra, ev++);
@@ -318,9 +336,8 @@ static double run(void (*client)(int, int), const char *phase, int steps, int cl
     }
     double el = now_s() - t0;
     last_cpu_us = (redis_cpu(c) - cpu0) * 1e6 / steps;
-    redisReply *r = redisCommand(c, "SCARD %s", phase && strcmp(phase, "step") == 0
-                                                      ? "steps:completed"
-                                                      : "jobs:completed");
+    redisReply *r = redisCommand(
+        c, "SCARD %s", phase && strcmp(phase, "step") == 0 ? "steps:completed" : "jobs:completed");
     long long completed = r->integer;
     freeReplyObject(r);
     redisFree(c);
