@@ -25,7 +25,7 @@ local out, claimed = {}, 0 -- id, key pairs; how many steps
 if ARGV[9] == '1' then
     for _, id in ipairs(call('SMEMBERS', key('worker_steps', RSIDE, worker))) do
         local side = locate('step', id)
-        if side and call('HGET', key('step', side, id), 'token') == token then
+        if side and try('HGET', key('step', side, id), 'token') == token then
             out[#out + 1] = id
             out[#out + 1] = key('step', side, id)
         end
@@ -58,18 +58,19 @@ local function try_claim(id)
     -- Where this phase reads first: one HMGET answers most members; a
     -- record with none of the fields is looked for properly (fallback).
     local side, k = RSIDE, key('step', RSIDE, id)
-    local v = call('HMGET', k, 'status', 'requires', 'attempts')
-    if not v[1] and not v[2] and not v[3] then
+    local v = try('HMGET', k, 'status', 'requires', 'attempts')
+    if not v.err and not v[1] and not v[2] and not v[3] then
         side = locate('step', id)
         if side then
             k = key('step', side, id)
-            v = call('HMGET', k, 'status', 'requires', 'attempts')
+            v = try('HMGET', k, 'status', 'requires', 'attempts')
         end
     end
-    if not side or (v[1] and ENDED[v[1]]) then
-        -- The step's hash expired or was deleted, or the step ended: the
-        -- member can never be claimed, so drop it rather than let it block
-        -- the head of the queue.
+    if v.err or not side or (v[1] and ENDED[v[1]]) then
+        -- The step's hash expired or was deleted, its key holds something
+        -- else (damaged data), or the step ended: the member can never be
+        -- claimed, so drop it rather than let it block the head of the
+        -- queue.
         pending[#pending + 1] = id
         stat('orphans_dropped')
         return

@@ -41,7 +41,14 @@ local requeued = 0
 for _, id in ipairs(call('SMEMBERS', key('active', RSIDE))) do
     local side = locate('step', id)
     if side then
-        local w = call('HGET', key('step', side, id), 'worker') or owner[id]
+        -- A key that is not a step record (damaged data) has nothing to
+        -- requeue; raising would stop the reaping of every step after it.
+        local w = try('HGET', key('step', side, id), 'worker')
+        if type(w) == 'table' then
+            w = nil
+        else
+            w = w or owner[id]
+        end
         if w and not alive(w) then
             retry_or_fail(id, side, w, 'requeued', 'worker ' .. w .. ' lost', retention)
             requeued = requeued + 1

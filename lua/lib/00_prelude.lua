@@ -21,6 +21,13 @@ local PHASE_KEY, STATS_KEY, EVSEQ_KEY = KEYS[1], KEYS[2], KEYS[3]
 -- redis.call, looked up once: a global and a field read per call add up over
 -- the ten or so calls a step makes.
 local call = redis.call
+-- redis.pcall, for the first read of a step's record in a batch: on a key of
+-- another type (damaged data) it returns {err = ...} instead of raising, so
+-- that one step fails alone. Raising would abort the script after the
+-- batch's earlier steps were written but before its collection writes,
+-- leaving them half done. After a read of the record succeeded, writes to
+-- the same key cannot fail for its type.
+local try = redis.pcall
 
 local function raise(code, msg)
     error({err = 'STEPQ_' .. code .. ' ' .. msg})
@@ -329,17 +336,20 @@ end
 -- the error text instead.
 local function held_step(id, token, soft)
     local side, k = RSIDE, key('step', RSIDE, id)
-    local v = call('HMGET', k, 'status', 'token', 'worker')
-    if not v[1] and not v[2] then
+    local v = try('HMGET', k, 'status', 'token', 'worker')
+    if not v.err and not v[1] and not v[2] then
         -- Not where this phase reads first (or a record with neither field).
         side = locate('step', id)
         if side then
             k = key('step', side, id)
-            v = call('HMGET', k, 'status', 'token', 'worker')
+            v = try('HMGET', k, 'status', 'token', 'worker')
         end
     end
     local err
-    if not side then
+    if v.err then
+        err = 'CONFLICT step \'' .. id .. '\' cannot be held: its key is not a step record (' ..
+            v.err .. ')'
+    elseif not side then
         err = 'NOTFOUND step \'' .. id .. '\' does not exist'
     elseif v[1] ~= 'active' or v[2] ~= token then
         err = 'CONFLICT step \'' .. id .. '\' is not held with this token (status ' ..

@@ -213,20 +213,25 @@ static void test_reaper_and_stale_token(void)
 
 /* A heartbeat in the seed's layout (a timestamp in seconds, no TTL) that is
  * old counts as dead, and a legacy active job with no `worker` field is
- * found through worker:{id}:jobs. */
+ * found through worker:{id}:jobs. An active member whose key is not a hash
+ * (damaged data) is passed over, not an error that stops the reaping. */
 static void test_reaper_legacy_layout(void)
 {
     t_flush();
     freeReplyObject(t_cmd("HSET job:L1 id L1 status active priority 2"));
     freeReplyObject(t_cmd("SADD jobs:active L1"));
     freeReplyObject(t_cmd("SADD worker:old1:jobs L1"));
+    freeReplyObject(t_cmd("SET job:L0 damaged"));
+    freeReplyObject(t_cmd("SADD jobs:active L0"));
+    freeReplyObject(t_cmd("SADD worker:old1:jobs L0"));
     freeReplyObject(t_cmd("SADD workers:active old1"));
     freeReplyObject(t_cmd("SET worker:old1:heartbeat 1000000000")); /* 2001, in seconds */
     long n = -1;
     CHECK(stepq_reap(Q, 30000, &n) == STEPQ_OK);
     ASSERT_EQ(n, 1);
     ASSERT_STR(t_str("ZSCORE jobs:pending L1"), "2");
-    ASSERT_EQ(t_int("SCARD jobs:active"), 0);
+    ASSERT_EQ(t_int("SISMEMBER jobs:active L1"), 0);
+    ASSERT_STR(t_str("GET job:L0"), "damaged");
 }
 
 static void test_deregister_requeues(void)
@@ -419,6 +424,52 @@ static void test_batches(void)
     ASSERT_STR(t_str("HGET job:%s status", sids[1]), "active");
 }
 
+/* A record that is not a hash (damaged data) fails its own step only: the
+ * rest of a batch is claimed or completed whole, and the damaged member is
+ * dropped from the pending set rather than examined by every claim. */
+static void test_damaged_record_contained(void)
+{
+    stepq_submit_opts o[3] = {{.priority = 1}, {.priority = 1}, {.priority = 1}};
+    char ids[3][STEPQ_ID_MAX];
+    char *json;
+
+    t_flush();
+    REQUIRE(stepq_submit_many(Q, o, 3, ids) == STEPQ_OK);
+    freeReplyObject(t_cmd("DEL job:%s", ids[1]));
+    freeReplyObject(t_cmd("SET job:%s damaged", ids[1]));
+    REQUIRE(stepq_claim(Q, "w", NULL, 0, 3, &json) == STEPQ_OK);
+    CHECK(strstr(json, ids[0]) != NULL);
+    CHECK(strstr(json, ids[1]) == NULL);
+    CHECK(strstr(json, ids[2]) != NULL);
+    ASSERT_EQ(t_int("ZCARD jobs:pending"), 0);
+    ASSERT_STR(t_str("HGET stepq:stats orphans_dropped"), "1");
+
+    stepq_ack acks[2];
+    static char toks[2][64];
+    const char *p = json;
+    for (int i = 0; i < 2; i++) {
+        p = strstr(p + 1, "\"id\":\"");
+        const char *t = strstr(p, "\"token\":\"");
+        snprintf(toks[i], sizeof(toks[i]), "%.32s", t + 9);
+    }
+    stepq_str_free(json);
+    acks[0] = (stepq_ack){.id = ids[0], .token = toks[0], .result = "ok"};
+    acks[1] = (stepq_ack){.id = ids[2], .token = toks[1], .result = "ok"};
+    /* Damage the second after its claim: the first is completed all the same. */
+    freeReplyObject(t_cmd("DEL job:%s", ids[2]));
+    freeReplyObject(t_cmd("RPUSH job:%s damaged", ids[2]));
+    CHECK(stepq_complete_many(Q, acks, 2) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    CHECK(strstr(stepq_errstr(Q), "not a step record") != NULL);
+    ASSERT_EQ(acks[0].status, STEPQ_E_NONE);
+    ASSERT_EQ(acks[1].status, STEPQ_E_CONFLICT);
+    ASSERT_EQ(t_int("SCARD jobs:completed"), 1);
+    ASSERT_EQ(t_int("SISMEMBER jobs:completed %s", ids[0]), 1);
+    ASSERT_EQ(t_int("SISMEMBER jobs:active %s", ids[0]), 0);
+    ASSERT_EQ(t_int("SISMEMBER worker:w:jobs %s", ids[0]), 0);
+    ASSERT_STR(t_str("HGET job:%s status", ids[0]), "completed");
+}
+
 int main(void)
 {
     t_setup();
@@ -433,6 +484,7 @@ int main(void)
     RUN(test_bad_input_changes_nothing);
     RUN(test_submit_idempotent_script);
     RUN(test_batches);
+    RUN(test_damaged_record_contained);
     RUN(test_noscript_and_reconnect);
     RUN(test_claim_resumed_after_loss);
     RUN(test_processes_in_status);
