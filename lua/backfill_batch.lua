@@ -54,6 +54,21 @@ local function merge(src, dst, t)
 end
 
 local function one(src, dst, want)
+    -- The common case first, in two calls: the destination absent. COPY
+    -- refuses a destination that exists and copies all of the key with its
+    -- TTL; a source of another type than the key map's is taken back out
+    -- (the script is atomic: nobody sees it), and reported.
+    if not dry and redis.call('COPY', src, dst) == 1 then
+        local t = redis.call('TYPE', dst).ok
+        if t ~= want then
+            redis.call('DEL', dst)
+            n.errors = n.errors + 1
+            return 'error:source is a ' .. t .. ', the key map says ' .. want
+        end
+        n.copied = n.copied + 1
+        return 'copied'
+    end
+    -- Else the source is gone or the destination is there.
     local t = redis.call('TYPE', src).ok
     if t == 'none' then
         n.gone = n.gone + 1
