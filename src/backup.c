@@ -81,25 +81,6 @@ redisReply *stepq__bk_reply(stepq *q)
     return r;
 }
 
-/* A field of INFO server ("redis_version"), into buf. */
-static int info_field(stepq *q, const char *field, char *buf, size_t len)
-{
-    redisReply *r = stepq__commandf(q, "INFO server");
-    size_t flen = strlen(field);
-
-    if (r == NULL)
-        return STEPQ_ERR;
-    buf[0] = '\0';
-    for (const char *p = r->str; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-        if (strncmp(p, field, flen) == 0 && p[flen] == ':') {
-            snprintf(buf, len, "%.*s", (int)strcspn(p + flen + 1, "\r\n"), p + flen + 1);
-            break;
-        }
-    }
-    freeReplyObject(r);
-    return STEPQ_OK;
-}
-
 /* ---------------------------------------------------------------------------
  * Backup
  * ------------------------------------------------------------------------- */
@@ -230,7 +211,7 @@ static int fill_header(stepq *q, stepq__bk_info *info, enum stepq__side side)
     stepq_phase ph;
 
     memset(info, 0, sizeof(*info));
-    if (info_field(q, "redis_version", info->redis_version, sizeof(info->redis_version)) !=
+    if (stepq__info_field(q, "redis_version", info->redis_version, sizeof(info->redis_version)) !=
             STEPQ_OK ||
         stepq_phase_get(q, &ph) != STEPQ_OK)
         return STEPQ_ERR;
@@ -516,7 +497,7 @@ static int rs_check_version(stepq *q, const stepq__bk_info *info)
     char have[32];
     int fa = 0, fb = 0, ha = 0, hb = 0;
 
-    if (info_field(q, "redis_version", have, sizeof(have)) != STEPQ_OK)
+    if (stepq__info_field(q, "redis_version", have, sizeof(have)) != STEPQ_OK)
         return STEPQ_ERR;
     sscanf(info->redis_version, "%d.%d", &fa, &fb);
     sscanf(have, "%d.%d", &ha, &hb);

@@ -102,6 +102,7 @@ struct cl_run {
     struct keyset set;
     char path[256];
     long long since;            /* when the phase became `step` */
+    long long started;          /* when redis-server started (0: unknown) */
     long long win_lo, win_hi;   /* the recorded backup's own run; lo > hi: none */
     int idle_unknown;           /* an LFU policy: no idle times */
     long long uncovered, reads; /* findings of the check pass */
@@ -168,7 +169,34 @@ static int check_phase(struct cl_run *c)
                     "'%s' does not say since when the phase is 'step', so old-key reads "
                     "cannot be judged",
                     c->q->k_phase);
+    char up[32];
+    if (rc == STEPQ_OK && stepq__info_field(c->q, "uptime_in_seconds", up, sizeof(up)) != STEPQ_OK)
+        return STEPQ_ERR;
+    c->started = rc == STEPQ_OK && up[0] ? stepq__now_ms() - atoll(up) * 1000 : 0;
     return rc;
+}
+
+/* A refusal for old keys read after the switch. When redis-server started
+ * after the switch, loading its data set every key's access time, so a read
+ * since cannot be told from the load: the operator is told that instead of
+ * being sent to look for a reader that may not exist. */
+static int refuse_reads(struct cl_run *c, const char *key, long long at, long long n)
+{
+    if (c->started - READ_SLACK_MS > c->since)
+        return refuse(c,
+                      "redis-server restarted %lld s after the switch to 'step', and loading "
+                      "marks every key as read; make sure nothing reads old keys ('stepq "
+                      "migrate status')",
+                      (c->started - c->since) / 1000);
+    if (n == 0)
+        return refuse(c,
+                      "old key '%s' was read %lld s after the switch to 'step', before the "
+                      "backup: something still reads old keys",
+                      key, (at - c->since) / 1000);
+    return refuse(c,
+                  "old key '%s' was read %lld s ago, %lld s after the switch to 'step' (%lld "
+                  "old keys read since): something still reads old keys",
+                  key, (stepq__now_ms() - at) / 1000, (at - c->since) / 1000, n);
 }
 
 static int add_name(const stepq__bk_record *rec, void *arg)
@@ -231,10 +259,7 @@ static int check_backup_record(struct cl_run *c, const stepq__bk_info *info)
         if (last == -1)
             c->idle_unknown = 1;
         else if (last - READ_SLACK_MS > c->since)
-            rc = refuse(c,
-                        "old key '%s' was read %lld s after the switch to 'step', before the "
-                        "backup: something still reads old keys",
-                        key, (last - c->since) / 1000);
+            rc = refuse_reads(c, key, last, 0);
     }
     freeReplyObject(r);
     return rc;
@@ -361,11 +386,7 @@ static int check_keys(struct cl_run *c, sds match)
         return STEPQ_ERR;
     }
     if (c->reads > 0)
-        return refuse(c,
-                      "old key '%s' was read %lld s ago, %lld s after the switch to 'step' (%lld "
-                      "old keys read since): something still reads old keys",
-                      c->read_key, (stepq__now_ms() - c->read_at) / 1000,
-                      (c->read_at - c->since) / 1000, c->reads);
+        return refuse_reads(c, c->read_key, c->read_at, c->reads);
     if (c->idle_unknown)
         return refuse(c, "redis does not track idle times (an LFU maxmemory-policy), so reads of "
                          "old keys cannot be ruled out");

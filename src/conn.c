@@ -289,6 +289,24 @@ redisReply *stepq__commandf(stepq *q, const char *fmt, ...)
     return finish_reply(q, r);
 }
 
+int stepq__info_field(stepq *q, const char *field, char *buf, size_t len)
+{
+    redisReply *r = stepq__commandf(q, "INFO server");
+    size_t flen = strlen(field);
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    buf[0] = '\0';
+    for (const char *p = r->str; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, field, flen) == 0 && p[flen] == ':') {
+            snprintf(buf, len, "%.*s", (int)strcspn(p + flen + 1, "\r\n"), p + flen + 1);
+            break;
+        }
+    }
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
 #define EVAL_ARGS_MAX 2100 /* a backfill batch of 1000 pairs and its arguments */
 
 /* Builds EVALSHA sha nkeys keys... args... into argv/lens. */

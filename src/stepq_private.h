@@ -159,6 +159,9 @@ void stepq__drop(stepq *q);
  * turned into STEPQ_E_SERVER and freed. */
 redisReply *stepq__command(stepq *q, int argc, const char **argv, const size_t *lens);
 redisReply *stepq__commandf(stepq *q, const char *fmt, ...);
+/* A field of INFO server ("redis_version") as text into buf, "" when the
+ * server has no such field. */
+int stepq__info_field(stepq *q, const char *field, char *buf, size_t len);
 
 /*
  * Runs an embedded script with EVALSHA (loading it on NOSCRIPT). The queue

@@ -135,6 +135,18 @@ static void test_recently_read(void)
     ASSERT_EQ(old_count(), 11);
 }
 
+/* redis-server started after the switch (a switch time from before its
+ * start stands in for a restart): loading set every key's access time, so
+ * the refusal says that, rather than that something reads old keys. */
+static void test_restart_after_switch(void)
+{
+    setup(10);
+    long long up = atoll(strstr(t_str("INFO server"), "uptime_in_seconds:") + 18);
+    freeReplyObject(t_cmd("HSET stepq:phase since %lld", stepq__now_ms() - (up + 60) * 1000));
+    refused("redis-server restarted", 0);
+    ASSERT_EQ(old_count(), 11);
+}
+
 /* Only old keys whose new twin exists go; the others stay and are named. */
 static void kept_cb(const char *key, size_t len, void *arg)
 {
@@ -219,6 +231,7 @@ int main(void)
     RUN(test_backup_not_covering);
     RUN(test_pinned_process);
     RUN(test_recently_read);
+    RUN(test_restart_after_switch);
     RUN(test_deletes_only_twinned);
     RUN(test_kill9_and_rerun);
     unlink(BK);
