@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(build-essential clang libclang-rt-14-dev cmake pkg-config libhiredis-dev libmicrohttpd-dev
-      libjansson-dev uuid-dev libzstd-dev libxxhash-dev redis-server redis-tools curl python3
+      libjansson-dev uuid-dev libzstd-dev libxxhash-dev nettle-dev redis-server redis-tools curl python3
       valgrind jq time)
 [ "${STEPQ_BOOTSTRAP_EXTRA:-}" ] && read -r -a extra <<<"$STEPQ_BOOTSTRAP_EXTRA" && pkgs+=("${extra[@]}")
 

@@ -68,19 +68,6 @@ int stepq__bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, 
     return rc == 0 ? STEPQ_OK : STEPQ_ERR;
 }
 
-redisReply *stepq__bk_reply(stepq *q)
-{
-    void *r = NULL;
-
-    if (q->rc == NULL || redisGetReply(q->rc, &r) != REDIS_OK || r == NULL) {
-        stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s",
-                         q->rc ? q->rc->errstr : "not connected");
-        stepq__drop(q);
-        return NULL;
-    }
-    return r;
-}
-
 /* ---------------------------------------------------------------------------
  * Backup
  * ------------------------------------------------------------------------- */
@@ -164,7 +151,7 @@ static int dump_read(struct bk_run *b, const redisReply *const *keys, size_t n)
     int rc = STEPQ_OK;
 
     for (size_t i = 0; i < n + 1 + 2 * n; i++) {
-        redisReply *r = stepq__bk_reply(b->q);
+        redisReply *r = stepq__read_raw(b->q);
         if (r == NULL)
             return STEPQ_ERR;
         if (i < n)
@@ -175,7 +162,7 @@ static int dump_read(struct bk_run *b, const redisReply *const *keys, size_t n)
         }
         freeReplyObject(r);
     }
-    redisReply *exec = stepq__bk_reply(b->q);
+    redisReply *exec = stepq__read_raw(b->q);
     if (exec == NULL)
         return STEPQ_ERR;
     if (rc == STEPQ_OK)
@@ -404,7 +391,7 @@ static int rs_flush(struct rs_run *s)
     if (s->q->err != STEPQ_E_NONE)
         stop = 1;
     for (size_t i = 0; i < s->n; i++) {
-        redisReply *r = stepq__bk_reply(s->q);
+        redisReply *r = stepq__read_raw(s->q);
         if (r == NULL) {
             stop = 1;
             break;

@@ -109,8 +109,5 @@ FILE *stepq__bk_open(stepq *q, const char *path);
  * On a defect sets STEPQ_E_INVALID naming the file and the defect. */
 int stepq__bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, stepq__bk_fn fn,
                     void *arg);
-/* Reads one pipelined reply; NULL (connection dropped, error set) on a lost
- * connection. Error replies are returned as they are; the caller frees. */
-redisReply *stepq__bk_reply(stepq *q);
 
 #endif /* STEPQ_BACKUP_H */

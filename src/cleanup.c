@@ -363,7 +363,7 @@ static int check_batch(stepq *q, const redisReply *batch, void *arg)
         }
     }
     for (size_t i = 0; i < n; i++) {
-        redisReply *r = stepq__bk_reply(q);
+        redisReply *r = stepq__read_raw(q);
         if (r == NULL)
             return STEPQ_ERR;
         judge_idle(c, r, keys[i]);

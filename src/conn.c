@@ -388,6 +388,19 @@ int stepq__append_eval(stepq *q, enum stepq__script_id s, int nkeys, const char 
     return STEPQ_OK;
 }
 
+redisReply *stepq__read_raw(stepq *q)
+{
+    void *r = NULL;
+
+    if (q->rc == NULL || redisGetReply(q->rc, &r) != REDIS_OK || r == NULL) {
+        stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s",
+                         q->rc ? q->rc->errstr : "not connected");
+        stepq__drop(q);
+        return NULL;
+    }
+    return r;
+}
+
 redisReply *stepq__read_reply(stepq *q)
 {
     void *r = NULL;

@@ -183,6 +183,10 @@ redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, cons
 int stepq__append_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
                        const char **args, const size_t *arglens);
 redisReply *stepq__read_reply(stepq *q);
+/* Reads one pipelined reply as it is, error replies included (for MULTI/EXEC,
+ * whose errors are per command); NULL, with the connection dropped and the
+ * error set, when the connection is lost. The caller frees. */
+redisReply *stepq__read_raw(stepq *q);
 
 /* ---------------------------------------------------------------------------
  * Keyspace walks (scan.c)
