@@ -2,7 +2,7 @@
  * verify.c - comparing every key of one side with its twin (the verify;
  * docs/migration-engine.md). Each pair is read atomically, so a write that
  * lands between reading the two keys cannot fake a difference: hash pairs
- * in one MULTI/EXEC and compared here (an equal pair is decided here, any
+ * in MULTI/EXEC blocks and compared here (an equal pair is decided here, any
  * other goes on to the script), the others inside one script
  * (verify_batch.lua); big sets and zsets are compared member by member in
  * chunks (verify_members.lua). Under live load a pair may still
@@ -237,8 +237,9 @@ typedef int (*verdict_fn)(struct vf *v, size_t k, enum verdict verdict, uint64_t
  * script spent most of their cost turning the two HGETALL replies into Lua
  * tables, then sorting and hashing in Lua (callgrind: the reply conversion
  * alone was a fifth of redis-server's instructions). So the hash pairs of a
- * page are first read in one MULTI/EXEC (HGETALL and PEXPIRETIME of both
- * keys: one atomic snapshot, as the script's), and compared here. A pair
+ * page are first read in MULTI/EXEC blocks (HGETALL and PEXPIRETIME of both
+ * keys: an atomic snapshot, as the script's, of `batch` pairs at most), and
+ * compared here. A pair
  * found equal, with its expiry within the tolerance, gets its verdict and
  * digest here, the digest computed as verify_batch.lua computes it (the
  * elements `len:len:fieldvalue`, sorted bytewise, SHA1; test_digest_pinned
@@ -352,44 +353,54 @@ static int hash_equal(const struct vf *v, redisReply *const *r, char d[64], int 
     return eq;
 }
 
-/* Reads the hash pairs of the current pairs in one MULTI/EXEC and gives
- * each one found equal its verdict; marks them in done[]. */
-static int compare_hashes(struct vf *v, verdict_fn each, char *done)
+/* Queues the hash pairs of the current pairs as MULTI/EXEC blocks of at
+ * most `batch` pairs each: an atomic block holds Redis no longer than a
+ * script of the same batch would. */
+static int append_hashes(struct vf *v, size_t per)
 {
     stepq *q = v->q;
-    size_t n = 0;
-    int ok = REDIS_OK, rc = STEPQ_OK, oom = 0;
+    size_t in = 0;
+    int ok = REDIS_OK;
 
-    for (size_t k = 0; k < v->pairs.n; k++)
-        n += v->pairs.types[k] == 'h';
-    if (n == 0)
-        return STEPQ_OK;
-    if (stepq__ensure(q) != STEPQ_OK)
-        return STEPQ_ERR;
-    ok = redisAppendCommand(q->rc, "MULTI");
     for (size_t k = 0; k < v->pairs.n && ok == REDIS_OK; k++) {
         if (v->pairs.types[k] != 'h')
             continue;
         const char *a = v->pairs.keys[2 * k], *b = v->pairs.keys[2 * k + 1];
-        ok = redisAppendCommand(q->rc, "HGETALL %s", a) == REDIS_OK &&
-                     redisAppendCommand(q->rc, "HGETALL %s", b) == REDIS_OK &&
-                     redisAppendCommand(q->rc, "PEXPIRETIME %s", a) == REDIS_OK &&
-                     redisAppendCommand(q->rc, "PEXPIRETIME %s", b) == REDIS_OK
-                 ? REDIS_OK
-                 : REDIS_ERR;
+        if (in == 0)
+            ok = redisAppendCommand(q->rc, "MULTI");
+        if (ok == REDIS_OK)
+            ok = redisAppendCommand(q->rc, "HGETALL %s", a) == REDIS_OK &&
+                         redisAppendCommand(q->rc, "HGETALL %s", b) == REDIS_OK &&
+                         redisAppendCommand(q->rc, "PEXPIRETIME %s", a) == REDIS_OK &&
+                         redisAppendCommand(q->rc, "PEXPIRETIME %s", b) == REDIS_OK
+                     ? REDIS_OK
+                     : REDIS_ERR;
+        if (ok == REDIS_OK && ++in == per) {
+            ok = redisAppendCommand(q->rc, "EXEC");
+            in = 0;
+        }
     }
-    if (ok == REDIS_OK)
+    if (ok == REDIS_OK && in > 0)
         ok = redisAppendCommand(q->rc, "EXEC");
     if (ok != REDIS_OK) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory while queueing commands");
         stepq__drop(q); /* a partial pipeline must not stay in the output buffer */
         return STEPQ_ERR;
     }
-    /* Read every reply, so the connection stays in step. */
-    for (size_t i = 0; i < 1 + 4 * n; i++) {
+    return STEPQ_OK;
+}
+
+/* Reads one block's replies (MULTI, QUEUED..., EXEC) of m pairs; returns
+ * the EXEC reply, or NULL with the error set (the connection is dropped
+ * when it is lost, else the block is read to its end). */
+static redisReply *read_block(stepq *q, size_t m)
+{
+    int rc = STEPQ_OK;
+
+    for (size_t i = 0; i < 1 + 4 * m; i++) {
         redisReply *r = stepq__read_raw(q);
         if (r == NULL)
-            return STEPQ_ERR;
+            return NULL;
         if (r->type == REDIS_REPLY_ERROR && rc == STEPQ_OK) {
             stepq__set_error(q, STEPQ_E_SERVER, "redis: %s", r->str);
             rc = STEPQ_ERR;
@@ -397,27 +408,56 @@ static int compare_hashes(struct vf *v, verdict_fn each, char *done)
         freeReplyObject(r);
     }
     redisReply *exec = stepq__read_raw(q);
-    if (exec == NULL)
-        return STEPQ_ERR;
-    if (rc == STEPQ_OK && (exec->type != REDIS_REPLY_ARRAY || exec->elements != 4 * n)) {
+    if (exec != NULL && rc == STEPQ_OK &&
+        (exec->type != REDIS_REPLY_ARRAY || exec->elements != 4 * m)) {
         stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply to HGETALL in MULTI/EXEC");
         rc = STEPQ_ERR;
     }
-    for (size_t k = 0, i = 0; rc == STEPQ_OK && k < v->pairs.n; k++) {
-        if (v->pairs.types[k] != 'h')
-            continue;
-        char d[64];
-        if (hash_equal(v, exec->element + 4 * i++, d, &oom)) {
-            const char *a = v->pairs.keys[2 * k];
-            uint64_t c = share(a, d);
-            done[k] = 1;
-            rc = each(v, k, V_EQUAL, c, c);
-        } else if (oom) {
-            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-            rc = STEPQ_ERR;
-        }
+    if (exec != NULL && rc != STEPQ_OK) {
+        freeReplyObject(exec);
+        exec = NULL;
     }
-    freeReplyObject(exec);
+    return exec;
+}
+
+/* Reads the hash pairs of the current pairs (MULTI/EXEC blocks) and gives
+ * each one found equal its verdict; marks them in done[]. */
+static int compare_hashes(struct vf *v, verdict_fn each, char *done)
+{
+    stepq *q = v->q;
+    size_t n = 0, per = (size_t)v->o.batch, k = 0;
+    int rc = STEPQ_OK, oom = 0;
+
+    for (size_t i = 0; i < v->pairs.n; i++)
+        n += v->pairs.types[i] == 'h';
+    if (n == 0)
+        return STEPQ_OK;
+    if (stepq__ensure(q) != STEPQ_OK || append_hashes(v, per) != STEPQ_OK)
+        return STEPQ_ERR;
+    for (size_t first = 0; first < n; first += per) {
+        size_t m = n - first < per ? n - first : per;
+        redisReply *exec = read_block(q, m);
+        if (exec == NULL) {
+            if (q->rc == NULL)
+                return STEPQ_ERR; /* lost: nothing more to read */
+            rc = STEPQ_ERR;       /* read the other blocks, to stay in step */
+            continue;
+        }
+        for (size_t j = 0; rc == STEPQ_OK && j < m; j++, k++) {
+            while (v->pairs.types[k] != 'h')
+                k++;
+            char d[64];
+            if (hash_equal(v, exec->element + 4 * j, d, &oom)) {
+                uint64_t c = share(v->pairs.keys[2 * k], d);
+                done[k] = 1;
+                rc = each(v, k, V_EQUAL, c, c);
+            } else if (oom) {
+                stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+                rc = STEPQ_ERR;
+            }
+        }
+        freeReplyObject(exec);
+    }
     return rc;
 }
 
