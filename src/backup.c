@@ -148,25 +148,17 @@ static int dump_write(struct bk_run *b, const redisReply *const *keys, size_t n,
 /* Reads the replies of dump_append and writes the records. */
 static int dump_read(struct bk_run *b, const redisReply *const *keys, size_t n)
 {
-    int rc = STEPQ_OK;
-
-    for (size_t i = 0; i < n + 1 + 2 * n; i++) {
+    for (size_t i = 0; i < n; i++) {
         redisReply *r = stepq__read_raw(b->q);
         if (r == NULL)
             return STEPQ_ERR;
-        if (i < n)
-            note_idle(b, r, keys[i]);
-        else if (r->type == REDIS_REPLY_ERROR && rc == STEPQ_OK) {
-            stepq__set_error(b->q, STEPQ_E_SERVER, "redis: %s", r->str);
-            rc = STEPQ_ERR;
-        }
+        note_idle(b, r, keys[i]);
         freeReplyObject(r);
     }
-    redisReply *exec = stepq__read_raw(b->q);
+    redisReply *exec = stepq__read_exec(b->q, 2 * n);
     if (exec == NULL)
         return STEPQ_ERR;
-    if (rc == STEPQ_OK)
-        rc = dump_write(b, keys, n, exec);
+    int rc = dump_write(b, keys, n, exec);
     freeReplyObject(exec);
     return rc;
 }

@@ -401,6 +401,28 @@ redisReply *stepq__read_raw(stepq *q)
     return r;
 }
 
+redisReply *stepq__read_exec(stepq *q, size_t queued)
+{
+    int rc = STEPQ_OK;
+
+    for (size_t i = 0; i < 1 + queued; i++) {
+        redisReply *r = stepq__read_raw(q);
+        if (r == NULL)
+            return NULL;
+        if (r->type == REDIS_REPLY_ERROR && rc == STEPQ_OK) {
+            stepq__set_error(q, STEPQ_E_SERVER, "redis: %s", r->str);
+            rc = STEPQ_ERR;
+        }
+        freeReplyObject(r);
+    }
+    redisReply *exec = stepq__read_raw(q);
+    if (exec != NULL && rc != STEPQ_OK) {
+        freeReplyObject(exec);
+        exec = NULL;
+    }
+    return exec;
+}
+
 redisReply *stepq__read_reply(stepq *q)
 {
     void *r = NULL;

@@ -187,6 +187,12 @@ redisReply *stepq__read_reply(stepq *q);
  * whose errors are per command); NULL, with the connection dropped and the
  * error set, when the connection is lost. The caller frees. */
 redisReply *stepq__read_raw(stepq *q);
+/* Reads the replies of a pipelined MULTI, `queued` commands and EXEC, and
+ * returns the EXEC reply as it is (the caller checks its shape). NULL with
+ * the error set when MULTI or a queued command got an error reply (the
+ * block is still read to its end, so the connection stays in step) or the
+ * connection was lost (then dropped). */
+redisReply *stepq__read_exec(stepq *q, size_t queued);
 
 /* ---------------------------------------------------------------------------
  * Keyspace walks (scan.c)

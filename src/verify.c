@@ -390,30 +390,13 @@ static int append_hashes(struct vf *v, size_t per)
     return STEPQ_OK;
 }
 
-/* Reads one block's replies (MULTI, QUEUED..., EXEC) of m pairs; returns
- * the EXEC reply, or NULL with the error set (the connection is dropped
- * when it is lost, else the block is read to its end). */
+/* Reads one block of m pairs: its EXEC reply, or NULL with the error set. */
 static redisReply *read_block(stepq *q, size_t m)
 {
-    int rc = STEPQ_OK;
+    redisReply *exec = stepq__read_exec(q, 4 * m);
 
-    for (size_t i = 0; i < 1 + 4 * m; i++) {
-        redisReply *r = stepq__read_raw(q);
-        if (r == NULL)
-            return NULL;
-        if (r->type == REDIS_REPLY_ERROR && rc == STEPQ_OK) {
-            stepq__set_error(q, STEPQ_E_SERVER, "redis: %s", r->str);
-            rc = STEPQ_ERR;
-        }
-        freeReplyObject(r);
-    }
-    redisReply *exec = stepq__read_raw(q);
-    if (exec != NULL && rc == STEPQ_OK &&
-        (exec->type != REDIS_REPLY_ARRAY || exec->elements != 4 * m)) {
+    if (exec != NULL && (exec->type != REDIS_REPLY_ARRAY || exec->elements != 4 * m)) {
         stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply to HGETALL in MULTI/EXEC");
-        rc = STEPQ_ERR;
-    }
-    if (exec != NULL && rc != STEPQ_OK) {
         freeReplyObject(exec);
         exec = NULL;
     }
