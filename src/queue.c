@@ -79,6 +79,13 @@ static int check_json(stepq *q, const char *what, const char *text)
 #define SUBMIT_ARGS 6
 #define BATCH_MAX   100
 
+/* Whether the last call failed on the way (the connection), not by a
+ * refusal: the call may have happened, and is asked about again. */
+static int lost(const stepq *q)
+{
+    return q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF;
+}
+
 /* Checks one step's options and writes its 6 script arguments (pointing
  * into o, into prio/maxa, or at constants). */
 static int submit_args(stepq *q, const stepq_submit_opts *o, char *id, char prio[24], char maxa[24],
@@ -139,7 +146,7 @@ int stepq_submit_many(stepq *q, const stepq_submit_opts *o, size_t n, char (*ret
     int nargs = 1 + SUBMIT_ARGS * (int)n;
     args[0] = "0";
     redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_SUBMIT, nargs, args, NULL);
-    if (r == NULL && (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF)) {
+    if (r == NULL && lost(q)) {
         /* The ids are ours, so a submit whose reply was lost can be sent
          * again: with the retry flag the script skips the ids it created. */
         args[0] = "1";
@@ -276,7 +283,7 @@ static int claim_read(stepq *q, const redisReply *r, const char *token, json_t *
     for (size_t i = 0; i < n; i++) {
         redisReply *h = stepq__read_reply(q), *got = NULL;
         if (h == NULL) {
-            if (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF)
+            if (lost(q))
                 return STEPQ_ERR;
             stepq__clear_error(q);
             continue; /* not a hash (an error reply): nothing to run */
@@ -284,7 +291,7 @@ static int claim_read(stepq *q, const redisReply *r, const char *token, json_t *
         if (h->type == REDIS_REPLY_ARRAY && h->elements == 0) {
             const char *id = r->element[2 * i]->str;
             got = stepq__eval_queue(q, STEPQ_SCRIPT_GET, 1, &id, NULL);
-            if (got == NULL && (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF)) {
+            if (got == NULL && lost(q)) {
                 freeReplyObject(h);
                 return STEPQ_ERR;
             }
@@ -345,7 +352,7 @@ int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t nc
     if (own)
         claim_remember(q, worker, token);
     r = stepq__eval_queue(q, STEPQ_SCRIPT_CLAIM, 7, args, NULL);
-    if (r == NULL && (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF)) {
+    if (r == NULL && lost(q)) {
         /* The claim may have happened with its reply lost: ask again with
          * the same token, and the script returns what that token holds. */
         args[6] = "1";
@@ -367,8 +374,7 @@ int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t nc
         return STEPQ_ERR;
     }
     json_t *a = json_array();
-    if (a != NULL && claim_read(q, r, token, a) != STEPQ_OK &&
-        (q->err == STEPQ_E_IO || q->err == STEPQ_E_EOF)) {
+    if (a != NULL && claim_read(q, r, token, a) != STEPQ_OK && lost(q)) {
         /* Claimed, but the records were lost on the way: the retry flag
          * returns what this token holds. */
         freeReplyObject(r);
