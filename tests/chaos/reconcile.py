@@ -4,21 +4,46 @@
 It reads Redis directly (a small RESP client over the unix socket; nothing
 of stepq's code or counters is used) and the files the chaos run wrote.
 
-  reconcile.py twins SOCK             every old key (job:*, jobs:*, worker:W:jobs)
+  reconcile.py twins SOCK [records]   every old key (job:*, jobs:*, worker:W:jobs)
                                       against its new twin where both exist: type,
-                                      content, absolute expiry (2 s tolerance)
+                                      content, absolute expiry (2 s tolerance);
+                                      with "records", only the steps' records and
+                                      progress (job:{id}, job:{id}:progress)
   reconcile.py steps SOCK DIR SIDE    every acknowledged id (DIR/submitted) read
-                                      on SIDE (old or new): completed, failed by
+                                      on SIDE (old, new, or phase: the side the
+                                      stored phase reads, new else old in dual-read
+                                      and step-primary): completed, failed by
                                       policy or cancelled by us; none lost, none
                                       run twice at once (DIR/overlaps), none
                                       resurrected (a cancelled step started again,
-                                      an ended step back in a queue)
+                                      an ended step back in a queue); with worker
+                                      logs whose lines carry a time stamp (the
+                                      randomized walk's), none run again after a
+                                      worker reported its end, none completed twice
+  reconcile.py snapshot SOCK DIR TAG  the randomized walk's look after each of its
+                                      operations: reads the stored phase and every
+                                      acknowledged id on the side that phase reads,
+                                      in one MULTI/EXEC; an id seen ended
+                                      (completed, failed, cancelled) earlier and
+                                      now pending or active is resurrected (appended
+                                      to DIR/resurrected with TAG). Prints "phase P",
+                                      "unfinished N" (pending or active now) and
+                                      "resurrected N" (new ones)
 
 Each prints its figures as "name value" lines and exits 1 on a violation.
+
+  reconcile.py serve SOCK             one process for many looks (Python takes
+                                      longer to start than a look takes): reads
+                                      commands from stdin, one a line, as above
+                                      without SOCK ("snapshot DIR TAG"), and answers
+                                      each with its output and a line "--end-- RC"
 """
+import contextlib
+import io
 import os
 import socket
 import sys
+import traceback
 
 TTL_TOLERANCE_MS = 2000
 # A run claimed just before a cancel may log its start a little after the
@@ -141,9 +166,14 @@ def snapshot(r, keys):
     return out
 
 
-def twins(r):
+def twins(r, records_only=False):
     keys = r.scan()
     olds = [k for k in keys if new_twin(k)]
+    print("old_keys %d" % len(olds))
+    if records_only:
+        # Before a backfill has merged them, the new collections hold only
+        # what the dual writes put there; the records are whole on both sides.
+        olds = [k for k in olds if k.startswith("job:")]
     news = set(k for k in keys if old_twin(k))
     pairs = [(o, new_twin(o)) for o in olds if new_twin(o) in news]
     snap = snapshot(r, [k for p in pairs for k in p])
@@ -175,26 +205,124 @@ def read_lines(path):
         return []
 
 
+PREFIX = {"old": "job:", "new": "step:"}
+# The sides each phase reads, the first one first (docs/migration.md).
+READS = {"job": ("old",), "dual-write": ("old",), "dual-read": ("new", "old"),
+         "step-primary": ("new", "old"), "step": ("new",)}
+ENDED = ("completed", "failed", "cancelled")
+
+
+def stored_phase(r):
+    return r.call("HGET", "stepq:phase", "phase") or "job"
+
+
+def side_queues(r, side):
+    qpfx = "jobs:" if side == "old" else "steps:"
+    queues = {"pending": set(r.call("ZRANGE", qpfx + "pending", 0, -1))}
+    for q in ("active", "completed", "failed"):
+        queues[q] = set(r.call("SMEMBERS", qpfx + q))
+    return queues
+
+
+def worker_ends(d):
+    """{id: [(time, 'completed'|'failed')]} from time-stamped worker logs.
+
+    The randomized walk stamps each line of a worker's stderr with the time
+    it was read ("TIME stepq worker W: step ID completed"), just after the
+    worker's report was acknowledged by Redis. Other logs yield nothing."""
+    ends = {}
+    for name in sorted(os.listdir(d)):
+        if not (name.startswith("worker") and name.endswith(".log")):
+            continue
+        for w in read_lines(os.path.join(d, name)):
+            if len(w) < 6 or not w[0].isdigit() or w[1:3] != ["stepq", "worker"] or w[4] != "step":
+                continue
+            if w[6:7] == ["completed"]:
+                ends.setdefault(w[5], []).append((int(w[0]), "completed"))
+            elif w[6:9] == ["failed", "(no", "attempts"]:
+                ends.setdefault(w[5], []).append((int(w[0]), "failed"))
+    return ends
+
+
+def ran_again(d, runs, fig, bad):
+    """A step ends once: no run of it starts after a worker's report of its
+    end was acknowledged (completed, or failed with no attempts left), and it
+    is completed at most once. A run whose worker died before its report is
+    not an end: running it again is the at-least-once promise."""
+    ends = worker_ends(d)
+    fig["ran_again"] = fig["completed_twice"] = 0
+    for i, e in sorted(ends.items()):
+        first = min(t for t, _ in e)
+        later = [w for w in runs if w[0] == "start" and w[1] == i and int(w[3]) > first]
+        if later:
+            fig["ran_again"] += 1
+            bad.append("ran again %s: %d run(s) started after a worker reported it %s" % (
+                i, len(later), min(e)[1]))
+        if sum(1 for _, k in e if k == "completed") > 1:
+            fig["completed_twice"] += 1
+            bad.append("completed twice %s: %d completions acknowledged" % (
+                i, sum(1 for _, k in e if k == "completed")))
+
+
+def snapshot_look(r, d, tag):
+    """See the module's doc: one look of the randomized walk."""
+    ids = sorted(set(w[0] for w in read_lines(os.path.join(d, "submitted"))))
+    cmds = [("MULTI",), ("HGET", "stepq:phase", "phase")]
+    for i in ids:
+        cmds += [("HGET", "job:" + i, "status"), ("HGET", "step:" + i, "status")]
+    cmds.append(("EXEC",))
+    rep = r.pipeline(cmds)[-1]
+    if not isinstance(rep, list):
+        raise RuntimeError("snapshot: EXEC failed: %r" % (rep,))
+    phase = rep[0] or "job"
+    path = os.path.join(d, "ended")
+    ended = {w[0]: w[1:] for w in read_lines(path)}
+    unfinished = fresh = 0
+    new_ends = []
+    for n, i in enumerate(ids):
+        st = {"old": rep[1 + 2 * n], "new": rep[2 + 2 * n]}
+        st = {k: (v if isinstance(v, str) else None) for k, v in st.items()}
+        now = next((st[s] for s in READS[phase] if st[s]), None)
+        if now in ("pending", "active"):
+            unfinished += 1
+            if i in ended:
+                fresh += 1
+                with open(os.path.join(d, "resurrected"), "a") as f:
+                    f.write("%s %s at %s, now %s at %s (phase %s; old %s, new %s)\n" % (
+                        i, ended[i][0], ended[i][1], now, tag, phase, st["old"], st["new"]))
+        elif now in ENDED and i not in ended:
+            new_ends.append("%s %s %s\n" % (i, now, tag))
+    with open(path, "a") as f:
+        f.writelines(new_ends)
+    print("phase %s" % phase)
+    print("unfinished %d" % unfinished)
+    print("resurrected %d" % fresh)
+    return 0
+
+
 def steps(r, d, side):
     ids = sorted(set(w[0] for w in read_lines(os.path.join(d, "submitted"))))
     cancelled = {w[0]: int(w[1]) for w in read_lines(os.path.join(d, "cancelled"))}
     runs = read_lines(os.path.join(d, "runs.log"))
     overlaps = read_lines(os.path.join(d, "overlaps"))
-    pfx, qpfx = ("job:", "jobs:") if side == "old" else ("step:", "steps:")
-    hashes = r.pipeline([("HGETALL", pfx + i) for i in ids])
-    queues = {"pending": set(r.call("ZRANGE", qpfx + "pending", 0, -1))}
-    for q in ("active", "completed", "failed"):
-        queues[q] = set(r.call("SMEMBERS", qpfx + q))
+    phase = stored_phase(r)
+    sides = READS[phase] if side == "phase" else (side,)
+    old_h = r.pipeline([("HGETALL", "job:" + i) for i in ids]) if "old" in sides else [None] * len(ids)
+    new_h = r.pipeline([("HGETALL", "step:" + i) for i in ids]) if "new" in sides else [None] * len(ids)
+    queues_of = {s: side_queues(r, s) for s in sides}
     ended_ok = set(w[1] for w in runs if w[0] == "end" and w[4] == "ok")
     fig = dict(submitted=len(ids), completed=0, failed=0, cancelled=0, lost=0, stuck=0,
                failed_early=0, wrong_set=0, completed_without_run=0, resurrected=0)
     bad = []
-    for i, h in zip(ids, hashes):
+    for i, ho, hn in zip(ids, old_h, new_h):
+        # The first side the phase reads that holds the record (new, else old).
+        h, s = (hn, "new") if hn else (ho, "old")
+        queues = queues_of.get(s, {})
         f = dict(zip(h[0::2], h[1::2])) if h else {}
         st = f.get("status")
         if not f:
             fig["lost"] += 1
-            bad.append("lost %s: no %s%s" % (i, pfx, i))
+            bad.append("lost %s: no %s (phase %s)" % (i, " nor ".join(PREFIX[x] + i for x in sides), phase))
             continue
         if st in ("pending", "active"):
             fig["stuck"] += 1
@@ -229,8 +357,9 @@ def steps(r, d, side):
         if w[0] == "start" and w[1] in cancelled and int(w[3]) > cancelled[w[1]] + CANCEL_GRACE_US:
             fig["resurrected"] += 1
             bad.append("resurrected %s: started after its cancel" % w[1])
+    ran_again(d, runs, fig, bad)
     known = set(ids)
-    all_ids = set().union(*queues.values())
+    all_ids = set().union(*(set().union(*q.values()) for q in queues_of.values()))
     fig["unacknowledged_present"] = len(all_ids - known)
     fig["runs_started"] = sum(1 for w in runs if w[0] == "start")
     fig["runs_killed_or_stopped"] = fig["runs_started"] - sum(1 for w in runs if w[0] == "end")
@@ -250,16 +379,57 @@ def steps(r, d, side):
                              "jobs:failed", "steps:failed") if r.call("SISMEMBER", q, i) == 1]
         print("problem   %s is in %s" % (i, sets))
     violations = (fig["lost"] + fig["stuck"] + fig["duplicated"] + fig["resurrected"] +
-                  fig["failed_early"] + fig["wrong_set"] + fig["completed_without_run"])
+                  fig["failed_early"] + fig["wrong_set"] + fig["completed_without_run"] +
+                  fig["ran_again"] + fig["completed_twice"])
     return 1 if violations or not ids else 0
 
 
-def main(argv):
-    if len(argv) < 3 or argv[1] not in ("twins", "steps") or (argv[1] == "steps" and len(argv) != 5):
-        print("usage: reconcile.py twins SOCK | steps SOCK DIR old|new", file=sys.stderr)
+COMMANDS = {"twins": (0, 1), "steps": (2,), "snapshot": (2,)}
+
+
+def usage_ok(words):
+    if (not words or words[0] not in COMMANDS or len(words) - 1 not in COMMANDS[words[0]]
+            or (words[0] == "steps" and words[2] not in ("old", "new", "phase"))
+            or (words[0] == "twins" and words[1:] not in ([], ["records"]))):
+        print("usage: reconcile.py twins SOCK [records] | steps SOCK DIR old|new|phase"
+              " | snapshot SOCK DIR TAG | serve SOCK", file=sys.stderr)
+        return False
+    return True
+
+
+def run(r, words):
+    """Runs one command (its words without SOCK); returns its exit code."""
+    if not usage_ok(words):
         return 2
-    r = Redis(argv[2])
-    return twins(r) if argv[1] == "twins" else steps(r, argv[3], argv[4])
+    if words[0] == "twins":
+        return twins(r, words[1:] == ["records"])
+    if words[0] == "snapshot":
+        return snapshot_look(r, words[1], words[2])
+    return steps(r, words[1], words[2])
+
+
+def serve(r):
+    for line in sys.stdin:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            try:
+                rc = run(r, line.split())
+            except Exception:  # a broken look is reported, and the next one runs
+                traceback.print_exc(file=out)
+                rc = 3
+        sys.stdout.write(out.getvalue())
+        sys.stdout.write("--end-- %d\n" % rc)
+        sys.stdout.flush()
+    return 0
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "serve":
+        return serve(Redis(argv[2]))
+    words = argv[1:2] + argv[3:]
+    if len(argv) < 3 or not usage_ok(words):
+        return 2
+    return run(Redis(argv[2]), words)
 
 
 if __name__ == "__main__":
