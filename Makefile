@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_ASAN ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test test-asan test-valgrind bench chaos fuzz format clean
+.PHONY: all deps build run test test-asan test-valgrind bench chaos chaos-walk fuzz format clean
 
 all: build
 
@@ -46,6 +46,12 @@ bench: build
 # redis-server (tests/chaos/chaos.sh); the short form runs in `make test`.
 chaos: build
 	@tests/chaos/chaos.sh $(BUILD)/stepq
+
+# The randomized walk (tests/chaos/walk_random.sh): WALK_SEQS random operator
+# sequences under load, each reconciled; SEED=N replays one (docs/chaos.md).
+WALK_SEQS ?= 100
+chaos-walk: build
+	@WALK_SEQS=$(WALK_SEQS) tests/chaos/walk_random.sh $(BUILD)/stepq
 
 format:
 	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c fuzz/*.c

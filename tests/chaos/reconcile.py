@@ -277,6 +277,7 @@ def snapshot_look(r, d, tag):
     phase = rep[0] or "job"
     path = os.path.join(d, "ended")
     ended = {w[0]: w[1:] for w in read_lines(path)}
+    seen = set(w[0] for w in read_lines(os.path.join(d, "resurrected")))
     unfinished = fresh = 0
     new_ends = []
     for n, i in enumerate(ids):
@@ -285,7 +286,7 @@ def snapshot_look(r, d, tag):
         now = next((st[s] for s in READS[phase] if st[s]), None)
         if now in ("pending", "active"):
             unfinished += 1
-            if i in ended:
+            if i in ended and i not in seen:  # each one is told once
                 fresh += 1
                 with open(os.path.join(d, "resurrected"), "a") as f:
                     f.write("%s %s at %s, now %s at %s (phase %s; old %s, new %s)\n" % (

@@ -40,7 +40,7 @@ nops=${WALK_OPS:-12}
 finish=${WALK_FINISH:-1}
 verbose=${WALK_VERBOSE:-0}
 seed0=${SEED:-$(od -An -N3 -tu4 /dev/urandom | tr -d ' ')}
-workers=2 conc=2 ttl=3000 rate=0.15 drain=45 op_timeout=120
+workers=2 conc=2 ttl=3000 rate=0.15 drain=20 op_timeout=120
 
 tmp=$(mktemp -d /tmp/stepq-walk.XXXXXX)
 rdir=$tmp/redis
@@ -327,7 +327,7 @@ backfill_killed() { # a backfill killed -9 at a random point; the next one resum
 random_op() {
     pick 100
     local r=$R
-    if [ $r -lt 24 ]; then # the runbook's next move
+    if [ $r -lt 28 ]; then # the runbook's next move
         if [ "$PH" = step ]; then
             latest
             if [ -n "$B" ]; then op next migrate cleanup --backup "$B"; else new_backup; op next migrate backup --out "$B"; fi
@@ -335,20 +335,20 @@ random_op() {
             op next migrate phase "$(next_of "$PH")" --reason walk
         fi
         follow 100
-    elif [ $r -lt 30 ]; then # a move forward, or anywhere now and then
+    elif [ $r -lt 32 ]; then # a move forward, or anywhere now and then
         pick 5
         local to
         to=$(next_of "$PH")
         [ $R = 0 ] && { pick 5; to=${phases[$R]}; }
         op phase migrate phase "$to" --reason walk
         follow 50
-    elif [ $r -lt 35 ]; then
+    elif [ $r -lt 35 ]; then # a move back, or a rollback: one in ten
         op phase migrate phase "$(prev_of "$PH")" --reason walk
         follow 50
-    elif [ $r -lt 44 ]; then
+    elif [ $r -lt 42 ]; then
         op rollback migrate rollback --reason walk
         follow 50
-    elif [ $r -lt 51 ]; then
+    elif [ $r -lt 50 ]; then
         pick 10
         if [ $R = 0 ]; then op backfill migrate backfill --restart; else op backfill migrate backfill --batch $((R * 7 + 3)); fi
         follow 50
@@ -402,23 +402,26 @@ random_op() {
     fi
 }
 
-# lead_out: the operator walks on to 'step' and a clean cleanup, doing what
-# the tool says; "stuck" when the same refusal comes back three times or 30
-# operations are not enough. Old keys must equal their twins in dual-read
-# and step-primary, where reads come from the new side.
-lead_out() {
-    local n same=0 last="" msg
+# lead_to PHASE TAG [twins]: the operator walks forward to PHASE doing what
+# the tool says; to 'cleanup': on to 'step' and a cleanup that exits 0.
+# "Stuck" when the same refusal comes back three times or 30 operations
+# are not enough. With "twins" (only when no load runs: the reconciler's
+# reads are not one snapshot), old keys must equal their twins on the way
+# through dual-read and step-primary, where reads come from the new side.
+lead_to() {
+    local to=$1 tag=$2 n same=0 last="" msg
     for n in $(seq 30); do
-        if [ "$PH" = dual-read ] || [ "$PH" = step-primary ]; then
-            twins_check "lead-out, $PH" full
+        if [ "${3:-}" = twins ] && { [ "$PH" = dual-read ] || [ "$PH" = step-primary ]; }; then
+            twins_check "$tag, $PH" full
         fi
+        [ "$PH" = "$to" ] && return 0
         if [ "$PH" = step ]; then
             latest
-            if [ -z "$B" ]; then new_backup; op lead migrate backup --out "$B" --quiet; continue; fi
-            op lead migrate cleanup --backup "$B"
+            if [ -z "$B" ]; then new_backup; op "$tag" migrate backup --out "$B" --quiet; continue; fi
+            op "$tag" migrate cleanup --backup "$B"
             [ "$RC" = 0 ] && return 0
         else
-            op lead migrate phase "$(next_of "$PH")" --reason walk
+            op "$tag" migrate phase "$(next_of "$PH")" --reason walk
         fi
         [ "$RC" = 0 ] && continue
         msg=$(grep -v '^[a-z]*: [0-9]* keys in' "$sd/out" | tail -1 |
@@ -428,7 +431,7 @@ lead_out() {
         [ $same -ge 2 ] && break
         follow 100
     done
-    echo "   STUCK in $PH: $last" >>"$sd/ops"
+    echo "   STUCK in $PH on the way to $to: $last" >>"$sd/ops"
     return 1
 }
 
@@ -493,6 +496,17 @@ for s in $(seq "$seqs"); do
     spid=$!
     sleep 1
     path=job
+    # Half the sequences start later in the walk: the runbook's moves (the
+    # tool's advice followed) to a phase drawn at random.
+    pick 2
+    if [ $R = 0 ]; then
+        pick 4
+        if ! lead_to "${phases[$((R + 1))]}" prelude; then
+            stuck=$((stuck + 1))
+            seq_bad=$((seq_bad + 1))
+        fi
+        path="job>..>$PH"
+    fi
     for _ in $(seq "$nops"); do
         random_op
         [ "${path##*>}" = "$PH" ] || path="$path>$PH"
@@ -514,7 +528,7 @@ for s in $(seq "$seqs"); do
     check_steps "end of the walk"
     fin=""
     if [ "$finish" = 1 ]; then
-        if lead_out; then fin=" led out in $((ops - walk_ops)) ops;"; else
+        if lead_to cleanup lead twins; then fin=" led out in $((ops - walk_ops)) ops;"; else
             fin=" STUCK;"
             stuck=$((stuck + 1))
             seq_bad=$((seq_bad + 1))
