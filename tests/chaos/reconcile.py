@@ -28,7 +28,11 @@ of stepq's code or counters is used) and the files the chaos run wrote.
                                       now pending or active is resurrected (appended
                                       to DIR/resurrected with TAG). Prints "phase P",
                                       "unfinished N" (pending or active now) and
-                                      "resurrected N" (new ones)
+                                      "resurrected N" (new ones). In 'step', an old
+                                      record listed in DIR/deleted that exists again
+                                      is resurrected too
+  reconcile.py deleted SOCK DIR       writes DIR/deleted: the acknowledged ids whose
+                                      old record does not exist (after a cleanup)
 
 Each prints its figures as "name value" lines and exits 1 on a violation.
 
@@ -295,9 +299,29 @@ def snapshot_look(r, d, tag):
             new_ends.append("%s %s %s\n" % (i, now, tag))
     with open(path, "a") as f:
         f.writelines(new_ends)
+    # Old records a cleanup deleted in 'step' stay deleted while the phase
+    # stays there and nothing is restored (the walk drops DIR/deleted then).
+    deleted = set(w[0] for w in read_lines(os.path.join(d, "deleted")))
+    if phase == "step" and deleted:
+        for n, i in enumerate(ids):
+            if i in deleted and i not in seen and isinstance(rep[1 + 2 * n], str):
+                fresh += 1
+                with open(os.path.join(d, "resurrected"), "a") as f:
+                    f.write("%s old record deleted by a cleanup is back at %s (status %s)\n" % (
+                        i, tag, rep[1 + 2 * n]))
     print("phase %s" % phase)
     print("unfinished %d" % unfinished)
     print("resurrected %d" % fresh)
+    return 0
+
+
+def mark_deleted(r, d):
+    """Writes DIR/deleted: the acknowledged ids whose old record is gone."""
+    ids = sorted(set(w[0] for w in read_lines(os.path.join(d, "submitted"))))
+    there = r.pipeline([("EXISTS", "job:" + i) for i in ids])
+    with open(os.path.join(d, "deleted"), "w") as f:
+        f.writelines("%s\n" % i for i, e in zip(ids, there) if e == 0)
+    print("deleted %d" % sum(1 for e in there if e == 0))
     return 0
 
 
@@ -385,7 +409,7 @@ def steps(r, d, side):
     return 1 if violations or not ids else 0
 
 
-COMMANDS = {"twins": (0, 1), "steps": (2,), "snapshot": (2,)}
+COMMANDS = {"twins": (0, 1), "steps": (2,), "snapshot": (2,), "deleted": (1,)}
 
 
 def usage_ok(words):
@@ -393,7 +417,7 @@ def usage_ok(words):
             or (words[0] == "steps" and words[2] not in ("old", "new", "phase"))
             or (words[0] == "twins" and words[1:] not in ([], ["records"]))):
         print("usage: reconcile.py twins SOCK [records] | steps SOCK DIR old|new|phase"
-              " | snapshot SOCK DIR TAG | serve SOCK", file=sys.stderr)
+              " | snapshot SOCK DIR TAG | deleted SOCK DIR | serve SOCK", file=sys.stderr)
         return False
     return True
 
@@ -406,6 +430,8 @@ def run(r, words):
         return twins(r, words[1:] == ["records"])
     if words[0] == "snapshot":
         return snapshot_look(r, words[1], words[2])
+    if words[0] == "deleted":
+        return mark_deleted(r, words[1])
     return steps(r, words[1], words[2])
 
 

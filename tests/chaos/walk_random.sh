@@ -145,12 +145,13 @@ submitter() { # as chaos.sh's: every tenth step fails by policy, some are cancel
 }
 
 # kill_worker: SIGKILL a worker while a step of it runs (its command dies
-# with it); a new worker takes its place, a reaper requeues the step.
+# with it); a new worker takes its place, a reaper requeues the step. (The
+# worker's other child is the time stamper of its stderr.)
 kill_worker() {
     local k
     for _ in $(seq 60); do
         for k in "${!wpid[@]}"; do
-            if [ -n "$(pgrep -P "${wpid[$k]}" 2>/dev/null)" ]; then
+            if [ -n "$(pgrep -P "${wpid[$k]}" -f 'step\.sh' 2>/dev/null)" ]; then
                 kill -9 "${wpid[$k]}"
                 wait "${wpid[$k]}" 2>/dev/null
                 unset "wpid[$k]"
@@ -264,7 +265,15 @@ op() {
     cat "$sd/op" >>"$sd/ops"
     [ "$verbose" = 1 ] && cat "$sd/op"
     cat "$sd/out" >>"$sd/walk.log"
+    # What a cleanup deleted stays deleted while the phase stays 'step' and
+    # nothing is restored (see reconcile.py snapshot).
+    if [ "$1 ${2:-}" = "migrate cleanup" ] && [ "$PH" = step ] && [[ " $* " != *" --dry-run "* ]]; then
+        reconcile deleted "$sd" >/dev/null
+    elif [ "$1 ${2:-}" = "migrate restore" ] && [ "$RC" = 0 ]; then
+        rm -f "$sd/deleted"
+    fi
     look "s$s.op$ops"
+    [ "$PH" = step ] || rm -f "$sd/deleted"
     # A keyspace stops being written in 'job': back in 'job', the new side
     # is stale until a clean verify (or a repair) in dual-write says equal.
     [ "$PH" = job ] && [ "$before" != job ] && { stale=1; bf_done=0; }
@@ -398,7 +407,7 @@ random_op() {
         op status migrate status
     else
         pick 10
-        sleep "0.$((R + 3))"
+        sleep "$(((R + 3) / 10)).$(((R + 3) % 10))"
     fi
 }
 
