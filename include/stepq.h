@@ -386,6 +386,7 @@ STEPQ_API int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_pr
 enum stepq_cleanup_flags {
     STEPQ_CLEANUP_FORCE = 1 << 0,   /* delete although old keys seem read (audited) */
     STEPQ_CLEANUP_DRY_RUN = 1 << 1, /* run every check, delete nothing */
+    STEPQ_CLEANUP_ADOPT = 1 << 2,   /* move steps only the old side knows to the new side */
 };
 
 typedef struct stepq_cleanup_opts {
@@ -393,15 +394,16 @@ typedef struct stepq_cleanup_opts {
     double rate;                /* keys/s; 0: unlimited (stepq:throttle still applies) */
     const char *who;            /* for the audit entry of a forced run; NULL: "unknown" */
     stepq_progress_fn progress; /* may be NULL */
-    /* Called with each old key kept because its new twin is missing. */
-    void (*kept)(const char *key, size_t len, void *arg);
+    /* Called with each old key kept, and why (the step it would lose). */
+    void (*kept)(const char *key, size_t len, const char *why, void *arg);
     void *arg;
 } stepq_cleanup_opts;
 
 typedef struct stepq_cleanup_result {
     long long old_keys;      /* old keys found by the checks */
     long long deleted;       /* deleted (would be, with DRY_RUN) */
-    long long kept;          /* kept: their new twin is missing */
+    long long kept;          /* kept: the new side lacks a step they hold (see `kept`) */
+    long long adopted;       /* steps moved to the new side (ADOPT) */
     long long not_in_backup; /* kept: not in the backup (appeared after the check) */
     long long gone;          /* vanished meanwhile */
 } stepq_cleanup_result;

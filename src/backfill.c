@@ -248,6 +248,8 @@ static int preflight(struct bf *b, char *why, size_t len)
         return STEPQ_ERR;
     if (b->o.memory_limit > 0)
         max = b->o.memory_limit;
+    if (ph == STEPQ_PHASE_STEP)
+        return STEPQ_OK; /* refused in walk(), forced or not */
     if (ph < STEPQ_PHASE_DUAL_WRITE)
         snprintf(why, len,
                  "cannot backfill in phase '%s': a copy taken before every writer dual-writes "
@@ -547,6 +549,25 @@ static int finish(struct bf *b)
     return STEPQ_OK;
 }
 
+/* In 'step' the old keys are frozen at the switch while the steps go on
+ * moving on the new side: a copy of them brings back what ended there (a
+ * completed step put back into the active set, and reaped into pending).
+ * No --force overrides this. */
+static int refuse_in_step(stepq *q)
+{
+    stepq_phase ph;
+
+    if (stepq_phase_get(q, &ph) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (ph != STEPQ_PHASE_STEP)
+        return STEPQ_OK;
+    stepq__set_error(q, STEPQ_E_CONFLICT,
+                     "cannot backfill in phase 'step': the old keys stopped changing at the "
+                     "switch and copying them would bring back steps that ended since; "
+                     "'stepq migrate cleanup --adopt' takes over steps only the old side has");
+    return STEPQ_ERR;
+}
+
 static int audit_forced(struct bf *b, const char *why)
 {
     return stepq__audit(b->q,
@@ -561,7 +582,7 @@ static int walk(struct bf *b)
     char why[STEPQ_ERRSTR_MAX];
     int rc = STEPQ_ERR;
 
-    if (preflight(b, why, sizeof(why)) != STEPQ_OK)
+    if (refuse_in_step(q) != STEPQ_OK || preflight(b, why, sizeof(why)) != STEPQ_OK)
         return STEPQ_ERR;
     if (why[0] != '\0' && !b->o.force && !b->o.dry_run) {
         stepq__set_error(q, STEPQ_E_CONFLICT, "%s", why);

@@ -66,8 +66,14 @@ long stepq__walk_count(long batch, long max_latency_ms)
 redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],
                                 const char *count)
 {
-    redisReply *r = stepq__commandf(q, "%s %s %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", key,
-                                    cursor, count);
+    return stepq__scan_members_n(q, key, strlen(key), type, cursor, count);
+}
+
+redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type,
+                                  char cursor[32], const char *count)
+{
+    redisReply *r = stepq__commandf(q, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", key,
+                                    len, cursor, count);
 
     if (r == NULL)
         return NULL;
@@ -105,6 +111,12 @@ static char type_letter(enum stepq__keytype t)
 int stepq__pairs_add(stepq__pairs *p, const stepq__keymap *km, size_t r, enum stepq__side first,
                      const char *id)
 {
+    return stepq__pairs_add_n(p, km, r, first, id, id ? strlen(id) : 0);
+}
+
+int stepq__pairs_add_n(stepq__pairs *p, const stepq__keymap *km, size_t r,
+                       enum stepq__side first, const char *id, size_t idlen)
+{
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 128;
         sds *k = stepq__realloc(p->keys, cap * 2 * sizeof(*k));
@@ -121,8 +133,8 @@ int stepq__pairs_add(stepq__pairs *p, const stepq__keymap *km, size_t r, enum st
         p->rule = rr;
         p->cap = cap;
     }
-    sds a = stepq__keymap_key(km, r, first, id);
-    sds b = stepq__keymap_key(km, r, first == STEPQ_OLD ? STEPQ_NEW : STEPQ_OLD, id);
+    sds a = stepq__keymap_key_n(km, r, first, id, idlen);
+    sds b = stepq__keymap_key_n(km, r, first == STEPQ_OLD ? STEPQ_NEW : STEPQ_OLD, id, idlen);
     if (a == NULL || b == NULL) {
         sdsfree(a);
         sdsfree(b);
@@ -180,6 +192,7 @@ int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, l
 {
     size_t nscripts = (p->n + (size_t)batch - 1) / (size_t)batch;
     const char *keys[2 * 1000 + 8];
+    size_t klens[2 * 1000 + 8];
     const char *argv[16];
     int rc = STEPQ_OK;
 
@@ -191,10 +204,14 @@ int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, l
         size_t lo = b * (size_t)batch, hi = lo + (size_t)batch < p->n ? lo + (size_t)batch : p->n;
         int nk = 0, na = 0;
         char types[1001];
-        for (int i = 0; i < nprefix; i++)
+        for (int i = 0; i < nprefix; i++) {
+            klens[nk] = strlen(prefix[i]);
             keys[nk++] = prefix[i];
-        for (size_t i = 2 * lo; i < 2 * hi; i++)
+        }
+        for (size_t i = 2 * lo; i < 2 * hi; i++) {
+            klens[nk] = sdslen(p->keys[i]); /* ids may hold any byte */
             keys[nk++] = p->keys[i];
+        }
         for (int i = 0; i < nargs; i++)
             argv[na++] = args[i];
         if (with_types) {
@@ -202,7 +219,7 @@ int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, l
             types[hi - lo] = '\0';
             argv[na++] = types;
         }
-        if (stepq__append_eval(q, s, nk, keys, na, argv, NULL) != STEPQ_OK)
+        if (stepq__append_eval_argv(q, s, nk, keys, klens, na, argv, NULL) != STEPQ_OK)
             return STEPQ_ERR;
     }
     /* Read every reply, even after an error, so the connection stays in step. */

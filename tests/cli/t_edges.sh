@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# t_edges.sh - the edges of the migration walk (issue 10), walked as an
+# operator would, following stepq's own messages: nothing runs twice, no
+# collection with steps its twin lacks is deleted, every advice is allowed.
+set -u
+. "$(dirname "$0")/lib.sh"
+tmp=$(mktemp -d) && trap 'rm -rf "$tmp" "$tmpout"' EXIT
+S=$STEPQ
+export STEPQ_OPERATOR=t_edges
+
+# walk_to PHASE: the real walk (preconditions met) from job to PHASE.
+walk_to() {
+    $S migrate phase dual-write >/dev/null || return 1
+    [ "$1" = dual-write ] && return 0
+    $S migrate backfill >/dev/null && $S migrate verify >/dev/null &&
+        $S migrate phase dual-read >/dev/null || return 1
+    [ "$1" = dual-read ] && return 0
+    $S migrate verify >/dev/null && $S migrate phase step-primary >/dev/null || return 1
+    [ "$1" = step-primary ] && return 0
+    $S migrate backup --out "$tmp/switch.bk" >/dev/null && $S migrate phase step >/dev/null
+}
+
+# Finding 1: a step claimed in step-primary and completed in step. The old
+# side keeps it in jobs:active and worker:W:jobs (frozen at the switch).
+rcli FLUSHDB >/dev/null
+expect_ok "walk to step-primary" 'walk_to step-primary'
+x=$($S submit --type t)
+tok=$($S claim --worker W1 | jq -r .token)
+expect_ok "back up and switch to step" '$S migrate backup --out $tmp/s.bk && $S migrate phase step'
+expect_ok "complete X in step" '$S complete $x --token $tok'
+expect_ok "final backup" '$S migrate backup --out $tmp/final.bk'
+expect_ok "cleanup deletes every old key, stale collections too" \
+    '$S migrate cleanup --backup $tmp/final.bk; test "$(rcli --scan --pattern "job*" | wc -l)" = 0; test "$(rcli --scan --pattern "worker:*:jobs" | wc -l)" = 0'
+expect_code 4 "backfill is refused in step, even forced (the old side is stale there)" \
+    '$S migrate backfill --force; $S migrate backfill'
+# Finding 8: the old application (not stepq) writes job:L and jobs:pending L
+# in step-primary; after the switch cleanup must not drop jobs:pending, and
+# must name L.
+rcli FLUSHDB >/dev/null
+expect_ok "walk to step-primary" 'walk_to step-primary'
+y=$($S submit --type t)
+rcli HSET job:L type legacy status pending priority 3 >/dev/null
+rcli ZADD jobs:pending 3 L >/dev/null
+expect_ok "switch" '$S migrate backup --out $tmp/s2.bk && $S migrate phase step && $S migrate backup --out $tmp/f2.bk'
+expect_code 1 "cleanup keeps jobs:pending, names L, deletes the rest" \
+    '$S migrate cleanup --backup $tmp/f2.bk >$tmp/out 2>&1; rc=$?; cat $tmp/out; grep -q "jobs:pending" $tmp/out && grep -q "job:L" $tmp/out && test "$(rcli EXISTS jobs:pending job:L job:$y)" = 2 || exit 9; exit $rc'
+
+# Following its advice: --adopt moves L to the new side, a worker can claim
+# it, and no old key is left. A second cleanup run (which read the kept keys)
+# is not taken for a reader.
+expect_ok "cleanup --adopt, as advised, takes L over and deletes the rest" \
+    '$S migrate cleanup --backup $tmp/f2.bk --adopt; test "$(rcli --scan --pattern "job*" | wc -l)" = 0'
+expect_ok "L is claimable on the new side" \
+    'test "$($S get L | jq -r .status)" = pending; $S claim --worker W2 --count 5 | jq -r '.[].id' | grep -qx L'
+
+# Finding 11: a second backup in 'step' (its DUMPs touch every old key) does
+# not make cleanup see a reader that does not exist.
+rcli FLUSHDB >/dev/null
+for i in 1 2 3; do $S submit --type t >/dev/null; done
+expect_ok "walk to step" 'walk_to step'
+expect_ok "two final backups, past the switch's slack, then cleanup --dry-run with the second" \
+    'sleep 1.6; $S migrate backup --out $tmp/a.bk && sleep 1.1 && $S migrate backup --out $tmp/b.bk && sleep 1.1 && $S migrate cleanup --dry-run --backup $tmp/b.bk'
+expect_ok "and cleanup with the first of them" '$S migrate cleanup --backup $tmp/a.bk'
+
+finish
