@@ -258,15 +258,17 @@ typedef struct stepq_backfill_opts {
     long long memory_limit; /* bytes the copy may grow to; 0: the server's maxmemory */
     long big;               /* collections above this many members merge in chunks; 0: 1000 */
     const char *who;        /* for the audit log when forced; NULL: "unknown" */
+    int repair;             /* make every new key equal to its old twin (dual-write only) */
 } stepq_backfill_opts;
 
 typedef struct stepq_backfill_result {
     long long keys_total;      /* the estimate the run started with */
     long long keys_done;       /* keys and big-collection members walked */
-    long long copied;          /* keys copied whole (COPY, with TTL) */
+    long long copied;          /* keys copied whole (COPY, with TTL); with repair: rewritten */
     long long merged;          /* collection members added */
     long long skipped;         /* keys already there */
-    long long gone;            /* keys that vanished from the source meanwhile */
+    long long gone;            /* keys that vanished from the source meanwhile; with repair:
+                                  new keys deleted because their old twin is gone */
     long long errors;          /* per-key errors (reported through the callback) */
     long long memory_estimate; /* bytes the copy was estimated to add */
     int resumed;               /* 1: the run went on from a checkpoint */
@@ -282,6 +284,13 @@ typedef struct stepq_backfill_result {
  * pass maxmemory; opts->force skips both. Returns STEPQ_ERR with
  * STEPQ_E_SERVER when per-key errors happened (the run went on; the record
  * says 'failed'). opts may be NULL; fn may be NULL; ret may be NULL.
+ *
+ * With opts->repair, every new key is made equal to its old twin instead,
+ * atomically per pair, and a new key whose old twin is gone is deleted: the
+ * way out after a rollback to 'job', which leaves the new keys holding the
+ * state of then (marked untrusted; the move to 'dual-read' needs a repair
+ * first). Only in 'dual-write', where the old keys are the ones read
+ * (STEPQ_E_CONFLICT otherwise, forced or not).
  */
 STEPQ_API int stepq_backfill(stepq *q, const stepq_backfill_opts *opts, stepq_progress_fn fn,
                              void *arg, stepq_backfill_result *ret);

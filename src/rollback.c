@@ -80,7 +80,12 @@ static void check_dual_read(const struct recs *r, char *why, size_t len)
     long long bstart = stepq__json_ll(r->backfill, "started_at");
     const char *state = str(r->backfill, "state");
 
-    if (strcmp(state, "done") != 0 || dws == 0 || bstart < dws)
+    if (stepq__json_ll(r->phase, "untrusted_since") > 0)
+        snprintf(why, len,
+                 "cannot move to 'dual-read': the new keys are untrusted since the rollback to "
+                 "'job' (they kept what they held then); run 'stepq migrate backfill --repair', "
+                 "then 'stepq migrate verify'");
+    else if (strcmp(state, "done") != 0 || dws == 0 || bstart < dws)
         snprintf(why, len,
                  "cannot move to 'dual-read': no finished backfill that started after dual "
                  "writes began (backfill state '%s'); run 'stepq migrate backfill'",

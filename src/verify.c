@@ -58,6 +58,7 @@ struct vf {
     char big[24], tol[24];
     long long tol_ms; /* tol as a number */
     long long started_at;
+    char misses_at_start[24]; /* the stats' primary_misses when it began */
 };
 
 static enum verdict parse_verdict(const char *s)
@@ -766,13 +767,13 @@ static json_t *report_json(struct vf *v, long long finished_at)
 }
 
 /* Records the report in stepq:verify (the flat fields of records.md). */
-static int record(stepq *q, const json_t *rep)
+static int record(stepq *q, const json_t *rep, const char *misses)
 {
     static const char *const fields[] = {
         "started_at", "finished_at", "reverse",   "sample",  "clean",      "old",       "new",
         "equal",      "missing",     "different", "ttl_off", "digest_old", "digest_new"};
     enum { NF = sizeof(fields) / sizeof(*fields) };
-    const char *argv[2 + 2 * NF + 2];
+    const char *argv[2 + 2 * NF + 4];
     char vals[NF][32];
     int argc = 0;
 
@@ -798,6 +799,8 @@ static int record(stepq *q, const json_t *rep)
     }
     argv[argc++] = "first_bad";
     argv[argc++] = first;
+    argv[argc++] = "misses_at_start";
+    argv[argc++] = misses;
     redisReply *d = stepq__commandf(q, "DEL %s", q->k_verify);
     redisReply *r = d ? stepq__command(q, argc, argv, NULL) : NULL;
     freeReplyObject(d);
@@ -855,6 +858,13 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
         goto out;
     v->side = v->o.reverse ? STEPQ_NEW : STEPQ_OLD;
     v->started_at = stepq__now_ms();
+    /* A clean verify answers the step-primary misses before it (health). */
+    redisReply *m = stepq__commandf(q, "HGET %s primary_misses", q->k_stats);
+    if (m == NULL)
+        goto out;
+    snprintf(v->misses_at_start, sizeof(v->misses_at_start), "%s",
+             m->type == REDIS_REPLY_STRING ? m->str : "0");
+    freeReplyObject(m);
     snprintf(v->big, sizeof(v->big), "%ld", v->o.big);
     snprintf(v->tol, sizeof(v->tol), "%ld", v->o.ttl_tolerance_ms);
     v->tol_ms = v->o.ttl_tolerance_ms;
@@ -872,7 +882,7 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         goto out;
     }
-    if (record(q, rep) != STEPQ_OK) {
+    if (record(q, rep, v->misses_at_start) != STEPQ_OK) {
         json_decref(rep);
         goto out;
     }

@@ -62,4 +62,31 @@ expect_ok "two final backups, past the switch's slack, then cleanup --dry-run wi
     'sleep 1.6; $S migrate backup --out $tmp/a.bk && sleep 1.1 && $S migrate backup --out $tmp/b.bk && sleep 1.1 && $S migrate cleanup --dry-run --backup $tmp/b.bk'
 expect_ok "and cleanup with the first of them" '$S migrate cleanup --backup $tmp/a.bk'
 
+# Finding 2: rollback to job, then forward again. X was claimed in
+# dual-write and completed after the rollback: step:X and steps:active keep
+# the state of before. Repair is the way out; plain backfill is not enough.
+rcli FLUSHDB >/dev/null
+expect_ok "dual-write, submit and claim X" '$S migrate phase dual-write'
+x=$($S submit --type t)
+tok=$($S claim --worker W3 | jq -r .token)
+expect_ok "roll back to job, complete X there, forward to dual-write" \
+    '$S migrate rollback && $S complete $x --token $tok && $S migrate phase dual-write'
+expect_ok "status says the new keys are untrusted" '$S migrate status --json | jq -e ".phase.untrusted_since > 0"'
+expect_code 4 "backfill and verify do not open dual-read: the repair is named" \
+    '$S migrate backfill >/dev/null; $S migrate verify; $S migrate phase dual-read 2>&1 | tee /dev/stderr | grep -q -- "--repair"; $S migrate phase dual-read'
+expect_code 4 "repair is refused outside dual-write" \
+    '$S migrate rollback >/dev/null; $S migrate backfill --repair; rc=$?; $S migrate phase dual-write >/dev/null; exit $rc'
+expect_ok "repair, then verify is clean and the sides agree" \
+    '$S migrate backfill --repair && $S migrate verify && test "$(rcli HGET step:$x status)" = completed && test "$(rcli SCARD steps:active)" = 0'
+expect_ok "the untrusted mark is gone and dual-read opens" \
+    '$S migrate status --json | jq -e ".phase.untrusted_since == null" && $S migrate phase dual-read'
+expect_ok "a reap does not bring X back" \
+    '$S reap --timeout-ms 0; test "$($S get $x | jq -r .status)" = completed; test "$(rcli ZCARD steps:pending)" = 0'
+
+# Finding 4: an idle worker in dual-read is not a fallback read, not even
+# when the old queue holds a step it cannot run.
+$S submit --type gpu --require gpu >/dev/null
+expect_ok "idle claims in dual-read count no fallback reads" \
+    'for i in 1 2 3; do $S claim --worker W4 || true; done; test "$(rcli HGET stepq:stats fallback_reads)" = ""'
+
 finish
