@@ -139,7 +139,7 @@ int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, c
  * `skipped` (phase.c writes it into the move's audit entry); a move out of
  * 'step' reconciles the old keys first. */
 int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *who, unsigned flags,
-                      char *skipped, size_t len)
+                      int reconciled, char *skipped, size_t len)
 {
     char why[STEPQ_ERRSTR_MAX];
     int ok;
@@ -158,7 +158,7 @@ int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *wh
         stepq__set_error(q, STEPQ_E_CONFLICT, "%s", why);
         return STEPQ_ERR;
     }
-    if (from == STEPQ_PHASE_STEP && to < from && !(flags & STEPQ__MOVE_RECONCILED))
+    if (from == STEPQ_PHASE_STEP && to < from && !reconciled)
         return stepq_reconcile_old(q, NULL, NULL, NULL, NULL);
     return STEPQ_OK;
 }
@@ -232,9 +232,8 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
     }
     if (from == STEPQ_PHASE_STEP && stepq_reconcile_old(q, fn, arg, &copied, &deleted) != STEPQ_OK)
         goto fail;
-    if (stepq_phase_move(q, to, who, reason ? reason : "rollback",
-                         flags | (from == STEPQ_PHASE_STEP ? STEPQ__MOVE_RECONCILED : 0)) !=
-        STEPQ_OK)
+    if (stepq__phase_move(q, to, who, reason ? reason : "rollback", flags & STEPQ_MOVE_FORCE,
+                          from == STEPQ_PHASE_STEP) != STEPQ_OK)
         goto fail;
     if (from == STEPQ_PHASE_STEP) {
         json_object_set_new(out, "old_rewritten", json_integer(copied));
@@ -248,46 +247,4 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
 fail:
     json_decref(out);
     return STEPQ_ERR;
-}
-
-/* ---------------------------------------------------------------------------
- * Throttle
- * ------------------------------------------------------------------------- */
-
-int stepq_throttle(stepq *q, int paused, double rate)
-{
-    sds key = sdscatfmt(sdsempty(), "%sstepq:throttle", q->km.ns);
-    char p[4], rs[32];
-    redisReply *r = NULL;
-    int rc = STEPQ_ERR;
-
-    stepq__clear_error(q);
-    if (key == NULL) {
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        return STEPQ_ERR;
-    }
-    if (rate < -2 || paused > 1) {
-        stepq__set_error(q, STEPQ_E_INVALID, "rate must be >= 0 keys/s");
-        goto out;
-    }
-    if (paused >= 0) {
-        snprintf(p, sizeof(p), "%d", paused);
-        if ((r = stepq__commandf(q, "HSET %s paused %s", key, p)) == NULL)
-            goto out;
-        freeReplyObject(r);
-    }
-    if (rate >= 0) {
-        snprintf(rs, sizeof(rs), "%.3f", rate);
-        r = stepq__commandf(q, "HSET %s rate %s", key, rs);
-    } else if (rate == -2) {
-        r = stepq__commandf(q, "HDEL %s rate", key);
-    }
-    if (rate != -1 && r == NULL)
-        goto out;
-    if (rate != -1)
-        freeReplyObject(r);
-    rc = STEPQ_OK;
-out:
-    sdsfree(key);
-    return rc;
 }

@@ -356,13 +356,15 @@ int stepq__audit(stepq *q, json_t *o);
  * 1/0 into *ret_ok and, when 0, what is missing and what to run into why. */
 int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,
                       size_t len);
-/* Internal move flag: the caller reconciled the old keys already. */
-#define STEPQ__MOVE_RECONCILED (1u << 8)
+/* stepq_phase_move for the library itself: `reconciled` says the caller
+ * (rollback) made the old keys equal to the new ones already. */
+int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *reason,
+                      unsigned flags, int reconciled);
 /* Before a move (after the one-step rule): the preconditions (a refusal is
  * audited; a forced move writes the rule it skips into `skipped`), the
- * reconcile out of 'step'. */
+ * reconcile out of 'step' unless `reconciled`. */
 int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *who, unsigned flags,
-                      char *skipped, size_t len);
+                      int reconciled, char *skipped, size_t len);
 /* After a move: the second reconcile out of 'step'. */
 int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to);
 /* ---------------------------------------------------------------------------
