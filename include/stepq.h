@@ -210,8 +210,30 @@ STEPQ_API int stepq_worker_deregister(stepq *q, const char *worker);
 /* Workers and their state as a JSON array. */
 STEPQ_API int stepq_workers(stepq *q, char **ret_json);
 /* Requeues the steps of workers whose heartbeat is older than
- * timeout_ms (or gone); writes how many steps were requeued. */
+ * timeout_ms (or gone); writes how many steps were requeued. One pass of
+ * stepq_reap_pass with only a timeout. */
 STEPQ_API int stepq_reap(stepq *q, long timeout_ms, long *ret_requeued);
+
+typedef struct stepq_reap_opts {
+    long timeout_ms; /* a worker whose heartbeat is older (or gone) is dead; 0 or more */
+} stepq_reap_opts;
+
+typedef struct stepq_reap_result {
+    long requeued;        /* active steps of dead workers requeued (or failed: no attempts left) */
+    long stale;           /* stale entries: steps dropped from the active or a worker's set */
+    long workers_removed; /* dead workers removed */
+} stepq_reap_result;
+
+/*
+ * One pass of the reaper. The records are the truth, the sets indexes: a
+ * member of the active set or of a worker's set is requeued only when its
+ * record says `active`, held by a dead worker (its `worker` field; for a
+ * record of the old system without one, the worker whose set holds it).
+ * Any other member (record gone, step ended, held by another worker) is a
+ * stale entry: removed from that set, counted in ret->stale and in the
+ * stats hash (stale_dropped), never requeued. ret may be NULL.
+ */
+STEPQ_API int stepq_reap_pass(stepq *q, const stepq_reap_opts *opts, stepq_reap_result *ret);
 
 /* ---------------------------------------------------------------------------
  * Live processes and status

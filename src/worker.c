@@ -62,9 +62,16 @@ int stepq_worker_heartbeat(stepq *q, const char *worker, long ttl_ms)
     return STEPQ_OK;
 }
 
-static int reap(stepq *q, long timeout_ms, const char *only, long *ret_requeued)
+/*
+ * Runs the reap script: with `only` "" the reaper pass (workers whose
+ * heartbeat is older than timeout_ms), else the release of that worker
+ * (deregister). Checks the reply's shape: {requeued, removed, stale}, three
+ * integers. Writes *ret (may be NULL) only on success.
+ */
+static int reap(stepq *q, long timeout_ms, const char *only, stepq_reap_result *ret)
 {
     char tmo[24];
+    int rc = STEPQ_ERR;
 
     stepq__clear_error(q);
     snprintf(tmo, sizeof(tmo), "%ld", timeout_ms);
@@ -72,11 +79,31 @@ static int reap(stepq *q, long timeout_ms, const char *only, long *ret_requeued)
     redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_REAP, 3, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;
-    if (ret_requeued != NULL)
-        *ret_requeued =
-            r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? (long)r->element[0]->integer : 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        stepq__set_error(q, STEPQ_E_PROTOCOL,
+                         "unexpected reply to reap; is another stepq version "
+                         "loaded under the same script name?");
+        goto out_free_reply;
+    }
+    for (size_t i = 0; i < 3; i++) {
+        if (r->element[i]->type != REDIS_REPLY_INTEGER) {
+            stepq__set_error(q, STEPQ_E_PROTOCOL,
+                             "unexpected reply to reap: item %zu is not a "
+                             "number",
+                             i + 1);
+            goto out_free_reply;
+        }
+    }
+    if (ret != NULL) {
+        memset(ret, 0, sizeof(*ret));
+        ret->requeued = (long)r->element[0]->integer;
+        ret->workers_removed = (long)r->element[1]->integer;
+        ret->stale = (long)r->element[2]->integer;
+    }
+    rc = STEPQ_OK;
+out_free_reply:
     freeReplyObject(r);
-    return STEPQ_OK;
+    return rc;
 }
 
 int stepq_worker_deregister(stepq *q, const char *worker)
@@ -90,14 +117,26 @@ int stepq_worker_deregister(stepq *q, const char *worker)
     return reap(q, 0, worker, NULL);
 }
 
-int stepq_reap(stepq *q, long timeout_ms, long *ret_requeued)
+int stepq_reap_pass(stepq *q, const stepq_reap_opts *opts, stepq_reap_result *ret)
 {
-    if (timeout_ms < 0) {
+    if (opts == NULL || opts->timeout_ms < 0) {
         stepq__set_error(q, STEPQ_E_INVALID, "invalid reaper timeout '%ld' ms; use 0 or more",
-                         timeout_ms);
+                         opts ? opts->timeout_ms : -1L);
         return STEPQ_ERR;
     }
-    return reap(q, timeout_ms, "", ret_requeued);
+    return reap(q, opts->timeout_ms, "", ret);
+}
+
+int stepq_reap(stepq *q, long timeout_ms, long *ret_requeued)
+{
+    stepq_reap_opts o = {.timeout_ms = timeout_ms};
+    stepq_reap_result res;
+
+    if (stepq_reap_pass(q, &o, &res) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (ret_requeued != NULL)
+        *ret_requeued = res.requeued;
+    return STEPQ_OK;
 }
 
 int stepq_workers(stepq *q, char **ret_json)

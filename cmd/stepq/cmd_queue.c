@@ -358,22 +358,25 @@ int cmd_reap(struct cli *cli, int argc, char **argv)
     static const char usage[] =
         "usage: stepq reap [--timeout-ms N]\n"
         "Requeues the steps of workers whose heartbeat is older than N ms (default 30000)\n"
-        "or gone, and prints how many.\n";
+        "or gone, drops stale entries (set members whose record says otherwise) and\n"
+        "prints what it did as JSON: {\"requeued\", \"stale\", \"workers_removed\"}.\n";
     static const struct option opts[] = {
         CLI_COMMON_OPTS, {"timeout-ms", required_argument, NULL, 't'}, {NULL, 0, NULL, 0}};
-    long timeout = 30000, n = 0;
+    stepq_reap_opts o = {.timeout_ms = 30000};
+    stepq_reap_result res;
     int c;
 
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT "t:", opts, NULL)) != -1) {
         if (c == 't')
-            timeout = cli_long(usage, "timeout", optarg, 0, 86400000);
+            o.timeout_ms = cli_long(usage, "timeout", optarg, 0, 86400000);
         else if (!cli_common_opt(cli, c, usage))
             return cli_usage_error(usage, "unknown option");
     }
     stepq *q = cli_connect(cli, "stepq-reap");
-    int rc = stepq_reap(q, timeout, &n) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "reap");
+    int rc = stepq_reap_pass(q, &o, &res) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "reap");
     if (rc == EXIT_DONE)
-        printf("%ld\n", n);
+        printf("{\"requeued\":%ld,\"stale\":%ld,\"workers_removed\":%ld}\n", res.requeued,
+               res.stale, res.workers_removed);
     stepq_free(q);
     return rc;
 }

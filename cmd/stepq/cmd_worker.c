@@ -183,15 +183,19 @@ static void heartbeat(struct worker *w, long long now)
 
 static void reap(struct worker *w, long long now)
 {
-    long n = 0;
+    stepq_reap_opts o = {.timeout_ms = w->reap_timeout_ms};
+    stepq_reap_result res;
 
     w->next_reap = now + jitter(w->ttl_ms / 2 < 5000 ? w->ttl_ms / 2 : 5000);
-    if (stepq_reap(w->q, w->reap_timeout_ms, &n) != STEPQ_OK) {
+    if (stepq_reap_pass(w->q, &o, &res) != STEPQ_OK) {
         redis_error(w, "reap");
         return;
     }
-    if (n > 0)
-        wlog(w, "requeued %ld step(s) of dead workers", n);
+    if (res.requeued > 0)
+        wlog(w, "requeued %ld step(s) of dead workers", res.requeued);
+    if (res.stale > 0)
+        wlog(w, "dropped %ld stale entr%s (set members whose record says otherwise)", res.stale,
+             res.stale == 1 ? "y" : "ies");
 }
 
 /* ---------------------------------------------------------------------------
