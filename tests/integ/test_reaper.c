@@ -169,6 +169,172 @@ static void test_claim_drops_completed_pending(void)
     ASSERT_STR(t_str("HGET stepq:stats orphans_dropped"), "1");
 }
 
+/* Completes a fresh step; its id goes into id. */
+static void complete_one(char *id)
+{
+    char tok[64];
+
+    claim_one("w1", id, tok, sizeof(tok));
+    if (stepq_complete(Q, id, tok, "done") != STEPQ_OK)
+        FAILF("complete: %s", stepq_errstr(Q));
+}
+
+/* Is `id` in the JSON array of `stepq_list(state)`? */
+static int listed(const char *state, const char *id)
+{
+    char *json = NULL, quoted[STEPQ_ID_MAX + 2];
+    int in = 0;
+
+    if (stepq_list(Q, state, 100000, &json) != STEPQ_OK) {
+        FAILF("list: %s", stepq_errstr(Q));
+        return -1;
+    }
+    snprintf(quoted, sizeof(quoted), "\"%s\"", id);
+    in = strstr(json, quoted) != NULL;
+    stepq_str_free(json);
+    return in;
+}
+
+/* Finding 5 of issue 10: the completed and failed sets got their TTL
+ * renewed by every completion, so they never expired, and ids whose record
+ * expired stayed listed forever. Now the sets keep no TTL of ours and a
+ * reaper pass prunes ids whose record is gone. */
+static void test_ended_sets_pruned(void)
+{
+    char a[STEPQ_ID_MAX], b[STEPQ_ID_MAX], f[STEPQ_ID_MAX], tok[64];
+    long n = -1;
+
+    t_flush();
+    complete_one(a);
+    complete_one(b);
+    ASSERT_EQ(t_int("PTTL jobs:completed"), -1);
+    stepq_submit_opts once = {.max_attempts = 1};
+    CHECK(stepq_submit(Q, &once, f) == STEPQ_OK);
+    char *json = NULL;
+    CHECK(stepq_claim(Q, "w1", NULL, 0, 1, &json) == STEPQ_OK);
+    json[strlen(json) - 1] = '\0';
+    snprintf(tok, sizeof(tok), "%s", t_field(json + 1, "token"));
+    stepq_str_free(json);
+    CHECK(stepq_fail(Q, f, tok, "boom", NULL) == STEPQ_OK);
+    ASSERT_EQ(t_int("PTTL jobs:failed"), -1);
+    CHECK(t_int("PTTL job:%s", a) > 0); /* the records keep theirs */
+    /* The records of a and f expire. */
+    freeReplyObject(t_cmd("DEL job:%s job:%s", a, f));
+    ASSERT_EQ(listed("completed", a), 1);
+    CHECK(stepq_reap(Q, 60000, &n) == STEPQ_OK);
+    ASSERT_EQ(listed("completed", a), 0);
+    ASSERT_EQ(listed("completed", b), 1);
+    ASSERT_EQ(listed("failed", f), 0);
+    CHECK(stepq_get(Q, b, &json) == STEPQ_OK);
+    stepq_str_free(json);
+}
+
+/* keep_completed: the set is held at its cap, oldest finished first (a
+ * page covers the whole set here), and the steps removed are gone whole. */
+static void test_cap_holds(void)
+{
+    char ids[10][STEPQ_ID_MAX];
+
+    t_flush();
+    for (int i = 0; i < 10; i++) {
+        complete_one(ids[i]);
+        /* Finished in the reverse order of their ids. */
+        freeReplyObject(t_cmd("HSET job:%s finished_at %d", ids[i], 2000000 - i));
+    }
+    freeReplyObject(t_cmd("HSET job:%s:progress percent 50", ids[9]));
+    stepq_reap_opts o = {.timeout_ms = 60000, .keep_completed = 3};
+    stepq_reap_result res = {0};
+    CHECK(stepq_reap_pass(Q, &o, &res) == STEPQ_OK);
+    ASSERT_EQ(res.capped, 7);
+    ASSERT_EQ(res.pruned, 0);
+    ASSERT_EQ(t_int("SCARD jobs:completed"), 3);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_EQ(t_int("SISMEMBER jobs:completed %s", ids[i]), 1);
+        ASSERT_EQ(t_exists("job:%s", ids[i]), 1);
+    }
+    for (int i = 3; i < 10; i++)
+        ASSERT_EQ(t_exists("job:%s", ids[i]), 0);
+    ASSERT_EQ(t_exists("job:%s:progress", ids[9]), 0);
+    ASSERT_STR(t_str("HGET stepq:stats capped"), "7");
+    /* At the cap, nothing more goes. */
+    CHECK(stepq_reap_pass(Q, &o, &res) == STEPQ_OK);
+    ASSERT_EQ(res.capped, 0);
+    ASSERT_EQ(t_int("SCARD jobs:completed"), 3);
+    stepq_reap_opts bad = {.keep_failed = -1};
+    CHECK(stepq_reap_pass(Q, &bad, &res) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_INVALID);
+}
+
+/* A pass does bounded work: about prune_count members of a set, and the
+ * cursor kept in stepq:prune carries the next pass on until the whole set
+ * was seen (half of the members here have a live record: a pass that
+ * always started over would look at the same page forever). */
+static void test_prune_bounded(void)
+{
+    char keep[STEPQ_ID_MAX];
+
+    t_flush();
+    complete_one(keep);
+    for (int i = 0; i < 2000; i++) {
+        if (i % 2 == 0)
+            redisAppendCommand(R, "HSET job:x-%d status completed", i);
+        else
+            redisAppendCommand(R, "PING");
+        redisAppendCommand(R, "SADD jobs:completed x-%d", i);
+    }
+    for (int i = 0; i < 4000; i++) {
+        void *v;
+        if (redisGetReply(R, &v) != REDIS_OK)
+            exit(1);
+        freeReplyObject(v);
+    }
+    ASSERT_EQ(t_int("SCARD jobs:completed"), 2001);
+    stepq_reap_opts o = {.timeout_ms = 60000, .prune_count = 50};
+    stepq_reap_result res = {0};
+    CHECK(stepq_reap_pass(Q, &o, &res) == STEPQ_OK);
+    CHECK(res.pruned > 0);
+    CHECK(res.pruned <= 100); /* SSCAN's COUNT is a hint: a bucket more or so */
+    ASSERT_EQ(t_int("SCARD jobs:completed"), 2001 - res.pruned);
+    CHECK(strcmp(t_str("HGET stepq:prune completed_cursor"), "0") != 0);
+    ASSERT_STR(t_str("HGET stepq:prune completed_key"), "jobs:completed");
+    int passes = 1;
+    while (t_int("SCARD jobs:completed") > 1001 && passes < 200) {
+        CHECK(stepq_reap_pass(Q, &o, &res) == STEPQ_OK);
+        CHECK(res.pruned <= 100);
+        passes++;
+    }
+    CHECK(passes >= 10);
+    ASSERT_EQ(t_int("SCARD jobs:completed"), 1001);
+    ASSERT_EQ(listed("completed", keep), 1);
+    ASSERT_STR(t_str("HGET stepq:stats pruned"), "1000");
+}
+
+/* The retention is the handle's: the records of ended steps get it. */
+static void test_retention_option(void)
+{
+    char id[STEPQ_ID_MAX], tok[64];
+    stepq_options o = {.ignore_env_pin = 1, .retention_ms = 5000};
+    stepq *saved = Q;
+
+    t_flush();
+    Q = stepq_connect(t_url(), &o);
+    REQUIRE(Q != NULL && stepq_err(Q) == STEPQ_E_NONE);
+    complete_one(id);
+    long long ttl = t_int("PTTL job:%s", id);
+    CHECK(ttl > 0 && ttl <= 5000);
+    claim_one("w1", id, tok, sizeof(tok));
+    CHECK(stepq_cancel(Q, id) == STEPQ_OK);
+    ttl = t_int("PTTL job:%s", id);
+    CHECK(ttl > 0 && ttl <= 5000);
+    stepq_free(Q);
+    Q = saved;
+    stepq_options bad = {.ignore_env_pin = 1, .retention_ms = 999};
+    stepq *b = stepq_connect(t_url(), &bad);
+    ASSERT_EQ(stepq_err(b), STEPQ_E_INVALID);
+    CHECK(strstr(stepq_errstr(b), "invalid retention 999 ms") != NULL);
+    stepq_free(b);
+}
+
 int main(void)
 {
     t_setup();
@@ -177,6 +343,10 @@ int main(void)
     RUN(test_stale_dropped_while_worker_lives);
     RUN(test_held_by_that_worker_only);
     RUN(test_claim_drops_completed_pending);
+    RUN(test_ended_sets_pruned);
+    RUN(test_cap_holds);
+    RUN(test_prune_bounded);
+    RUN(test_retention_option);
     t_teardown();
     TEST_END();
 }
