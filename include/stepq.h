@@ -70,7 +70,12 @@ typedef struct stepq_options {
     const char *rules_file;  /* key-map rules file; NULL: the built-in job -> step map */
     const char *client_name; /* CLIENT SETNAME; NULL: "stepq" */
     int ignore_env_pin;      /* 1: do not read ENABLE_DUAL_WRITE_STEPS/PRIMARY_KEY_PATTERN */
+    long long retention_ms;  /* how long an ended step's record is kept (its TTL); 0: 7 days;
+                                else 1000 ms to 3650 days (STEPQ_RETENTION_MAX_MS) */
 } stepq_options;
+
+#define STEPQ_RETENTION_DEFAULT_MS 604800000LL    /* 7 days */
+#define STEPQ_RETENTION_MAX_MS     315360000000LL /* 3650 days */
 
 /*
  * Parses `url` (redis://[user[:password]@]host[:port][/db] or
@@ -210,8 +215,45 @@ STEPQ_API int stepq_worker_deregister(stepq *q, const char *worker);
 /* Workers and their state as a JSON array. */
 STEPQ_API int stepq_workers(stepq *q, char **ret_json);
 /* Requeues the steps of workers whose heartbeat is older than
- * timeout_ms (or gone); writes how many steps were requeued. */
+ * timeout_ms (or gone); writes how many steps were requeued. One pass of
+ * stepq_reap_pass with only a timeout. */
 STEPQ_API int stepq_reap(stepq *q, long timeout_ms, long *ret_requeued);
+
+typedef struct stepq_reap_opts {
+    long timeout_ms;     /* a worker whose heartbeat is older (or gone) is dead; 0 or more */
+    long keep_completed; /* cap of the completed set (count); 0: none */
+    long keep_failed;    /* cap of the failed set (count); 0: none */
+    long prune_count;    /* members of each ended set looked at a pass (SSCAN COUNT,
+                            1..10000); 0: 100 */
+} stepq_reap_opts;
+
+typedef struct stepq_reap_result {
+    long requeued;        /* active steps of dead workers requeued (or failed: no attempts left) */
+    long stale;           /* stale entries: steps dropped from the active or a worker's set */
+    long workers_removed; /* dead workers removed */
+    long pruned;          /* completed/failed members whose record is gone or disagrees */
+    long capped;          /* ended steps removed (record too) to hold the keep_ caps */
+} stepq_reap_result;
+
+/*
+ * One pass of the reaper. The records are the truth, the sets indexes: a
+ * member of the active set or of a worker's set is requeued only when its
+ * record says `active`, held by a dead worker (its `worker` field; for a
+ * record of the old system without one, the worker whose set holds it).
+ * Any other member (record gone, step ended, held by another worker) is a
+ * stale entry: removed from that set, counted in ret->stale and in the
+ * stats hash (stale_dropped), never requeued.
+ *
+ * Then the completed and failed sets are pruned, a page of about
+ * prune_count members each (an SSCAN whose cursor is kept in Redis, so
+ * successive passes walk the whole set with bounded work each): a member
+ * whose record is gone (its retention TTL passed) or says another status is
+ * dropped (ret->pruned); while a set holds more than its keep_ cap, the
+ * page's members with the oldest finished_at are removed with their
+ * records (ret->capped) - oldest first within a page, not across the set.
+ * ret may be NULL.
+ */
+STEPQ_API int stepq_reap_pass(stepq *q, const stepq_reap_opts *opts, stepq_reap_result *ret);
 
 /* ---------------------------------------------------------------------------
  * Live processes and status

@@ -609,6 +609,13 @@ stepq *stepq_connect(const char *url, const stepq_options *opts)
     snprintf(q->client_name, sizeof(q->client_name), "%s",
              o->client_name ? o->client_name : "stepq");
     q->pin = -1;
+    long long ret_ms = o->retention_ms != 0 ? o->retention_ms : STEPQ_RETENTION_DEFAULT_MS;
+    snprintf(q->retention, sizeof(q->retention), "%lld", ret_ms);
+    if (ret_ms < 1000 || ret_ms > STEPQ_RETENTION_MAX_MS) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "invalid retention %lld ms; use 1000 ms to 3650 days (0: 7 days)", ret_ms);
+        return q;
+    }
     if (url == NULL || *url == '\0')
         url = getenv("REDIS_URL");
     if (url == NULL || *url == '\0')

@@ -144,7 +144,8 @@ struct stepq {
     sds k_backfill, k_verify; /* what the migration engine records */
     char shas[STEPQ_SCRIPT_COUNT][41];
     int scripts_loaded;
-    char proc_id[96]; /* set by stepq_proc_announce */
+    char retention[24]; /* retention TTL in ms, as the scripts take it */
+    char proc_id[96];   /* set by stepq_proc_announce */
     char proc_kind[32];
     /* A claim that may have happened but whose steps never reached the
      * caller (the connection failed in between): the next claim of the
