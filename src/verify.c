@@ -57,7 +57,8 @@ uint64_t stepq__verify_share(const char *name, const char *digest)
     return h;
 }
 
-static int add_bad(stepq__vf *v, int rule, const char *a, const char *b, char type,
+/* Keeps a pair that differed (copies of its two names) for the re-checks. */
+static int add_bad(stepq__vf *v, int rule, const sds a, const sds b, char type,
                    enum stepq__verdict verdict, uint64_t ca, uint64_t cb)
 {
     if (v->nbad == v->capbad) {
@@ -69,8 +70,8 @@ static int add_bad(stepq__vf *v, int rule, const char *a, const char *b, char ty
         v->capbad = cap;
     }
     struct stepq__vbad *x = &v->bad[v->nbad];
-    x->a = sdsnew(a);
-    x->b = sdsnew(b);
+    x->a = sdsdup(a);
+    x->b = sdsdup(b);
     if (x->a == NULL || x->b == NULL) {
         sdsfree(x->a);
         sdsfree(x->b);
@@ -362,17 +363,87 @@ out:
 
 /* ---------------------------------------------------------------------------
  * The report
+ *
+ * Key names are bytes: a name that is not UTF-8 cannot go into JSON as it
+ * is (jansson refuses it), and one with a NUL byte cannot go into a C
+ * string. So a name is written as it is only when it is plain: every byte
+ * printable ASCII (0x21-0x7e) other than ' " and \; the messages then put
+ * it in single quotes ('job:42'). Any other name is written the way
+ * redis-cli quotes binary, in double quotes: \" \\ \n \r \t \a \b, and
+ * \xhh for every other byte outside 0x20-0x7e ("job:\xff\x00"). Either
+ * form is ASCII, tells which it is by its first character, and can be
+ * pasted into redis-cli.
  * ------------------------------------------------------------------------- */
 
-static json_t *report_json(stepq__vf *v, long long finished_at)
+static int name_is_plain(const char *p, size_t len)
 {
-    stepq *q = v->q;
-    json_t *rules = json_array(), *first = json_array();
-    struct stepq__vcount tot = {{0, 0}, 0, 0, 0, 0};
-    int a = v->side == STEPQ_OLD ? 0 : 1; /* index of the old side in keys[] and dig[] */
-    char dold[17], dnew[17];
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c < 0x21 || c > 0x7e || c == '\'' || c == '"' || c == '\\')
+            return 0;
+    }
+    return len > 0;
+}
 
-    for (size_t i = 0; i < v->nbad; i++) {
+/* Appends t to s; NULL stays NULL (an OOM earlier in a chain). */
+static sds cat(sds s, const char *t)
+{
+    return s ? sdscat(s, t) : NULL;
+}
+
+/* Appends the name in n to out, as the banner above says, a plain name in
+ * `quote` (0: none). Returns the new sds; NULL on OOM or when out is NULL. */
+static sds cat_name(sds out, const sds n, char quote)
+{
+    static const char esc[] = "\n\r\t\a\b\"\\", letter[] = "nrtab\"\\";
+    size_t len = sdslen(n);
+
+    if (out != NULL && name_is_plain(n, len)) {
+        out = quote ? sdscatlen(out, &quote, 1) : out;
+        out = out ? sdscatsds(out, n) : NULL;
+        return out && quote ? sdscatlen(out, &quote, 1) : out;
+    }
+    out = cat(out, "\"");
+    for (size_t i = 0; out != NULL && i < len; i++) {
+        unsigned char c = (unsigned char)n[i];
+        const char *e = c != 0 ? strchr(esc, c) : NULL;
+        if (e != NULL)
+            out = sdscatprintf(out, "\\%c", letter[e - esc]);
+        else if (c >= 0x20 && c <= 0x7e)
+            out = sdscatlen(out, &n[i], 1);
+        else
+            out = sdscatprintf(out, "\\x%02x", c);
+    }
+    return cat(out, "\"");
+}
+
+/* What the callback is told about a pair that still differs. */
+static sds bad_message(const struct stepq__vbad *x)
+{
+    if (x->v == STEPQ_V_MISSING)
+        return cat(cat_name(sdsnew("its twin "), x->b, '\''), " is missing");
+    return cat_name(sdsnew(x->v == STEPQ_V_TTL ? "its expiry is off from its twin "
+                                               : "different from its twin "),
+                    x->b, '\'');
+}
+
+/* The report's line for a pair that still differs. */
+static sds bad_line(const struct stepq__vbad *x)
+{
+    sds l = sdsnew(x->v == STEPQ_V_TTL ? "ttl off " : verdict_names[x->v]);
+
+    l = cat_name(x->v == STEPQ_V_TTL ? l : cat(l, " "), x->a, '\'');
+    return cat(cat_name(cat(l, " (twin "), x->b, '\''), ")");
+}
+
+/* Counts the pairs that still differ, per rule and verdict, names each one
+ * to the callback, and returns the first `first_bad` lines of the report
+ * (a new array), or NULL on OOM. */
+static json_t *tell_bad(stepq__vf *v)
+{
+    json_t *first = json_array();
+
+    for (size_t i = 0; first != NULL && i < v->nbad; i++) {
         struct stepq__vbad *x = &v->bad[i];
         struct stepq__vcount *c = &v->per[x->rule];
         if (x->v == STEPQ_V_MISSING)
@@ -381,13 +452,31 @@ static json_t *report_json(stepq__vf *v, long long finished_at)
             c->ttl_off++;
         else
             c->different++;
-        if ((long)json_array_size(first) < v->o.first_bad) {
-            char line[600];
-            snprintf(line, sizeof(line), "%s '%s' (twin '%s')",
-                     x->v == STEPQ_V_TTL ? "ttl off" : verdict_names[x->v], x->a, x->b);
-            json_array_append_new(first, json_string(line));
+        sds key = cat_name(sdsempty(), x->a, 0), msg = bad_message(x);
+        sds line = (long)i < v->o.first_bad ? bad_line(x) : NULL;
+        if (key == NULL || msg == NULL || ((long)i < v->o.first_bad && line == NULL) ||
+            (line != NULL && json_array_append_new(first, json_string(line)) != 0)) {
+            json_decref(first);
+            first = NULL;
+        } else if (v->fn != NULL) {
+            v->fn(v->done, 0, key, msg, v->arg);
         }
+        sdsfree(key);
+        sdsfree(msg);
+        sdsfree(line);
     }
+    return first;
+}
+
+/* The report; `first` (consumed) holds the first offenders. */
+static json_t *report_json(stepq__vf *v, long long finished_at, json_t *first)
+{
+    stepq *q = v->q;
+    json_t *rules = json_array();
+    struct stepq__vcount tot = {{0, 0}, 0, 0, 0, 0};
+    int a = v->side == STEPQ_OLD ? 0 : 1; /* index of the old side in keys[] and dig[] */
+    char dold[17], dnew[17];
+
     for (size_t r = 0; r < q->km.n; r++) {
         struct stepq__vcount *c = &v->per[r];
         if (q->km.rules[r].type == STEPQ_KT_CHANNEL)
@@ -520,7 +609,8 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
         goto out;
     if (recheck(v) != STEPQ_OK)
         goto out;
-    json_t *rep = report_json(v, stepq__now_ms());
+    json_t *first = tell_bad(v);
+    json_t *rep = first ? report_json(v, stepq__now_ms(), first) : NULL;
     if (rep == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         goto out;
