@@ -31,12 +31,13 @@
 
 static const char *const verdict_names[] = {"equal", "missing", "different", "ttl", "gone", "big"};
 
-static enum stepq__verdict parse_verdict(const char *s)
+/* The verdict named s, or -1. */
+static int parse_verdict(const char *s)
 {
     for (int i = 0; i <= STEPQ_V_BIG; i++)
         if (strcmp(s, verdict_names[i]) == 0)
-            return (enum stepq__verdict)i;
-    return STEPQ_V_DIFFERENT;
+            return i;
+    return -1;
 }
 
 uint64_t stepq__verify_share(const char *name, const char *digest)
@@ -97,6 +98,59 @@ static void nap(long ms)
  * Pairs
  * ------------------------------------------------------------------------- */
 
+/* Gives pair k its verdict from its element of a verify_batch reply:
+ * {verdict, digest of the key, digest of the twin}; a big collection is
+ * compared here, member by member. */
+static int script_verdict(stepq__vf *v, size_t k, const redisReply *e, stepq__verdict_fn each)
+{
+    const sds a = v->pairs.keys[2 * k], b = v->pairs.keys[2 * k + 1];
+    int vd = -1;
+
+    if (e->type == REDIS_REPLY_ARRAY && e->elements == 3 &&
+        e->element[0]->type == REDIS_REPLY_STRING && e->element[1]->type == REDIS_REPLY_STRING &&
+        e->element[2]->type == REDIS_REPLY_STRING)
+        vd = parse_verdict(e->element[0]->str);
+    if (vd < 0) {
+        stepq__set_error(v->q, STEPQ_E_PROTOCOL,
+                         "unexpected reply from script 'verify_batch'; " STEPQ_VERIFY_SERVER);
+        return STEPQ_ERR;
+    }
+    enum stepq__verdict verdict = (enum stepq__verdict)vd;
+    uint64_t ca = stepq__verify_share(a, e->element[1]->str);
+    uint64_t cb = stepq__verify_share(a, e->element[2]->str);
+    /* A big pair's reply carries the type both keys have, not a digest. */
+    if (verdict == STEPQ_V_BIG &&
+        stepq__verify_big(v, a, b, e->element[1]->str, &verdict, &ca, &cb) != STEPQ_OK)
+        return STEPQ_ERR;
+    return each(v, k, verdict, ca, cb);
+}
+
+/* The verdicts of the pairs left to the script: nrep replies of `batch`
+ * pairs each (the last may be short); pair j of them is pairs' at[j]. */
+static int script_verdicts(stepq__vf *v, redisReply **rep, size_t nrep, const size_t *at, size_t n,
+                           stepq__verdict_fn each)
+{
+    size_t batch = (size_t)v->o.batch;
+
+    for (size_t s = 0; s < nrep; s++) {
+        size_t want = n - s * batch < batch ? n - s * batch : batch;
+        if (rep[s]->type != REDIS_REPLY_ARRAY || rep[s]->elements != want) {
+            stepq__set_error(v->q, STEPQ_E_PROTOCOL,
+                             "unexpected reply from script 'verify_batch': %zu verdicts for %zu "
+                             "pairs; " STEPQ_VERIFY_SERVER,
+                             rep[s]->elements, want);
+            return STEPQ_ERR;
+        }
+        for (size_t i = 0; i < want; i++)
+            if (script_verdict(v, at[s * batch + i], rep[s]->element[i], each) != STEPQ_OK)
+                return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+/* Compares the current pairs: the hash pairs in the client first, then
+ * every pair not decided there in verify_batch scripts. Calls `each` with
+ * every verdict. */
 static int compare_pairs(stepq__vf *v, stepq__verdict_fn each)
 {
     stepq *q = v->q;
@@ -125,28 +179,16 @@ static int compare_pairs(stepq__vf *v, stepq__verdict_fn each)
         rest.types[rest.n] = v->pairs.types[k];
         at[rest.n++] = k;
     }
-    size_t nrep = (rest.n + (size_t)v->o.batch - 1) / (size_t)v->o.batch;
-    if (rc == STEPQ_OK && rest.n > 0 &&
-        stepq__pairs_run(q, STEPQ_SCRIPT_VERIFY_BATCH, &rest, v->o.batch, 0, NULL, 2, args, 1,
-                         rep) != STEPQ_OK)
+    size_t nrep = rc == STEPQ_OK ? (rest.n + (size_t)v->o.batch - 1) / (size_t)v->o.batch : 0;
+    if (nrep > 0 && stepq__pairs_run(q, STEPQ_SCRIPT_VERIFY_BATCH, &rest, v->o.batch, 0, NULL, 2,
+                                     args, 1, rep) != STEPQ_OK) {
         rc = STEPQ_ERR;
-    for (size_t s = 0; rc == STEPQ_OK && s < nrep; s++) {
-        for (size_t i = 0; rc == STEPQ_OK && i < rep[s]->elements; i++) {
-            size_t k = at[s * (size_t)v->o.batch + i];
-            const redisReply *e = rep[s]->element[i];
-            const char *a = v->pairs.keys[2 * k], *b = v->pairs.keys[2 * k + 1];
-            enum stepq__verdict vd = parse_verdict(e->element[0]->str);
-            uint64_t ca = stepq__verify_share(a, e->element[1]->str),
-                     cb = stepq__verify_share(a, e->element[2]->str);
-            if (vd == STEPQ_V_BIG)
-                rc = stepq__verify_big(v, a, b, v->pairs.types[k], &vd, &ca, &cb);
-            if (rc == STEPQ_OK)
-                rc = each(v, k, vd, ca, cb);
-        }
+        nrep = 0; /* pairs_run freed the replies */
     }
-    for (size_t s = 0; rep != NULL && s < nrep; s++)
-        if (rep[s] != NULL)
-            freeReplyObject(rep[s]);
+    if (rc == STEPQ_OK)
+        rc = script_verdicts(v, rep, nrep, at, rest.n, each);
+    for (size_t s = 0; s < nrep; s++)
+        freeReplyObject(rep[s]);
     stepq__free(rep);
     stepq__free(rest.keys);
     stepq__free(rest.types);

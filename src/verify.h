@@ -12,6 +12,9 @@
 
 #include "stepq_private.h"
 
+/* What an unexpected reply from our own scripts most likely means. */
+#define STEPQ_VERIFY_SERVER "is the server redis-server 7 or later?"
+
 /* A pair's verdict; the names are the ones verify_batch.lua replies with. */
 enum stepq__verdict {
     STEPQ_V_EQUAL,
@@ -68,9 +71,11 @@ uint64_t stepq__verify_share(const char *name, const char *digest);
  * are left to the script (verify_hash.c). STEPQ_ERR with the error set. */
 int stepq__verify_hashes(stepq__vf *v, stepq__verdict_fn each, char *done);
 
-/* Compares a big set (type 's') or zset ('z') a with its twin b member by
- * member; writes the verdict and the two digest shares (verify_big.c). */
-int stepq__verify_big(stepq__vf *v, const char *a, const char *b, char type,
+/* Compares a big set or zset a with its twin b (both of `type`, "set" or
+ * "zset", as verify_batch.lua found them) member by member; writes the
+ * verdict and the two digest shares (verify_big.c). STEPQ_ERR with the
+ * error set (STEPQ_E_PROTOCOL for a type it cannot compare). */
+int stepq__verify_big(stepq__vf *v, const sds a, const sds b, const char *type,
                       enum stepq__verdict *ret, uint64_t *ca, uint64_t *cb);
 
 #endif

@@ -5,6 +5,8 @@
  * against the twin by verify_members.lua, atomically per chunk; the last
  * chunk compares the sizes and the expiry too.
  */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,97 +15,175 @@
 
 #define MEMBERS_PER_SCRIPT 1000 /* SSCAN's COUNT is a hint: a page may be larger */
 
-/* Runs verify_members on members [off, off + cnt) of one scanned page. */
-static int members_script(stepq__vf *v, const char *a, const char *b, char type,
-                          const redisReply *m, size_t step, size_t off, size_t cnt, int last,
-                          long long *n, uint64_t *l1, uint64_t *l2, long long *nbad,
-                          char *size_verdict)
-{
-    stepq *q = v->q;
-    const char *args[MEMBERS_PER_SCRIPT + 3];
-    const char *keys[] = {a, b};
+/* One big pair being compared: what the chunks found so far. */
+struct big {
+    stepq__vf *v;
+    const char *a, *b; /* sds, borrowed: the key verified and its twin */
+    char type;         /* 's' or 'z': the type both keys had in verify_batch */
+    long long n;       /* members compared */
+    long long nbad;    /* members that differ */
+    uint64_t l1, l2;   /* the digest's two lanes, each mod 2^32 */
+    int different;     /* a chunk found the sizes or a key's type different */
+    int ttl;           /* the last chunk found the expiry off */
+};
 
-    args[0] = type == 's' ? "set" : "zset";
-    args[1] = v->tol;
-    args[2] = last ? "1" : "0";
-    for (size_t i = 0; i < cnt; i++)
-        args[3 + i] = m->element[(off + i) * step]->str;
-    redisReply *r = stepq__eval(q, STEPQ_SCRIPT_VERIFY_MEMBERS, 2, keys, (int)cnt + 3, args, NULL);
-    if (r == NULL)
+/* A whole decimal number in [0, max] from a string reply element. */
+static int reply_num(const redisReply *e, long long max, long long *ret)
+{
+    char *end;
+    long long x;
+
+    if (e->type != REDIS_REPLY_STRING || e->len == 0 || e->len > 20)
         return STEPQ_ERR;
-    *n += strtoll(r->element[0]->str, NULL, 10);
-    /* The script sums per member modulo 2^32; so must we, or the digest
-     * would depend on how the members were split into chunks. */
-    *l1 = (*l1 + strtoull(r->element[1]->str, NULL, 10)) & 0xffffffffULL;
-    *l2 = (*l2 + strtoull(r->element[2]->str, NULL, 10)) & 0xffffffffULL;
-    *nbad += (long long)r->elements - 4;
-    if (last)
-        snprintf(size_verdict, 16, "%s", r->element[3]->str);
-    freeReplyObject(r);
+    errno = 0;
+    x = strtoll(e->str, &end, 10);
+    if (errno != 0 || end != e->str + e->len || x < 0 || x > max)
+        return STEPQ_ERR;
+    *ret = x;
     return STEPQ_OK;
 }
 
-/* Runs verify_members over a scanned page, at most MEMBERS_PER_SCRIPT
- * members a script; adds to *n and the lanes, counts bad members, and
- * writes the size verdict when `last`. */
-static int members_chunk(stepq__vf *v, const char *a, const char *b, char type, const redisReply *m,
-                         size_t step, int last, long long *n, uint64_t *l1, uint64_t *l2,
-                         long long *nbad, char *size_verdict)
+/* Adds one verify_members reply to g: {n, lane1, lane2, verdict, bad
+ * members...}. STEPQ_ERR with a STEPQ_E_PROTOCOL error when it has another
+ * shape. */
+static int members_add(struct big *g, const redisReply *r)
+{
+    long long n, l1, l2;
+    const redisReply *sv = r->type == REDIS_REPLY_ARRAY && r->elements >= 4 ? r->element[3] : NULL;
+
+    if (sv == NULL || sv->type != REDIS_REPLY_STRING || reply_num(r->element[0], LLONG_MAX, &n) ||
+        reply_num(r->element[1], 0xffffffffLL, &l1) ||
+        reply_num(r->element[2], 0xffffffffLL, &l2)) {
+        stepq__set_error(g->v->q, STEPQ_E_PROTOCOL,
+                         "unexpected reply from script 'verify_members'; " STEPQ_VERIFY_SERVER);
+        return STEPQ_ERR;
+    }
+    g->n += n;
+    /* The script sums per member modulo 2^32; so must we, or the digest
+     * would depend on how the members were split into chunks. */
+    g->l1 = (g->l1 + (uint64_t)l1) & 0xffffffffULL;
+    g->l2 = (g->l2 + (uint64_t)l2) & 0xffffffffULL;
+    g->nbad += (long long)r->elements - 4;
+    g->different |= strcmp(sv->str, "different") == 0;
+    g->ttl |= strcmp(sv->str, "ttl") == 0;
+    return STEPQ_OK;
+}
+
+/* Runs verify_members on members [off, off + cnt) of one scanned page m
+ * (a member every `step` elements): members travel with their lengths, so
+ * a member with a NUL byte is itself, not its prefix. */
+static int members_script(struct big *g, const redisReply *m, size_t step, size_t off, size_t cnt,
+                          int last)
+{
+    const char *args[MEMBERS_PER_SCRIPT + 3];
+    size_t lens[MEMBERS_PER_SCRIPT + 3];
+    const char *keys[] = {g->a, g->b};
+
+    args[0] = g->type == 's' ? "set" : "zset";
+    args[1] = g->v->tol;
+    args[2] = last ? "1" : "0";
+    for (int i = 0; i < 3; i++)
+        lens[i] = strlen(args[i]);
+    for (size_t i = 0; i < cnt; i++) {
+        const redisReply *e = m->element[(off + i) * step];
+        args[3 + i] = e->str;
+        lens[3 + i] = e->len;
+    }
+    redisReply *r =
+        stepq__eval(g->v->q, STEPQ_SCRIPT_VERIFY_MEMBERS, 2, keys, (int)cnt + 3, args, lens);
+    if (r == NULL)
+        return STEPQ_ERR;
+    int rc = members_add(g, r);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Runs verify_members over a page of members (m may be NULL: none), at
+ * most MEMBERS_PER_SCRIPT members a script; the last script of the last
+ * page compares the sizes and the expiry too. */
+static int members_chunk(struct big *g, const redisReply *m, size_t step, int last)
 {
     size_t nm = m ? m->elements / step : 0, off = 0;
 
+    if (m != NULL && m->type != REDIS_REPLY_ARRAY) {
+        stepq__set_error(g->v->q, STEPQ_E_PROTOCOL, "unexpected reply to SRANDMEMBER/ZRANDMEMBER");
+        return STEPQ_ERR;
+    }
+    for (size_t i = 0; i < nm * step; i++) {
+        if (m->element[i]->type != REDIS_REPLY_STRING) {
+            stepq__set_error(g->v->q, STEPQ_E_PROTOCOL, "unexpected member in SSCAN/ZSCAN reply");
+            return STEPQ_ERR;
+        }
+    }
     do {
         size_t cnt = nm - off < MEMBERS_PER_SCRIPT ? nm - off : MEMBERS_PER_SCRIPT;
-        if (members_script(v, a, b, type, m, step, off, cnt, last && off + cnt >= nm, n, l1, l2,
-                           nbad, size_verdict) != STEPQ_OK)
+        if (members_script(g, m, step, off, cnt, last && off + cnt >= nm) != STEPQ_OK)
             return STEPQ_ERR;
         off += cnt;
     } while (off < nm);
     return STEPQ_OK;
 }
 
-/* Compares a big set or zset; writes the verdict and the two shares. */
-int stepq__verify_big(stepq__vf *v, const char *a, const char *b, char type,
-                      enum stepq__verdict *ret, uint64_t *ca, uint64_t *cb)
+/* A sample of the members (SRANDMEMBER/ZRANDMEMBER), then the sizes and
+ * the expiry. */
+static int members_sample(struct big *g)
 {
-    stepq *q = v->q;
-    char cursor[32] = "0", cnt[24], sv[16] = "";
-    long long n = 0, nbad = 0;
-    uint64_t l1 = 0, l2 = 0;
-    size_t step = type == 's' ? 1 : 2;
+    char count[24];
+    snprintf(count, sizeof(count), "%ld", g->v->o.sample);
+    const char *argv[] = {g->type == 's' ? "SRANDMEMBER" : "ZRANDMEMBER", g->a, count};
+    size_t lens[] = {strlen(argv[0]), sdslen((const sds)g->a), strlen(count)};
+
+    redisReply *r = stepq__command(g->v->q, 3, argv, lens);
+    if (r == NULL)
+        return STEPQ_ERR;
+    int rc = members_chunk(g, r, 1, 1);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Every member, page by page (SSCAN/ZSCAN of the key verified). */
+static int members_all(struct big *g)
+{
+    stepq__vf *v = g->v;
+    char cursor[32] = "0", cnt[24];
+    size_t step = g->type == 's' ? 1 : 2;
 
     snprintf(cnt, sizeof(cnt), "%ld", stepq__walk_count(v->o.batch, v->o.max_latency_ms));
-    if (v->o.sample > 0) {
-        /* A sample of the members, then the sizes and expiry. */
-        redisReply *r = stepq__commandf(q, "%s %s %ld", type == 's' ? "SRANDMEMBER" : "ZRANDMEMBER",
-                                        a, v->o.sample);
+    do {
+        redisReply *r = stepq__scan_members(v->q, g->a, g->type, cursor, cnt);
         if (r == NULL)
             return STEPQ_ERR;
-        int rc = members_chunk(v, a, b, type, r, 1, 1, &n, &l1, &l2, &nbad, sv);
+        int last = strcmp(cursor, "0") == 0;
+        int rc = stepq__pace_wait(&v->pace, (long)(r->element[1]->elements / step));
+        if (rc == STEPQ_OK)
+            rc = members_chunk(g, r->element[1], step, last);
         freeReplyObject(r);
         if (rc != STEPQ_OK)
             return STEPQ_ERR;
-    } else {
-        do {
-            redisReply *r = stepq__scan_members(q, a, type, cursor, cnt);
-            if (r == NULL)
-                return STEPQ_ERR;
-            int last = strcmp(cursor, "0") == 0;
-            int rc = stepq__pace_wait(&v->pace, (long)(r->element[1]->elements / step));
-            if (rc == STEPQ_OK)
-                rc = members_chunk(v, a, b, type, r->element[1], step, last, &n, &l1, &l2, &nbad,
-                                   sv);
-            freeReplyObject(r);
-            if (rc != STEPQ_OK)
-                return STEPQ_ERR;
-        } while (strcmp(cursor, "0") != 0);
-    }
+    } while (strcmp(cursor, "0") != 0);
+    return STEPQ_OK;
+}
+
+int stepq__verify_big(stepq__vf *v, const sds a, const sds b, const char *type,
+                      enum stepq__verdict *ret, uint64_t *ca, uint64_t *cb)
+{
+    struct big g = {v, a, b, 0, 0, 0, 0, 0, 0, 0};
     char dig[80];
-    snprintf(dig, sizeof(dig), "%s:%lld:%016llx:chunked", type == 's' ? "set" : "zset", n,
-             (unsigned long long)((l1 << 32) ^ l2));
-    *ret = nbad > 0 || strcmp(sv, "different") == 0 ? STEPQ_V_DIFFERENT
-           : strcmp(sv, "ttl") == 0                 ? STEPQ_V_TTL
-                                                    : STEPQ_V_EQUAL;
+
+    if (strcmp(type, "set") == 0 || strcmp(type, "zset") == 0)
+        g.type = type[0] == 's' ? 's' : 'z';
+    if (g.type == 0) {
+        stepq__set_error(
+            v->q, STEPQ_E_PROTOCOL,
+            "unexpected reply from script 'verify_batch': 'big' for a '%s'; " STEPQ_VERIFY_SERVER,
+            type);
+        return STEPQ_ERR;
+    }
+    if ((v->o.sample > 0 ? members_sample(&g) : members_all(&g)) != STEPQ_OK)
+        return STEPQ_ERR;
+    snprintf(dig, sizeof(dig), "%s:%lld:%016llx:chunked", type, g.n,
+             (unsigned long long)((g.l1 << 32) ^ g.l2));
+    *ret = g.nbad > 0 || g.different ? STEPQ_V_DIFFERENT : g.ttl ? STEPQ_V_TTL : STEPQ_V_EQUAL;
     *ca = stepq__verify_share(a, dig);
     *cb = *ret == STEPQ_V_EQUAL ? *ca : stepq__verify_share(a, "differs");
     return STEPQ_OK;
