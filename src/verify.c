@@ -40,7 +40,7 @@ static int parse_verdict(const char *s)
     return -1;
 }
 
-uint64_t stepq__verify_share(const char *name, const char *digest)
+uint64_t stepq__verify_share(const sds name, const char *digest)
 {
     XXH64_state_t *st;
     uint64_t h;
@@ -51,7 +51,10 @@ uint64_t stepq__verify_share(const char *name, const char *digest)
     if (st == NULL)
         return 0;
     XXH64_reset(st, 0);
-    XXH64_update(st, name, strlen(name) + 1);
+    /* The name with a NUL after it, as when names were C strings: the
+     * digests of names without a NUL byte are what they were. */
+    XXH64_update(st, name, sdslen(name));
+    XXH64_update(st, "", 1);
     XXH64_update(st, digest, strlen(digest));
     h = XXH64_digest(st);
     XXH64_freeState(st);
@@ -295,7 +298,8 @@ static int count_fixed(stepq__vf *v)
         }
         size_t k = v->pairs.n - 1;
         for (int s = 0; s < 2; s++) {
-            redisReply *e = stepq__commandf(q, "EXISTS %s", v->pairs.keys[2 * k + (size_t)s]);
+            sds key = v->pairs.keys[2 * k + (size_t)s];
+            redisReply *e = stepq__commandf(q, "EXISTS %b", key, sdslen(key));
             if (e == NULL)
                 return STEPQ_ERR;
             v->per[r].keys[s] += e->integer;
@@ -330,7 +334,7 @@ static int verify_page(stepq *q, const redisReply *keys, const char *cursor, voi
 
 static int cmp_sds(const void *a, const void *b)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    return sdscmp(*(const sds *)a, *(const sds *)b);
 }
 
 /* A sample: RANDOMKEY until `sample` distinct keys of the side verified
@@ -370,7 +374,7 @@ static int verify_sample(stepq__vf *v)
         qsort(got, (size_t)n, sizeof(*got), cmp_sds);
         long w = 0;
         for (long i = 0; i < n; i++) {
-            if (w > 0 && got[i] != NULL && strcmp(got[w - 1], got[i]) == 0)
+            if (w > 0 && got[i] != NULL && sdscmp(got[w - 1], got[i]) == 0)
                 sdsfree(got[i]);
             else
                 got[w++] = got[i];
@@ -582,7 +586,8 @@ static int record(stepq *q, const json_t *rep)
     }
     argv[argc++] = "first_bad";
     argv[argc++] = first;
-    redisReply *d = stepq__commandf(q, "DEL %s", q->k_verify);
+    const char *del[] = {"DEL", q->k_verify};
+    redisReply *d = stepq__command(q, 2, del, NULL);
     redisReply *r = d ? stepq__command(q, argc, argv, NULL) : NULL;
     freeReplyObject(d);
     sdsfree(first);

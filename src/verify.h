@@ -62,9 +62,9 @@ typedef struct stepq__vf {
 typedef int (*stepq__verdict_fn)(stepq__vf *v, size_t k, enum stepq__verdict verdict, uint64_t ca,
                                  uint64_t cb);
 
-/* A key's share of a side's digest: XXH64 of its name and its content
- * digest; 0 for an empty digest (verify.c). */
-uint64_t stepq__verify_share(const char *name, const char *digest);
+/* A key's share of a side's digest: XXH64 of its name (an sds: any bytes)
+ * and its content digest; 0 for an empty digest (verify.c). */
+uint64_t stepq__verify_share(const sds name, const char *digest);
 
 /* Reads the hash pairs of v->pairs (MULTI/EXEC blocks of `batch` pairs) and
  * calls `each` with each one found equal, marking it in done[]; the others

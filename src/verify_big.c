@@ -78,6 +78,7 @@ static int members_script(struct big *g, const redisReply *m, size_t step, size_
     const char *args[MEMBERS_PER_SCRIPT + 3];
     size_t lens[MEMBERS_PER_SCRIPT + 3];
     const char *keys[] = {g->a, g->b};
+    size_t klens[] = {sdslen((const sds)g->a), sdslen((const sds)g->b)};
 
     args[0] = g->type == 's' ? "set" : "zset";
     args[1] = g->v->tol;
@@ -89,8 +90,8 @@ static int members_script(struct big *g, const redisReply *m, size_t step, size_
         args[3 + i] = e->str;
         lens[3 + i] = e->len;
     }
-    redisReply *r =
-        stepq__eval(g->v->q, STEPQ_SCRIPT_VERIFY_MEMBERS, 2, keys, (int)cnt + 3, args, lens);
+    redisReply *r = stepq__eval_keys(g->v->q, STEPQ_SCRIPT_VERIFY_MEMBERS, 2, keys, klens,
+                                     (int)cnt + 3, args, lens);
     if (r == NULL)
         return STEPQ_ERR;
     int rc = members_add(g, r);

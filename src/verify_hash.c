@@ -140,14 +140,15 @@ static int append_hashes(stepq__vf *v, size_t per)
     for (size_t k = 0; k < v->pairs.n && ok == REDIS_OK; k++) {
         if (v->pairs.types[k] != 'h')
             continue;
-        const char *a = v->pairs.keys[2 * k], *b = v->pairs.keys[2 * k + 1];
+        const sds a = v->pairs.keys[2 * k], b = v->pairs.keys[2 * k + 1];
+        size_t la = sdslen(a), lb = sdslen(b);
         if (in == 0)
             ok = redisAppendCommand(q->rc, "MULTI");
         if (ok == REDIS_OK)
-            ok = redisAppendCommand(q->rc, "HGETALL %s", a) == REDIS_OK &&
-                         redisAppendCommand(q->rc, "HGETALL %s", b) == REDIS_OK &&
-                         redisAppendCommand(q->rc, "PEXPIRETIME %s", a) == REDIS_OK &&
-                         redisAppendCommand(q->rc, "PEXPIRETIME %s", b) == REDIS_OK
+            ok = redisAppendCommand(q->rc, "HGETALL %b", a, la) == REDIS_OK &&
+                         redisAppendCommand(q->rc, "HGETALL %b", b, lb) == REDIS_OK &&
+                         redisAppendCommand(q->rc, "PEXPIRETIME %b", a, la) == REDIS_OK &&
+                         redisAppendCommand(q->rc, "PEXPIRETIME %b", b, lb) == REDIS_OK
                      ? REDIS_OK
                      : REDIS_ERR;
         if (ok == REDIS_OK && ++in == per) {

@@ -306,6 +306,83 @@ static void test_names_not_utf8(void)
         fprintf(stderr, "  callback said:\n%s", cb_lines);
 }
 
+/* A NUL byte in a key name: the name was cut at it (a C string), so the
+ * pair compared was two absent keys, 'gone', not counted: a clean verify
+ * over a difference. */
+static void test_names_with_nul(void)
+{
+    int clean;
+    setup_copied(10);
+    freeReplyObject(t_cmd("HSET %b f v", "job:n\0a", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f w", "step:n\0a", (size_t)8));
+    freeReplyObject(t_cmd("HSET %b f v", "job:n\0b", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v", "job:n\0c", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v", "step:n\0c", (size_t)8));
+    freeReplyObject(t_cmd("SADD %b m", "worker:n\0d:jobs", (size_t)15));
+    freeReplyObject(t_cmd("SADD %b x", "worker:n\0d:steps", (size_t)16));
+    /* What a name cut at its NUL would read instead: equal. */
+    freeReplyObject(t_cmd("HSET job:n f v"));
+    freeReplyObject(t_cmd("HSET step:n f v"));
+    stepq_verify_opts o = {.rounds = -1};
+    char *json = run_cb(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "different"), "2");
+    ASSERT_STR(t_field(json, "missing"), "1");
+    CHECK(has_first_bad(json, "different \"job:n\\x00a\" (twin \"step:n\\x00a\")"));
+    CHECK(has_first_bad(json, "missing \"job:n\\x00b\" (twin \"step:n\\x00b\")"));
+    CHECK(has_first_bad(json, "different \"worker:n\\x00d:jobs\" (twin \"worker:n\\x00d:steps\")"));
+    stepq_str_free(json);
+    /* The equal one counts as equal, under its own name: the digest of the
+     * old side covers it, so changing it changes the digest. */
+    freeReplyObject(t_cmd("DEL %b %b %b %b %b", "job:n\0a", (size_t)7, "step:n\0a", (size_t)8,
+                          "job:n\0b", (size_t)7, "worker:n\0d:jobs", (size_t)15,
+                          "worker:n\0d:steps", (size_t)16));
+    json = run(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 1);
+    char d1[32];
+    snprintf(d1, sizeof(d1), "%s", t_field(json, "digest_old"));
+    stepq_str_free(json);
+    freeReplyObject(t_cmd("HSET %b f v2", "job:n\0c", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v2", "step:n\0c", (size_t)8));
+    json = run(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 1);
+    CHECK(strcmp(d1, t_field(json, "digest_old")) != 0);
+    stepq_str_free(json);
+    /* Two names that differ only after the NUL byte swap their contents:
+     * the digest is over the whole names, so it changes. */
+    freeReplyObject(t_cmd("HSET %b f v3", "job:n\0d", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v3", "step:n\0d", (size_t)8));
+    json = run(&o, &clean);
+    REQUIRE(json != NULL);
+    snprintf(d1, sizeof(d1), "%s", t_field(json, "digest_old"));
+    stepq_str_free(json);
+    freeReplyObject(t_cmd("HSET %b f v3", "job:n\0c", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v3", "step:n\0c", (size_t)8));
+    freeReplyObject(t_cmd("HSET %b f v2", "job:n\0d", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v2", "step:n\0d", (size_t)8));
+    json = run(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 1);
+    CHECK(strcmp(d1, t_field(json, "digest_old")) != 0);
+    stepq_str_free(json);
+    /* A big collection under such a name, compared member by member. */
+    for (int i = 0; i < 60; i++) {
+        freeReplyObject(t_cmd("SADD %b m%d", "worker:n\0e:jobs", (size_t)15, i));
+        freeReplyObject(t_cmd("SADD %b m%d", "worker:n\0e:steps", (size_t)16, i == 7 ? 99 : i));
+        freeReplyObject(t_cmd("SADD worker:n m%d", i)); /* what a cut name would compare */
+    }
+    stepq_verify_opts ob = {.rounds = -1, .big = 20};
+    json = run(&ob, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "different"), "1");
+    CHECK(has_first_bad(json, "different \"worker:n\\x00e:jobs\" (twin \"worker:n\\x00e:steps\")"));
+    stepq_str_free(json);
+}
+
 /* Writes n members m0..m(n-1) to a set (type 's') or zset on R, pipelined. */
 static void fill(const char *key, char type, int n)
 {
@@ -424,6 +501,7 @@ int main(void)
     RUN(test_sample);
     RUN(test_big_collection);
     RUN(test_names_not_utf8);
+    RUN(test_names_with_nul);
     RUN(test_big_twin_other_type);
     RUN(test_big_other_than_map_says);
     RUN(test_big_edges);
