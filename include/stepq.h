@@ -356,7 +356,9 @@ typedef struct stepq_verify_opts {
  * by member; mismatches are re-checked for a few rounds before they count.
  * Writes the report (counts per rule, first offenders, a digest per side) as
  * JSON into ret_json and records it in stepq:verify; *ret_clean is 1 when
- * nothing differs. ret_json and ret_clean may be NULL.
+ * nothing differs. Each key that still differs is named to fn (err_key,
+ * with a name that is not plain ASCII quoted as redis-cli quotes binary,
+ * docs/migration-engine.md). ret_json and ret_clean may be NULL.
  */
 STEPQ_API int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, void *arg,
                            int *ret_clean, char **ret_json);

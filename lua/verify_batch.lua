@@ -21,8 +21,11 @@
 -- Reply per pair: {verdict, digest of the first, digest of the twin} with
 -- verdict 'equal', 'missing' (twin absent), 'different' (type or content),
 -- 'ttl' (expiry off by more than the tolerance), 'gone' (the key itself is
--- absent: nothing to verify) or 'big' (a set or zset the caller compares in
--- chunks with verify_members).
+-- absent: nothing to verify) or 'big' (two sets or two zsets, one of them
+-- above ARGV[1] members, that the caller compares in chunks with
+-- verify_members; the reply is then {'big', 'set' or 'zset', ''}). A key
+-- above ARGV[1] members is never read whole: in another verdict its digest
+-- is 'type:size:big'.
 local limit, tol = tonumber(ARGV[1]), tonumber(ARGV[2])
 
 -- A whole number as text, remembered: a number in a concatenation is a
@@ -88,6 +91,16 @@ local function size(k, t)
     return 0
 end
 
+-- The digest of a key of type t and size n (set and zset: members, else 0):
+-- a collection above the limit is never read whole here (one script would
+-- hold Redis for its size); its digest is then 'type:size:big'.
+local function digest_sized(k, t, n)
+    if n > limit then
+        return t .. ':' .. n2s(n) .. ':big'
+    end
+    return digest(k, t)
+end
+
 local function ttl_off(a, b)
     local ea, eb = redis.call('PEXPIRETIME', a), redis.call('PEXPIRETIME', b)
     if (ea == -1) ~= (eb == -1) then
@@ -142,12 +155,17 @@ end
 
 local function slow(a, b)
     local ta, tb = redis.call('TYPE', a).ok, redis.call('TYPE', b).ok
+    local na, nb = size(a, ta), size(b, tb)
     if ta == 'none' then
-        return {'gone', '', tb == 'none' and '' or digest(b, tb)}
+        return {'gone', '', tb == 'none' and '' or digest_sized(b, tb, nb)}
     elseif tb == 'none' then
-        return {'missing', digest(a, ta), ''}
-    elseif size(a, ta) > limit or size(b, tb) > limit then
-        return {'big', '', ''}
+        return {'missing', digest_sized(a, ta, na), ''}
+    elseif ta ~= tb then
+        -- A type mismatch is a difference, whatever the sizes: a big key is
+        -- not compared member by member with a twin of another type.
+        return {'different', digest_sized(a, ta, na), digest_sized(b, tb, nb)}
+    elseif na > limit or nb > limit then
+        return {'big', ta, ''}
     end
     -- Equal content has one digest: compute it once, from the first key.
     if ta == tb then

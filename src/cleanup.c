@@ -469,7 +469,7 @@ static int decide_big(struct cl_run *c, const char *key, size_t len)
             args[4 + n] = m->element[i]->str;
             lens[4 + n++] = m->element[i]->len;
         }
-        redisReply *r = n ? stepq__eval_argv(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, 1, &key, &len,
+        redisReply *r = n ? stepq__eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, 1, &key, &len,
                                              (int)(4 + n), args, lens)
                           : NULL;
         freeReplyObject(page);
@@ -599,7 +599,7 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
         args[i] = fixed[i];
         al[i] = i == 3 ? sdslen(c->tpl) : strlen(fixed[i]);
     }
-    redisReply *r = stepq__eval_argv(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, kl,
+    redisReply *r = stepq__eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, kl,
                                      (int)(FIXED_ARGS + m), args, al);
     if (r != NULL) {
         rc = delete_reply(c, r);

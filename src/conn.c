@@ -341,10 +341,10 @@ static int build_eval(stepq *q, enum stepq__script_id s, int nkeys, const char *
 redisReply *stepq__eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
                         const char **args, const size_t *arglens)
 {
-    return stepq__eval_argv(q, s, nkeys, keys, NULL, nargs, args, arglens);
+    return stepq__eval_keys(q, s, nkeys, keys, NULL, nargs, args, arglens);
 }
 
-redisReply *stepq__eval_argv(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
+redisReply *stepq__eval_keys(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
                              const size_t *keylens, int nargs, const char **args,
                              const size_t *arglens)
 {
@@ -379,10 +379,10 @@ redisReply *stepq__eval_argv(stepq *q, enum stepq__script_id s, int nkeys, const
 int stepq__append_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
                        const char **args, const size_t *arglens)
 {
-    return stepq__append_eval_argv(q, s, nkeys, keys, NULL, nargs, args, arglens);
+    return stepq__append_eval_keys(q, s, nkeys, keys, NULL, nargs, args, arglens);
 }
 
-int stepq__append_eval_argv(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
+int stepq__append_eval_keys(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
                             const size_t *keylens, int nargs, const char **args,
                             const size_t *arglens)
 {

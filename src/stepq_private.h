@@ -179,9 +179,9 @@ int stepq__info_field(stepq *q, const char *field, char *buf, size_t len);
  */
 redisReply *stepq__eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
                         const char **args, const size_t *arglens);
-/* The same with binary-safe key names: keylens (NULL: strlen) gives their
- * lengths. */
-redisReply *stepq__eval_argv(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
+/* The same with the key names' lengths (keylens may be NULL: C strings),
+ * for names that may hold any byte. */
+redisReply *stepq__eval_keys(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
                              const size_t *keylens, int nargs, const char **args,
                              const size_t *arglens);
 /* Sets the handle's error from a "STEPQ_<CODE> text" string (a script's
@@ -194,7 +194,7 @@ redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, cons
  * pipelines; read the replies with stepq__read_reply. */
 int stepq__append_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
                        const char **args, const size_t *arglens);
-int stepq__append_eval_argv(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
+int stepq__append_eval_keys(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
                             const size_t *keylens, int nargs, const char **args,
                             const size_t *arglens);
 redisReply *stepq__read_reply(stepq *q);
@@ -309,8 +309,9 @@ int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, vo
  * foreground client never queues behind more than one of its scripts. */
 long stepq__walk_count(long batch, long max_latency_ms);
 
-/* One SSCAN (type 's') or ZSCAN of `key` from `cursor`, which is updated:
- * the reply {cursor, members} (caller frees), or NULL with the error set. */
+/* One SSCAN (type 's') or ZSCAN of `key` (an sds: its length is read) from
+ * `cursor`, which is updated: the reply {cursor, members} (caller frees), or
+ * NULL with the error set. */
 redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],
                                 const char *count);
 /* The same for a binary-safe key name of `len` bytes. */
