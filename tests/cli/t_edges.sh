@@ -33,6 +33,12 @@ expect_ok "cleanup deletes every old key, stale collections too" \
     '$S migrate cleanup --backup $tmp/final.bk; test "$(rcli --scan --pattern "job*" | wc -l)" = 0; test "$(rcli --scan --pattern "worker:*:jobs" | wc -l)" = 0'
 expect_code 4 "backfill is refused in step, even forced (the old side is stale there)" \
     '$S migrate backfill --force; $S migrate backfill'
+# A stale index entry: the reaper trusts the record, not the collection.
+rcli SADD steps:active "$x" >/dev/null
+rcli SADD worker:W1:steps "$x" >/dev/null
+expect_ok "a reap does not bring the completed X back" \
+    '$S reap --timeout-ms 0; test "$($S get $x | jq -r .status)" = completed; test "$(rcli ZCARD steps:pending)" = 0'
+
 # Finding 8: the old application (not stepq) writes job:L and jobs:pending L
 # in step-primary; after the switch cleanup must not drop jobs:pending, and
 # must name L.
