@@ -2,7 +2,10 @@
  * test_verify.c - the verify: clean on equal data; each kind of difference
  * found, counted per rule and named; mismatches that heal during the
  * re-checks converge; --reverse; --sample; big collections member by
- * member; the result recorded for status.
+ * member; the result recorded for status. Then the edges: names that are
+ * not UTF-8 or hold a NUL byte, big collections whose twin has another
+ * type (or is missing, or has an expiry the old one lacks), members with a
+ * NUL byte, keys of a type the digest does not read.
  */
 #include <sys/wait.h>
 #include <time.h>
