@@ -14,7 +14,9 @@
 -- and an equal pair costs four (two DUMP, two PEXPIRETIME) instead of six
 -- plus the element tables; only a pair whose payloads differ is read element
 -- by element, and then both of its digests are canonical: the digests of a
--- pair agree exactly when the contents do.
+-- pair agree exactly when the contents do. A key of another type than
+-- these five (a stream, a module's type) is compared by its DUMP payload,
+-- and its digest is 'dump:crc'.
 -- KEYS pairs: the key verified (old, or new with --reverse), then its twin
 -- ARGV[1] largest collection compared here (members)  ARGV[2] TTL tolerance ms
 -- ARGV[3] the map's type of each pair, one letter each (h s z l t); optional
@@ -27,6 +29,8 @@
 -- above ARGV[1] members is never read whole: in another verdict its digest
 -- is 'type:size:big'.
 local limit, tol = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- The types compared element by element; any other by its DUMP payload.
+local ELEMENTS = {hash = true, set = true, zset = true, list = true, string = true}
 
 -- A whole number as text, remembered: a number in a concatenation is a
 -- sprintf of a double (about 2,000 instructions), and the lengths that
@@ -39,6 +43,14 @@ local function n2s(n)
         NUM[n] = s
     end
     return s
+end
+
+local HEX8 = string.rep('%02x', 8)
+
+-- 'dump:crc' (the CRC64 a DUMP payload ends with) and the payload.
+local function dump_digest(k)
+    local p = redis.call('DUMP', k)
+    return 'dump:' .. string.format(HEX8, string.byte(p, -8, -1)), p
 end
 
 -- The digest of a key of type t from its flat elements v (as fetch gives
@@ -67,13 +79,14 @@ local function digest(k, t, v)
         v = v or {redis.call('GET', k)}
         els[1] = n2s(#v[1]) .. ':' .. v[1]
     else
-        return t .. ':0:-'
+        -- A type read here element by element only when it is one of the
+        -- map's; any other (a stream, a module's type) by its DUMP payload.
+        return (dump_digest(k))
     end
     table.sort(els)
     return t .. ':' .. n2s(#els) .. ':' .. string.sub(redis.sha1hex(table.concat(els)), 1, 16)
 end
 
-local HEX8 = string.rep('%02x', 8)
 local function fast(a, b)
     local pa = redis.call('DUMP', a)
     if not pa or pa ~= redis.call('DUMP', b) then
@@ -166,6 +179,14 @@ local function slow(a, b)
         return {'different', digest_sized(a, ta, na), digest_sized(b, tb, nb)}
     elseif na > limit or nb > limit then
         return {'big', ta, ''}
+    end
+    if not ELEMENTS[ta] then
+        local da, pa = dump_digest(a)
+        local db, pb = dump_digest(b)
+        if pa == pb then
+            return {ttl_off(a, b) and 'ttl' or 'equal', da, da}
+        end
+        return {'different', da, db}
     end
     -- Equal content has one digest: compute it once, from the first key.
     if ta == tb then

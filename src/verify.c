@@ -337,6 +337,46 @@ static int cmp_sds(const void *a, const void *b)
     return sdscmp(*(const sds *)a, *(const sds *)b);
 }
 
+/* Sorts the n names and frees the duplicates; returns how many are left. */
+static long dedupe(sds *got, long n)
+{
+    long w = 0;
+
+    qsort(got, (size_t)n, sizeof(*got), cmp_sds);
+    for (long i = 0; i < n; i++) {
+        if (w > 0 && sdscmp(got[w - 1], got[i]) == 0)
+            sdsfree(got[i]);
+        else
+            got[w++] = got[i];
+    }
+    return w;
+}
+
+/* Verifies the keys named in names[0..n) as if a SCAN page had given them. */
+static int verify_names(stepq__vf *v, sds *names, long n)
+{
+    redisReply page = {.type = REDIS_REPLY_ARRAY, .elements = (size_t)n};
+    redisReply *els = stepq__calloc((size_t)n + 1, sizeof(*els));
+    redisReply **ptrs = stepq__calloc((size_t)n + 1, sizeof(*ptrs));
+    int rc = STEPQ_ERR;
+
+    if (els == NULL || ptrs == NULL) {
+        stepq__set_error(v->q, STEPQ_E_OOM, "out of memory");
+    } else {
+        for (long i = 0; i < n; i++) {
+            els[i].type = REDIS_REPLY_STRING;
+            els[i].str = names[i];
+            els[i].len = sdslen(names[i]);
+            ptrs[i] = &els[i];
+        }
+        page.element = ptrs;
+        rc = verify_page(v->q, &page, "0", v);
+    }
+    stepq__free(els);
+    stepq__free(ptrs);
+    return rc;
+}
+
 /* A sample: RANDOMKEY until `sample` distinct keys of the side verified
  * were found, or 20 times that many tries. */
 static int verify_sample(stepq__vf *v)
@@ -345,7 +385,7 @@ static int verify_sample(stepq__vf *v)
     long want = v->o.sample, tries = 0, max = v->o.sample * 20;
     sds *got = stepq__calloc((size_t)want, sizeof(*got));
     long n = 0;
-    int rc = STEPQ_ERR;
+    int rc = STEPQ_ERR, oom = 0;
 
     if (got == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
@@ -365,41 +405,21 @@ static int verify_sample(stepq__vf *v)
             int rule = r->type == REDIS_REPLY_STRING
                            ? stepq__keymap_match(&q->km, r->str, r->len, &s, NULL, 0)
                            : -1;
-            if (rule >= 0 && s == v->side && q->km.rules[rule].per_id && n < want)
-                got[n++] = sdsnewlen(r->str, r->len);
+            if (rule >= 0 && s == v->side && q->km.rules[rule].per_id && n < want) {
+                got[n] = sdsnewlen(r->str, r->len);
+                oom |= got[n] == NULL;
+                n += got[n] != NULL;
+            }
             freeReplyObject(r);
         }
-        tries += round;
-        /* Drop duplicates: RANDOMKEY draws with replacement. */
-        qsort(got, (size_t)n, sizeof(*got), cmp_sds);
-        long w = 0;
-        for (long i = 0; i < n; i++) {
-            if (w > 0 && got[i] != NULL && sdscmp(got[w - 1], got[i]) == 0)
-                sdsfree(got[i]);
-            else
-                got[w++] = got[i];
+        if (oom) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            goto out;
         }
-        n = w;
+        tries += round;
+        n = dedupe(got, n); /* RANDOMKEY draws with replacement */
     }
-    redisReply page = {.type = REDIS_REPLY_ARRAY, .elements = (size_t)n};
-    redisReply *els = stepq__calloc((size_t)n + 1, sizeof(*els));
-    redisReply **ptrs = stepq__calloc((size_t)n + 1, sizeof(*ptrs));
-    if (els == NULL || ptrs == NULL) {
-        stepq__free(els);
-        stepq__free(ptrs);
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        goto out;
-    }
-    for (long i = 0; i < n; i++) {
-        els[i].type = REDIS_REPLY_STRING;
-        els[i].str = got[i];
-        els[i].len = sdslen(got[i]);
-        ptrs[i] = &els[i];
-    }
-    page.element = ptrs;
-    rc = verify_page(q, &page, "0", v);
-    stepq__free(els);
-    stepq__free(ptrs);
+    rc = verify_names(v, got, n);
 out:
     for (long i = 0; i < n; i++)
         sdsfree(got[i]);
