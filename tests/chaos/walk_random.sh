@@ -202,7 +202,8 @@ any_backup() {
 # advice: what the last refusal advises, as an argv in ADVICE (empty: none).
 # The tool names commands in single quotes ('stepq migrate backfill'); a
 # move "one step at a time" names the next phase; a restore over existing
-# keys says "use --replace"; FILE stands for a backup file.
+# keys says "use --replace"; FILE stands for a backup file, and a cleanup
+# named without one gets the latest.
 advice() {
     local a="" w
     ADVICE=()
@@ -224,6 +225,10 @@ advice() {
     *" FILE "*)
         latest
         ADVICE=("${ADVICE[@]/FILE/$B}")
+        ;;
+    *" cleanup "*) # 'stepq migrate cleanup --adopt': the backup is the operator's to name
+        latest
+        [[ " ${ADVICE[*]} " == *" --backup "* ]] || [ -z "$B" ] || ADVICE+=(--backup "$B")
         ;;
     esac
 }
