@@ -474,13 +474,16 @@ drain() { # drain SECONDS: until no step is pending or active on the side read
     done
 }
 
-# check WHAT: the steps on the side the phase reads; adds to the figures.
+# check_steps WHAT: the steps on the side the phase reads. A sequence's
+# figures are the most either of its two checks saw (the same steps).
+FIGS="lost stuck ran_again completed_twice duplicated resurrected failed_early wrong_set completed_without_run"
+declare -A seqfig
 check_steps() {
     reconcile steps "$sd" phase >"$sd/steps" 2>&1
-    local rc=$? k
-    for k in lost stuck ran_again completed_twice duplicated resurrected failed_early wrong_set \
-        completed_without_run; do
-        eval "f_$k=\$((f_$k + $(fig $k "$sd/steps")))"
+    local rc=$? k v
+    for k in $FIGS; do
+        v=$(fig "$k" "$sd/steps")
+        [ "$v" -gt "${seqfig[$k]:-0}" ] && seqfig[$k]=$v
     done
     if [ $rc != 0 ]; then
         seq_bad=$((seq_bad + 1))
@@ -561,6 +564,8 @@ for s in $(seq "$seqs"); do
     fi
     t_fin=$((SECONDS - t_seq))
     stop_workers
+    for k in $FIGS; do eval "f_$k=\$((f_$k + ${seqfig[$k]:-0}))"; done
+    seqfig=()
     r=0
     [ -f "$sd/resurrected" ] && r=$(wc -l <"$sd/resurrected")
     if [ "$r" -gt 0 ]; then
