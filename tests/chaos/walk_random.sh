@@ -458,7 +458,7 @@ twins_check() {
     u=$(fig keys_unequal "$sd/twins")
     compared=$((compared + $(fig keys_compared "$sd/twins")))
     if [ "$u" != 0 ]; then
-        unequal=$((unequal + u))
+        [ "$u" -gt "$seq_unequal" ] && seq_unequal=$u # the same keys, looked at again
         seq_bad=$((seq_bad + 1))
         echo "   UNEQUAL twins ($1, $2): $u" >>"$sd/ops"
         grep '^unequal' "$sd/twins" | head -5 | sed 's/^/     /' >>"$sd/ops"
@@ -506,7 +506,7 @@ for s in $(seq "$seqs"); do
     mkdir -p "$sd/locks"
     touch "$sd/submitted" "$sd/runs.log" "$sd/ops" "$sd/backups"
     rcli FLUSHALL >/dev/null
-    ops=0 nb=0 stale=0 bf_done=0 seq_bad=0 PH=job
+    ops=0 nb=0 stale=0 bf_done=0 seq_bad=0 seq_unequal=0 PH=job
     t_seq=$SECONDS
     for _ in $(seq "$workers"); do start_worker; done
     submitter &
@@ -566,6 +566,7 @@ for s in $(seq "$seqs"); do
     stop_workers
     for k in $FIGS; do eval "f_$k=\$((f_$k + ${seqfig[$k]:-0}))"; done
     seqfig=()
+    unequal=$((unequal + seq_unequal))
     r=0
     [ -f "$sd/resurrected" ] && r=$(wc -l <"$sd/resurrected")
     if [ "$r" -gt 0 ]; then
