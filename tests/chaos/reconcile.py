@@ -22,8 +22,10 @@ of stepq's code or counters is used) and the files the chaos run wrote.
                                       worker reported its end, none completed twice
   reconcile.py snapshot SOCK DIR TAG  the randomized walk's look after each of its
                                       operations: reads the stored phase and every
-                                      acknowledged id on the side that phase reads,
-                                      in one MULTI/EXEC; an id seen ended
+                                      acknowledged id on the side that phase reads
+                                      (only that side: in 'step' no old key is read,
+                                      or cleanup would see a reader), in one
+                                      MULTI/EXEC; an id seen ended
                                       (completed, failed, cancelled) earlier and
                                       now pending or active is resurrected (appended
                                       to DIR/resurrected with TAG). Prints "phase P",
@@ -268,33 +270,57 @@ def ran_again(d, runs, fig, bad):
                 i, sum(1 for _, k in e if k == "completed")))
 
 
+def snapshot_read(r, ids):
+    """(phase, {id: {side: status}}, {id: old record exists}) in one MULTI/EXEC.
+
+    Only the sides the phase reads are read: in 'step' a read of an old key
+    is what cleanup's reader check looks for (OBJECT IDLETIME), so there the
+    old records are only tested with EXISTS, which does not touch a key. The
+    phase is read first; only the walk moves it, and never during a look."""
+    for _ in range(3):
+        phase = stored_phase(r)
+        sides = READS[phase]
+        cmds = [("MULTI",), ("HGET", "stepq:phase", "phase")]
+        for i in ids:
+            cmds += [("HGET", PREFIX[x] + i, "status") for x in sides]
+            if phase == "step":
+                cmds.append(("EXISTS", "job:" + i))
+        cmds.append(("EXEC",))
+        rep = r.pipeline(cmds)[-1]
+        if not isinstance(rep, list):
+            raise RuntimeError("snapshot: EXEC failed: %r" % (rep,))
+        if (rep[0] or "job") != phase:
+            continue
+        per = len(sides) + (phase == "step")
+        status, old_there = {}, {}
+        for n, i in enumerate(ids):
+            row = rep[1 + per * n:1 + per * (n + 1)]
+            status[i] = {x: (v if isinstance(v, str) else None) for x, v in zip(sides, row)}
+            old_there[i] = row[-1] == 1 if phase == "step" else None
+        return phase, status, old_there
+    raise RuntimeError("snapshot: the phase kept changing")
+
+
 def snapshot_look(r, d, tag):
     """See the module's doc: one look of the randomized walk."""
     ids = sorted(set(w[0] for w in read_lines(os.path.join(d, "submitted"))))
-    cmds = [("MULTI",), ("HGET", "stepq:phase", "phase")]
-    for i in ids:
-        cmds += [("HGET", "job:" + i, "status"), ("HGET", "step:" + i, "status")]
-    cmds.append(("EXEC",))
-    rep = r.pipeline(cmds)[-1]
-    if not isinstance(rep, list):
-        raise RuntimeError("snapshot: EXEC failed: %r" % (rep,))
-    phase = rep[0] or "job"
+    phase, status, old_there = snapshot_read(r, ids)
     path = os.path.join(d, "ended")
     ended = {w[0]: w[1:] for w in read_lines(path)}
     seen = set(w[0] for w in read_lines(os.path.join(d, "resurrected")))
     unfinished = fresh = 0
     new_ends = []
-    for n, i in enumerate(ids):
-        st = {"old": rep[1 + 2 * n], "new": rep[2 + 2 * n]}
-        st = {k: (v if isinstance(v, str) else None) for k, v in st.items()}
-        now = next((st[s] for s in READS[phase] if st[s]), None)
+    for i in ids:
+        st = status[i]
+        now = next((st[x] for x in READS[phase] if st[x]), None)
         if now in ("pending", "active"):
             unfinished += 1
             if i in ended and i not in seen:  # each one is told once
                 fresh += 1
                 with open(os.path.join(d, "resurrected"), "a") as f:
-                    f.write("%s %s at %s, now %s at %s (phase %s; old %s, new %s)\n" % (
-                        i, ended[i][0], ended[i][1], now, tag, phase, st["old"], st["new"]))
+                    f.write("%s %s at %s, now %s at %s (phase %s; %s)\n" % (
+                        i, ended[i][0], ended[i][1], now, tag, phase,
+                        ", ".join("%s %s" % (x, st[x]) for x in READS[phase])))
         elif now in ENDED and i not in ended:
             new_ends.append("%s %s %s\n" % (i, now, tag))
     with open(path, "a") as f:
@@ -303,12 +329,11 @@ def snapshot_look(r, d, tag):
     # stays there and nothing is restored (the walk drops DIR/deleted then).
     deleted = set(w[0] for w in read_lines(os.path.join(d, "deleted")))
     if phase == "step" and deleted:
-        for n, i in enumerate(ids):
-            if i in deleted and i not in seen and isinstance(rep[1 + 2 * n], str):
+        for i in ids:
+            if i in deleted and i not in seen and old_there[i]:
                 fresh += 1
                 with open(os.path.join(d, "resurrected"), "a") as f:
-                    f.write("%s old record deleted by a cleanup is back at %s (status %s)\n" % (
-                        i, tag, rep[1 + 2 * n]))
+                    f.write("%s old record deleted by a cleanup is back at %s\n" % (i, tag))
     print("phase %s" % phase)
     print("unfinished %d" % unfinished)
     print("resurrected %d" % fresh)
@@ -396,12 +421,15 @@ def steps(r, d, side):
     for b in bad[:20]:
         print("problem " + b)
     # What Redis holds for each step in trouble, on both sides.
+    # Not the old side in 'step': cleanup would take the read for a reader.
     for i in sorted(set(b.split()[1].rstrip(":") for b in bad if b.split()[0] in ("lost", "stuck")))[:5]:
-        for p in ("job:", "step:"):
+        for p in ("job:", "step:") if phase != "step" else ("step:",):
             print("problem   %s%s = %r" % (p, i, r.call("HGETALL", p + i)))
-        sets = [q for q in ("jobs:pending", "steps:pending") if r.call("ZSCORE", q, i) is not None]
+        sets = [q for q in ("jobs:pending", "steps:pending")
+                if (phase != "step" or q[0] == "s") and r.call("ZSCORE", q, i) is not None]
         sets += [q for q in ("jobs:active", "steps:active", "jobs:completed", "steps:completed",
-                             "jobs:failed", "steps:failed") if r.call("SISMEMBER", q, i) == 1]
+                             "jobs:failed", "steps:failed")
+                 if (phase != "step" or q[0] == "s") and r.call("SISMEMBER", q, i) == 1]
         print("problem   %s is in %s" % (i, sets))
     violations = (fig["lost"] + fig["stuck"] + fig["duplicated"] + fig["resurrected"] +
                   fig["failed_early"] + fig["wrong_set"] + fig["completed_without_run"] +
