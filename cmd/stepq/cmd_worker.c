@@ -44,6 +44,7 @@ struct worker {
     long keep_completed, keep_failed; /* caps of the ended sets, held by the reaper */
     struct slot *slots;
     int registered, draining, redis_down;
+    int taken_over; /* another process registered our id: we stop (exit 4) */
     long long drain_deadline, next_hb, next_claim, next_reap, idle_ms;
     long claimed, completed, failed, lost;
 };
@@ -155,17 +156,45 @@ static void drop_all_held(struct worker *w, long long now)
     }
 }
 
+/*
+ * Another process registered our worker id (it took over a registration
+ * whose heartbeat had run out while we were stalled, or after a reap): the
+ * id is its now. Stop the commands whose steps it requeued, claim nothing
+ * more, let the others finish within the grace, and exit 4 without
+ * deregistering (that would release its registration).
+ */
+static void taken_over(struct worker *w, long long now)
+{
+    wlog(w, "%s; stopping", stepq_errstr(w->q));
+    w->taken_over = 1;
+    w->registered = 0;
+    drop_all_held(w, now);
+    if (!w->draining) {
+        w->draining = 1;
+        w->drain_deadline = now + w->grace_ms;
+    }
+}
+
 static void heartbeat(struct worker *w, long long now)
 {
     w->next_hb = now + (w->registered ? w->ttl_ms / 3 : RETRY_MS);
+    if (w->taken_over)
+        return;
     if (!w->registered) {
         if (stepq_worker_register(w->q, w->id, w->caps, w->ncaps, w->ttl_ms) != STEPQ_OK) {
-            redis_error(w, "register");
+            if (stepq_err(w->q) == STEPQ_E_CONFLICT)
+                taken_over(w, now);
+            else
+                redis_error(w, "register");
             return;
         }
         w->registered = 1;
         w->next_hb = now + w->ttl_ms / 3;
     } else if (stepq_worker_heartbeat(w->q, w->id, w->ttl_ms) != STEPQ_OK) {
+        if (stepq_err(w->q) == STEPQ_E_CONFLICT) {
+            taken_over(w, now);
+            return;
+        }
         if (stepq_err(w->q) != STEPQ_E_NOTFOUND) {
             redis_error(w, "heartbeat");
             return;
@@ -405,6 +434,16 @@ static void report_due(struct worker *w, long long now)
         sds text = NULL;
         if (s->state != SLOT_DONE || now < s->report_at)
             continue;
+        if (s->killed == KILL_DRAIN && w->taken_over) {
+            /* No deregister will requeue it (the id is another's now): its
+             * attempt fails, so that it is retried. */
+            if (report_fail(w, s, "its worker stopped: another process took the worker id") == 0 ||
+                now >= w->drain_deadline)
+                slot_release(s); /* one try: the worker is on its way out */
+            else
+                s->report_at = now + RETRY_MS;
+            continue;
+        }
         if (s->killed == KILL_STALE || s->killed == KILL_DRAIN) {
             slot_release(s); /* not ours any more, or deregister requeues it */
             continue;
@@ -666,7 +705,8 @@ static const char worker_usage[] =
     "workers whose heartbeat is older than --reap-timeout-ms (default: the ttl), and\n"
     "prunes the completed and failed sets: ids whose record is gone (kept --retention D,\n"
     "default $STEPQ_RETENTION, then 7d), and the oldest steps over --keep-completed N /\n"
-    "--keep-failed N (default: no cap).\n";
+    "--keep-failed N (default: no cap). Exit 4 when another live worker holds the id\n"
+    "(at start), or when another process took it over while this one stalled.\n";
 
 static int parse_args(struct cli *cli, struct worker *w, int argc, char **argv)
 {
@@ -738,7 +778,7 @@ static void shutdown_worker(struct worker *w)
         }
         slot_release(s);
     }
-    if (stepq_worker_deregister(w->q, w->id) != STEPQ_OK)
+    if (!w->taken_over && stepq_worker_deregister(w->q, w->id) != STEPQ_OK)
         redis_error(w, "deregister");
     if (stepq_proc_withdraw(w->q) != STEPQ_OK)
         redis_error(w, "withdraw");
@@ -786,5 +826,5 @@ int cmd_worker(struct cli *cli, int argc, char **argv)
     shutdown_worker(&w);
     free(w.slots);
     stepq_free(w.q);
-    return EXIT_DONE;
+    return w.taken_over ? EXIT_REFUSED : EXIT_DONE;
 }
