@@ -300,8 +300,15 @@ static int claim_read(stepq *q, const redisReply *r, const char *token, json_t *
         if (got != NULL && got->type == REDIS_REPLY_ARRAY && got->elements == 2)
             rec = got->element[0];
         if (rec->type == REDIS_REPLY_ARRAY && field_is(rec, "status", "active") &&
-            field_is(rec, "token", token))
-            json_array_append_new(a, stepq__step_object(rec, NULL));
+            field_is(rec, "token", token)) {
+            /* The id is the one claimed (the key's), whatever the record's
+             * own `id` field says: a record of the old system may lack it. */
+            const redisReply *id = r->element[2 * i];
+            json_t *o = stepq__step_object(rec, NULL);
+            if (o != NULL)
+                json_object_set_new(o, "id", json_stringn(id->str, id->len));
+            json_array_append_new(a, o);
+        }
         freeReplyObject(got);
         freeReplyObject(h);
     }

@@ -285,6 +285,61 @@ static void start_step(struct worker *w, struct slot *s, json_t *step, long long
     wlog(w, "step %s (%s, attempt %ld) started, pid %d", s->id, s->type, s->attempt, (int)s->pid);
 }
 
+/*
+ * Whether the worker can run a claimed step as it is: its id and token are
+ * strings it can hand back (no NUL, fit their slots), and its type can go
+ * into the environment (a C string: no NUL). Returns 1, or 0 with the
+ * reason in why.
+ */
+static int runnable(json_t *step, char *why, size_t len)
+{
+    json_t *id = json_object_get(step, "id"), *tok = json_object_get(step, "token");
+    json_t *type = json_object_get(step, "type");
+
+    if (!json_is_string(id) || strlen(json_string_value(id)) != json_string_length(id) ||
+        json_string_length(id) >= STEPQ_ID_MAX)
+        snprintf(why, len, "its id is not a step id stepq can use");
+    else if (!json_is_string(tok) || strlen(json_string_value(tok)) != json_string_length(tok) ||
+             json_string_length(tok) >= sizeof(((struct slot *)0)->token))
+        snprintf(why, len, "its claim token is malformed");
+    else if (type != NULL && !json_is_string(type))
+        snprintf(why, len, "its type is not a string");
+    else if (type != NULL && strlen(json_string_value(type)) != json_string_length(type))
+        snprintf(why, len, "its type holds a NUL byte, which cannot go into STEPQ_STEP_TYPE");
+    else
+        return 1;
+    return 0;
+}
+
+/* A claimed step the worker cannot run is failed with the reason (retried
+ * until its max attempts, like any failed attempt), never dropped in
+ * silence; one whose id or token cannot even be handed back is logged. */
+static void refuse_step(struct worker *w, json_t *step, const char *why)
+{
+    json_t *id = json_object_get(step, "id"), *tok = json_object_get(step, "token");
+    int final = 0;
+
+    if (strncmp(why, "its id", 6) == 0 || strncmp(why, "its claim token", 15) == 0) {
+        char *shown = id ? json_dumps(id, JSON_ENCODE_ANY) : NULL;
+        wlog(w,
+             "a claimed step cannot run here and cannot be failed: %s (id %s); it stays held "
+             "by this worker until it stops",
+             why, shown ? shown : "missing");
+        free(shown);
+        return;
+    }
+    const char *sid = json_string_value(id);
+    char text[200];
+    snprintf(text, sizeof(text), "the worker cannot run it: %s", why);
+    wlog(w, "step %s cannot run here: %s; failing it", sid, why);
+    if (stepq_fail(w->q, sid, json_string_value(tok), text, &final) != STEPQ_OK) {
+        redis_error(w, "fail");
+        return;
+    }
+    w->failed++;
+    wlog(w, "step %s failed (%s): %s", sid, final ? "no attempts left" : "will retry", text);
+}
+
 static long free_slots(const struct worker *w)
 {
     long n = 0;
@@ -316,12 +371,24 @@ static void claim(struct worker *w, long long now)
     redis_ok(w);
     w->idle_ms = IDLE_MIN_MS;
     w->next_claim = now;
-    json_t *a = json_loads(json, 0, NULL), *step;
+    /* Records of the old system may hold any byte: NULs are allowed. */
+    json_error_t jerr;
+    json_t *a = json_loads(json, JSON_ALLOW_NUL, &jerr), *step;
     size_t i;
     long k = 0;
     stepq_str_free(json);
+    if (!json_is_array(a))
+        wlog(w,
+             "claim: cannot read the steps claimed (%s); they stay held by this worker until "
+             "it stops",
+             a ? "not an array" : jerr.text);
     json_array_foreach(a, i, step)
     {
+        char why[120];
+        if (!runnable(step, why, sizeof(why))) {
+            refuse_step(w, step, why);
+            continue;
+        }
         while (k < w->concurrency && w->slots[k].state != SLOT_FREE)
             k++;
         if (k == w->concurrency)
