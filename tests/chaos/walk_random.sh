@@ -233,6 +233,18 @@ advice() {
     esac
 }
 
+# kind ARGV...: tallies an operation by command and the flags that change
+# what it does (the figures print the tally).
+declare -A kinds
+kind() {
+    local k="$1 ${2:-}" a
+    [ "$1" = migrate ] || k=$1
+    for a in "$@"; do
+        case $a in --reverse | --repair | --replace | --dry-run | --restart) k="$k $a" ;; esac
+    done
+    kinds[$k]=$((${kinds[$k]:-0} + 1))
+}
+
 # op TAG ARGV...: runs `stepq ARGV` as the next operation, judges its exit,
 # then looks at every step (reconcile.py snapshot). Sets RC and PH.
 op() {
@@ -240,6 +252,7 @@ op() {
     shift
     LAST=("$@")
     ops=$((ops + 1))
+    kind "$@"
     t0=$(now)
     timeout "$op_timeout" "$S" "$@" >"$sd/out" 2>&1
     RC=$?
@@ -609,6 +622,8 @@ printf '   %-34s %s\n' \
     "twins compared / unequal" "$compared / $unequal" \
     "stuck (no way out by the tool)" "$stuck" \
     "time" "$((SECONDS - t_all)) s"
+echo "== operations by kind"
+for k in "${!kinds[@]}"; do printf '   %-34s %s\n' "$k" "${kinds[$k]}"; done | sort
 if [ -s "$tmp/refusals" ]; then
     echo "== refusals by message"
     sort "$tmp/refusals" | uniq -c | sort -rn | head -15 | cut -c1-160
