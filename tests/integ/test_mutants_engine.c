@@ -9,9 +9,10 @@
  * before the latest move into dual-write, a verify that found differences,
  * a forward verify where a reverse one is needed, a backup from before
  * step-primary), then allowed once it is met. Backfill: a run cut between
- * two scripts of one page resumes without a gap, and a big collection's
- * member that left the source while its chunk was on the way is not put
- * back (both placed by tests/integ/relay.c).
+ * two scripts of one page resumes without a gap, a twin that exists is
+ * left as it is, and a big collection's member that left the source while
+ * its chunk was on the way is not put back (the cut and the leaving placed
+ * by tests/integ/relay.c).
  */
 #include <stdatomic.h>
 #include <unistd.h>
@@ -279,6 +280,25 @@ static void test_backfill_resumes_cut_page(void)
     ASSERT_EQ(m_sides_equal(), 0);
 }
 
+/* mutation backfill_replaces_newer_twin: a twin that exists is the dual
+ * writes' (newer than the old key when they differ: a repair is another
+ * command); the backfill leaves it as it is, with its own TTL. */
+static void test_backfill_keeps_existing_twin(void)
+{
+    stepq_backfill_result res = {0};
+
+    t_flush();
+    t_phase("dual-write");
+    freeReplyObject(t_cmd("HSET job:T id T status pending attempts 0"));
+    freeReplyObject(t_cmd("HSET step:T id T status active attempts 1 worker w1"));
+    freeReplyObject(t_cmd("EXPIRE step:T 7200"));
+    REQUIRE(stepq_backfill(Q, NULL, NULL, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(res.copied, 0);
+    ASSERT_STR(t_str("HGET step:T status"), "active");
+    ASSERT_STR(t_str("HGET step:T worker"), "w1");
+    CHECK(t_int("TTL step:T") > 7000);
+}
+
 struct leave {
     atomic_int armed;
     char member[64];
@@ -348,6 +368,7 @@ int main(void)
     RUN(test_move_back_needs_reverse_verify);
     RUN(test_move_needs_backup_after_step_primary);
     RUN(test_backfill_resumes_cut_page);
+    RUN(test_backfill_keeps_existing_twin);
     RUN(test_backfill_members_recheck);
     t_teardown();
     unlink(BK);
