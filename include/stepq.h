@@ -70,7 +70,12 @@ typedef struct stepq_options {
     const char *rules_file;  /* key-map rules file; NULL: the built-in job -> step map */
     const char *client_name; /* CLIENT SETNAME; NULL: "stepq" */
     int ignore_env_pin;      /* 1: do not read ENABLE_DUAL_WRITE_STEPS/PRIMARY_KEY_PATTERN */
+    long long retention_ms;  /* how long an ended step's record is kept (its TTL); 0: 7 days;
+                                else 1000 ms to 3650 days (STEPQ_RETENTION_MAX_MS) */
 } stepq_options;
+
+#define STEPQ_RETENTION_DEFAULT_MS 604800000LL    /* 7 days */
+#define STEPQ_RETENTION_MAX_MS     315360000000LL /* 3650 days */
 
 /*
  * Parses `url` (redis://[user[:password]@]host[:port][/db] or
@@ -210,8 +215,45 @@ STEPQ_API int stepq_worker_deregister(stepq *q, const char *worker);
 /* Workers and their state as a JSON array. */
 STEPQ_API int stepq_workers(stepq *q, char **ret_json);
 /* Requeues the steps of workers whose heartbeat is older than
- * timeout_ms (or gone); writes how many steps were requeued. */
+ * timeout_ms (or gone); writes how many steps were requeued. One pass of
+ * stepq_reap_pass with only a timeout. */
 STEPQ_API int stepq_reap(stepq *q, long timeout_ms, long *ret_requeued);
+
+typedef struct stepq_reap_opts {
+    long timeout_ms;     /* a worker whose heartbeat is older (or gone) is dead; 0 or more */
+    long keep_completed; /* cap of the completed set (count); 0: none */
+    long keep_failed;    /* cap of the failed set (count); 0: none */
+    long prune_count;    /* members of each ended set looked at a pass (SSCAN COUNT,
+                            1..10000); 0: 100 */
+} stepq_reap_opts;
+
+typedef struct stepq_reap_result {
+    long requeued;        /* active steps of dead workers requeued (or failed: no attempts left) */
+    long stale;           /* stale entries: steps dropped from the active or a worker's set */
+    long workers_removed; /* dead workers removed */
+    long pruned;          /* completed/failed members whose record is gone or disagrees */
+    long capped;          /* ended steps removed (record too) to hold the keep_ caps */
+} stepq_reap_result;
+
+/*
+ * One pass of the reaper. The records are the truth, the sets indexes: a
+ * member of the active set or of a worker's set is requeued only when its
+ * record says `active`, held by a dead worker (its `worker` field; for a
+ * record of the old system without one, the worker whose set holds it).
+ * Any other member (record gone, step ended, held by another worker) is a
+ * stale entry: removed from that set, counted in ret->stale and in the
+ * stats hash (stale_dropped), never requeued.
+ *
+ * Then the completed and failed sets are pruned, a page of about
+ * prune_count members each (an SSCAN whose cursor is kept in Redis, so
+ * successive passes walk the whole set with bounded work each): a member
+ * whose record is gone (its retention TTL passed) or says another status is
+ * dropped (ret->pruned); while a set holds more than its keep_ cap, the
+ * page's members with the oldest finished_at are removed with their
+ * records (ret->capped) - oldest first within a page, not across the set.
+ * ret may be NULL.
+ */
+STEPQ_API int stepq_reap_pass(stepq *q, const stepq_reap_opts *opts, stepq_reap_result *ret);
 
 /* ---------------------------------------------------------------------------
  * Live processes and status
@@ -258,15 +300,17 @@ typedef struct stepq_backfill_opts {
     long long memory_limit; /* bytes the copy may grow to; 0: the server's maxmemory */
     long big;               /* collections above this many members merge in chunks; 0: 1000 */
     const char *who;        /* for the audit log when forced; NULL: "unknown" */
+    int repair;             /* make every new key equal to its old twin (dual-write only) */
 } stepq_backfill_opts;
 
 typedef struct stepq_backfill_result {
     long long keys_total;      /* the estimate the run started with */
     long long keys_done;       /* keys and big-collection members walked */
-    long long copied;          /* keys copied whole (COPY, with TTL) */
+    long long copied;          /* keys copied whole (COPY, with TTL); with repair: rewritten */
     long long merged;          /* collection members added */
     long long skipped;         /* keys already there */
-    long long gone;            /* keys that vanished from the source meanwhile */
+    long long gone;            /* keys that vanished from the source meanwhile; with repair:
+                                  new keys deleted because their old twin is gone */
     long long errors;          /* per-key errors (reported through the callback) */
     long long memory_estimate; /* bytes the copy was estimated to add */
     int resumed;               /* 1: the run went on from a checkpoint */
@@ -282,6 +326,13 @@ typedef struct stepq_backfill_result {
  * pass maxmemory; opts->force skips both. Returns STEPQ_ERR with
  * STEPQ_E_SERVER when per-key errors happened (the run went on; the record
  * says 'failed'). opts may be NULL; fn may be NULL; ret may be NULL.
+ *
+ * With opts->repair, every new key is made equal to its old twin instead,
+ * atomically per pair, and a new key whose old twin is gone is deleted: the
+ * way out after a rollback to 'job', which leaves the new keys holding the
+ * state of then (marked untrusted; the move to 'dual-read' needs a repair
+ * first). Only in 'dual-write', where the old keys are the ones read
+ * (STEPQ_E_CONFLICT otherwise, forced or not).
  */
 STEPQ_API int stepq_backfill(stepq *q, const stepq_backfill_opts *opts, stepq_progress_fn fn,
                              void *arg, stepq_backfill_result *ret);
@@ -305,7 +356,9 @@ typedef struct stepq_verify_opts {
  * by member; mismatches are re-checked for a few rounds before they count.
  * Writes the report (counts per rule, first offenders, a digest per side) as
  * JSON into ret_json and records it in stepq:verify; *ret_clean is 1 when
- * nothing differs. ret_json and ret_clean may be NULL.
+ * nothing differs. Each key that still differs is named to fn (err_key,
+ * with a name that is not plain ASCII quoted as redis-cli quotes binary,
+ * docs/migration-engine.md). ret_json and ret_clean may be NULL.
  */
 STEPQ_API int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, void *arg,
                            int *ret_clean, char **ret_json);
@@ -386,6 +439,7 @@ STEPQ_API int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_pr
 enum stepq_cleanup_flags {
     STEPQ_CLEANUP_FORCE = 1 << 0,   /* delete although old keys seem read (audited) */
     STEPQ_CLEANUP_DRY_RUN = 1 << 1, /* run every check, delete nothing */
+    STEPQ_CLEANUP_ADOPT = 1 << 2,   /* move steps only the old side knows to the new side */
 };
 
 typedef struct stepq_cleanup_opts {
@@ -393,15 +447,16 @@ typedef struct stepq_cleanup_opts {
     double rate;                /* keys/s; 0: unlimited (stepq:throttle still applies) */
     const char *who;            /* for the audit entry of a forced run; NULL: "unknown" */
     stepq_progress_fn progress; /* may be NULL */
-    /* Called with each old key kept because its new twin is missing. */
-    void (*kept)(const char *key, size_t len, void *arg);
+    /* Called with each old key kept, and why (the step it would lose). */
+    void (*kept)(const char *key, size_t len, const char *why, void *arg);
     void *arg;
 } stepq_cleanup_opts;
 
 typedef struct stepq_cleanup_result {
     long long old_keys;      /* old keys found by the checks */
     long long deleted;       /* deleted (would be, with DRY_RUN) */
-    long long kept;          /* kept: their new twin is missing */
+    long long kept;          /* kept: the new side lacks a step they hold (see `kept`) */
+    long long adopted;       /* steps moved to the new side (ADOPT) */
     long long not_in_backup; /* kept: not in the backup (appeared after the check) */
     long long gone;          /* vanished meanwhile */
 } stepq_cleanup_result;

@@ -121,9 +121,14 @@ local function walk(pkey)
 end
 
 walk(key('pending', RSIDE))
+-- The old queue is a fallback read only when it served a step the new one
+-- did not: an idle worker polling an empty (or unclaimable) queue is not
+-- one, or the documented alert would fire on a healthy system.
 if #out == 0 and FALLBACK and call('ZCARD', key('pending', 1)) > 0 then
-    stat('fallback_reads')
     walk(key('pending', 1))
+    if #out > 0 then
+        stat('fallback_reads')
+    end
 end
 if #out > 0 then
     call('SET', wkey(worker, ':heartbeat'), NOW, 'PX', ARGV[8])

@@ -1,27 +1,194 @@
 -- cleanup_batch.lua
--- Deletes the old keys of one batch whose new twin exists, atomically for
--- the batch (no process can create or drop a twin halfway through it).
--- KEYS[2i-1] an old key   KEYS[2i] its new twin (i = 1 .. #KEYS/2)
--- ARGV[1] '1' for a dry run (count only, delete nothing), else '0'
--- Returns {deleted, kept, gone, {kept old keys...}}: deleted with UNLINK (or
--- would be), kept because the twin is missing, gone because the old key no
--- longer exists (a key SCAN returned twice, or deleted meanwhile).
--- EXISTS does not update a key's access time, so this script leaves the
--- evidence cleanup reads (OBJECT IDLETIME) as it was. No errors of its own.
-local dry = ARGV[1] == '1'
-local deleted, kept, gone = 0, 0, 0
-local kept_keys = {}
-for i = 1, #KEYS - 1, 2 do
-    if redis.call('EXISTS', KEYS[i]) == 0 then
-        gone = gone + 1
-    elseif redis.call('EXISTS', KEYS[i + 1]) == 1 then
-        if not dry then
-            redis.call('UNLINK', KEYS[i])
+-- Deletes the old keys of one batch after the switch to 'step', deciding
+-- from the records (design invariant 7), atomically for the batch.
+-- Records are the truth, collections are indexes:
+--   a step record  job:X   deleted when step:X exists, or when X ended
+--                          (its new twin expired by retention); a step
+--                          that is pending or active with no new record was
+--                          written by someone else than stepq after the
+--                          switch: kept and named (adopted with ARGV[3])
+--   other per-id   job:X:progress  deleted when its twin exists or its step
+--                          is not kept
+--   a collection   jobs:pending, jobs:active, worker:W:jobs ...: decided
+--                          member by member: a member is safe when the new
+--                          record of its step exists (and, when it says
+--                          pending, the new pending queue holds it) or its
+--                          step is gone from both sides; the collection is
+--                          deleted when every member is safe, whether or not
+--                          its own twin exists (an empty set has no key).
+-- Adopting a step (ARGV[3] = '1'): its old record (and progress) is copied
+-- to the new name without REPLACE, marked pending and put in the new
+-- pending queue at its priority; the old keys are then deleted as above.
+--
+-- Mode 'pairs':
+--   KEYS[2i-1] an old key   KEYS[2i] its new twin
+--   ARGV[5] one letter per pair: r step record, o other per-id key,
+--           c collection; ARGV[6] largest collection decided here
+--   ARGV[7..] the step id of each pair ('' for a fixed collection)
+--   Reply {deleted, kept, gone, {kept keys}, {why each was kept}, adopted,
+--          {collections too big for one call}}
+-- Mode 'members' (one chunk of a big collection, read with SSCAN/ZSCAN):
+--   KEYS[1] the collection   ARGV[5..] the members
+--   Reply {unsafe members, the first unsafe member or '', adopted}
+-- Both: ARGV[1] mode  ARGV[2] '1': dry run  ARGV[3] '1': adopt
+--   ARGV[4] the step templates and the new pending queue, joined by NUL:
+--   old template, new template (each with {id}), new pending key.
+-- EXISTS, HGET and ZSCORE do not update a key's access time (OBJECT
+-- IDLETIME), which is what cleanup's reader check reads. No errors.
+local mode, dry, adopt = ARGV[1], ARGV[2] == '1', ARGV[3] == '1'
+local tpl = {}
+for part in string.gmatch(ARGV[4] .. '\0', '([^%z]*)%z') do
+    tpl[#tpl + 1] = part
+end
+local NEW_PENDING = tpl[3]
+local ENDED = {completed = true, failed = true, cancelled = true}
+local adopted = 0
+
+local function rec(side, id)
+    return (string.gsub(tpl[side], '{id}', function()
+        return id
+    end, 1))
+end
+
+-- The status of a record, or nil when it is absent; false when the key is
+-- not a hash (damaged data: never treated as safe to drop).
+local function status(k)
+    if redis.call('EXISTS', k) == 0 then
+        return nil
+    end
+    local v = redis.pcall('HGET', k, 'status')
+    if type(v) == 'table' then
+        return false
+    end
+    return v or ''
+end
+
+-- Copies an old step the new side does not know, as a pending step.
+local function take(id)
+    local o, n = rec(1, id), rec(2, id)
+    if dry then
+        adopted = adopted + 1
+        return true
+    end
+    if redis.call('COPY', o, n) ~= 1 then
+        return false
+    end
+    local prio = tonumber(redis.call('HGET', n, 'priority')) or 0
+    redis.call('HSET', n, 'status', 'pending')
+    redis.call('HDEL', n, 'worker', 'token')
+    redis.call('ZADD', NEW_PENDING, prio, id)
+    local op, np = o .. ':progress', n .. ':progress'
+    if redis.call('EXISTS', op) == 1 then
+        redis.call('COPY', op, np)
+    end
+    adopted = adopted + 1
+    return true
+end
+
+-- Why the step `id` keeps its old keys, or nil when they may go: the new
+-- side must know where the step is.
+local function unsafe(id)
+    local ns = status(rec(2, id))
+    if ns == false then
+        return 'its new record is not a hash'
+    end
+    if ns ~= nil then
+        if ns == 'pending' and not redis.call('ZSCORE', NEW_PENDING, id) then
+            if adopt and not dry then
+                redis.call('ZADD', NEW_PENDING,
+                    tonumber(redis.call('HGET', rec(2, id), 'priority')) or 0, id)
+                adopted = adopted + 1
+                return nil
+            end
+            return 'step \'' .. id .. '\' is pending in no new queue'
         end
-        deleted = deleted + 1
+        return nil
+    end
+    local os = status(rec(1, id))
+    if os == nil or (os and ENDED[os]) then
+        return nil -- gone from both sides, or ended: nothing to run
+    end
+    if adopt and take(id) then
+        return nil
+    end
+    local what = os == false and 'damaged' or os == '' and 'without a status' or os
+    return 'step \'' .. id .. '\' is ' .. what .. ' on the old side only'
+end
+
+if mode == 'members' then
+    local n, first = 0, ''
+    for i = 5, #ARGV do
+        if unsafe(ARGV[i]) then
+            n = n + 1
+            if first == '' then
+                first = ARGV[i]
+            end
+        end
+    end
+    return {n, first, adopted}
+end
+
+local kinds, limit = ARGV[5], tonumber(ARGV[6])
+local deleted, kept, gone = 0, 0, 0
+local kept_keys, kept_why, big = {}, {}, {}
+
+local function members(k)
+    if redis.call('TYPE', k).ok == 'zset' then
+        return redis.call('ZRANGE', k, 0, -1)
+    end
+    return redis.call('SMEMBERS', k)
+end
+
+local function card(k)
+    if redis.call('TYPE', k).ok == 'zset' then
+        return redis.call('ZCARD', k)
+    end
+    return redis.call('SCARD', k)
+end
+
+-- Why the old key `o` (kind `kind`, of step `id`) must stay, or nil.
+local function judge(o, n, kind, id)
+    if kind == 'c' then
+        local t = redis.call('TYPE', o).ok
+        if t ~= 'set' and t ~= 'zset' then
+            return 'it is a ' .. t .. ', not a collection'
+        end
+        if card(o) > limit then
+            return 'big'
+        end
+        for _, m in ipairs(members(o)) do
+            local why = unsafe(m)
+            if why then
+                return 'it holds a step the new side lacks (' .. why .. ')'
+            end
+        end
+        return nil
+    end
+    if redis.call('EXISTS', n) == 1 then
+        return nil
+    end
+    return unsafe(id)
+end
+
+for i = 1, #KEYS - 1, 2 do
+    local o, n = KEYS[i], KEYS[i + 1]
+    local kind, id = string.sub(kinds, (i + 1) / 2, (i + 1) / 2), ARGV[6 + (i + 1) / 2]
+    if redis.call('EXISTS', o) == 0 then
+        gone = gone + 1
     else
-        kept = kept + 1
-        kept_keys[#kept_keys + 1] = KEYS[i]
+        local why = judge(o, n, kind, id)
+        if why == 'big' then
+            big[#big + 1] = o
+        elseif why then
+            kept = kept + 1
+            kept_keys[#kept_keys + 1] = o
+            kept_why[#kept_why + 1] = why
+        else
+            if not dry then
+                redis.call('UNLINK', o)
+            end
+            deleted = deleted + 1
+        end
     end
 end
-return {deleted, kept, gone, kept_keys}
+return {deleted, kept, gone, kept_keys, kept_why, adopted, big}

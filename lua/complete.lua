@@ -1,6 +1,8 @@
 -- complete.lua @prelude
 -- Completes held steps: into the completed set, with the retention TTL on
--- the set, the step hash and its progress. One or many in a call.
+-- the step hash and its progress. The set gets no TTL: renewed at every
+-- completion it would never expire, and ids whose record expired would stay
+-- listed; the reaper's prune.lua drops those. One or many in a call.
 -- ARGV[3] retention in ms
 -- then per step, 3 arguments: id, token, result
 -- Returns one entry per step: 1 when completed, else the error text
@@ -38,8 +40,5 @@ end
 flush()
 for _, w in ipairs(workers) do
     worker_maybe_idle(w)
-end
-if #out > 0 then
-    coll('PEXPIRE', 'completed', nil, retention)
 end
 return out

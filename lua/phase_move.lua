@@ -6,7 +6,9 @@
 -- Besides phase, since and seq, the phase hash keeps `dual_write_since`
 -- (when writers started writing both sides: set on the way out of 'job',
 -- cleared on the way back into it) and `misses_at_since` (the stats'
--- primary_misses when the phase was entered).
+-- primary_misses when the phase was entered) and `untrusted_since` (set on
+-- the way back into 'job': writers stop writing the new keys, which keep
+-- what they held then; cleared by a repair, lua/trust_new.lua).
 -- Returns the new sequence number. Errors: STEPQ_CONFLICT when the phase
 -- changed since the caller read it.
 local cur = redis.call('HGET', KEYS[1], 'phase') or 'job'
@@ -21,6 +23,7 @@ local misses = redis.call('HGET', KEYS[3], 'primary_misses') or '0'
 redis.call('HSET', KEYS[1], 'phase', ARGV[2], 'since', now, 'misses_at_since', misses)
 if ARGV[2] == 'job' then
     redis.call('HDEL', KEYS[1], 'dual_write_since')
+    redis.call('HSET', KEYS[1], 'untrusted_since', now)
 elseif cur == 'job' then
     redis.call('HSET', KEYS[1], 'dual_write_since', now)
 end

@@ -3,8 +3,18 @@
 -- is dead when its heartbeat key is gone or holds a time older than the
 -- timeout (the seed's layout stores a timestamp; seconds or milliseconds).
 -- With ARGV[4] set, only that worker is released, dead or not (deregister).
+--
+-- Records are the truth, the sets are indexes (design.md, invariant 7). A
+-- step of the active set or of a worker's set is requeued only when its
+-- record says `active`, held by a dead worker: the one in its `worker`
+-- field, or for a record of the old system without one, the worker whose
+-- set holds it. Any other member (its record gone, the step ended or pending
+-- again, or held by another worker than the set's) is a stale entry: it is
+-- removed from that set on the sides this phase writes, never requeued, and
+-- the step is counted once in stats.stale_dropped. A key that is not a step
+-- record (damaged data) is passed over.
 -- ARGV[3] timeout ms  ARGV[4] worker to release, or ''  ARGV[5] retention ms
--- Returns {steps requeued or failed, workers removed}.
+-- Returns {steps requeued or failed, workers removed, stale steps dropped}.
 local timeout, only, retention = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local alive_cache = {}
 
@@ -27,33 +37,66 @@ local function alive(w)
     return alive_cache[w]
 end
 
--- Who holds each active step: its `worker` field, else (for records of the
--- old system without one) the worker set it is in.
+-- Every step an index names: the active set's members, then those of each
+-- registered worker's set, with the sets that hold each.
 local workers = call('SUNION', WORKERS_ACTIVE, WORKERS_IDLE)
-local owner = {}
+local ids, sets = {}, {} -- ids in order; id -> {in_active, worker, worker...}
+local function index(id, holder)
+    local s = sets[id]
+    if not s then
+        s = {false}
+        sets[id] = s
+        ids[#ids + 1] = id
+    end
+    if holder then
+        s[#s + 1] = holder
+    else
+        s[1] = true
+    end
+end
+for _, id in ipairs(call('SMEMBERS', key('active', RSIDE))) do
+    index(id)
+end
 for _, w in ipairs(workers) do
     for _, id in ipairs(call('SMEMBERS', key('worker_steps', RSIDE, w))) do
-        owner[id] = w
+        index(id, w)
     end
 end
 
-local requeued = 0
-for _, id in ipairs(call('SMEMBERS', key('active', RSIDE))) do
+local requeued, stale = 0, 0
+for _, id in ipairs(ids) do
+    local s = sets[id]
     local side = locate('step', id)
-    if side then
-        -- A key that is not a step record (damaged data) has nothing to
-        -- requeue; raising would stop the reaping of every step after it.
-        local w = try('HGET', key('step', side, id), 'worker')
-        if type(w) == 'table' then
-            w = nil
-        else
-            w = w or owner[id]
+    local v = side and try('HMGET', key('step', side, id), 'status', 'worker')
+    if not (v and v.err) then
+        -- An active record with no holder to be found stays as it is:
+        -- dropping it would leave the step in no index at all.
+        local active, holder = v and v[1] == 'active', nil
+        if active then
+            holder = (v[2] and v[2] ~= '') and v[2] or s[2]
         end
-        if w and not alive(w) then
-            retry_or_fail(id, side, w, 'requeued', 'worker ' .. w .. ' lost', retention)
+        local dropped = false
+        if not active and s[1] then
+            coll('SREM', 'active', nil, id)
+            dropped = true
+        end
+        for i = 2, #s do
+            if not active or s[i] ~= holder then
+                coll('SREM', 'worker_steps', s[i], id)
+                dropped = true
+            end
+        end
+        if dropped then
+            stale = stale + 1
+        end
+        if holder and not alive(holder) then
+            retry_or_fail(id, side, holder, 'requeued', 'worker ' .. holder .. ' lost', retention)
             requeued = requeued + 1
         end
     end
+end
+if stale > 0 then
+    call('HINCRBY', STATS_KEY, 'stale_dropped', stale)
 end
 
 local removed = 0
@@ -68,4 +111,4 @@ for _, w in ipairs(workers) do
         removed = removed + 1
     end
 end
-return {requeued, removed}
+return {requeued, removed, stale}

@@ -14,16 +14,23 @@
 -- and an equal pair costs four (two DUMP, two PEXPIRETIME) instead of six
 -- plus the element tables; only a pair whose payloads differ is read element
 -- by element, and then both of its digests are canonical: the digests of a
--- pair agree exactly when the contents do.
+-- pair agree exactly when the contents do. A key of another type than
+-- these five (a stream, a module's type) is compared by its DUMP payload,
+-- and its digest is 'dump:crc'.
 -- KEYS pairs: the key verified (old, or new with --reverse), then its twin
 -- ARGV[1] largest collection compared here (members)  ARGV[2] TTL tolerance ms
 -- ARGV[3] the map's type of each pair, one letter each (h s z l t); optional
 -- Reply per pair: {verdict, digest of the first, digest of the twin} with
 -- verdict 'equal', 'missing' (twin absent), 'different' (type or content),
 -- 'ttl' (expiry off by more than the tolerance), 'gone' (the key itself is
--- absent: nothing to verify) or 'big' (a set or zset the caller compares in
--- chunks with verify_members).
+-- absent: nothing to verify) or 'big' (two sets or two zsets, one of them
+-- above ARGV[1] members, that the caller compares in chunks with
+-- verify_members; the reply is then {'big', 'set' or 'zset', ''}). A key
+-- above ARGV[1] members is never read whole: in another verdict its digest
+-- is 'type:size:big'.
 local limit, tol = tonumber(ARGV[1]), tonumber(ARGV[2])
+-- The types compared element by element; any other by its DUMP payload.
+local ELEMENTS = {hash = true, set = true, zset = true, list = true, string = true}
 
 -- A whole number as text, remembered: a number in a concatenation is a
 -- sprintf of a double (about 2,000 instructions), and the lengths that
@@ -36,6 +43,14 @@ local function n2s(n)
         NUM[n] = s
     end
     return s
+end
+
+local HEX8 = string.rep('%02x', 8)
+
+-- 'dump:crc' (the CRC64 a DUMP payload ends with) and the payload.
+local function dump_digest(k)
+    local p = redis.call('DUMP', k)
+    return 'dump:' .. string.format(HEX8, string.byte(p, -8, -1)), p
 end
 
 -- The digest of a key of type t from its flat elements v (as fetch gives
@@ -64,13 +79,14 @@ local function digest(k, t, v)
         v = v or {redis.call('GET', k)}
         els[1] = n2s(#v[1]) .. ':' .. v[1]
     else
-        return t .. ':0:-'
+        -- A type read here element by element only when it is one of the
+        -- map's; any other (a stream, a module's type) by its DUMP payload.
+        return (dump_digest(k))
     end
     table.sort(els)
     return t .. ':' .. n2s(#els) .. ':' .. string.sub(redis.sha1hex(table.concat(els)), 1, 16)
 end
 
-local HEX8 = string.rep('%02x', 8)
 local function fast(a, b)
     local pa = redis.call('DUMP', a)
     if not pa or pa ~= redis.call('DUMP', b) then
@@ -86,6 +102,16 @@ local function size(k, t)
         return redis.call('ZCARD', k)
     end
     return 0
+end
+
+-- The digest of a key of type t and size n (set and zset: members, else 0):
+-- a collection above the limit is never read whole here (one script would
+-- hold Redis for its size); its digest is then 'type:size:big'.
+local function digest_sized(k, t, n)
+    if n > limit then
+        return t .. ':' .. n2s(n) .. ':big'
+    end
+    return digest(k, t)
 end
 
 local function ttl_off(a, b)
@@ -142,12 +168,25 @@ end
 
 local function slow(a, b)
     local ta, tb = redis.call('TYPE', a).ok, redis.call('TYPE', b).ok
+    local na, nb = size(a, ta), size(b, tb)
     if ta == 'none' then
-        return {'gone', '', tb == 'none' and '' or digest(b, tb)}
+        return {'gone', '', tb == 'none' and '' or digest_sized(b, tb, nb)}
     elseif tb == 'none' then
-        return {'missing', digest(a, ta), ''}
-    elseif size(a, ta) > limit or size(b, tb) > limit then
-        return {'big', '', ''}
+        return {'missing', digest_sized(a, ta, na), ''}
+    elseif ta ~= tb then
+        -- A type mismatch is a difference, whatever the sizes: a big key is
+        -- not compared member by member with a twin of another type.
+        return {'different', digest_sized(a, ta, na), digest_sized(b, tb, nb)}
+    elseif na > limit or nb > limit then
+        return {'big', ta, ''}
+    end
+    if not ELEMENTS[ta] then
+        local da, pa = dump_digest(a)
+        local db, pb = dump_digest(b)
+        if pa == pb then
+            return {ttl_off(a, b) and 'ttl' or 'equal', da, da}
+        end
+        return {'different', da, db}
     end
     -- Equal content has one digest: compute it once, from the first key.
     if ta == tb then

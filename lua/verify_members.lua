@@ -9,10 +9,17 @@
 -- sizes and expiry too  ARGV[4..] the members
 -- Reply: {members compared, lane1, lane2 (of the members compared, as in
 -- verify_batch), size verdict ('equal', 'different', 'ttl' or '' when not
--- asked), then the members that differ}.
+-- asked; 'different' in any chunk when a key no longer has type ARGV[1]),
+-- then the members that differ}.
 local a, b, t, tol = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
 local n, s1, s2 = 0, 0, 0
 local bad = {}
+-- verify_batch saw both keys of type t, but a chunk comes later: a key
+-- that changed type meanwhile is a difference (the re-check decides), not
+-- a WRONGTYPE that would end the verify.
+if redis.call('TYPE', a).ok ~= t or redis.call('TYPE', b).ok ~= t then
+    return {'0', '0', '0', 'different'}
+end
 -- Two calls a chunk (SMISMEMBER/ZMSCORE on each key), not two a member: a
 -- redis.call() costs more than the member work it does.
 local ms = {unpack(ARGV, 4)}

@@ -248,6 +248,8 @@ static int preflight(struct bf *b, char *why, size_t len)
         return STEPQ_ERR;
     if (b->o.memory_limit > 0)
         max = b->o.memory_limit;
+    if (ph == STEPQ_PHASE_STEP)
+        return STEPQ_OK; /* refused in walk(), forced or not */
     if (ph < STEPQ_PHASE_DUAL_WRITE)
         snprintf(why, len,
                  "cannot backfill in phase '%s': a copy taken before every writer dual-writes "
@@ -547,6 +549,25 @@ static int finish(struct bf *b)
     return STEPQ_OK;
 }
 
+/* In 'step' the old keys are frozen at the switch while the steps go on
+ * moving on the new side: a copy of them brings back what ended there (a
+ * completed step put back into the active set, and reaped into pending).
+ * No --force overrides this. */
+static int refuse_in_step(stepq *q)
+{
+    stepq_phase ph;
+
+    if (stepq_phase_get(q, &ph) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (ph != STEPQ_PHASE_STEP)
+        return STEPQ_OK;
+    stepq__set_error(q, STEPQ_E_CONFLICT,
+                     "cannot backfill in phase 'step': the old keys stopped changing at the "
+                     "switch and copying them would bring back steps that ended since; "
+                     "'stepq migrate cleanup --adopt' takes over steps only the old side has");
+    return STEPQ_ERR;
+}
+
 static int audit_forced(struct bf *b, const char *why)
 {
     return stepq__audit(b->q,
@@ -561,7 +582,7 @@ static int walk(struct bf *b)
     char why[STEPQ_ERRSTR_MAX];
     int rc = STEPQ_ERR;
 
-    if (preflight(b, why, sizeof(why)) != STEPQ_OK)
+    if (refuse_in_step(q) != STEPQ_OK || preflight(b, why, sizeof(why)) != STEPQ_OK)
         return STEPQ_ERR;
     if (why[0] != '\0' && !b->o.force && !b->o.dry_run) {
         stepq__set_error(q, STEPQ_E_CONFLICT, "%s", why);
@@ -590,6 +611,74 @@ static int walk(struct bf *b)
 out:
     json_decref(rec);
     return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Repair: new := old, in 'dual-write' (src/reconcile.c)
+ * ------------------------------------------------------------------------- */
+
+static int repair_allowed(stepq *q)
+{
+    stepq_phase ph;
+    const char *why = NULL;
+
+    if (stepq_phase_get(q, &ph) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (ph == STEPQ_PHASE_JOB)
+        why = "writers do not write the new keys yet; run 'stepq migrate phase dual-write' first";
+    else if (ph == STEPQ_PHASE_DUAL_READ || ph == STEPQ_PHASE_STEP_PRIMARY)
+        why = "reads come from the new keys, so the old ones are not the truth; roll back to "
+              "'dual-write' first ('stepq migrate rollback')";
+    else if (ph == STEPQ_PHASE_STEP)
+        why = "the old keys stopped changing at the switch and are stale";
+    if (why == NULL)
+        return STEPQ_OK;
+    stepq__set_error(q, STEPQ_E_CONFLICT, "cannot repair in phase '%s': %s", stepq_phase_name(ph),
+                     why);
+    return STEPQ_ERR;
+}
+
+/* Runs the repair and records it as a finished backfill (it copies all a
+ * backfill would and more), then clears the untrusted mark. */
+static int repair(struct bf *b)
+{
+    stepq *q = b->q;
+    char now[24], run_id[37];
+    long pinned;
+
+    if (repair_allowed(q) != STEPQ_OK || job_pinned_procs(q, &pinned) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (pinned > 0 && !b->o.force) {
+        stepq__set_error(q, STEPQ_E_CONFLICT,
+                         "cannot repair: %ld live process(es) are pinned to phase 'job' and do "
+                         "not dual-write; restart them with ENABLE_DUAL_WRITE_STEPS=true (see "
+                         "'stepq migrate status')",
+                         pinned);
+        return STEPQ_ERR;
+    }
+    long long started = stepq__now_ms();
+    snprintf(now, sizeof(now), "%lld", started);
+    const char *fv[] = {"state", "running", "mode", "repair", "run_id", run_id, "started_at", now};
+    redisReply *d = b->o.dry_run ? NULL : stepq__commandf(q, "DEL %s", q->k_backfill);
+    if ((!b->o.dry_run && d == NULL) || stepq__uuid7(run_id) != STEPQ_OK ||
+        (!b->o.dry_run && hset(q, q->k_backfill, 8, fv) != STEPQ_OK)) {
+        freeReplyObject(d);
+        return STEPQ_ERR;
+    }
+    freeReplyObject(d);
+    if (stepq__reconcile(q, STEPQ_OLD, b->o.dry_run, b->fn, b->arg, &b->res.copied,
+                         &b->res.gone) != STEPQ_OK)
+        return STEPQ_ERR;
+    b->res.keys_done = b->res.copied + b->res.gone;
+    if (b->o.dry_run || finish(b) != STEPQ_OK)
+        return b->o.dry_run ? STEPQ_OK : STEPQ_ERR;
+    const char *keys[] = {q->k_phase};
+    const char *args[] = {now};
+    redisReply *r = stepq__eval(q, STEPQ_SCRIPT_TRUST_NEW, 1, keys, 1, args, NULL);
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
 }
 
 int stepq_backfill(stepq *q, const stepq_backfill_opts *opts, stepq_progress_fn fn, void *arg,
@@ -625,7 +714,10 @@ int stepq_backfill(stepq *q, const stepq_backfill_opts *opts, stepq_progress_fn 
     snprintf(b->big, sizeof(b->big), "%ld", b->o.big);
     b->dry = b->o.dry_run ? "1" : "0";
     stepq__pace_init(&b->pace, q, b->o.rate, b->o.max_latency_ms, b->o.max_replica_lag);
-    rc = stepq__ensure(q) == STEPQ_OK ? walk(b) : STEPQ_ERR;
+    if (stepq__ensure(q) != STEPQ_OK)
+        rc = STEPQ_ERR;
+    else
+        rc = b->o.repair ? repair(b) : walk(b);
     if (rc == STEPQ_OK && b->res.errors > 0) {
         stepq__set_error(q, STEPQ_E_SERVER,
                          "%lld key(s) could not be copied (each is reported above); fix them and "

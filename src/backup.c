@@ -79,9 +79,10 @@ struct bk_run {
     stepq__pace pace;
     const stepq_backup_opts *o;
     long long keys, vanished;
-    long long last_read_ms; /* latest access seen before our DUMP; -1: unknown */
+    long long last_read_ms; /* latest access seen before our DUMP; 0: none */
     char last_read_key[STEPQ_RULE_MAX];
     int idle_unknown;
+    stepq__windows own; /* stepq's own earlier touches: not evidence of a reader */
 };
 
 static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply *key)
@@ -91,6 +92,8 @@ static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply
         return;
     }
     long long at = stepq__now_ms() - idle->integer * 1000;
+    if (stepq__own_read(&b->own, at, 1500))
+        return; /* an earlier backup's DUMP or a cleanup's look, not a reader */
     if (at > b->last_read_ms) {
         b->last_read_ms = at;
         snprintf(b->last_read_key, sizeof(b->last_read_key), "%.*s", (int)key->len, key->str);
@@ -296,7 +299,7 @@ int stepq_backup(stepq *q, const char *path, const stepq_backup_opts *opts,
                  stepq_backup_result *ret)
 {
     stepq_backup_opts none = {0};
-    struct bk_run b = {.q = q, .o = opts ? opts : &none, .last_read_ms = -1};
+    struct bk_run b = {.q = q, .o = opts ? opts : &none, .last_read_ms = 0};
     stepq_backup_result res = {0};
     stepq__bk_info info = {0};
     unsigned long long count = 0;
@@ -319,7 +322,13 @@ int stepq_backup(stepq *q, const char *path, const stepq_backup_opts *opts,
             close(fd);
         goto out;
     }
-    rc = backup_stream(&b, fp, &info, &count, &sum);
+    long long began = stepq__now_ms();
+    rc = stepq__own_reads_load(q, &b.own) == STEPQ_OK ? backup_stream(&b, fp, &info, &count, &sum)
+                                                        : STEPQ_ERR;
+    /* Its DUMPs touched the old keys, finished or not: a later backup or
+     * cleanup must not take them for a reader. A failed run keeps its error. */
+    if (b.side == STEPQ_OLD)
+        rc = stepq__own_reads_note(q, began, rc);
     if (fclose(fp) != 0 && rc == STEPQ_OK) {
         stepq__set_error(q, STEPQ_E_IO, "cannot write '%s': %s", tmp, strerror(errno));
         rc = STEPQ_ERR;

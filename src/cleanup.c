@@ -34,6 +34,7 @@
 #define CLEAN_BATCH   100  /* key pairs per script call: under the EVAL argument cap */
 #define READ_SLACK_MS 1500 /* OBJECT IDLETIME counts whole seconds */
 #define ID_MAX        4096
+#define BIG_MEMBERS   "1000" /* larger collections are decided in chunks */
 
 /* ---------------------------------------------------------------------------
  * A set of 64-bit name hashes (open addressing; 0 marks an empty slot)
@@ -111,6 +112,9 @@ struct cl_run {
     sds forced; /* the refusals --force overrode, for the audit entry */
     stepq__pace pace;
     stepq_cleanup_result res;
+    const char *dry, *adopt; /* "1" or "0", as the script takes them */
+    sds tpl;                 /* the step templates and new pending key, for the script */
+    stepq__windows own;      /* stepq's own touches of old keys: not a reader */
     char id[ID_MAX];
 };
 
@@ -258,7 +262,7 @@ static int check_backup_record(struct cl_run *c, const stepq__bk_info *info)
         const char *key = r->element[5]->type == REDIS_REPLY_STRING ? r->element[5]->str : "?";
         if (last == -1)
             c->idle_unknown = 1;
-        else if (last - READ_SLACK_MS > c->since)
+        else if (last - READ_SLACK_MS > c->since && !stepq__own_read(&c->own, last, READ_SLACK_MS))
             rc = refuse_reads(c, key, last, 0);
     }
     freeReplyObject(r);
@@ -333,7 +337,8 @@ static void judge_idle(struct cl_run *c, const redisReply *idle, const redisRepl
         return;
     }
     long long at = stepq__now_ms() - idle->integer * 1000;
-    if (at - READ_SLACK_MS <= c->since || (at >= c->win_lo && at <= c->win_hi))
+    if (at - READ_SLACK_MS <= c->since || (at >= c->win_lo && at <= c->win_hi) ||
+        stepq__own_read(&c->own, at, READ_SLACK_MS))
         return;
     if (c->reads++ == 0 || at > c->read_at) {
         c->read_at = at;
@@ -421,59 +426,191 @@ static int audit_force(struct cl_run *c)
  * The delete pass
  * ------------------------------------------------------------------------- */
 
+/* Reports an old key kept, with why. */
+static void kept_key(struct cl_run *c, const char *key, size_t len, const char *why)
+{
+    c->res.kept++;
+    if (c->o->kept != NULL)
+        c->o->kept(key, len, why, c->o->arg);
+}
+
+/* Decides a collection too big for one call: its members are judged in
+ * chunks (each chunk atomic, adopting with --adopt), and it is deleted when
+ * none is unsafe. A member a writer adds between two chunks is not seen:
+ * nothing but the old application writes old keys in 'step', and its writes
+ * show in the idle times the check pass read. */
+static int decide_big(struct cl_run *c, const char *key, size_t len)
+{
+    const char *args[4 + CLEAN_BATCH];
+    size_t lens[4 + CLEAN_BATCH];
+    char cursor[32] = "0", type = 's', first[STEPQ_RULE_MAX + 32] = "";
+    long long unsafe = 0;
+    redisReply *t = stepq__commandf(c->q, "TYPE %b", key, len);
+
+    if (t == NULL)
+        return STEPQ_ERR;
+    if (t->type == REDIS_REPLY_STATUS && strcmp(t->str, "zset") == 0)
+        type = 'z';
+    freeReplyObject(t);
+    args[0] = "members";
+    args[1] = c->dry;
+    args[2] = c->adopt;
+    args[3] = c->tpl;
+    lens[0] = 7;
+    lens[1] = lens[2] = 1;
+    lens[3] = sdslen(c->tpl);
+    do {
+        redisReply *page = stepq__scan_members_n(c->q, key, len, type, cursor, "100");
+        if (page == NULL)
+            return STEPQ_ERR;
+        const redisReply *m = page->element[1];
+        size_t n = 0;
+        for (size_t i = 0; i < m->elements && n < CLEAN_BATCH; i += type == 'z' ? 2 : 1) {
+            args[4 + n] = m->element[i]->str;
+            lens[4 + n++] = m->element[i]->len;
+        }
+        redisReply *r = n ? stepq__eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, 1, &key, &len,
+                                             (int)(4 + n), args, lens)
+                          : NULL;
+        freeReplyObject(page);
+        if (n && r == NULL)
+            return STEPQ_ERR;
+        if (r != NULL && (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+                          r->element[0]->type != REDIS_REPLY_INTEGER ||
+                          r->element[1]->type != REDIS_REPLY_STRING ||
+                          r->element[2]->type != REDIS_REPLY_INTEGER)) {
+            freeReplyObject(r);
+            stepq__set_error(c->q, STEPQ_E_PROTOCOL, "unexpected reply from cleanup_batch");
+            return STEPQ_ERR;
+        }
+        if (r != NULL) {
+            if (unsafe == 0 && r->element[0]->integer > 0)
+                snprintf(first, sizeof(first), "it holds step '%.*s' that the new side lacks",
+                         (int)r->element[1]->len, r->element[1]->str);
+            unsafe += r->element[0]->integer;
+            c->res.adopted += r->element[2]->integer;
+            freeReplyObject(r);
+        }
+    } while (strcmp(cursor, "0") != 0);
+    if (unsafe > 0) {
+        kept_key(c, key, len, first);
+        return STEPQ_OK;
+    }
+    if (*c->dry != '1') {
+        redisReply *d = stepq__commandf(c->q, "UNLINK %b", key, len);
+        if (d == NULL)
+            return STEPQ_ERR;
+        freeReplyObject(d);
+    }
+    c->res.deleted++;
+    return STEPQ_OK;
+}
+
+static int is_strings(const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY)
+        return 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        if (r->element[i]->type != REDIS_REPLY_STRING)
+            return 0;
+    }
+    return 1;
+}
+
 static int delete_reply(struct cl_run *c, const redisReply *r)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
-        r->element[3]->type != REDIS_REPLY_ARRAY) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 7 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER ||
+        r->element[2]->type != REDIS_REPLY_INTEGER || !is_strings(r->element[3]) ||
+        !is_strings(r->element[4]) || r->element[3]->elements != r->element[4]->elements ||
+        r->element[5]->type != REDIS_REPLY_INTEGER || !is_strings(r->element[6])) {
         stepq__set_error(c->q, STEPQ_E_PROTOCOL, "unexpected reply from cleanup_batch");
         return STEPQ_ERR;
     }
     c->res.deleted += r->element[0]->integer;
-    c->res.kept += r->element[1]->integer;
     c->res.gone += r->element[2]->integer;
-    for (size_t i = 0; c->o->kept && i < r->element[3]->elements; i++)
-        c->o->kept(r->element[3]->element[i]->str, r->element[3]->element[i]->len, c->o->arg);
+    c->res.adopted += r->element[5]->integer;
+    for (size_t i = 0; i < r->element[3]->elements; i++)
+        kept_key(c, r->element[3]->element[i]->str, r->element[3]->element[i]->len,
+                 r->element[4]->element[i]->str);
+    for (size_t i = 0; i < r->element[6]->elements; i++) {
+        if (decide_big(c, r->element[6]->element[i]->str, r->element[6]->element[i]->len) !=
+            STEPQ_OK)
+            return STEPQ_ERR;
+    }
     return STEPQ_OK;
 }
 
-/* Deletes one chunk of old keys: those in the backup whose twin exists. */
+/* What the script does with an old key of rule r: 'r' a step record, 'c' a
+ * collection (decided member by member), 'o' any other per-id key. */
+static char key_kind(const stepq__keymap *km, int r)
+{
+    if (r == km->role[STEPQ_ROLE_STEP])
+        return 'r';
+    if (km->rules[r].type == STEPQ_KT_SET || km->rules[r].type == STEPQ_KT_ZSET)
+        return 'c';
+    return 'o';
+}
+
+/* Deletes one chunk of old keys, as the records say (lua/cleanup_batch.lua). */
 static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
 {
-    const char *kv[CLEAN_BATCH * 2];
-    sds twins[CLEAN_BATCH];
-    const char *dry = c->o->flags & STEPQ_CLEANUP_DRY_RUN ? "1" : "0";
+    enum { FIXED_ARGS = 6 };
+    const char *kv[CLEAN_BATCH * 2], *args[FIXED_ARGS + CLEAN_BATCH];
+    size_t kl[CLEAN_BATCH * 2], al[FIXED_ARGS + CLEAN_BATCH];
+    sds twins[CLEAN_BATCH], ids[CLEAN_BATCH];
+    char kinds[CLEAN_BATCH + 1];
     size_t m = 0;
     int rc = STEPQ_ERR;
     enum stepq__side side;
 
     for (size_t i = 0; i < n; i++) {
-        int rule =
-            stepq__keymap_match(&c->q->km, keys[i]->str, keys[i]->len, &side, c->id, sizeof(c->id));
+        size_t idlen;
+        int rule = stepq__keymap_match_n(&c->q->km, keys[i]->str, keys[i]->len, &side, c->id,
+                                         sizeof(c->id), &idlen);
         if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len))) {
             c->res.not_in_backup++; /* appeared after the check: not backed up, kept */
             continue;
         }
-        twins[m] = stepq__keymap_key(&c->q->km, (size_t)rule, STEPQ_NEW, c->id);
-        if (twins[m] == NULL) {
+        twins[m] = stepq__keymap_key_n(&c->q->km, (size_t)rule, STEPQ_NEW, c->id, idlen);
+        ids[m] = sdsnewlen(c->id, c->q->km.rules[rule].per_id ? idlen : 0);
+        if (twins[m] == NULL || ids[m] == NULL) {
+            sdsfree(twins[m]);
+            sdsfree(ids[m]);
             stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
             goto out;
         }
+        kinds[m] = key_kind(&c->q->km, rule);
         kv[2 * m] = keys[i]->str;
+        kl[2 * m] = keys[i]->len;
         kv[2 * m + 1] = twins[m];
+        kl[2 * m + 1] = sdslen(twins[m]);
+        args[FIXED_ARGS + m] = ids[m];
+        al[FIXED_ARGS + m] = sdslen(ids[m]);
         m++;
     }
+    kinds[m] = '\0';
     if (m == 0 || stepq__pace_wait(&c->pace, (long)m) != STEPQ_OK) {
         rc = m == 0 ? STEPQ_OK : STEPQ_ERR;
         goto out;
     }
-    redisReply *r = stepq__eval(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, 1, &dry, NULL);
+    const char *fixed[FIXED_ARGS] = {"pairs", c->dry, c->adopt, c->tpl, kinds, BIG_MEMBERS};
+    for (int i = 0; i < FIXED_ARGS; i++) {
+        args[i] = fixed[i];
+        al[i] = i == 3 ? sdslen(c->tpl) : strlen(fixed[i]);
+    }
+    redisReply *r = stepq__eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, kl,
+                                     (int)(FIXED_ARGS + m), args, al);
     if (r != NULL) {
         rc = delete_reply(c, r);
         freeReplyObject(r);
     }
 out:
-    while (m > 0)
-        sdsfree(twins[--m]);
+    while (m > 0) {
+        m--;
+        sdsfree(twins[m]);
+        sdsfree(ids[m]);
+    }
     return rc;
 }
 
@@ -494,6 +631,30 @@ static int delete_batch(stepq *q, const redisReply *batch, void *arg)
     return STEPQ_OK;
 }
 
+/* The old and new step templates and the new pending queue, joined by NUL,
+ * as cleanup_batch.lua takes them (empty parts when the map lacks a role). */
+static sds script_templates(const stepq__keymap *km)
+{
+    int step = km->role[STEPQ_ROLE_STEP], pending = km->role[STEPQ_ROLE_PENDING];
+    sds parts[3] = {
+        step >= 0 ? stepq__keymap_key(km, (size_t)step, STEPQ_OLD, "{id}") : sdsempty(),
+        step >= 0 ? stepq__keymap_key(km, (size_t)step, STEPQ_NEW, "{id}") : sdsempty(),
+        pending >= 0 ? stepq__keymap_key(km, (size_t)pending, STEPQ_NEW, NULL) : sdsempty(),
+    };
+    sds s = sdsempty();
+
+    for (int i = 0; i < 3; i++) {
+        if (s != NULL && parts[i] != NULL)
+            s = sdscatlen(s, parts[i], sdslen(parts[i]) + (i < 2));
+        else {
+            sdsfree(s);
+            s = NULL;
+        }
+        sdsfree(parts[i]);
+    }
+    return s;
+}
+
 int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *opts,
                   stepq_cleanup_result *ret)
 {
@@ -509,23 +670,34 @@ int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *o
     }
     c->q = q;
     c->o = opts ? opts : &none;
+    c->dry = c->o->flags & STEPQ_CLEANUP_DRY_RUN ? "1" : "0";
+    c->adopt = c->o->flags & STEPQ_CLEANUP_ADOPT ? "1" : "0";
+    if ((c->tpl = script_templates(&q->km)) == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        goto out;
+    }
     snprintf(c->path, sizeof(c->path), "%s", backup_path);
     /* The idle times are read before anything here could touch a key. */
-    if (check_phase(c) != STEPQ_OK || check_backup(c, backup_path) != STEPQ_OK ||
-        check_procs(c) != STEPQ_OK || check_keys(c, match) != STEPQ_OK)
+    if (check_phase(c) != STEPQ_OK || stepq__own_reads_load(q, &c->own) != STEPQ_OK ||
+        check_backup(c, backup_path) != STEPQ_OK || check_procs(c) != STEPQ_OK ||
+        check_keys(c, match) != STEPQ_OK)
         goto out;
     if (c->forced != NULL && !(c->o->flags & STEPQ_CLEANUP_DRY_RUN) && audit_force(c) != STEPQ_OK)
         goto out;
     stepq__pace_init(&c->pace, q, c->o->rate, 0, 0);
-    if (stepq__scan(q, match, SCAN_COUNT, delete_batch, c) != STEPQ_OK)
+    /* The delete pass reads the records and collections it keeps: a later
+     * run must not take that for a reader, even if this one fails. */
+    long long began = stepq__now_ms();
+    rc = stepq__own_reads_note(q, began, stepq__scan(q, match, SCAN_COUNT, delete_batch, c));
+    if (rc != STEPQ_OK)
         goto out;
-    rc = STEPQ_OK;
     if (ret != NULL)
         *ret = c->res;
 out:
     if (c != NULL) {
         stepq__free(c->set.slot);
         sdsfree(c->forced);
+        sdsfree(c->tpl);
     }
     stepq__free(c);
     sdsfree(match);

@@ -310,9 +310,9 @@ int stepq__info_field(stepq *q, const char *field, char *buf, size_t len)
 #define EVAL_ARGS_MAX 2100 /* a backfill batch of 1000 pairs and its arguments */
 
 /* Builds EVALSHA sha nkeys keys... args... into argv/lens. */
-static int build_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
-                      const char **args, const size_t *arglens, const char **argv, size_t *lens,
-                      char *nk)
+static int build_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
+                      const size_t *keylens, int nargs, const char **args, const size_t *arglens,
+                      const char **argv, size_t *lens, char *nk)
 {
     int argc = 0;
 
@@ -329,7 +329,7 @@ static int build_eval(stepq *q, enum stepq__script_id s, int nkeys, const char *
     lens[argc++] = strlen(nk);
     for (int i = 0; i < nkeys; i++) {
         argv[argc] = keys[i];
-        lens[argc++] = strlen(keys[i]);
+        lens[argc++] = keylens ? keylens[i] : strlen(keys[i]);
     }
     for (int i = 0; i < nargs; i++) {
         argv[argc] = args[i];
@@ -341,6 +341,13 @@ static int build_eval(stepq *q, enum stepq__script_id s, int nkeys, const char *
 redisReply *stepq__eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
                         const char **args, const size_t *arglens)
 {
+    return stepq__eval_keys(q, s, nkeys, keys, NULL, nargs, args, arglens);
+}
+
+redisReply *stepq__eval_keys(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
+                             const size_t *keylens, int nargs, const char **args,
+                             const size_t *arglens)
+{
     const char *argv[EVAL_ARGS_MAX];
     size_t lens[EVAL_ARGS_MAX];
     char nk[16];
@@ -348,7 +355,7 @@ redisReply *stepq__eval(stepq *q, enum stepq__script_id s, int nkeys, const char
     stepq__clear_error(q);
     if (stepq__ensure(q) != STEPQ_OK)
         return NULL;
-    int argc = build_eval(q, s, nkeys, keys, nargs, args, arglens, argv, lens, nk);
+    int argc = build_eval(q, s, nkeys, keys, keylens, nargs, args, arglens, argv, lens, nk);
     if (argc < 0)
         return NULL;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -372,13 +379,20 @@ redisReply *stepq__eval(stepq *q, enum stepq__script_id s, int nkeys, const char
 int stepq__append_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
                        const char **args, const size_t *arglens)
 {
+    return stepq__append_eval_keys(q, s, nkeys, keys, NULL, nargs, args, arglens);
+}
+
+int stepq__append_eval_keys(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
+                            const size_t *keylens, int nargs, const char **args,
+                            const size_t *arglens)
+{
     const char *argv[EVAL_ARGS_MAX];
     size_t lens[EVAL_ARGS_MAX];
     char nk[16];
 
     if (stepq__ensure(q) != STEPQ_OK)
         return STEPQ_ERR;
-    int argc = build_eval(q, s, nkeys, keys, nargs, args, arglens, argv, lens, nk);
+    int argc = build_eval(q, s, nkeys, keys, keylens, nargs, args, arglens, argv, lens, nk);
     if (argc < 0)
         return STEPQ_ERR;
     if (redisAppendCommandArgv(q->rc, argc, argv, lens) != REDIS_OK) {
@@ -595,6 +609,13 @@ stepq *stepq_connect(const char *url, const stepq_options *opts)
     snprintf(q->client_name, sizeof(q->client_name), "%s",
              o->client_name ? o->client_name : "stepq");
     q->pin = -1;
+    long long ret_ms = o->retention_ms != 0 ? o->retention_ms : STEPQ_RETENTION_DEFAULT_MS;
+    snprintf(q->retention, sizeof(q->retention), "%lld", ret_ms);
+    if (ret_ms < 1000 || ret_ms > STEPQ_RETENTION_MAX_MS) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "invalid retention %lld ms; use 1000 ms to 3650 days (0: 7 days)", ret_ms);
+        return q;
+    }
     if (url == NULL || *url == '\0')
         url = getenv("REDIS_URL");
     if (url == NULL || *url == '\0')

@@ -85,7 +85,8 @@ int stepq__keymap_set_ns(stepq__keymap *km, const char *ns, char *err, size_t er
 
 /* Does `key` (without namespace) match template `tpl`? When it does and the
  * template holds {id}, the id is copied into id (if not NULL). */
-static int tpl_match(const char *tpl, const char *key, size_t klen, char *id, size_t idlen)
+static int tpl_match(const char *tpl, const char *key, size_t klen, char *id, size_t idlen,
+                     size_t *ret_idlen)
 {
     const char *mark = strstr(tpl, "{id}");
     size_t tlen = strlen(tpl);
@@ -105,11 +106,19 @@ static int tpl_match(const char *tpl, const char *key, size_t klen, char *id, si
         memcpy(id, key + pre, n);
         id[n] = '\0';
     }
+    if (ret_idlen != NULL)
+        *ret_idlen = n;
     return 1;
 }
 
 int stepq__keymap_match(const stepq__keymap *km, const char *key, size_t len,
                         enum stepq__side *ret_side, char *id, size_t idlen)
+{
+    return stepq__keymap_match_n(km, key, len, ret_side, id, idlen, NULL);
+}
+
+int stepq__keymap_match_n(const stepq__keymap *km, const char *key, size_t len,
+                          enum stepq__side *ret_side, char *id, size_t idlen, size_t *ret_idlen)
 {
     size_t nslen = strlen(km->ns);
 
@@ -121,7 +130,7 @@ int stepq__keymap_match(const stepq__keymap *km, const char *key, size_t len,
         if (km->rules[r].type == STEPQ_KT_CHANNEL)
             continue;
         for (int side = 0; side < 2; side++) {
-            if (tpl_match(km->rules[r].tpl[side], key, len, id, idlen)) {
+            if (tpl_match(km->rules[r].tpl[side], key, len, id, idlen, ret_idlen)) {
                 if (ret_side != NULL)
                     *ret_side = (enum stepq__side)side;
                 return (int)r;
@@ -131,7 +140,7 @@ int stepq__keymap_match(const stepq__keymap *km, const char *key, size_t len,
     return -1;
 }
 
-static sds expand(const char *ns, const char *tpl, const char *id)
+static sds expand(const char *ns, const char *tpl, const char *id, size_t idlen)
 {
     const char *mark = strstr(tpl, "{id}");
     sds s = sdsnew(ns);
@@ -141,18 +150,24 @@ static sds expand(const char *ns, const char *tpl, const char *id)
     if (mark == NULL || id == NULL)
         return sdscat(s, tpl);
     s = sdscatlen(s, tpl, (size_t)(mark - tpl));
-    s = s ? sdscat(s, id) : NULL;
+    s = s ? sdscatlen(s, id, idlen) : NULL;
     return s ? sdscat(s, mark + 4) : NULL;
 }
 
 sds stepq__keymap_key(const stepq__keymap *km, size_t r, enum stepq__side side, const char *id)
 {
-    return expand(km->ns, km->rules[r].tpl[side], id);
+    return expand(km->ns, km->rules[r].tpl[side], id, id ? strlen(id) : 0);
+}
+
+sds stepq__keymap_key_n(const stepq__keymap *km, size_t r, enum stepq__side side, const char *id,
+                        size_t idlen)
+{
+    return expand(km->ns, km->rules[r].tpl[side], id, idlen);
 }
 
 sds stepq__keymap_glob(const stepq__keymap *km, size_t r, enum stepq__side side)
 {
-    return expand(km->ns, km->rules[r].tpl[side], "*");
+    return expand(km->ns, km->rules[r].tpl[side], "*", 1);
 }
 
 int stepq__keymap_lua(const stepq__keymap *km, sds out[2 * STEPQ_ROLE_COUNT])

@@ -148,3 +148,49 @@ int stepq__pace_wait(stepq__pace *p, long n)
     }
     return STEPQ_OK;
 }
+
+/* ---------------------------------------------------------------------------
+ * The operator's switch (stepq migrate throttle)
+ * ------------------------------------------------------------------------- */
+
+int stepq_throttle(stepq *q, int paused, double rate)
+{
+    sds key = sdscatfmt(sdsempty(), "%sstepq:throttle", q->km.ns);
+    char p[4], rs[32];
+    redisReply *r = NULL;
+    int rc = STEPQ_ERR;
+
+    stepq__clear_error(q);
+    if (key == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    /* Checked before anything is written: a bad rate changes nothing. */
+    if (paused < -1 || paused > 1 || !(rate >= 0 || rate == -1 || rate == -2) || rate > 1e12) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "invalid throttle (paused %d, rate %g); paused is 1, 0 or -1 (leave "
+                         "it), rate is keys/s >= 0, -1 (leave it) or -2 (clear the override)",
+                         paused, rate);
+        goto out;
+    }
+    if (paused >= 0) {
+        snprintf(p, sizeof(p), "%d", paused);
+        if ((r = stepq__commandf(q, "HSET %b paused %s", key, sdslen(key), p)) == NULL)
+            goto out;
+        freeReplyObject(r);
+        r = NULL;
+    }
+    if (rate >= 0) {
+        snprintf(rs, sizeof(rs), "%.3f", rate);
+        r = stepq__commandf(q, "HSET %b rate %s", key, sdslen(key), rs);
+    } else if (rate == -2) {
+        r = stepq__commandf(q, "HDEL %b rate", key, sdslen(key));
+    }
+    if (rate != -1 && r == NULL)
+        goto out;
+    freeReplyObject(r);
+    rc = STEPQ_OK;
+out:
+    sdsfree(key);
+    return rc;
+}

@@ -78,6 +78,13 @@ static char *audit_entry(stepq_phase from, stepq_phase to, const char *who, cons
 
 int stepq_phase_move(stepq *q, stepq_phase to, const char *who, const char *reason, unsigned flags)
 {
+    /* Only the public flags: no caller can claim a reconcile it did not do. */
+    return stepq__phase_move(q, to, who, reason, flags & STEPQ_MOVE_FORCE, 0);
+}
+
+int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *reason,
+                      unsigned flags, int reconciled)
+{
     stepq_phase from;
 
     if ((unsigned)to >= STEPQ_PHASE_COUNT) {
@@ -103,7 +110,8 @@ int stepq_phase_move(stepq *q, stepq_phase to, const char *who, const char *reas
     /* The engine's preconditions (rollback.c): refused moves change nothing;
      * a forced move records the rule it skipped. */
     char skipped[STEPQ_ERRSTR_MAX];
-    if (stepq__move_guard(q, from, to, who, flags, skipped, sizeof(skipped)) != STEPQ_OK)
+    if (stepq__move_guard(q, from, to, who, flags, reconciled, skipped, sizeof(skipped)) !=
+        STEPQ_OK)
         return STEPQ_ERR;
     char *entry = audit_entry(from, to, who, reason, flags, skipped);
     if (entry == NULL) {

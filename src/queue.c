@@ -12,7 +12,6 @@
 #define PRIORITY_MAX    1000000
 #define ATTEMPTS_MAX    1000
 #define PAYLOAD_MAX     (1024 * 1024)
-#define RETENTION_MS    "604800000" /* completed/failed/cancelled kept 7 days */
 #define CLAIM_MAX       1000
 #define CLAIM_BUDGET    "1000" /* candidates examined per claim */
 #define CLAIM_HB_TTL_MS "30000"
@@ -301,8 +300,15 @@ static int claim_read(stepq *q, const redisReply *r, const char *token, json_t *
         if (got != NULL && got->type == REDIS_REPLY_ARRAY && got->elements == 2)
             rec = got->element[0];
         if (rec->type == REDIS_REPLY_ARRAY && field_is(rec, "status", "active") &&
-            field_is(rec, "token", token))
-            json_array_append_new(a, stepq__step_object(rec, NULL));
+            field_is(rec, "token", token)) {
+            /* Records of the old system may lack the id field: the worker
+             * needs it to acknowledge the step. */
+            json_t *o = stepq__step_object(rec, NULL);
+            const redisReply *id = r->element[2 * i];
+            if (o != NULL && json_object_get(o, "id") == NULL)
+                json_object_set_new(o, "id", json_stringn(id->str, id->len));
+            json_array_append_new(a, o);
+        }
         freeReplyObject(got);
         freeReplyObject(h);
     }
@@ -457,7 +463,7 @@ int stepq_complete_many(stepq *q, stepq_ack *acks, size_t n)
                          BATCH_MAX);
         return STEPQ_ERR;
     }
-    args[0] = RETENTION_MS;
+    args[0] = q->retention;
     for (size_t i = 0; i < n; i++) {
         const char *result = acks[i].result ? acks[i].result : "";
         if (check_id(q, "step", acks[i].id) != STEPQ_OK)
@@ -517,7 +523,7 @@ int stepq_complete(stepq *q, const char *id, const char *token, const char *resu
 
 int stepq_fail(stepq *q, const char *id, const char *token, const char *error, int *ret_final)
 {
-    redisReply *r = held_call(q, STEPQ_SCRIPT_FAIL, id, token, error ? error : "", RETENTION_MS);
+    redisReply *r = held_call(q, STEPQ_SCRIPT_FAIL, id, token, error ? error : "", q->retention);
 
     if (r == NULL)
         return STEPQ_ERR;
@@ -532,7 +538,7 @@ int stepq_cancel(stepq *q, const char *id)
     stepq__clear_error(q);
     if (check_id(q, "step", id) != STEPQ_OK)
         return STEPQ_ERR;
-    const char *args[] = {id, RETENTION_MS};
+    const char *args[] = {id, q->retention};
     redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_CANCEL, 2, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;

@@ -80,7 +80,12 @@ static void check_dual_read(const struct recs *r, char *why, size_t len)
     long long bstart = stepq__json_ll(r->backfill, "started_at");
     const char *state = str(r->backfill, "state");
 
-    if (strcmp(state, "done") != 0 || dws == 0 || bstart < dws)
+    if (stepq__json_ll(r->phase, "untrusted_since") > 0)
+        snprintf(why, len,
+                 "cannot move to 'dual-read': the new keys are untrusted since the rollback to "
+                 "'job' (they kept what they held then); run 'stepq migrate backfill --repair', "
+                 "then 'stepq migrate verify'");
+    else if (strcmp(state, "done") != 0 || dws == 0 || bstart < dws)
         snprintf(why, len,
                  "cannot move to 'dual-read': no finished backfill that started after dual "
                  "writes began (backfill state '%s'); run 'stepq migrate backfill'",
@@ -134,7 +139,7 @@ int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, c
  * `skipped` (phase.c writes it into the move's audit entry); a move out of
  * 'step' reconciles the old keys first. */
 int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *who, unsigned flags,
-                      char *skipped, size_t len)
+                      int reconciled, char *skipped, size_t len)
 {
     char why[STEPQ_ERRSTR_MAX];
     int ok;
@@ -153,7 +158,7 @@ int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *wh
         stepq__set_error(q, STEPQ_E_CONFLICT, "%s", why);
         return STEPQ_ERR;
     }
-    if (from == STEPQ_PHASE_STEP && to < from && !(flags & STEPQ__MOVE_RECONCILED))
+    if (from == STEPQ_PHASE_STEP && to < from && !reconciled)
         return stepq_reconcile_old(q, NULL, NULL, NULL, NULL);
     return STEPQ_OK;
 }
@@ -165,93 +170,6 @@ int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to)
     if (from == STEPQ_PHASE_STEP && to < from)
         return stepq_reconcile_old(q, NULL, NULL, NULL, NULL);
     return STEPQ_OK;
-}
-
-/* ---------------------------------------------------------------------------
- * Reconcile old from new
- * ------------------------------------------------------------------------- */
-
-struct rc_walk {
-    stepq__pairs pairs;
-    long long copied, deleted, done;
-    stepq_progress_fn fn;
-    void *arg;
-};
-
-static int rc_run(stepq *q, struct rc_walk *w)
-{
-    size_t n = (w->pairs.n + 99) / 100;
-    redisReply **rep = stepq__calloc(n + 1, sizeof(*rep));
-    const char *args[] = {"0"};
-    int rc = STEPQ_ERR;
-
-    if (rep == NULL) {
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        return STEPQ_ERR;
-    }
-    if (stepq__pairs_run(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, 100, 0, NULL, 1, args, 0,
-                         rep) == STEPQ_OK) {
-        for (size_t i = 0; i < n; i++) {
-            w->copied += rep[i]->element[0]->integer;
-            w->deleted += rep[i]->element[1]->integer;
-            freeReplyObject(rep[i]);
-        }
-        rc = STEPQ_OK;
-    }
-    w->done += (long long)w->pairs.n;
-    stepq__free(rep);
-    stepq__pairs_clear(&w->pairs);
-    if (w->fn != NULL)
-        w->fn(w->done, 0, NULL, NULL, w->arg);
-    return rc;
-}
-
-/* Every per-id key of either side gives the pair (new, old). */
-static int rc_page(stepq *q, const redisReply *keys, const char *cursor, void *arg)
-{
-    struct rc_walk *w = arg;
-    char id[STEPQ_RULE_MAX];
-    enum stepq__side side;
-
-    (void)cursor;
-    for (size_t i = 0; i < keys->elements; i++) {
-        int r = stepq__keymap_match(&q->km, keys->element[i]->str, keys->element[i]->len, &side, id,
-                                    sizeof(id));
-        if (r < 0 || !q->km.rules[r].per_id)
-            continue;
-        if (stepq__pairs_add(&w->pairs, &q->km, (size_t)r, STEPQ_NEW, id) != STEPQ_OK) {
-            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-            return STEPQ_ERR;
-        }
-    }
-    return w->pairs.n ? rc_run(q, w) : STEPQ_OK;
-}
-
-int stepq_reconcile_old(stepq *q, stepq_progress_fn fn, void *arg, long long *ret_copied,
-                        long long *ret_deleted)
-{
-    struct rc_walk w = {.fn = fn, .arg = arg};
-    int rc = STEPQ_ERR;
-
-    stepq__clear_error(q);
-    for (size_t r = 0; r < q->km.n; r++) {
-        if (q->km.rules[r].per_id || q->km.rules[r].type == STEPQ_KT_CHANNEL)
-            continue;
-        if (stepq__pairs_add(&w.pairs, &q->km, r, STEPQ_NEW, NULL) != STEPQ_OK) {
-            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-            goto out;
-        }
-    }
-    if (rc_run(q, &w) != STEPQ_OK || stepq__walk_ns(q, "0", 500, rc_page, &w) != STEPQ_OK)
-        goto out;
-    if (ret_copied != NULL)
-        *ret_copied = w.copied;
-    if (ret_deleted != NULL)
-        *ret_deleted = w.deleted;
-    rc = STEPQ_OK;
-out:
-    stepq__pairs_release(&w.pairs);
-    return rc;
 }
 
 /* ---------------------------------------------------------------------------
@@ -314,9 +232,8 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
     }
     if (from == STEPQ_PHASE_STEP && stepq_reconcile_old(q, fn, arg, &copied, &deleted) != STEPQ_OK)
         goto fail;
-    if (stepq_phase_move(q, to, who, reason ? reason : "rollback",
-                         flags | (from == STEPQ_PHASE_STEP ? STEPQ__MOVE_RECONCILED : 0)) !=
-        STEPQ_OK)
+    if (stepq__phase_move(q, to, who, reason ? reason : "rollback", flags & STEPQ_MOVE_FORCE,
+                          from == STEPQ_PHASE_STEP) != STEPQ_OK)
         goto fail;
     if (from == STEPQ_PHASE_STEP) {
         json_object_set_new(out, "old_rewritten", json_integer(copied));
@@ -330,46 +247,4 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
 fail:
     json_decref(out);
     return STEPQ_ERR;
-}
-
-/* ---------------------------------------------------------------------------
- * Throttle
- * ------------------------------------------------------------------------- */
-
-int stepq_throttle(stepq *q, int paused, double rate)
-{
-    sds key = sdscatfmt(sdsempty(), "%sstepq:throttle", q->km.ns);
-    char p[4], rs[32];
-    redisReply *r = NULL;
-    int rc = STEPQ_ERR;
-
-    stepq__clear_error(q);
-    if (key == NULL) {
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        return STEPQ_ERR;
-    }
-    if (rate < -2 || paused > 1) {
-        stepq__set_error(q, STEPQ_E_INVALID, "rate must be >= 0 keys/s");
-        goto out;
-    }
-    if (paused >= 0) {
-        snprintf(p, sizeof(p), "%d", paused);
-        if ((r = stepq__commandf(q, "HSET %s paused %s", key, p)) == NULL)
-            goto out;
-        freeReplyObject(r);
-    }
-    if (rate >= 0) {
-        snprintf(rs, sizeof(rs), "%.3f", rate);
-        r = stepq__commandf(q, "HSET %s rate %s", key, rs);
-    } else if (rate == -2) {
-        r = stepq__commandf(q, "HDEL %s rate", key);
-    }
-    if (rate != -1 && r == NULL)
-        goto out;
-    if (rate != -1)
-        freeReplyObject(r);
-    rc = STEPQ_OK;
-out:
-    sdsfree(key);
-    return rc;
 }

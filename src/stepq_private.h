@@ -108,6 +108,12 @@ sds stepq__keymap_key(const stepq__keymap *km, size_t r, enum stepq__side side, 
  * the id (into id, up to idlen bytes with NUL), or -1 when no rule matches. */
 int stepq__keymap_match(const stepq__keymap *km, const char *key, size_t len,
                         enum stepq__side *ret_side, char *id, size_t idlen);
+/* The same, binary-safe: the id is idlen bytes (which may hold NUL), and
+ * match writes the id's length into *ret_idlen (may be NULL). */
+sds stepq__keymap_key_n(const stepq__keymap *km, size_t r, enum stepq__side side, const char *id,
+                        size_t idlen);
+int stepq__keymap_match_n(const stepq__keymap *km, const char *key, size_t len,
+                          enum stepq__side *ret_side, char *id, size_t idlen, size_t *ret_idlen);
 /* The SCAN MATCH glob of a rule's side, with the namespace: a new sds. */
 sds stepq__keymap_glob(const stepq__keymap *km, size_t r, enum stepq__side side);
 /* The role templates as the scripts take them (old and new of each role,
@@ -138,7 +144,8 @@ struct stepq {
     sds k_backfill, k_verify; /* what the migration engine records */
     char shas[STEPQ_SCRIPT_COUNT][41];
     int scripts_loaded;
-    char proc_id[96]; /* set by stepq_proc_announce */
+    char retention[24]; /* retention TTL in ms, as the scripts take it */
+    char proc_id[96];   /* set by stepq_proc_announce */
     char proc_kind[32];
     /* A claim that may have happened but whose steps never reached the
      * caller (the connection failed in between): the next claim of the
@@ -172,6 +179,11 @@ int stepq__info_field(stepq *q, const char *field, char *buf, size_t len);
  */
 redisReply *stepq__eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
                         const char **args, const size_t *arglens);
+/* The same with the key names' lengths (keylens may be NULL: C strings),
+ * for names that may hold any byte. */
+redisReply *stepq__eval_keys(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
+                             const size_t *keylens, int nargs, const char **args,
+                             const size_t *arglens);
 /* Sets the handle's error from a "STEPQ_<CODE> text" string (a script's
  * error reply, or a per-item error of a batch). */
 void stepq__set_script_error(stepq *q, const char *str);
@@ -182,6 +194,9 @@ redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, cons
  * pipelines; read the replies with stepq__read_reply. */
 int stepq__append_eval(stepq *q, enum stepq__script_id s, int nkeys, const char **keys, int nargs,
                        const char **args, const size_t *arglens);
+int stepq__append_eval_keys(stepq *q, enum stepq__script_id s, int nkeys, const char **keys,
+                            const size_t *keylens, int nargs, const char **args,
+                            const size_t *arglens);
 redisReply *stepq__read_reply(stepq *q);
 /* Reads one pipelined reply as it is, error replies included (for MULTI/EXEC,
  * whose errors are per command); NULL, with the connection dropped and the
@@ -294,10 +309,14 @@ int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, vo
  * foreground client never queues behind more than one of its scripts. */
 long stepq__walk_count(long batch, long max_latency_ms);
 
-/* One SSCAN (type 's') or ZSCAN of `key` from `cursor`, which is updated:
- * the reply {cursor, members} (caller frees), or NULL with the error set. */
+/* One SSCAN (type 's') or ZSCAN of `key` (an sds: its length is read) from
+ * `cursor`, which is updated: the reply {cursor, members} (caller frees), or
+ * NULL with the error set. */
 redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],
                                 const char *count);
+/* The same for a binary-safe key name of `len` bytes. */
+redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type,
+                                  char cursor[32], const char *count);
 
 /* Pairs of key names (one rule, one id, two sides) for the batch scripts. */
 typedef struct stepq__pairs {
@@ -309,6 +328,9 @@ typedef struct stepq__pairs {
 /* Adds the pair of rule r for id (NULL for a fixed key), `first` side first. */
 int stepq__pairs_add(stepq__pairs *p, const stepq__keymap *km, size_t r, enum stepq__side first,
                      const char *id);
+/* The same for an id of idlen bytes (any byte, NUL included). */
+int stepq__pairs_add_n(stepq__pairs *p, const stepq__keymap *km, size_t r,
+                       enum stepq__side first, const char *id, size_t idlen);
 void stepq__pairs_clear(stepq__pairs *p);
 void stepq__pairs_release(stepq__pairs *p);
 /* Adds the per-id keys of `page` that are on `side` (fixed keys are left
@@ -325,21 +347,47 @@ long stepq__pairs_from_page(stepq__pairs *p, const stepq__keymap *km, const redi
 int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, long batch,
                      int nprefix, const char **prefix, int nargs, const char **args, int with_types,
                      redisReply **replies);
+/* Makes every key of the other side equal to its twin on side `truth`
+ * (reconcile.c): COPY REPLACE where the truth exists, DEL where it does
+ * not; with `dry`, counts only. Either ret may be NULL. */
+int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, stepq_progress_fn fn, void *arg,
+                     long long *ret_copied, long long *ret_deleted);
 /* Appends an entry to the audit log: `o` (consumed) gets ts, host and pid. */
 int stepq__audit(stepq *q, json_t *o);
 /* Is the move from -> to allowed by the preconditions (rollback.c)? Writes
  * 1/0 into *ret_ok and, when 0, what is missing and what to run into why. */
 int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,
                       size_t len);
-/* Internal move flag: the caller reconciled the old keys already. */
-#define STEPQ__MOVE_RECONCILED (1u << 8)
+/* stepq_phase_move for the library itself: `reconciled` says the caller
+ * (rollback) made the old keys equal to the new ones already. */
+int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *reason,
+                      unsigned flags, int reconciled);
 /* Before a move (after the one-step rule): the preconditions (a refusal is
  * audited; a forced move writes the rule it skips into `skipped`), the
- * reconcile out of 'step'. */
+ * reconcile out of 'step' unless `reconciled`. */
 int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *who, unsigned flags,
-                      char *skipped, size_t len);
+                      int reconciled, char *skipped, size_t len);
 /* After a move: the second reconcile out of 'step'. */
 int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to);
+/* ---------------------------------------------------------------------------
+ * stepq's own touches of the old keys after the switch (own_reads.c)
+ * ------------------------------------------------------------------------- */
+#define STEPQ_WINDOWS_MAX 100
+typedef struct stepq__windows {
+    long long lo[STEPQ_WINDOWS_MAX], hi[STEPQ_WINDOWS_MAX]; /* ms */
+    size_t n;
+} stepq__windows;
+/* Records that this process touched old keys from lo to hi (ms). */
+int stepq__own_reads_add(stepq *q, long long lo, long long hi);
+/* After a run that began at `lo` and ended with `rc`: records its window
+ * (also when it failed: it touched keys all the same, and then its error is
+ * kept) and returns rc, or STEPQ_ERR when the record failed. */
+int stepq__own_reads_note(stepq *q, long long lo, int rc);
+/* Loads the recorded windows into w (caller-owned). */
+int stepq__own_reads_load(stepq *q, stepq__windows *w);
+/* Was an access at `at` (ms) one of ours, within `slack` ms of a window? */
+int stepq__own_read(const stepq__windows *w, long long at, long long slack);
+
 /* A field of a record hash as a number (0 when absent). */
 long long stepq__json_ll(const json_t *o, const char *field);
 

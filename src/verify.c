@@ -1,14 +1,18 @@
 /*
  * verify.c - comparing every key of one side with its twin (the verify;
- * docs/migration-engine.md). Each pair is read atomically, so a write that
- * lands between reading the two keys cannot fake a difference: hash pairs
- * in MULTI/EXEC blocks and compared here (an equal pair is decided here, any
- * other goes on to the script), the others inside one script
- * (verify_batch.lua); big sets and zsets are compared member by member in
- * chunks (verify_members.lua). Under live load a pair may still
- * be caught mid-change (one side updated by a dual write an instant before
- * the other, a step that expired): mismatches are kept and re-checked for a
- * few rounds, and only what still differs is reported.
+ * docs/migration-engine.md): the walk, the re-checks and the report. Hash
+ * pairs are compared in verify_hash.c, big collections in verify_big.c;
+ * verify.h is what the three share.
+ *
+ * Each pair is read atomically, so a write that lands between reading the
+ * two keys cannot fake a difference: hash pairs in MULTI/EXEC blocks and
+ * compared in the client (an equal pair is decided there, any other goes on
+ * to the script), the others inside one script (verify_batch.lua); big sets
+ * and zsets member by member in chunks (verify_members.lua). Under live
+ * load a pair may still be caught mid-change (one side updated by a dual
+ * write an instant before the other, a step that expired): mismatches are
+ * kept and re-checked for a few rounds, and only what still differs is
+ * reported.
  *
  * The digest of a side is the sum (mod 2^64) of XXH64(name of the key
  * verified, its content digest) over the keys compared: order-independent,
@@ -21,54 +25,22 @@
 #include <time.h>
 #include <errno.h>
 #include <jansson.h>
-#include <nettle/sha1.h>
 #include <xxhash.h>
 
-#include "stepq_private.h"
+#include "verify.h"
 
-enum verdict { V_EQUAL, V_MISSING, V_DIFFERENT, V_TTL, V_GONE, V_BIG };
 static const char *const verdict_names[] = {"equal", "missing", "different", "ttl", "gone", "big"};
 
-struct vcount {
-    long long keys[2]; /* present on the side verified, and on the other */
-    long long equal, missing, different, ttl_off;
-};
-
-struct vbad {
-    int rule;
-    sds a, b;
-    char type;
-    enum verdict v;
-    uint64_t ca, cb; /* this pair's share of the two digests */
-};
-
-struct vf {
-    stepq *q;
-    stepq_verify_opts o;
-    stepq_progress_fn fn;
-    void *arg;
-    enum stepq__side side;
-    struct vcount per[STEPQ_RULES_MAX];
-    uint64_t dig[2];
-    struct vbad *bad;
-    size_t nbad, capbad;
-    stepq__pairs pairs;
-    stepq__pace pace;
-    long long done;
-    char big[24], tol[24];
-    long long tol_ms; /* tol as a number */
-    long long started_at;
-};
-
-static enum verdict parse_verdict(const char *s)
+/* The verdict named s, or -1. */
+static int parse_verdict(const char *s)
 {
-    for (int i = 0; i <= V_BIG; i++)
+    for (int i = 0; i <= STEPQ_V_BIG; i++)
         if (strcmp(s, verdict_names[i]) == 0)
-            return (enum verdict)i;
-    return V_DIFFERENT;
+            return i;
+    return -1;
 }
 
-static uint64_t share(const char *name, const char *digest)
+uint64_t stepq__verify_share(const sds name, const char *digest)
 {
     XXH64_state_t *st;
     uint64_t h;
@@ -79,27 +51,31 @@ static uint64_t share(const char *name, const char *digest)
     if (st == NULL)
         return 0;
     XXH64_reset(st, 0);
-    XXH64_update(st, name, strlen(name) + 1);
+    /* The name with a NUL after it, as when names were C strings: the
+     * digests of names without a NUL byte are what they were. */
+    XXH64_update(st, name, sdslen(name));
+    XXH64_update(st, "", 1);
     XXH64_update(st, digest, strlen(digest));
     h = XXH64_digest(st);
     XXH64_freeState(st);
     return h;
 }
 
-static int add_bad(struct vf *v, int rule, const char *a, const char *b, char type,
-                   enum verdict verdict, uint64_t ca, uint64_t cb)
+/* Keeps a pair that differed (copies of its two names) for the re-checks. */
+static int add_bad(stepq__vf *v, int rule, const sds a, const sds b, char type,
+                   enum stepq__verdict verdict, uint64_t ca, uint64_t cb)
 {
     if (v->nbad == v->capbad) {
         size_t cap = v->capbad ? v->capbad * 2 : 64;
-        struct vbad *n = stepq__realloc(v->bad, cap * sizeof(*n));
+        struct stepq__vbad *n = stepq__realloc(v->bad, cap * sizeof(*n));
         if (n == NULL)
             return STEPQ_ERR;
         v->bad = n;
         v->capbad = cap;
     }
-    struct vbad *x = &v->bad[v->nbad];
-    x->a = sdsnew(a);
-    x->b = sdsnew(b);
+    struct stepq__vbad *x = &v->bad[v->nbad];
+    x->a = sdsdup(a);
+    x->b = sdsdup(b);
     if (x->a == NULL || x->b == NULL) {
         sdsfree(x->a);
         sdsfree(x->b);
@@ -122,329 +98,63 @@ static void nap(long ms)
 }
 
 /* ---------------------------------------------------------------------------
- * Big collections: member by member
- * ------------------------------------------------------------------------- */
-
-#define MEMBERS_PER_SCRIPT 1000 /* SSCAN's COUNT is a hint: a page may be larger */
-
-/* Runs verify_members on members [off, off + cnt) of one scanned page. */
-static int members_script(struct vf *v, const char *a, const char *b, char type,
-                          const redisReply *m, size_t step, size_t off, size_t cnt, int last,
-                          long long *n, uint64_t *l1, uint64_t *l2, long long *nbad,
-                          char *size_verdict)
-{
-    stepq *q = v->q;
-    const char *args[MEMBERS_PER_SCRIPT + 3];
-    const char *keys[] = {a, b};
-
-    args[0] = type == 's' ? "set" : "zset";
-    args[1] = v->tol;
-    args[2] = last ? "1" : "0";
-    for (size_t i = 0; i < cnt; i++)
-        args[3 + i] = m->element[(off + i) * step]->str;
-    redisReply *r = stepq__eval(q, STEPQ_SCRIPT_VERIFY_MEMBERS, 2, keys, (int)cnt + 3, args, NULL);
-    if (r == NULL)
-        return STEPQ_ERR;
-    *n += strtoll(r->element[0]->str, NULL, 10);
-    /* The script sums per member modulo 2^32; so must we, or the digest
-     * would depend on how the members were split into chunks. */
-    *l1 = (*l1 + strtoull(r->element[1]->str, NULL, 10)) & 0xffffffffULL;
-    *l2 = (*l2 + strtoull(r->element[2]->str, NULL, 10)) & 0xffffffffULL;
-    *nbad += (long long)r->elements - 4;
-    if (last)
-        snprintf(size_verdict, 16, "%s", r->element[3]->str);
-    freeReplyObject(r);
-    return STEPQ_OK;
-}
-
-/* Runs verify_members over a scanned page, at most MEMBERS_PER_SCRIPT
- * members a script; adds to *n and the lanes, counts bad members, and
- * writes the size verdict when `last`. */
-static int members_chunk(struct vf *v, const char *a, const char *b, char type, const redisReply *m,
-                         size_t step, int last, long long *n, uint64_t *l1, uint64_t *l2,
-                         long long *nbad, char *size_verdict)
-{
-    size_t nm = m ? m->elements / step : 0, off = 0;
-
-    do {
-        size_t cnt = nm - off < MEMBERS_PER_SCRIPT ? nm - off : MEMBERS_PER_SCRIPT;
-        if (members_script(v, a, b, type, m, step, off, cnt, last && off + cnt >= nm, n, l1, l2,
-                           nbad, size_verdict) != STEPQ_OK)
-            return STEPQ_ERR;
-        off += cnt;
-    } while (off < nm);
-    return STEPQ_OK;
-}
-
-/* Compares a big set or zset; writes the verdict and the two shares. */
-static int compare_big(struct vf *v, const char *a, const char *b, char type, enum verdict *ret,
-                       uint64_t *ca, uint64_t *cb)
-{
-    stepq *q = v->q;
-    char cursor[32] = "0", cnt[24], sv[16] = "";
-    long long n = 0, nbad = 0;
-    uint64_t l1 = 0, l2 = 0;
-    size_t step = type == 's' ? 1 : 2;
-
-    snprintf(cnt, sizeof(cnt), "%ld", stepq__walk_count(v->o.batch, v->o.max_latency_ms));
-    if (v->o.sample > 0) {
-        /* A sample of the members, then the sizes and expiry. */
-        redisReply *r = stepq__commandf(q, "%s %s %ld", type == 's' ? "SRANDMEMBER" : "ZRANDMEMBER",
-                                        a, v->o.sample);
-        if (r == NULL)
-            return STEPQ_ERR;
-        int rc = members_chunk(v, a, b, type, r, 1, 1, &n, &l1, &l2, &nbad, sv);
-        freeReplyObject(r);
-        if (rc != STEPQ_OK)
-            return STEPQ_ERR;
-    } else {
-        do {
-            redisReply *r = stepq__scan_members(q, a, type, cursor, cnt);
-            if (r == NULL)
-                return STEPQ_ERR;
-            int last = strcmp(cursor, "0") == 0;
-            int rc = stepq__pace_wait(&v->pace, (long)(r->element[1]->elements / step));
-            if (rc == STEPQ_OK)
-                rc = members_chunk(v, a, b, type, r->element[1], step, last, &n, &l1, &l2, &nbad,
-                                   sv);
-            freeReplyObject(r);
-            if (rc != STEPQ_OK)
-                return STEPQ_ERR;
-        } while (strcmp(cursor, "0") != 0);
-    }
-    char dig[80];
-    snprintf(dig, sizeof(dig), "%s:%lld:%016llx:chunked", type == 's' ? "set" : "zset", n,
-             (unsigned long long)((l1 << 32) ^ l2));
-    *ret = nbad > 0 || strcmp(sv, "different") == 0 ? V_DIFFERENT
-           : strcmp(sv, "ttl") == 0                 ? V_TTL
-                                                    : V_EQUAL;
-    *ca = share(a, dig);
-    *cb = *ret == V_EQUAL ? *ca : share(a, "differs");
-    return STEPQ_OK;
-}
-
-/* ---------------------------------------------------------------------------
  * Pairs
  * ------------------------------------------------------------------------- */
 
-/* Compares the current pairs; calls `each` with every verdict. */
-typedef int (*verdict_fn)(struct vf *v, size_t k, enum verdict verdict, uint64_t ca, uint64_t cb);
-
-/* ---------------------------------------------------------------------------
- * Hash pairs, compared here
- *
- * Hash pairs are most of a verify (step records and progress), and the
- * script spent most of their cost turning the two HGETALL replies into Lua
- * tables, then sorting and hashing in Lua (callgrind: the reply conversion
- * alone was a fifth of redis-server's instructions). So the hash pairs of a
- * page are first read in MULTI/EXEC blocks (HGETALL and PEXPIRETIME of both
- * keys: an atomic snapshot, as the script's, of `batch` pairs at most), and
- * compared here. A pair
- * found equal, with its expiry within the tolerance, gets its verdict and
- * digest here, the digest computed as verify_batch.lua computes it (the
- * elements `len:len:fieldvalue`, sorted bytewise, SHA1; test_digest_pinned
- * holds both to the same value); any other pair (a key missing, empty or
- * not a hash, a difference, an expiry off) goes to the script, which gives
- * its verdict as before.
- * ------------------------------------------------------------------------- */
-
-/* A hash's elements in the digest's form, `len(e):e` with e = `len(f):fv`,
- * all in one buffer: a pair costs two allocations, not one per field. */
-struct elem {
-    const char *p;
-    size_t len;
-};
-
-/* Writes n in decimal at p (printf was a sixth of the client's time). */
-static size_t put_dec(char *p, size_t n)
+/* Gives pair k its verdict from its element of a verify_batch reply:
+ * {verdict, digest of the key, digest of the twin}; a big collection is
+ * compared here, member by member. */
+static int script_verdict(stepq__vf *v, size_t k, const redisReply *e, stepq__verdict_fn each)
 {
-    char t[24];
-    size_t i = sizeof(t);
+    const sds a = v->pairs.keys[2 * k], b = v->pairs.keys[2 * k + 1];
+    int vd = -1;
 
-    do {
-        t[--i] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n > 0);
-    memcpy(p, t + i, sizeof(t) - i);
-    return sizeof(t) - i;
-}
-
-static int cmp_elem(const void *a, const void *b)
-{
-    const struct elem *x = a, *y = b;
-    int c = memcmp(x->p, y->p, x->len < y->len ? x->len : y->len);
-    return c != 0 ? c : (x->len > y->len) - (x->len < y->len);
-}
-
-/* The elements of an HGETALL reply sorted bytewise (as the script's
- * table.sort orders them in the C locale), into *ret_el; returns their
- * buffer, or NULL when the reply is not a non-empty array of strings, or on
- * OOM (*oom set). The caller frees both. */
-static char *hash_elements(const redisReply *r, struct elem **ret_el, int *oom)
-{
-    size_t n = r->elements / 2, total = 0;
-
-    *ret_el = NULL;
-    if (r->type != REDIS_REPLY_ARRAY || n == 0 || r->elements % 2 != 0)
-        return NULL;
-    for (size_t i = 0; i < r->elements; i++) {
-        if (r->element[i]->type != REDIS_REPLY_STRING)
-            return NULL;
-        total += r->element[i]->len + 22; /* and a length with its colon */
-    }
-    char *buf = stepq__malloc(total), *p = buf;
-    struct elem *el = stepq__calloc(n, sizeof(*el));
-    if (buf == NULL || el == NULL) {
-        stepq__free(buf);
-        stepq__free(el);
-        *oom = 1;
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *f = r->element[2 * i], *x = r->element[2 * i + 1];
-        char pf[24];
-        size_t nf = put_dec(pf, f->len);
-        pf[nf++] = ':';
-        el[i].p = p;
-        p += put_dec(p, nf + f->len + x->len);
-        *p++ = ':';
-        memcpy(p, pf, nf);
-        memcpy(p += nf, f->str, f->len);
-        memcpy(p += f->len, x->str, x->len);
-        p += x->len;
-        el[i].len = (size_t)(p - el[i].p);
-    }
-    qsort(el, n, sizeof(*el), cmp_elem);
-    *ret_el = el;
-    return buf;
-}
-
-/* Whether one pair's snapshot (HGETALL a, HGETALL b, PEXPIRETIME a, b) is an
- * equal pair; then its digest into d. */
-static int hash_equal(const struct vf *v, redisReply *const *r, char d[64], int *oom)
-{
-    struct elem *ea, *eb = NULL;
-    char *ba = hash_elements(r[0], &ea, oom), *bb = NULL;
-    size_t n = r[0]->elements / 2;
-    int eq = ba != NULL && r[1]->elements == r[0]->elements && r[2]->type == REDIS_REPLY_INTEGER &&
-             r[3]->type == REDIS_REPLY_INTEGER && (bb = hash_elements(r[1], &eb, oom)) != NULL;
-
-    for (size_t i = 0; eq && i < n; i++)
-        eq = ea[i].len == eb[i].len && memcmp(ea[i].p, eb[i].p, ea[i].len) == 0;
-    if (eq) { /* as ttl_off in the script */
-        long long xa = r[2]->integer, xb = r[3]->integer;
-        eq = (xa == -1) == (xb == -1) && !(xa > 0 && llabs(xa - xb) > v->tol_ms);
-    }
-    if (eq) {
-        struct sha1_ctx ctx;
-        uint8_t sum[SHA1_DIGEST_SIZE];
-        sha1_init(&ctx);
-        for (size_t i = 0; i < n; i++)
-            sha1_update(&ctx, ea[i].len, (const uint8_t *)ea[i].p);
-        sha1_digest(&ctx, sizeof(sum), sum);
-        int m = snprintf(d, 64, "hash:%zu:", n);
-        for (int i = 0; i < 8; i++)
-            m += snprintf(d + m, (size_t)(64 - m), "%02x", sum[i]);
-    }
-    stepq__free(ba);
-    stepq__free(ea);
-    stepq__free(bb);
-    stepq__free(eb);
-    return eq;
-}
-
-/* Queues the hash pairs of the current pairs as MULTI/EXEC blocks of at
- * most `batch` pairs each: an atomic block holds Redis no longer than a
- * script of the same batch would. */
-static int append_hashes(struct vf *v, size_t per)
-{
-    stepq *q = v->q;
-    size_t in = 0;
-    int ok = REDIS_OK;
-
-    for (size_t k = 0; k < v->pairs.n && ok == REDIS_OK; k++) {
-        if (v->pairs.types[k] != 'h')
-            continue;
-        const char *a = v->pairs.keys[2 * k], *b = v->pairs.keys[2 * k + 1];
-        if (in == 0)
-            ok = redisAppendCommand(q->rc, "MULTI");
-        if (ok == REDIS_OK)
-            ok = redisAppendCommand(q->rc, "HGETALL %s", a) == REDIS_OK &&
-                         redisAppendCommand(q->rc, "HGETALL %s", b) == REDIS_OK &&
-                         redisAppendCommand(q->rc, "PEXPIRETIME %s", a) == REDIS_OK &&
-                         redisAppendCommand(q->rc, "PEXPIRETIME %s", b) == REDIS_OK
-                     ? REDIS_OK
-                     : REDIS_ERR;
-        if (ok == REDIS_OK && ++in == per) {
-            ok = redisAppendCommand(q->rc, "EXEC");
-            in = 0;
-        }
-    }
-    if (ok == REDIS_OK && in > 0)
-        ok = redisAppendCommand(q->rc, "EXEC");
-    if (ok != REDIS_OK) {
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory while queueing commands");
-        stepq__drop(q); /* a partial pipeline must not stay in the output buffer */
+    if (e->type == REDIS_REPLY_ARRAY && e->elements == 3 &&
+        e->element[0]->type == REDIS_REPLY_STRING && e->element[1]->type == REDIS_REPLY_STRING &&
+        e->element[2]->type == REDIS_REPLY_STRING)
+        vd = parse_verdict(e->element[0]->str);
+    if (vd < 0) {
+        stepq__set_error(v->q, STEPQ_E_PROTOCOL,
+                         "unexpected reply from script 'verify_batch'; " STEPQ_VERIFY_SERVER);
         return STEPQ_ERR;
+    }
+    enum stepq__verdict verdict = (enum stepq__verdict)vd;
+    uint64_t ca = stepq__verify_share(a, e->element[1]->str);
+    uint64_t cb = stepq__verify_share(a, e->element[2]->str);
+    /* A big pair's reply carries the type both keys have, not a digest. */
+    if (verdict == STEPQ_V_BIG &&
+        stepq__verify_big(v, a, b, e->element[1]->str, &verdict, &ca, &cb) != STEPQ_OK)
+        return STEPQ_ERR;
+    return each(v, k, verdict, ca, cb);
+}
+
+/* The verdicts of the pairs left to the script: nrep replies of `batch`
+ * pairs each (the last may be short); pair j of them is pairs' at[j]. */
+static int script_verdicts(stepq__vf *v, redisReply **rep, size_t nrep, const size_t *at, size_t n,
+                           stepq__verdict_fn each)
+{
+    size_t batch = (size_t)v->o.batch;
+
+    for (size_t s = 0; s < nrep; s++) {
+        size_t want = n - s * batch < batch ? n - s * batch : batch;
+        if (rep[s]->type != REDIS_REPLY_ARRAY || rep[s]->elements != want) {
+            stepq__set_error(v->q, STEPQ_E_PROTOCOL,
+                             "unexpected reply from script 'verify_batch': %zu verdicts for %zu "
+                             "pairs; " STEPQ_VERIFY_SERVER,
+                             rep[s]->elements, want);
+            return STEPQ_ERR;
+        }
+        for (size_t i = 0; i < want; i++)
+            if (script_verdict(v, at[s * batch + i], rep[s]->element[i], each) != STEPQ_OK)
+                return STEPQ_ERR;
     }
     return STEPQ_OK;
 }
 
-/* Reads one block of m pairs: its EXEC reply, or NULL with the error set. */
-static redisReply *read_block(stepq *q, size_t m)
-{
-    redisReply *exec = stepq__read_exec(q, 4 * m);
-
-    if (exec != NULL && (exec->type != REDIS_REPLY_ARRAY || exec->elements != 4 * m)) {
-        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply to HGETALL in MULTI/EXEC");
-        freeReplyObject(exec);
-        exec = NULL;
-    }
-    return exec;
-}
-
-/* Reads the hash pairs of the current pairs (MULTI/EXEC blocks) and gives
- * each one found equal its verdict; marks them in done[]. */
-static int compare_hashes(struct vf *v, verdict_fn each, char *done)
-{
-    stepq *q = v->q;
-    size_t n = 0, per = (size_t)v->o.batch, k = 0;
-    int rc = STEPQ_OK, oom = 0;
-
-    for (size_t i = 0; i < v->pairs.n; i++)
-        n += v->pairs.types[i] == 'h';
-    if (n == 0)
-        return STEPQ_OK;
-    if (stepq__ensure(q) != STEPQ_OK || append_hashes(v, per) != STEPQ_OK)
-        return STEPQ_ERR;
-    for (size_t first = 0; first < n; first += per) {
-        size_t m = n - first < per ? n - first : per;
-        redisReply *exec = read_block(q, m);
-        if (exec == NULL) {
-            if (q->rc == NULL)
-                return STEPQ_ERR; /* lost: nothing more to read */
-            rc = STEPQ_ERR;       /* read the other blocks, to stay in step */
-            continue;
-        }
-        for (size_t j = 0; rc == STEPQ_OK && j < m; j++, k++) {
-            while (v->pairs.types[k] != 'h')
-                k++;
-            char d[64];
-            if (hash_equal(v, exec->element + 4 * j, d, &oom)) {
-                uint64_t c = share(v->pairs.keys[2 * k], d);
-                done[k] = 1;
-                rc = each(v, k, V_EQUAL, c, c);
-            } else if (oom) {
-                stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-                rc = STEPQ_ERR;
-            }
-        }
-        freeReplyObject(exec);
-    }
-    return rc;
-}
-
-static int compare_pairs(struct vf *v, verdict_fn each)
+/* Compares the current pairs: the hash pairs in the client first, then
+ * every pair not decided there in verify_batch scripts. Calls `each` with
+ * every verdict. */
+static int compare_pairs(stepq__vf *v, stepq__verdict_fn each)
 {
     stepq *q = v->q;
     const char *args[] = {v->big, v->tol};
@@ -462,7 +172,7 @@ static int compare_pairs(struct vf *v, verdict_fn each)
         rc = STEPQ_ERR;
     }
     if (rc == STEPQ_OK && (stepq__pace_wait(&v->pace, (long)v->pairs.n) != STEPQ_OK ||
-                           compare_hashes(v, each, done) != STEPQ_OK))
+                           stepq__verify_hashes(v, each, done) != STEPQ_OK))
         rc = STEPQ_ERR;
     for (size_t k = 0; rc == STEPQ_OK && k < v->pairs.n; k++) {
         if (done[k])
@@ -472,27 +182,16 @@ static int compare_pairs(struct vf *v, verdict_fn each)
         rest.types[rest.n] = v->pairs.types[k];
         at[rest.n++] = k;
     }
-    size_t nrep = (rest.n + (size_t)v->o.batch - 1) / (size_t)v->o.batch;
-    if (rc == STEPQ_OK && rest.n > 0 &&
-        stepq__pairs_run(q, STEPQ_SCRIPT_VERIFY_BATCH, &rest, v->o.batch, 0, NULL, 2, args, 1,
-                         rep) != STEPQ_OK)
+    size_t nrep = rc == STEPQ_OK ? (rest.n + (size_t)v->o.batch - 1) / (size_t)v->o.batch : 0;
+    if (nrep > 0 && stepq__pairs_run(q, STEPQ_SCRIPT_VERIFY_BATCH, &rest, v->o.batch, 0, NULL, 2,
+                                     args, 1, rep) != STEPQ_OK) {
         rc = STEPQ_ERR;
-    for (size_t s = 0; rc == STEPQ_OK && s < nrep; s++) {
-        for (size_t i = 0; rc == STEPQ_OK && i < rep[s]->elements; i++) {
-            size_t k = at[s * (size_t)v->o.batch + i];
-            const redisReply *e = rep[s]->element[i];
-            const char *a = v->pairs.keys[2 * k], *b = v->pairs.keys[2 * k + 1];
-            enum verdict vd = parse_verdict(e->element[0]->str);
-            uint64_t ca = share(a, e->element[1]->str), cb = share(a, e->element[2]->str);
-            if (vd == V_BIG)
-                rc = compare_big(v, a, b, v->pairs.types[k], &vd, &ca, &cb);
-            if (rc == STEPQ_OK)
-                rc = each(v, k, vd, ca, cb);
-        }
+        nrep = 0; /* pairs_run freed the replies */
     }
-    for (size_t s = 0; rep != NULL && s < nrep; s++)
-        if (rep[s] != NULL)
-            freeReplyObject(rep[s]);
+    if (rc == STEPQ_OK)
+        rc = script_verdicts(v, rep, nrep, at, rest.n, each);
+    for (size_t s = 0; s < nrep; s++)
+        freeReplyObject(rep[s]);
     stepq__free(rep);
     stepq__free(rest.keys);
     stepq__free(rest.types);
@@ -507,15 +206,15 @@ static int compare_pairs(struct vf *v, verdict_fn each)
 }
 
 /* First pass: equal pairs count now; mismatches wait for the re-checks. */
-static int first_verdict(struct vf *v, size_t k, enum verdict vd, uint64_t ca, uint64_t cb)
+static int first_verdict(stepq__vf *v, size_t k, enum stepq__verdict vd, uint64_t ca, uint64_t cb)
 {
     int r = v->pairs.rule[k];
 
-    if (vd == V_GONE)
+    if (vd == STEPQ_V_GONE)
         return STEPQ_OK;
     v->dig[0] += ca;
     v->dig[1] += cb;
-    if (vd == V_EQUAL) {
+    if (vd == STEPQ_V_EQUAL) {
         v->per[r].equal++;
         return STEPQ_OK;
     }
@@ -528,11 +227,11 @@ static int first_verdict(struct vf *v, size_t k, enum verdict vd, uint64_t ca, u
 }
 
 /* A re-check replaces the pair's share of the digests. */
-static int recheck_verdict(struct vf *v, size_t k, enum verdict vd, uint64_t ca, uint64_t cb)
+static int recheck_verdict(stepq__vf *v, size_t k, enum stepq__verdict vd, uint64_t ca, uint64_t cb)
 {
-    struct vbad *x = &v->bad[v->pairs.rule[k]]; /* rule[] holds the index into bad[] here */
+    struct stepq__vbad *x = &v->bad[v->pairs.rule[k]]; /* rule[] holds the index into bad[] here */
 
-    if (vd == V_GONE)
+    if (vd == STEPQ_V_GONE)
         ca = cb = 0;
     v->dig[0] += ca - x->ca;
     v->dig[1] += cb - x->cb;
@@ -542,7 +241,7 @@ static int recheck_verdict(struct vf *v, size_t k, enum verdict vd, uint64_t ca,
     return STEPQ_OK;
 }
 
-static int recheck(struct vf *v)
+static int recheck(stepq__vf *v)
 {
     for (long round = 0; round < v->o.rounds && v->nbad > 0; round++) {
         nap(v->o.pause_ms);
@@ -567,9 +266,9 @@ static int recheck(struct vf *v)
         /* Keep only what still differs. */
         size_t w = 0;
         for (size_t i = 0; i < v->nbad; i++) {
-            struct vbad *x = &v->bad[i];
-            if (x->v == V_EQUAL || x->v == V_GONE) {
-                if (x->v == V_EQUAL)
+            struct stepq__vbad *x = &v->bad[i];
+            if (x->v == STEPQ_V_EQUAL || x->v == STEPQ_V_GONE) {
+                if (x->v == STEPQ_V_EQUAL)
                     v->per[x->rule].equal++;
                 sdsfree(x->a);
                 sdsfree(x->b);
@@ -586,7 +285,7 @@ static int recheck(struct vf *v)
  * Walks: the fixed keys, then all keys or a sample
  * ------------------------------------------------------------------------- */
 
-static int count_fixed(struct vf *v)
+static int count_fixed(stepq__vf *v)
 {
     stepq *q = v->q;
 
@@ -599,7 +298,8 @@ static int count_fixed(struct vf *v)
         }
         size_t k = v->pairs.n - 1;
         for (int s = 0; s < 2; s++) {
-            redisReply *e = stepq__commandf(q, "EXISTS %s", v->pairs.keys[2 * k + (size_t)s]);
+            sds key = v->pairs.keys[2 * k + (size_t)s];
+            redisReply *e = stepq__commandf(q, "EXISTS %b", key, sdslen(key));
             if (e == NULL)
                 return STEPQ_ERR;
             v->per[r].keys[s] += e->integer;
@@ -613,7 +313,7 @@ static int count_fixed(struct vf *v)
 
 static int verify_page(stepq *q, const redisReply *keys, const char *cursor, void *arg)
 {
-    struct vf *v = arg;
+    stepq__vf *v = arg;
     enum stepq__side s;
 
     (void)cursor;
@@ -634,18 +334,58 @@ static int verify_page(stepq *q, const redisReply *keys, const char *cursor, voi
 
 static int cmp_sds(const void *a, const void *b)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    return sdscmp(*(const sds *)a, *(const sds *)b);
+}
+
+/* Sorts the n names and frees the duplicates; returns how many are left. */
+static long dedupe(sds *got, long n)
+{
+    long w = 0;
+
+    qsort(got, (size_t)n, sizeof(*got), cmp_sds);
+    for (long i = 0; i < n; i++) {
+        if (w > 0 && sdscmp(got[w - 1], got[i]) == 0)
+            sdsfree(got[i]);
+        else
+            got[w++] = got[i];
+    }
+    return w;
+}
+
+/* Verifies the keys named in names[0..n) as if a SCAN page had given them. */
+static int verify_names(stepq__vf *v, sds *names, long n)
+{
+    redisReply page = {.type = REDIS_REPLY_ARRAY, .elements = (size_t)n};
+    redisReply *els = stepq__calloc((size_t)n + 1, sizeof(*els));
+    redisReply **ptrs = stepq__calloc((size_t)n + 1, sizeof(*ptrs));
+    int rc = STEPQ_ERR;
+
+    if (els == NULL || ptrs == NULL) {
+        stepq__set_error(v->q, STEPQ_E_OOM, "out of memory");
+    } else {
+        for (long i = 0; i < n; i++) {
+            els[i].type = REDIS_REPLY_STRING;
+            els[i].str = names[i];
+            els[i].len = sdslen(names[i]);
+            ptrs[i] = &els[i];
+        }
+        page.element = ptrs;
+        rc = verify_page(v->q, &page, "0", v);
+    }
+    stepq__free(els);
+    stepq__free(ptrs);
+    return rc;
 }
 
 /* A sample: RANDOMKEY until `sample` distinct keys of the side verified
  * were found, or 20 times that many tries. */
-static int verify_sample(struct vf *v)
+static int verify_sample(stepq__vf *v)
 {
     stepq *q = v->q;
     long want = v->o.sample, tries = 0, max = v->o.sample * 20;
     sds *got = stepq__calloc((size_t)want, sizeof(*got));
     long n = 0;
-    int rc = STEPQ_ERR;
+    int rc = STEPQ_ERR, oom = 0;
 
     if (got == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
@@ -665,41 +405,21 @@ static int verify_sample(struct vf *v)
             int rule = r->type == REDIS_REPLY_STRING
                            ? stepq__keymap_match(&q->km, r->str, r->len, &s, NULL, 0)
                            : -1;
-            if (rule >= 0 && s == v->side && q->km.rules[rule].per_id && n < want)
-                got[n++] = sdsnewlen(r->str, r->len);
+            if (rule >= 0 && s == v->side && q->km.rules[rule].per_id && n < want) {
+                got[n] = sdsnewlen(r->str, r->len);
+                oom |= got[n] == NULL;
+                n += got[n] != NULL;
+            }
             freeReplyObject(r);
         }
-        tries += round;
-        /* Drop duplicates: RANDOMKEY draws with replacement. */
-        qsort(got, (size_t)n, sizeof(*got), cmp_sds);
-        long w = 0;
-        for (long i = 0; i < n; i++) {
-            if (w > 0 && got[i] != NULL && strcmp(got[w - 1], got[i]) == 0)
-                sdsfree(got[i]);
-            else
-                got[w++] = got[i];
+        if (oom) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            goto out;
         }
-        n = w;
+        tries += round;
+        n = dedupe(got, n); /* RANDOMKEY draws with replacement */
     }
-    redisReply page = {.type = REDIS_REPLY_ARRAY, .elements = (size_t)n};
-    redisReply *els = stepq__calloc((size_t)n + 1, sizeof(*els));
-    redisReply **ptrs = stepq__calloc((size_t)n + 1, sizeof(*ptrs));
-    if (els == NULL || ptrs == NULL) {
-        stepq__free(els);
-        stepq__free(ptrs);
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        goto out;
-    }
-    for (long i = 0; i < n; i++) {
-        els[i].type = REDIS_REPLY_STRING;
-        els[i].str = got[i];
-        els[i].len = sdslen(got[i]);
-        ptrs[i] = &els[i];
-    }
-    page.element = ptrs;
-    rc = verify_page(q, &page, "0", v);
-    stepq__free(els);
-    stepq__free(ptrs);
+    rc = verify_names(v, got, n);
 out:
     for (long i = 0; i < n; i++)
         sdsfree(got[i]);
@@ -709,34 +429,122 @@ out:
 
 /* ---------------------------------------------------------------------------
  * The report
+ *
+ * Key names are bytes: a name that is not UTF-8 cannot go into JSON as it
+ * is (jansson refuses it), and one with a NUL byte cannot go into a C
+ * string. So a name is written as it is only when it is plain: every byte
+ * printable ASCII (0x21-0x7e) other than ' " and \; the messages then put
+ * it in single quotes ('job:42'). Any other name is written the way
+ * redis-cli quotes binary, in double quotes: \" \\ \n \r \t \a \b, and
+ * \xhh for every other byte outside 0x20-0x7e ("job:\xff\x00"). Either
+ * form is ASCII, tells which it is by its first character, and can be
+ * pasted into redis-cli.
  * ------------------------------------------------------------------------- */
 
-static json_t *report_json(struct vf *v, long long finished_at)
+static int name_is_plain(const char *p, size_t len)
 {
-    stepq *q = v->q;
-    json_t *rules = json_array(), *first = json_array();
-    struct vcount tot = {{0, 0}, 0, 0, 0, 0};
-    int a = v->side == STEPQ_OLD ? 0 : 1; /* index of the old side in keys[] and dig[] */
-    char dold[17], dnew[17];
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c < 0x21 || c > 0x7e || c == '\'' || c == '"' || c == '\\')
+            return 0;
+    }
+    return len > 0;
+}
 
-    for (size_t i = 0; i < v->nbad; i++) {
-        struct vbad *x = &v->bad[i];
-        struct vcount *c = &v->per[x->rule];
-        if (x->v == V_MISSING)
+/* Appends t to s; NULL stays NULL (an OOM earlier in a chain). */
+static sds cat(sds s, const char *t)
+{
+    return s ? sdscat(s, t) : NULL;
+}
+
+/* Appends the name in n to out, as the banner above says, a plain name in
+ * `quote` (0: none). Returns the new sds; NULL on OOM or when out is NULL. */
+static sds cat_name(sds out, const sds n, char quote)
+{
+    static const char esc[] = "\n\r\t\a\b\"\\", letter[] = "nrtab\"\\";
+    size_t len = sdslen(n);
+
+    if (out != NULL && name_is_plain(n, len)) {
+        out = quote ? sdscatlen(out, &quote, 1) : out;
+        out = out ? sdscatsds(out, n) : NULL;
+        return out && quote ? sdscatlen(out, &quote, 1) : out;
+    }
+    out = cat(out, "\"");
+    for (size_t i = 0; out != NULL && i < len; i++) {
+        unsigned char c = (unsigned char)n[i];
+        const char *e = c != 0 ? strchr(esc, c) : NULL;
+        if (e != NULL)
+            out = sdscatprintf(out, "\\%c", letter[e - esc]);
+        else if (c >= 0x20 && c <= 0x7e)
+            out = sdscatlen(out, &n[i], 1);
+        else
+            out = sdscatprintf(out, "\\x%02x", c);
+    }
+    return cat(out, "\"");
+}
+
+/* What the callback is told about a pair that still differs. */
+static sds bad_message(const struct stepq__vbad *x)
+{
+    if (x->v == STEPQ_V_MISSING)
+        return cat(cat_name(sdsnew("its twin "), x->b, '\''), " is missing");
+    return cat_name(sdsnew(x->v == STEPQ_V_TTL ? "its expiry is off from its twin "
+                                               : "different from its twin "),
+                    x->b, '\'');
+}
+
+/* The report's line for a pair that still differs. */
+static sds bad_line(const struct stepq__vbad *x)
+{
+    sds l = sdsnew(x->v == STEPQ_V_TTL ? "ttl off " : verdict_names[x->v]);
+
+    l = cat_name(x->v == STEPQ_V_TTL ? l : cat(l, " "), x->a, '\'');
+    return cat(cat_name(cat(l, " (twin "), x->b, '\''), ")");
+}
+
+/* Counts the pairs that still differ, per rule and verdict, names each one
+ * to the callback, and returns the first `first_bad` lines of the report
+ * (a new array), or NULL on OOM. */
+static json_t *tell_bad(stepq__vf *v)
+{
+    json_t *first = json_array();
+
+    for (size_t i = 0; first != NULL && i < v->nbad; i++) {
+        struct stepq__vbad *x = &v->bad[i];
+        struct stepq__vcount *c = &v->per[x->rule];
+        if (x->v == STEPQ_V_MISSING)
             c->missing++;
-        else if (x->v == V_TTL)
+        else if (x->v == STEPQ_V_TTL)
             c->ttl_off++;
         else
             c->different++;
-        if ((long)json_array_size(first) < v->o.first_bad) {
-            char line[600];
-            snprintf(line, sizeof(line), "%s '%s' (twin '%s')",
-                     x->v == V_TTL ? "ttl off" : verdict_names[x->v], x->a, x->b);
-            json_array_append_new(first, json_string(line));
+        sds key = cat_name(sdsempty(), x->a, 0), msg = bad_message(x);
+        sds line = (long)i < v->o.first_bad ? bad_line(x) : NULL;
+        if (key == NULL || msg == NULL || ((long)i < v->o.first_bad && line == NULL) ||
+            (line != NULL && json_array_append_new(first, json_string(line)) != 0)) {
+            json_decref(first);
+            first = NULL;
+        } else if (v->fn != NULL) {
+            v->fn(v->done, 0, key, msg, v->arg);
         }
+        sdsfree(key);
+        sdsfree(msg);
+        sdsfree(line);
     }
+    return first;
+}
+
+/* The report; `first` (consumed) holds the first offenders. */
+static json_t *report_json(stepq__vf *v, long long finished_at, json_t *first)
+{
+    stepq *q = v->q;
+    json_t *rules = json_array();
+    struct stepq__vcount tot = {{0, 0}, 0, 0, 0, 0};
+    int a = v->side == STEPQ_OLD ? 0 : 1; /* index of the old side in keys[] and dig[] */
+    char dold[17], dnew[17];
+
     for (size_t r = 0; r < q->km.n; r++) {
-        struct vcount *c = &v->per[r];
+        struct stepq__vcount *c = &v->per[r];
         if (q->km.rules[r].type == STEPQ_KT_CHANNEL)
             continue;
         json_array_append_new(
@@ -766,13 +574,13 @@ static json_t *report_json(struct vf *v, long long finished_at)
 }
 
 /* Records the report in stepq:verify (the flat fields of records.md). */
-static int record(stepq *q, const json_t *rep)
+static int record(stepq *q, const json_t *rep, const char *misses)
 {
     static const char *const fields[] = {
         "started_at", "finished_at", "reverse",   "sample",  "clean",      "old",       "new",
         "equal",      "missing",     "different", "ttl_off", "digest_old", "digest_new"};
     enum { NF = sizeof(fields) / sizeof(*fields) };
-    const char *argv[2 + 2 * NF + 2];
+    const char *argv[2 + 2 * NF + 4];
     char vals[NF][32];
     int argc = 0;
 
@@ -798,7 +606,10 @@ static int record(stepq *q, const json_t *rep)
     }
     argv[argc++] = "first_bad";
     argv[argc++] = first;
-    redisReply *d = stepq__commandf(q, "DEL %s", q->k_verify);
+    argv[argc++] = "misses_at_start";
+    argv[argc++] = misses;
+    const char *del[] = {"DEL", q->k_verify};
+    redisReply *d = stepq__command(q, 2, del, NULL);
     redisReply *r = d ? stepq__command(q, argc, argv, NULL) : NULL;
     freeReplyObject(d);
     sdsfree(first);
@@ -839,7 +650,7 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
                  int *ret_clean, char **ret_json)
 {
     stepq_verify_opts none = {0};
-    struct vf *v = stepq__calloc(1, sizeof(*v));
+    stepq__vf *v = stepq__calloc(1, sizeof(*v));
     int rc = STEPQ_ERR;
 
     stepq__clear_error(q);
@@ -855,6 +666,13 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
         goto out;
     v->side = v->o.reverse ? STEPQ_NEW : STEPQ_OLD;
     v->started_at = stepq__now_ms();
+    /* A clean verify answers the step-primary misses before it (health). */
+    redisReply *m = stepq__commandf(q, "HGET %s primary_misses", q->k_stats);
+    if (m == NULL)
+        goto out;
+    snprintf(v->misses_at_start, sizeof(v->misses_at_start), "%s",
+             m->type == REDIS_REPLY_STRING ? m->str : "0");
+    freeReplyObject(m);
     snprintf(v->big, sizeof(v->big), "%ld", v->o.big);
     snprintf(v->tol, sizeof(v->tol), "%ld", v->o.ttl_tolerance_ms);
     v->tol_ms = v->o.ttl_tolerance_ms;
@@ -867,12 +685,13 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
         goto out;
     if (recheck(v) != STEPQ_OK)
         goto out;
-    json_t *rep = report_json(v, stepq__now_ms());
+    json_t *first = tell_bad(v);
+    json_t *rep = first ? report_json(v, stepq__now_ms(), first) : NULL;
     if (rep == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         goto out;
     }
-    if (record(q, rep) != STEPQ_OK) {
+    if (record(q, rep, v->misses_at_start) != STEPQ_OK) {
         json_decref(rep);
         goto out;
     }

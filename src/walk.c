@@ -66,8 +66,14 @@ long stepq__walk_count(long batch, long max_latency_ms)
 redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],
                                 const char *count)
 {
-    redisReply *r = stepq__commandf(q, "%s %s %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", key,
-                                    cursor, count);
+    return stepq__scan_members_n(q, key, sdslen((sds)key), type, cursor, count);
+}
+
+redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type,
+                                  char cursor[32], const char *count)
+{
+    redisReply *r = stepq__commandf(q, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", key,
+                                    len, cursor, count);
 
     if (r == NULL)
         return NULL;
@@ -102,27 +108,52 @@ static char type_letter(enum stepq__keytype t)
     }
 }
 
-int stepq__pairs_add(stepq__pairs *p, const stepq__keymap *km, size_t r, enum stepq__side first,
-                     const char *id)
+/* The name of rule r's key on `side` for an id of idlen bytes, any bytes
+ * (stepq__keymap_key takes a C string, which a NUL byte would cut): a new
+ * sds, NULL on OOM. */
+static sds key_for(const stepq__keymap *km, size_t r, enum stepq__side side, const char *id,
+                   size_t idlen)
 {
-    if (p->n == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 128;
-        sds *k = stepq__realloc(p->keys, cap * 2 * sizeof(*k));
-        if (k == NULL)
-            return STEPQ_ERR;
-        p->keys = k;
-        char *t = stepq__realloc(p->types, cap + 1);
-        if (t == NULL)
-            return STEPQ_ERR;
-        p->types = t;
-        int *rr = stepq__realloc(p->rule, cap * sizeof(*rr));
-        if (rr == NULL)
-            return STEPQ_ERR;
-        p->rule = rr;
-        p->cap = cap;
-    }
-    sds a = stepq__keymap_key(km, r, first, id);
-    sds b = stepq__keymap_key(km, r, first == STEPQ_OLD ? STEPQ_NEW : STEPQ_OLD, id);
+    const char *tpl = km->rules[r].tpl[side], *mark = strstr(tpl, "{id}");
+    sds s = sdsnew(km->ns);
+
+    if (s == NULL || mark == NULL || id == NULL)
+        return s ? sdscat(s, tpl) : NULL;
+    s = sdscatlen(s, tpl, (size_t)(mark - tpl));
+    s = s ? sdscatlen(s, id, idlen) : NULL;
+    return s ? sdscat(s, mark + 4) : NULL;
+}
+
+/* Makes room for one more pair. */
+static int pairs_grow(stepq__pairs *p)
+{
+    if (p->n < p->cap)
+        return STEPQ_OK;
+    size_t cap = p->cap ? p->cap * 2 : 128;
+    sds *k = stepq__realloc(p->keys, cap * 2 * sizeof(*k));
+    if (k == NULL)
+        return STEPQ_ERR;
+    p->keys = k;
+    char *t = stepq__realloc(p->types, cap + 1);
+    if (t == NULL)
+        return STEPQ_ERR;
+    p->types = t;
+    int *rr = stepq__realloc(p->rule, cap * sizeof(*rr));
+    if (rr == NULL)
+        return STEPQ_ERR;
+    p->rule = rr;
+    p->cap = cap;
+    return STEPQ_OK;
+}
+
+/* Adds the pair of rule r for the id of idlen bytes (NULL: a fixed key). */
+static int pairs_add_id(stepq__pairs *p, const stepq__keymap *km, size_t r, enum stepq__side first,
+                        const char *id, size_t idlen)
+{
+    if (pairs_grow(p) != STEPQ_OK)
+        return STEPQ_ERR;
+    sds a = key_for(km, r, first, id, idlen);
+    sds b = key_for(km, r, first == STEPQ_OLD ? STEPQ_NEW : STEPQ_OLD, id, idlen);
     if (a == NULL || b == NULL) {
         sdsfree(a);
         sdsfree(b);
@@ -135,6 +166,18 @@ int stepq__pairs_add(stepq__pairs *p, const stepq__keymap *km, size_t r, enum st
     p->n++;
     p->types[p->n] = '\0';
     return STEPQ_OK;
+}
+
+int stepq__pairs_add_n(stepq__pairs *p, const stepq__keymap *km, size_t r,
+                       enum stepq__side first, const char *id, size_t idlen)
+{
+    return pairs_add_id(p, km, r, first, id, idlen);
+}
+
+int stepq__pairs_add(stepq__pairs *p, const stepq__keymap *km, size_t r, enum stepq__side first,
+                     const char *id)
+{
+    return pairs_add_id(p, km, r, first, id, id ? strlen(id) : 0);
 }
 
 void stepq__pairs_clear(stepq__pairs *p)
@@ -167,7 +210,11 @@ long stepq__pairs_from_page(stepq__pairs *p, const stepq__keymap *km, const redi
         int r = stepq__keymap_match(km, k->str, k->len, &s, id, sizeof(id));
         if (r < 0 || s != side || !km->rules[r].per_id)
             continue;
-        if (stepq__pairs_add(p, km, (size_t)r, side, id) != STEPQ_OK)
+        /* The id is what the name holds between the template's prefix and
+         * suffix; it may hold a NUL byte, so its length comes from the name,
+         * not from strlen. */
+        size_t fixed = strlen(km->ns) + strlen(km->rules[r].tpl[s]) - 4;
+        if (pairs_add_id(p, km, (size_t)r, side, id, k->len - fixed) != STEPQ_OK)
             return -1;
         added++;
     }
@@ -180,6 +227,7 @@ int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, l
 {
     size_t nscripts = (p->n + (size_t)batch - 1) / (size_t)batch;
     const char *keys[2 * 1000 + 8];
+    size_t lens[2 * 1000 + 8];
     const char *argv[16];
     int rc = STEPQ_OK;
 
@@ -191,10 +239,14 @@ int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, l
         size_t lo = b * (size_t)batch, hi = lo + (size_t)batch < p->n ? lo + (size_t)batch : p->n;
         int nk = 0, na = 0;
         char types[1001];
-        for (int i = 0; i < nprefix; i++)
+        for (int i = 0; i < nprefix; i++) {
+            lens[nk] = strlen(prefix[i]);
             keys[nk++] = prefix[i];
-        for (size_t i = 2 * lo; i < 2 * hi; i++)
+        }
+        for (size_t i = 2 * lo; i < 2 * hi; i++) {
+            lens[nk] = sdslen(p->keys[i]); /* a name may hold any byte */
             keys[nk++] = p->keys[i];
+        }
         for (int i = 0; i < nargs; i++)
             argv[na++] = args[i];
         if (with_types) {
@@ -202,7 +254,7 @@ int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, l
             types[hi - lo] = '\0';
             argv[na++] = types;
         }
-        if (stepq__append_eval(q, s, nk, keys, na, argv, NULL) != STEPQ_OK)
+        if (stepq__append_eval_keys(q, s, nk, keys, lens, na, argv, NULL) != STEPQ_OK)
             return STEPQ_ERR;
     }
     /* Read every reply, even after an error, so the connection stays in step. */

@@ -8,7 +8,9 @@
 
 #include "stepq_private.h"
 
-#define RETENTION_MS "604800000"
+#define PRUNE_COUNT_DEFAULT 100
+#define PRUNE_COUNT_MAX     10000
+#define KEEP_MAX            1000000000L
 
 int stepq_worker_register(stepq *q, const char *worker, const char *const *caps, size_t ncaps,
                           long ttl_ms)
@@ -62,21 +64,53 @@ int stepq_worker_heartbeat(stepq *q, const char *worker, long ttl_ms)
     return STEPQ_OK;
 }
 
-static int reap(stepq *q, long timeout_ms, const char *only, long *ret_requeued)
+/* Checks a reply of `n` integers (a script's counters). */
+static int reply_counts(stepq *q, const redisReply *r, size_t n, const char *what)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply to %s; expected %zu numbers", what,
+                         n);
+        return STEPQ_ERR;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (r->element[i]->type != REDIS_REPLY_INTEGER) {
+            stepq__set_error(q, STEPQ_E_PROTOCOL,
+                             "unexpected reply to %s: item %zu is not a number", what, i + 1);
+            return STEPQ_ERR;
+        }
+    }
+    return STEPQ_OK;
+}
+
+/*
+ * Runs the reap script: with `only` "" the reaper pass (workers whose
+ * heartbeat is older than timeout_ms), else the release of that worker
+ * (deregister). Checks the reply's shape: {requeued, removed, stale}, three
+ * integers. Writes *ret (may be NULL) only on success.
+ */
+static int reap(stepq *q, long timeout_ms, const char *only, stepq_reap_result *ret)
 {
     char tmo[24];
+    int rc = STEPQ_ERR;
 
     stepq__clear_error(q);
     snprintf(tmo, sizeof(tmo), "%ld", timeout_ms);
-    const char *args[] = {tmo, only, RETENTION_MS};
+    const char *args[] = {tmo, only, q->retention};
     redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_REAP, 3, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;
-    if (ret_requeued != NULL)
-        *ret_requeued =
-            r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? (long)r->element[0]->integer : 0;
+    if (reply_counts(q, r, 3, "reap") != STEPQ_OK)
+        goto out_free_reply;
+    if (ret != NULL) {
+        memset(ret, 0, sizeof(*ret));
+        ret->requeued = (long)r->element[0]->integer;
+        ret->workers_removed = (long)r->element[1]->integer;
+        ret->stale = (long)r->element[2]->integer;
+    }
+    rc = STEPQ_OK;
+out_free_reply:
     freeReplyObject(r);
-    return STEPQ_OK;
+    return rc;
 }
 
 int stepq_worker_deregister(stepq *q, const char *worker)
@@ -90,14 +124,67 @@ int stepq_worker_deregister(stepq *q, const char *worker)
     return reap(q, 0, worker, NULL);
 }
 
-int stepq_reap(stepq *q, long timeout_ms, long *ret_requeued)
+/* Runs prune.lua once: a page of each ended set (see stepq_reap_pass).
+ * Adds its counts to *ret. */
+static int prune(stepq *q, const stepq_reap_opts *o, stepq_reap_result *ret)
 {
-    if (timeout_ms < 0) {
+    char count[24], kc[24], kf[24];
+
+    snprintf(count, sizeof(count), "%ld", o->prune_count ? o->prune_count : PRUNE_COUNT_DEFAULT);
+    snprintf(kc, sizeof(kc), "%ld", o->keep_completed);
+    snprintf(kf, sizeof(kf), "%ld", o->keep_failed);
+    const char *args[] = {count, kc, kf};
+    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_PRUNE, 3, args, NULL);
+    if (r == NULL)
+        return STEPQ_ERR;
+    int rc = reply_counts(q, r, 2, "prune");
+    if (rc == STEPQ_OK) {
+        ret->pruned = (long)r->element[0]->integer;
+        ret->capped = (long)r->element[1]->integer;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int stepq_reap_pass(stepq *q, const stepq_reap_opts *opts, stepq_reap_result *ret)
+{
+    stepq_reap_result res;
+
+    if (opts == NULL || opts->timeout_ms < 0) {
         stepq__set_error(q, STEPQ_E_INVALID, "invalid reaper timeout '%ld' ms; use 0 or more",
-                         timeout_ms);
+                         opts ? opts->timeout_ms : -1L);
         return STEPQ_ERR;
     }
-    return reap(q, timeout_ms, "", ret_requeued);
+    if (opts->prune_count < 0 || opts->prune_count > PRUNE_COUNT_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID, "invalid prune count %ld; use 1 to %d (0: %d)",
+                         opts->prune_count, PRUNE_COUNT_MAX, PRUNE_COUNT_DEFAULT);
+        return STEPQ_ERR;
+    }
+    if (opts->keep_completed < 0 || opts->keep_completed > KEEP_MAX || opts->keep_failed < 0 ||
+        opts->keep_failed > KEEP_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "invalid cap of the ended sets (%ld completed, %ld failed); use 1 to %ld "
+                         "steps, or 0 for none",
+                         opts->keep_completed, opts->keep_failed, KEEP_MAX);
+        return STEPQ_ERR;
+    }
+    if (reap(q, opts->timeout_ms, "", &res) != STEPQ_OK || prune(q, opts, &res) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (ret != NULL)
+        *ret = res;
+    return STEPQ_OK;
+}
+
+int stepq_reap(stepq *q, long timeout_ms, long *ret_requeued)
+{
+    stepq_reap_opts o = {.timeout_ms = timeout_ms};
+    stepq_reap_result res;
+
+    if (stepq_reap_pass(q, &o, &res) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (ret_requeued != NULL)
+        *ret_requeued = res.requeued;
+    return STEPQ_OK;
 }
 
 int stepq_workers(stepq *q, char **ret_json)

@@ -23,12 +23,13 @@ struct cli {
     const char *url;   /* -u/--url, else $REDIS_URL */
     const char *ns;    /* --namespace, else $STEPQ_NAMESPACE */
     const char *rules; /* --rules, else $STEPQ_RULES */
+    const char *retention; /* --retention, else $STEPQ_RETENTION; NULL: the library's 7 days */
 };
 
 /* Long options every subcommand takes, and their short letters. */
 #define CLI_COMMON_OPTS                                                                            \
     {"url", required_argument, NULL, 'u'}, {"namespace", required_argument, NULL, 1000},           \
-        {"rules", required_argument, NULL, 1001},                                                  \
+        {"rules", required_argument, NULL, 1001}, {"retention", required_argument, NULL, 1002},    \
     {                                                                                              \
         "help", no_argument, NULL, 'h'                                                             \
     }
@@ -47,6 +48,12 @@ int cli_fail(stepq *q, const char *what);
 int cli_exit_code(int err);
 /* Parses a long with bounds or exits with a usage error. */
 long cli_long(const char *usage, const char *name, const char *s, long min, long max);
+/* A duration: a whole number with a unit, ms, s, m, h or d (no unit: ms),
+ * e.g. 7d, 3600s, 500. Returns the milliseconds, or -1 when s is not one. */
+long long cli_duration_ms(const char *s);
+/* The retention for stepq_options: --retention, else $STEPQ_RETENTION, else
+ * 0 (the library's default); exits with a usage error when malformed. */
+long long cli_retention_ms(const struct cli *cli);
 /* Prints a JSON string pretty or compact, with a newline. */
 void cli_print_json(const char *json, int pretty);
 

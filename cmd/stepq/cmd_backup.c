@@ -13,7 +13,17 @@
 #define KEPT_SHOWN 10
 
 /* Options every walk here takes: how to show progress. */
-enum { OPT_JSON = 2000, OPT_QUIET, OPT_RATE, OPT_SIDE, OPT_REPLACE, OPT_DRY, OPT_FORCE, OPT_OUT };
+enum {
+    OPT_JSON = 2000,
+    OPT_QUIET,
+    OPT_RATE,
+    OPT_SIDE,
+    OPT_REPLACE,
+    OPT_DRY,
+    OPT_FORCE,
+    OPT_OUT,
+    OPT_ADOPT
+};
 
 static void on_progress(long long done, long long total, const char *err_key, const char *err_msg,
                         void *arg)
@@ -172,15 +182,16 @@ struct kept_report {
     long long n;
 };
 
-static void on_kept(const char *key, size_t len, void *arg)
+static void on_kept(const char *key, size_t len, const char *why, void *arg)
 {
     struct kept_report *k = arg;
-    char name[256];
+    char name[256], msg[256];
 
     if (k->n++ >= KEPT_SHOWN)
         return;
     snprintf(name, sizeof(name), "%.*s", (int)len, key);
-    progress_error(k->p, name, "kept: its new twin is missing");
+    snprintf(msg, sizeof(msg), "kept: %s", why);
+    progress_error(k->p, name, msg);
 }
 
 static void on_cleanup_progress(long long done, long long total, const char *err_key,
@@ -192,8 +203,9 @@ static void on_cleanup_progress(long long done, long long total, const char *err
 static void cleanup_summary(progress *p, const stepq_cleanup_result *res, unsigned flags,
                             enum progress_mode mode)
 {
-    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "old_keys", (json_int_t)res->old_keys,
-                          "deleted", (json_int_t)res->deleted, "kept", (json_int_t)res->kept,
+    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "old_keys",
+                          (json_int_t)res->old_keys, "deleted", (json_int_t)res->deleted, "kept",
+                          (json_int_t)res->kept, "adopted", (json_int_t)res->adopted,
                           "not_in_backup", (json_int_t)res->not_in_backup, "gone",
                           (json_int_t)res->gone, "dry_run", (flags & STEPQ_CLEANUP_DRY_RUN) != 0);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -203,28 +215,33 @@ static void cleanup_summary(progress *p, const stepq_cleanup_result *res, unsign
     free(s);
     json_decref(j);
     if (mode != PROGRESS_JSON)
-        printf("cleanup%s: %lld old keys, %s %lld, kept %lld whose new twin is missing, kept %lld "
-               "not in the backup, %lld already gone\n",
+        printf("cleanup%s: %lld old keys, %s %lld, kept %lld holding steps the new side lacks, "
+               "%s %lld such steps, kept %lld not in the backup, %lld already gone\n",
                flags & STEPQ_CLEANUP_DRY_RUN ? " (dry run, nothing deleted)" : "", res->old_keys,
                flags & STEPQ_CLEANUP_DRY_RUN ? "would delete" : "deleted", res->deleted, res->kept,
+               flags & STEPQ_CLEANUP_DRY_RUN ? "would adopt" : "adopted", res->adopted,
                res->not_in_backup, res->gone);
 }
 
 int migrate_cleanup(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
-        "usage: stepq migrate cleanup --backup FILE [--rate N] [--force] [--dry-run]\n"
+        "usage: stepq migrate cleanup --backup FILE [--adopt] [--rate N] [--force] [--dry-run]\n"
         "                             [--json|--quiet]\n"
-        "Deletes the old keys whose new twin exists (UNLINK, in paced batches). Only in\n"
-        "phase 'step', with a backup of the old keys taken in that phase that holds every\n"
-        "old key; refused (exit 4) while a live process is pinned to a phase that reads old\n"
-        "keys or old keys were read after the switch (--force overrides these two, audited).\n"
-        "Exit 1 when old keys were kept because their new twin is missing.\n";
+        "Deletes the old keys (UNLINK, in paced batches), deciding from the records: a step's\n"
+        "old keys go when the new side knows where the step is, or when it ended; an old\n"
+        "collection goes when every member does. Only in phase 'step', with a backup of the\n"
+        "old keys taken in that phase that holds every old key; refused (exit 4) while a live\n"
+        "process is pinned to a phase that reads old keys or old keys were read after the\n"
+        "switch (--force overrides these two, audited). Exit 1 when old keys were kept\n"
+        "because they hold steps the new side lacks (written by the old application after\n"
+        "the switch); --adopt moves those steps to the new side as pending, then deletes.\n";
     static const struct option opts[] = {CLI_COMMON_OPTS,
                                          WALK_OPTS,
                                          {"backup", required_argument, NULL, OPT_OUT},
                                          {"force", no_argument, NULL, OPT_FORCE},
                                          {"dry-run", no_argument, NULL, OPT_DRY},
+                                         {"adopt", no_argument, NULL, OPT_ADOPT},
                                          {NULL, 0, NULL, 0}};
     enum progress_mode mode = PROGRESS_AUTO;
     stepq_cleanup_opts o = {0};
@@ -237,6 +254,8 @@ int migrate_cleanup(struct cli *cli, int argc, char **argv)
             backup = optarg;
         else if (c == OPT_FORCE)
             o.flags |= STEPQ_CLEANUP_FORCE;
+        else if (c == OPT_ADOPT)
+            o.flags |= STEPQ_CLEANUP_ADOPT;
         else if (c == OPT_DRY)
             o.flags |= STEPQ_CLEANUP_DRY_RUN;
         else if (!walk_opt(c, &mode, &o.rate, usage) && !cli_common_opt(cli, c, usage))
@@ -259,9 +278,10 @@ int migrate_cleanup(struct cli *cli, int argc, char **argv)
         cleanup_summary(k.p, &res, o.flags, mode);
         if (res.kept > 0) {
             fprintf(stderr,
-                    "stepq: cleanup: %lld old keys were kept because their new twin is missing "
-                    "(the first %d are named above); copy them with 'stepq migrate backfill' "
-                    "or check with 'stepq migrate verify', then run cleanup again\n",
+                    "stepq: cleanup: %lld old keys were kept because they hold steps the new "
+                    "side lacks (the first %d are named above): something wrote them after the "
+                    "switch (is the old application still running?); stop that writer, then "
+                    "run 'stepq migrate cleanup --adopt' to move those steps to the new side\n",
                     res.kept, KEPT_SHOWN);
             rc = EXIT_FAILED;
         }

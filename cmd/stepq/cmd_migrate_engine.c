@@ -25,7 +25,8 @@ enum {
     OPT_PAUSE,
     OPT_RESUME,
     OPT_CLEAR,
-    OPT_REASON
+    OPT_REASON,
+    OPT_REPAIR
 };
 
 /* The progress display starts with the first report, so that a refusal
@@ -70,13 +71,18 @@ static double parse_rate(const char *usage, const char *s)
 static const char backfill_usage[] =
     "usage: stepq migrate backfill [--batch N] [--rate KEYS_PER_S] [--max-latency-ms N]\n"
     "                              [--max-replica-lag S] [--dry-run] [--force] [--restart]\n"
-    "                              [--json] [--log-every N]\n"
+    "                              [--repair] [--json] [--log-every N]\n"
     "Copies every old key (job:*, the queues, worker:{id}:jobs) to its new name with\n"
     "SCAN and atomic batches; resumes an interrupted run from its checkpoint. Needs\n"
     "phase dual-write or later (exit 4 otherwise) and room under maxmemory (--force\n"
     "overrides both, audited). Pause, resume or re-rate it while it runs with\n"
     "'stepq migrate throttle'. Batches are 100 keys, or 10 with --max-latency-ms so\n"
-    "that no script holds Redis for long. Exit 1 when any key failed.\n";
+    "that no script holds Redis for long. Exit 1 when any key failed. Never in phase\n"
+    "'step' (the old keys are stale there).\n"
+    "--repair makes every new key equal to its old twin (and deletes new keys whose\n"
+    "old twin is gone), atomically per pair, while writers run: the way out of a\n"
+    "verify that found differences, and needed after a rollback to 'job' before\n"
+    "'dual-read'. Only in phase 'dual-write'.\n";
 
 static char *backfill_summary(const stepq_backfill_result *r, int dry)
 {
@@ -102,6 +108,7 @@ int migrate_backfill(struct cli *cli, int argc, char **argv)
         {"dry-run", no_argument, NULL, OPT_DRY},
         {"force", no_argument, NULL, 'f'},
         {"restart", no_argument, NULL, OPT_RESTART},
+        {"repair", no_argument, NULL, OPT_REPAIR},
         {"json", no_argument, NULL, 'j'},
         {"log-every", required_argument, NULL, OPT_LOG},
         {NULL, 0, NULL, 0},
@@ -134,6 +141,9 @@ int migrate_backfill(struct cli *cli, int argc, char **argv)
             break;
         case OPT_RESTART:
             o.restart = 1;
+            break;
+        case OPT_REPAIR:
+            o.repair = 1;
             break;
         case 'j':
             mode = PROGRESS_JSON;

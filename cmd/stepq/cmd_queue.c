@@ -356,24 +356,37 @@ int cmd_workers(struct cli *cli, int argc, char **argv)
 int cmd_reap(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
-        "usage: stepq reap [--timeout-ms N]\n"
-        "Requeues the steps of workers whose heartbeat is older than N ms (default 30000)\n"
-        "or gone, and prints how many.\n";
-    static const struct option opts[] = {
-        CLI_COMMON_OPTS, {"timeout-ms", required_argument, NULL, 't'}, {NULL, 0, NULL, 0}};
-    long timeout = 30000, n = 0;
+        "usage: stepq reap [--timeout-ms N] [--keep-completed N] [--keep-failed N]\n"
+        "Runs one pass of the reaper: requeues the steps of workers whose heartbeat is\n"
+        "older than N ms (default 30000) or gone, drops stale entries (set members whose\n"
+        "record says otherwise), prunes a page of the completed and failed sets (ids whose\n"
+        "record is gone; the oldest steps over a --keep- cap) and prints what it did as\n"
+        "JSON: {\"requeued\", \"stale\", \"workers_removed\", \"pruned\", \"capped\"}.\n";
+    static const struct option opts[] = {CLI_COMMON_OPTS,
+                                         {"timeout-ms", required_argument, NULL, 't'},
+                                         {"keep-completed", required_argument, NULL, 'K'},
+                                         {"keep-failed", required_argument, NULL, 'F'},
+                                         {NULL, 0, NULL, 0}};
+    stepq_reap_opts o = {.timeout_ms = 30000};
+    stepq_reap_result res;
     int c;
 
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT "t:", opts, NULL)) != -1) {
         if (c == 't')
-            timeout = cli_long(usage, "timeout", optarg, 0, 86400000);
+            o.timeout_ms = cli_long(usage, "timeout", optarg, 0, 86400000);
+        else if (c == 'K')
+            o.keep_completed = cli_long(usage, "keep-completed", optarg, 1, 1000000000);
+        else if (c == 'F')
+            o.keep_failed = cli_long(usage, "keep-failed", optarg, 1, 1000000000);
         else if (!cli_common_opt(cli, c, usage))
             return cli_usage_error(usage, "unknown option");
     }
     stepq *q = cli_connect(cli, "stepq-reap");
-    int rc = stepq_reap(q, timeout, &n) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "reap");
+    int rc = stepq_reap_pass(q, &o, &res) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "reap");
     if (rc == EXIT_DONE)
-        printf("%ld\n", n);
+        printf("{\"requeued\":%ld,\"stale\":%ld,\"workers_removed\":%ld,\"pruned\":%ld,"
+               "\"capped\":%ld}\n",
+               res.requeued, res.stale, res.workers_removed, res.pruned, res.capped);
     stepq_free(q);
     return rc;
 }

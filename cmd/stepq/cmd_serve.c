@@ -254,6 +254,7 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
     s.opts.namespace_ = cli->ns ? cli->ns : getenv("STEPQ_NAMESPACE");
     s.opts.rules_file = cli->rules ? cli->rules : getenv("STEPQ_RULES");
     s.opts.client_name = "stepq-serve";
+    s.opts.retention_ms = cli_retention_ms(cli);
     if ((an.q = serve_connect(&s)) == NULL)
         return EXIT_USAGE;
     s.token = o.no_auth ? NULL : token;

@@ -41,6 +41,7 @@ struct worker {
     size_t ncaps;
     char **argv;
     long concurrency, ttl_ms, reap_timeout_ms, timeout_ms, grace_ms;
+    long keep_completed, keep_failed; /* caps of the ended sets, held by the reaper */
     struct slot *slots;
     int registered, draining, redis_down;
     long long drain_deadline, next_hb, next_claim, next_reap, idle_ms;
@@ -183,15 +184,21 @@ static void heartbeat(struct worker *w, long long now)
 
 static void reap(struct worker *w, long long now)
 {
-    long n = 0;
+    stepq_reap_opts o = {.timeout_ms = w->reap_timeout_ms,
+                         .keep_completed = w->keep_completed,
+                         .keep_failed = w->keep_failed};
+    stepq_reap_result res;
 
     w->next_reap = now + jitter(w->ttl_ms / 2 < 5000 ? w->ttl_ms / 2 : 5000);
-    if (stepq_reap(w->q, w->reap_timeout_ms, &n) != STEPQ_OK) {
+    if (stepq_reap_pass(w->q, &o, &res) != STEPQ_OK) {
         redis_error(w, "reap");
         return;
     }
-    if (n > 0)
-        wlog(w, "requeued %ld step(s) of dead workers", n);
+    if (res.requeued > 0)
+        wlog(w, "requeued %ld step(s) of dead workers", res.requeued);
+    if (res.stale > 0)
+        wlog(w, "dropped %ld stale entr%s (set members whose record says otherwise)", res.stale,
+             res.stale == 1 ? "y" : "ies");
 }
 
 /* ---------------------------------------------------------------------------
@@ -646,7 +653,8 @@ static long seconds_ms(const char *usage, const char *name, const char *s, doubl
 
 static const char worker_usage[] =
     "usage: stepq worker [--id W] [--capability C]... [--concurrency N] [--timeout S]\n"
-    "                    [--grace S] [--heartbeat-ttl-ms N] [--reap-timeout-ms N] -- CMD [ARG...]\n"
+    "                    [--grace S] [--heartbeat-ttl-ms N] [--reap-timeout-ms N]\n"
+    "                    [--retention D] [--keep-completed N] [--keep-failed N] -- CMD [ARG...]\n"
     "Registers worker W (default HOST-PID), claims the steps it can run and runs CMD\n"
     "for each (no shell): the payload on stdin, STEPQ_STEP_ID, STEPQ_STEP_TYPE and\n"
     "STEPQ_ATTEMPT in the environment. A stdout line 'progress N [message]' reports\n"
@@ -655,7 +663,10 @@ static const char worker_usage[] =
     "(default 3600, 0: none) fails the attempt and the step is retried until its\n"
     "max attempts. SIGTERM: no new claims, running steps get --grace S (default 30),\n"
     "then the worker deregisters and exits 0. The worker also requeues the steps of\n"
-    "workers whose heartbeat is older than --reap-timeout-ms (default: the ttl).\n";
+    "workers whose heartbeat is older than --reap-timeout-ms (default: the ttl), and\n"
+    "prunes the completed and failed sets: ids whose record is gone (kept --retention D,\n"
+    "default $STEPQ_RETENTION, then 7d), and the oldest steps over --keep-completed N /\n"
+    "--keep-failed N (default: no cap).\n";
 
 static int parse_args(struct cli *cli, struct worker *w, int argc, char **argv)
 {
@@ -668,6 +679,8 @@ static int parse_args(struct cli *cli, struct worker *w, int argc, char **argv)
         {"grace", required_argument, NULL, 'g'},
         {"heartbeat-ttl-ms", required_argument, NULL, 'H'},
         {"reap-timeout-ms", required_argument, NULL, 'R'},
+        {"keep-completed", required_argument, NULL, 'K'},
+        {"keep-failed", required_argument, NULL, 'F'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -696,6 +709,12 @@ static int parse_args(struct cli *cli, struct worker *w, int argc, char **argv)
             break;
         case 'R':
             w->reap_timeout_ms = cli_long(worker_usage, "reap timeout", optarg, 300, 86400000);
+            break;
+        case 'K':
+            w->keep_completed = cli_long(worker_usage, "keep-completed", optarg, 1, 1000000000);
+            break;
+        case 'F':
+            w->keep_failed = cli_long(worker_usage, "keep-failed", optarg, 1, 1000000000);
             break;
         default:
             if (!cli_common_opt(cli, c, worker_usage))

@@ -52,25 +52,65 @@ static void reason(json_t *a, const char *fmt, ...)
     json_array_append_new(a, json_string(msg));
 }
 
-static void verdict_engine(json_t *a, const json_t *st)
+/* The engine's records. Each reason names a command that is allowed in the
+ * phase it is given in and that clears it (tests/http/t_http_health.sh
+ * follows each one): the reasons depend on the phase. */
+static void verdict_engine(json_t *a, const json_t *st, const char *stored)
 {
     const json_t *verify = json_object_get(st, "verify");
     const json_t *backfill = json_object_get(st, "backfill");
+    const json_t *phase = json_object_get(st, "phase");
     const char *bstate = json_string_value(json_object_get(backfill, "state"));
+    int dual_write = strcmp(stored, "dual-write") == 0;
+    int reads_new = strcmp(stored, "dual-read") == 0 || strcmp(stored, "step-primary") == 0;
 
-    /* Absent records mean "not run yet", which is not a fault. */
+    /* In 'job' nothing reads the new keys, and in 'step' the old ones are
+     * frozen: a verify or backfill record there is history. */
+    if (!dual_write && !reads_new)
+        return;
+    if (dual_write && num(json_object_get(phase, "untrusted_since"), 0) > 0)
+        reason(a, "the new keys are untrusted since the rollback to 'job' (they kept what they "
+                  "held then); run 'stepq migrate backfill --repair'");
     if (num(json_object_get(verify, "clean"), 1) == 0)
         reason(a,
                "the last verify found differences (different=%lld, missing=%lld, ttl_off=%lld); "
-               "run the backfill again, then verify",
+               "%s",
                num(json_object_get(verify, "different"), 0),
                num(json_object_get(verify, "missing"), 0),
-               num(json_object_get(verify, "ttl_off"), 0));
-    if (num(json_object_get(backfill, "errors"), 0) > 0)
-        reason(a, "the backfill reported %lld errors; read its log and run it again (it resumes)",
+               num(json_object_get(verify, "ttl_off"), 0),
+               dual_write ? "run 'stepq migrate backfill --repair', then 'stepq migrate verify'"
+                          : "run 'stepq migrate verify' again (differences under load "
+                            "converge); if they stay, roll back to 'dual-write' ('stepq migrate "
+                            "rollback') and repair there");
+    if (num(json_object_get(backfill, "errors"), 0) > 0 ||
+        (bstate != NULL && strcmp(bstate, "failed") == 0))
+        reason(a,
+               "the backfill failed (%lld errors); read its log and run 'stepq migrate "
+               "backfill' again (it resumes)",
                num(json_object_get(backfill, "errors"), 0));
-    if (bstate != NULL && strcmp(bstate, "failed") == 0)
-        reason(a, "the backfill failed; read its log and run it again (it resumes)");
+}
+
+/* Reads that missed the new keys in step-primary count until a clean
+ * forward verify that started after them. */
+static void verdict_misses(json_t *a, const json_t *st)
+{
+    const json_t *phase = json_object_get(st, "phase");
+    const json_t *verify = json_object_get(st, "verify");
+    long long misses = num(json_object_get(json_object_get(st, "counters"), "primary_misses"), 0);
+    long long since = num(json_object_get(phase, "misses_at_since"), 0);
+
+    if (num(json_object_get(verify, "clean"), 0) == 1 &&
+        num(json_object_get(verify, "reverse"), 0) == 0 &&
+        num(json_object_get(verify, "started_at"), 0) >= num(json_object_get(phase, "since"), 0)) {
+        long long answered = num(json_object_get(verify, "misses_at_start"), 0);
+        if (answered > since)
+            since = answered;
+    }
+    if (misses > since)
+        reason(a,
+               "%lld reads missed step:* keys since the move to step-primary; run 'stepq "
+               "migrate backfill', then 'stepq migrate verify'",
+               misses - since);
 }
 
 json_t *http_health_verdict(const json_t *st)
@@ -83,17 +123,9 @@ json_t *http_health_verdict(const json_t *st)
     if (a == NULL)
         return NULL;
     stored = stored ? stored : "job";
-    verdict_engine(a, st);
-    if (strcmp(stored, "step-primary") == 0) {
-        long long misses =
-            num(json_object_get(json_object_get(st, "counters"), "primary_misses"), 0);
-        long long since = num(json_object_get(phase, "misses_at_since"), 0);
-        if (misses > since)
-            reason(a,
-                   "%lld reads missed step:* keys since the move to step-primary; run the "
-                   "backfill and verify, or move back to dual-read",
-                   misses - since);
-    }
+    verdict_engine(a, st, stored);
+    if (strcmp(stored, "step-primary") == 0)
+        verdict_misses(a, st);
     json_array_foreach(json_object_get(st, "processes"), i, p)
     {
         const char *ph = json_string_value(json_object_get(p, "phase"));

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 
 #include "cli.h"
@@ -32,7 +33,7 @@ static const struct command {
 };
 
 static const char main_usage[] =
-    "usage: stepq [-u URL] [--namespace NS] [--rules FILE] COMMAND [ARGS]\n";
+    "usage: stepq [-u URL] [--namespace NS] [--rules FILE] [--retention D] COMMAND [ARGS]\n";
 
 static void print_help(FILE *fp)
 {
@@ -42,6 +43,8 @@ static void print_help(FILE *fp)
         fprintf(fp, "  %-10s %s\n", commands[i].name, commands[i].help);
     fputs("\nURL: redis://[user[:password]@]host[:port][/db] or unix:///path/to/sock[?db=N]\n"
           "     (default $REDIS_URL, then redis://127.0.0.1:6379)\n"
+          "--retention D: how long ended steps are kept (default $STEPQ_RETENTION, then 7d);\n"
+          "     D is a number with a unit: ms, s, m, h, d (none: ms)\n"
           "exit codes: 0 done, 1 failed, 2 usage error, 3 not found or nothing to claim,\n"
           "            4 refused by a rule\n"
           "'stepq COMMAND --help' tells more.\n",
@@ -72,6 +75,9 @@ int cli_common_opt(struct cli *cli, int c, const char *usage)
         return 1;
     case 1001:
         cli->rules = optarg;
+        return 1;
+    case 1002:
+        cli->retention = optarg;
         return 1;
     case 'h':
         fputs(usage, stdout);
@@ -116,6 +122,7 @@ stepq *cli_connect(const struct cli *cli, const char *client_name)
     o.namespace_ = cli->ns ? cli->ns : getenv("STEPQ_NAMESPACE");
     o.rules_file = cli->rules ? cli->rules : getenv("STEPQ_RULES");
     o.client_name = client_name;
+    o.retention_ms = cli_retention_ms(cli);
     stepq *q = stepq_connect(url, &o);
     if (q == NULL) {
         fputs("stepq: out of memory\n", stderr);
@@ -127,6 +134,46 @@ stepq *cli_connect(const struct cli *cli, const char *client_name)
         exit(code);
     }
     return q;
+}
+
+long long cli_duration_ms(const char *s)
+{
+    static const struct {
+        const char *unit;
+        long long ms;
+    } units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+    char *end;
+    long long v;
+
+    if (s == NULL || *s < '0' || *s > '9')
+        return -1;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(*units); i++) {
+        if (strcmp(end, units[i].unit) == 0)
+            return v > LLONG_MAX / units[i].ms ? -1 : v * units[i].ms;
+    }
+    return -1;
+}
+
+long long cli_retention_ms(const struct cli *cli)
+{
+    const char *s = cli->retention ? cli->retention : getenv("STEPQ_RETENTION");
+    const char *what = cli->retention ? "--retention" : "STEPQ_RETENTION";
+
+    if (s == NULL || *s == '\0')
+        return 0;
+    long long ms = cli_duration_ms(s);
+    if (ms < 1000 || ms > STEPQ_RETENTION_MAX_MS) {
+        fprintf(stderr,
+                "stepq: invalid %s '%s'; use a duration from 1s to 3650d, e.g. 7d, 12h, 3600s "
+                "or milliseconds\n",
+                what, s);
+        exit(EXIT_USAGE);
+    }
+    return ms;
 }
 
 long cli_long(const char *usage, const char *name, const char *s, long min, long max)

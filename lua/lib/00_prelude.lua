@@ -325,8 +325,9 @@ local function retry_or_fail(id, side, w, event, errtext, retention)
     end
     hset_at(k, side, 'step', id, retention, 'status', 'failed', 'error', errtext, 'updated_at', NOW,
         'finished_at', NOW)
+    -- The set gets no TTL: renewed at every failure it would never expire,
+    -- and ids whose record did would stay listed; prune.lua drops them.
     coll('SADD', 'failed', nil, id)
-    coll('PEXPIRE', 'failed', nil, retention)
     pexpire_progress(id, retention)
     emit('failed', id, false, ',"attempt":', attempt, ',"error":', jerr)
     worker_maybe_idle(w)

@@ -27,7 +27,7 @@ expect 4 "only in phase 'step'" -- "$STEPQ" migrate cleanup --backup "$tmp/b1"
 expect 0 "phase: step" -- "$STEPQ" migrate phase step --force
 expect 4 "taken before the switch" -- "$STEPQ" migrate cleanup --backup "$tmp/b1"
 expect 0 "backup: 2 old keys" -- "$STEPQ" migrate backup --out "$tmp/b2"
-expect 1 "kept because their new twin is missing" -- "$STEPQ" migrate cleanup --backup "$tmp/b2"
+expect 1 "they hold steps the new side lacks" -- "$STEPQ" migrate cleanup --backup "$tmp/b2"
 [ "$(redis-cli -s "$REDIS_SOCK" -n "$STEPQ_DB" exists job:a job:b step:a)" = 2 ] && pass=$((pass + 1)) ||
     { fail=$((fail + 1)); echo "FAIL: cleanup should leave job:b and step:a only"; }
 rc FLUSHDB

@@ -17,6 +17,9 @@ expect "migrate status lists the server" sh -c "'$STEPQ' migrate status --json |
 checked_at() { python3 -I -S -c 'import json,sys; print(json.load(open(sys.argv[1]))["checked_at"])' "$tmp/body"; }
 req GET /health/redis-migration >/dev/null
 a=$(checked_at)
+# A verify or backfill record only counts where the phase reads what it
+# compared (dual-write to step-primary); in job it is history.
+rcli HSET stepq:phase phase dual-write >/dev/null
 rcli HSET stepq:verify clean 0 different 3 missing 1 ttl_off 0 >/dev/null
 st=$(req GET /health/redis-migration)
 b=$(checked_at)
@@ -26,12 +29,15 @@ n=$(curl -s "$url/health/redis-migration" "$url/health/redis-migration" "$url/he
 expect "4 back-to-back requests share the cached document" test "$n" -le 2
 sleep 2.1
 expect "verify differences 503" is "$(req GET /health/redis-migration)" 503
-expect "503 gives the reason" json "j['healthy'] is False and len(j['reasons']) == 1 and j['reasons'][0].startswith('the last verify found differences (different=3, missing=1')"
+expect "503 gives the reason, with a command allowed in dual-write" json "j['healthy'] is False and len(j['reasons']) == 1 and j['reasons'][0].startswith('the last verify found differences (different=3, missing=1') and \"'stepq migrate backfill --repair', then 'stepq migrate verify'\" in j['reasons'][0]"
 rcli HSET stepq:verify clean 1 different 0 missing 0 >/dev/null
 rcli HSET stepq:backfill state done keys_done 10 keys_total 10 errors 2 >/dev/null
 sleep 2.1
 expect "backfill errors 503" is "$(req GET /health/redis-migration)" 503
-expect "backfill reason" json "j['reasons'] == ['the backfill reported 2 errors; read its log and run it again (it resumes)']"
+expect "backfill reason" json "j['reasons'] == [\"the backfill failed (2 errors); read its log and run 'stepq migrate backfill' again (it resumes)\"]"
+rcli HSET stepq:phase phase job >/dev/null
+sleep 2.1
+expect "in job the records are history: 200" is "$(req GET /health/redis-migration)" 200
 rcli HSET stepq:backfill errors 0 >/dev/null
 rcli HSET stepq:phase phase step-primary misses_at_since 4 >/dev/null
 rcli HSET stepq:stats primary_misses 4 >/dev/null
@@ -40,8 +46,11 @@ expect "step-primary without new misses 200" is "$(req GET /health/redis-migrati
 rcli HSET stepq:stats primary_misses 6 >/dev/null
 sleep 2.1
 expect "misses in step-primary 503" is "$(req GET /health/redis-migration)" 503
-expect "misses reason" json "j['reasons'][0].startswith('2 reads missed step:* keys since the move to step-primary')"
-rcli HSET stepq:stats primary_misses 4 >/dev/null
+expect "misses reason" json "j['reasons'][0].startswith('2 reads missed step:* keys since the move to step-primary') and \"'stepq migrate backfill', then 'stepq migrate verify'\" in j['reasons'][0]"
+# Doing what the reason says clears it: a backfill and a clean verify.
+expect "the advised backfill and verify run" sh -c "'$STEPQ' migrate backfill >/dev/null 2>&1 && '$STEPQ' migrate verify >/dev/null 2>&1"
+sleep 2.1
+expect "and clear the misses reason" is "$(req GET /health/redis-migration)" 200
 now=$(python3 -I -S -c 'import time; print(int(time.time()*1000))')
 rcli HSET stepq:procs fake:1 "{\"id\":\"fake:1\",\"kind\":\"worker\",\"phase\":\"dual-write\",\"seen\":$now,\"ttl\":60000}" >/dev/null
 sleep 2.1
@@ -54,8 +63,8 @@ expect "/health shows the phase" json "j['phase'] == 'step-primary'"
 expect "GET /metrics 200" is "$(req GET /metrics)" 200
 m=$tmp/body
 expect "phase gauge" grep -qx 'stepq_migration_phase{phase="step-primary"} 1' "$m"
-expect "misses gauge" grep -qx 'stepq_migration_primary_misses_total 4' "$m"
-expect "backfill gauges" grep -qx 'stepq_backfill_keys_done 10' "$m"
+expect "misses gauge" grep -qx 'stepq_migration_primary_misses_total 6' "$m"
+expect "backfill gauges" grep -qx "stepq_backfill_keys_done $(rcli HGET stepq:backfill keys_done)" "$m"
 expect "fallback and lazy" sh -c "grep -q '^stepq_migration_fallback_reads_total ' '$m' && grep -q '^stepq_migration_lazy_migrations_total ' '$m'"
 expect "unhealthy gauge" grep -qx 'stepq_migration_healthy 0' "$m"
 expect "redis up" grep -qx 'stepq_redis_up 1' "$m"

@@ -6,7 +6,7 @@
  * Verify: the expiry of collections, small and big, and expiries that both
  * exist but lie further apart than the tolerance. Phase moves: each
  * precondition refused on the record that almost meets it (a backfill from
- * before the latest move into dual-write, a verify that found differences,
+ * before the move into dual-write, a verify that found differences,
  * a forward verify where a reverse one is needed, a backup from before
  * step-primary), then allowed once it is met. Backfill: a run cut between
  * two scripts of one page resumes without a gap, a twin that exists is
@@ -150,13 +150,17 @@ static void ready_for_dual_read(void)
         FAILF("backfill or verify failed");
 }
 
-/* mutation move_dual_read_old_backfill: a backfill finished before a
- * return to job and a new move into dual-write does not count, even with a
- * clean verify since (a write to the old side in job was never copied). */
+/* mutation move_dual_read_old_backfill: a backfill that started before
+ * writers wrote both sides (forced in phase job) does not count, even with
+ * a clean verify since: an update to an old key after it was copied, and
+ * before the move into dual-write, would be lost. */
 static void test_move_needs_backfill_after_dual_write(void)
 {
-    ready_for_dual_read();
-    move(STEPQ_PHASE_JOB);
+    stepq_backfill_opts forced = {.force = 1, .who = "t"};
+
+    t_flush();
+    m_seed(20);
+    REQUIRE(stepq_backfill(Q, &forced, NULL, NULL, NULL) == STEPQ_OK);
     move(STEPQ_PHASE_DUAL_WRITE);
     REQUIRE(m_verify(0));
     expect_refused(STEPQ_PHASE_DUAL_READ, "no finished backfill that started after dual writes");

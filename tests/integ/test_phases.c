@@ -309,6 +309,36 @@ static void test_phase_moves(void)
     stepq_str_free(json);
 }
 
+/* Issue 10, finding 13: a rate that is neither >= 0, -1 nor -2 is refused
+ * with an error and writes nothing (it freed a reply twice, or failed
+ * without an error). */
+static void test_throttle_bad_rate(void)
+{
+    t_flush();
+    CHECK(stepq_throttle(Q, 1, -1.5) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_INVALID);
+    CHECK(stepq_throttle(Q, -1, -0.5) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_INVALID);
+    CHECK(strstr(stepq_errstr(Q), "rate is keys/s") != NULL);
+    ASSERT_EQ(t_int("EXISTS stepq:throttle"), 0);
+    CHECK(stepq_throttle(Q, 1, 250) == STEPQ_OK);
+    ASSERT_STR(t_str("HGET stepq:throttle paused"), "1");
+    CHECK(stepq_throttle(Q, -1, -2) == STEPQ_OK);
+    ASSERT_EQ(t_int("HEXISTS stepq:throttle rate"), 0);
+}
+
+/* The library's private "reconciled" bit is not a public flag: a caller
+ * that passes any other bit still gets the reconcile out of 'step'. */
+static void test_move_flags_masked(void)
+{
+    t_flush();
+    t_phase("step");
+    freeReplyObject(t_cmd("HSET step:s1 status pending"));
+    freeReplyObject(t_cmd("HSET job:s1 status stale"));
+    CHECK(stepq_phase_move(Q, STEPQ_PHASE_STEP_PRIMARY, "t", NULL, 1u << 8) == STEPQ_OK);
+    ASSERT_STR(t_str("HGET job:s1 status"), "pending");
+}
+
 int main(void)
 {
     t_setup();
@@ -320,6 +350,8 @@ int main(void)
     RUN(test_legacy_data_claimed_like_ours);
     RUN(test_env_pin);
     RUN(test_phase_moves);
+    RUN(test_throttle_bad_rate);
+    RUN(test_move_flags_masked);
     t_teardown();
     TEST_END();
 }

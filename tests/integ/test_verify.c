@@ -2,11 +2,15 @@
  * test_verify.c - the verify: clean on equal data; each kind of difference
  * found, counted per rule and named; mismatches that heal during the
  * re-checks converge; --reverse; --sample; big collections member by
- * member; the result recorded for status.
+ * member; the result recorded for status. Then the edges: names that are
+ * not UTF-8 or hold a NUL byte, big collections whose twin has another
+ * type (or is missing, or has an expiry the old one lacks), members with a
+ * NUL byte, keys of a type the digest does not read.
  */
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <jansson.h>
 #include "test.h"
 #include "migratelib.h"
 
@@ -80,7 +84,7 @@ static void test_finds_each_difference(void)
     freeReplyObject(t_cmd("DEL step:L00006:progress"));
     freeReplyObject(t_cmd("EXPIRE step:L00002 99999"));
     freeReplyObject(t_cmd("SREM steps:active L00009"));
-    /* Hash pairs are compared in the client (verify.c): values of the same
+    /* Hash pairs are compared in the client (verify_hash.c): values of the same
      * length, a field only on one side, a field/value boundary moved, and an
      * expiry inside the tolerance (equal). */
     freeReplyObject(t_cmd("HSET job:L00003 extra aa"));
@@ -222,6 +226,295 @@ static void test_big_collection(void)
     stepq_str_free(json);
 }
 
+/* What the progress callback was told about bad keys, one line each:
+ * "err_key | err_msg". */
+static char cb_lines[4096];
+
+static void on_progress(long long done, long long total, const char *key, const char *msg,
+                        void *arg)
+{
+    size_t n = strlen(cb_lines);
+
+    (void)done, (void)total, (void)arg;
+    if (key != NULL)
+        snprintf(cb_lines + n, sizeof(cb_lines) - n, "%s | %s\n", key, msg ? msg : "(null)");
+}
+
+/* Verifies with the callback; *clean is -1 and NULL is returned when verify
+ * failed (the error is printed). */
+static char *run_cb(stepq_verify_opts *o, int *clean)
+{
+    char *json = NULL;
+    cb_lines[0] = '\0';
+    *clean = -1;
+    if (stepq_verify(Q, o, on_progress, NULL, clean, &json) != STEPQ_OK) {
+        FAILF("verify: %s", stepq_errstr(Q));
+        return NULL;
+    }
+    return json;
+}
+
+/* Whether the report's first_bad holds exactly `line`. */
+static int has_first_bad(const char *json, const char *line)
+{
+    json_t *o = json_loads(json, 0, NULL), *x;
+    size_t i;
+    int found = 0;
+
+    json_array_foreach(json_object_get(o, "first_bad"), i, x)
+    {
+        found |= strcmp(json_string_value(x), line) == 0;
+    }
+    if (!found)
+        fprintf(stderr, "  no first_bad line '%s' in %s\n", line, json);
+    json_decref(o);
+    return found;
+}
+
+/* A key whose name is not UTF-8 was counted but never named: jansson refuses
+ * the line, and it went missing from first_bad without a word. Every bad key
+ * is named, in redis-cli's quoted form when its name is not plain ASCII, in
+ * the report, the record and through the callback. */
+static void test_names_not_utf8(void)
+{
+    int clean;
+    setup_copied(10);
+    freeReplyObject(t_cmd("HSET %b f old", "job:\xff\xfe\"A", (size_t)8));
+    freeReplyObject(t_cmd("HSET %b f new", "step:\xff\xfe\"A", (size_t)9));
+    freeReplyObject(t_cmd("HSET %b f 1", "job:caf\xc3\xa9 x", (size_t)11));
+    freeReplyObject(t_cmd("HSET step:L00001 status tampered"));
+    freeReplyObject(t_cmd("HSET %s f 1", "job:it's"));
+    freeReplyObject(t_cmd("HSET %s f 1", "job:a\\b"));
+    freeReplyObject(t_cmd("HSET %s f 1", "job:q\"q"));
+    stepq_verify_opts o = {.rounds = -1};
+    char *json = run_cb(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "different"), "2");
+    ASSERT_STR(t_field(json, "missing"), "4");
+    CHECK(has_first_bad(json, "missing \"job:q\\\"q\" (twin \"step:q\\\"q\")"));
+    CHECK(has_first_bad(json, "missing \"job:it's\" (twin \"step:it's\")"));
+    CHECK(has_first_bad(json, "missing \"job:a\\\\b\" (twin \"step:a\\\\b\")"));
+    CHECK(has_first_bad(json, "different \"job:\\xff\\xfe\\\"A\" (twin \"step:\\xff\\xfe\\\"A\")"));
+    CHECK(has_first_bad(json, "missing \"job:caf\\xc3\\xa9 x\" (twin \"step:caf\\xc3\\xa9 x\")"));
+    CHECK(has_first_bad(json, "different 'job:L00001' (twin 'step:L00001')"));
+    stepq_str_free(json);
+    CHECK(strstr(t_str("HGET stepq:verify first_bad"), "\"job:\\xff\\xfe\\\"A\"") != NULL);
+    CHECK(strstr(cb_lines, "\"job:\\xff\\xfe\\\"A\" | different from its twin "
+                           "\"step:\\xff\\xfe\\\"A\"\n") != NULL);
+    CHECK(strstr(cb_lines, "job:L00001 | different from its twin 'step:L00001'\n") != NULL);
+    CHECK(strstr(cb_lines, "\"job:caf\\xc3\\xa9 x\" | its twin "
+                           "\"step:caf\\xc3\\xa9 x\" is missing\n") != NULL);
+    if (test_failures)
+        fprintf(stderr, "  callback said:\n%s", cb_lines);
+}
+
+/* A NUL byte in a key name: the name was cut at it (a C string), so the
+ * pair compared was two absent keys, 'gone', not counted: a clean verify
+ * over a difference. */
+static void test_names_with_nul(void)
+{
+    int clean;
+    setup_copied(10);
+    freeReplyObject(t_cmd("HSET %b f v", "job:n\0a", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f w", "step:n\0a", (size_t)8));
+    freeReplyObject(t_cmd("HSET %b f v", "job:n\0b", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v", "job:n\0c", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v", "step:n\0c", (size_t)8));
+    freeReplyObject(t_cmd("SADD %b m", "worker:n\0d:jobs", (size_t)15));
+    freeReplyObject(t_cmd("SADD %b x", "worker:n\0d:steps", (size_t)16));
+    /* What a name cut at its NUL would read instead: equal. */
+    freeReplyObject(t_cmd("HSET job:n f v"));
+    freeReplyObject(t_cmd("HSET step:n f v"));
+    stepq_verify_opts o = {.rounds = -1};
+    char *json = run_cb(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "different"), "2");
+    ASSERT_STR(t_field(json, "missing"), "1");
+    CHECK(has_first_bad(json, "different \"job:n\\x00a\" (twin \"step:n\\x00a\")"));
+    CHECK(has_first_bad(json, "missing \"job:n\\x00b\" (twin \"step:n\\x00b\")"));
+    CHECK(has_first_bad(json, "different \"worker:n\\x00d:jobs\" (twin \"worker:n\\x00d:steps\")"));
+    stepq_str_free(json);
+    /* The equal one counts as equal, under its own name: the digest of the
+     * old side covers it, so changing it changes the digest. */
+    freeReplyObject(t_cmd("DEL %b %b %b %b %b", "job:n\0a", (size_t)7, "step:n\0a", (size_t)8,
+                          "job:n\0b", (size_t)7, "worker:n\0d:jobs", (size_t)15,
+                          "worker:n\0d:steps", (size_t)16));
+    json = run(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 1);
+    char d1[32];
+    snprintf(d1, sizeof(d1), "%s", t_field(json, "digest_old"));
+    stepq_str_free(json);
+    freeReplyObject(t_cmd("HSET %b f v2", "job:n\0c", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v2", "step:n\0c", (size_t)8));
+    json = run(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 1);
+    CHECK(strcmp(d1, t_field(json, "digest_old")) != 0);
+    stepq_str_free(json);
+    /* Two names that differ only after the NUL byte swap their contents:
+     * the digest is over the whole names, so it changes. */
+    freeReplyObject(t_cmd("HSET %b f v3", "job:n\0d", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v3", "step:n\0d", (size_t)8));
+    json = run(&o, &clean);
+    REQUIRE(json != NULL);
+    snprintf(d1, sizeof(d1), "%s", t_field(json, "digest_old"));
+    stepq_str_free(json);
+    freeReplyObject(t_cmd("HSET %b f v3", "job:n\0c", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v3", "step:n\0c", (size_t)8));
+    freeReplyObject(t_cmd("HSET %b f v2", "job:n\0d", (size_t)7));
+    freeReplyObject(t_cmd("HSET %b f v2", "step:n\0d", (size_t)8));
+    json = run(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 1);
+    CHECK(strcmp(d1, t_field(json, "digest_old")) != 0);
+    stepq_str_free(json);
+    /* A big collection under such a name, compared member by member. */
+    for (int i = 0; i < 60; i++) {
+        freeReplyObject(t_cmd("SADD %b m%d", "worker:n\0e:jobs", (size_t)15, i));
+        freeReplyObject(t_cmd("SADD %b m%d", "worker:n\0e:steps", (size_t)16, i == 7 ? 99 : i));
+        freeReplyObject(t_cmd("SADD worker:n m%d", i)); /* what a cut name would compare */
+    }
+    stepq_verify_opts ob = {.rounds = -1, .big = 20};
+    json = run(&ob, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "different"), "1");
+    CHECK(has_first_bad(json, "different \"worker:n\\x00e:jobs\" (twin \"worker:n\\x00e:steps\")"));
+    stepq_str_free(json);
+}
+
+/* Writes n members m0..m(n-1) to a set (type 's') or zset on R, pipelined. */
+static void fill(const char *key, char type, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (type == 's')
+            redisAppendCommand(R, "SADD %s m%d", key, i);
+        else
+            redisAppendCommand(R, "ZADD %s %d m%d", key, i % 5, i);
+    }
+    for (int i = 0; i < n; i++) {
+        void *r;
+        redisGetReply(R, &r);
+        freeReplyObject(r);
+    }
+}
+
+/* An old set or zset above `big` whose twin has another type aborted the
+ * verify with a bare WRONGTYPE (verify_members ran SMISMEMBER on a string):
+ * no key named, no other pair reported. It is a difference, named, and the
+ * walk goes on. */
+static void test_big_twin_other_type(void)
+{
+    int clean;
+    t_flush();
+    t_phase("dual-write");
+    fill("jobs:active", 's', 60);
+    freeReplyObject(t_cmd("SET steps:active not-a-set"));
+    fill("jobs:pending", 'z', 60);
+    fill("steps:pending", 's', 60); /* a set where a zset was: the same members */
+    freeReplyObject(t_cmd("HSET job:A f 1"));
+    freeReplyObject(t_cmd("HSET step:A f 2"));
+    stepq_verify_opts o = {.big = 20, .rounds = 1, .pause_ms = 1};
+    char *json = run_cb(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "different"), "3");
+    CHECK(has_first_bad(json, "different 'jobs:active' (twin 'steps:active')"));
+    CHECK(has_first_bad(json, "different 'jobs:pending' (twin 'steps:pending')"));
+    CHECK(has_first_bad(json, "different 'job:A' (twin 'step:A')"));
+    stepq_str_free(json);
+}
+
+/* A big collection the map says is something else (a legacy job:X that is
+ * a set) was walked with the map's type: ZSCAN on a set, WRONGTYPE. It is
+ * compared as what it is. */
+static void test_big_other_than_map_says(void)
+{
+    int clean;
+    t_flush();
+    t_phase("dual-write");
+    fill("job:S1", 's', 60);
+    fill("step:S1", 's', 60);
+    fill("job:S2", 'z', 60);
+    fill("step:S2", 'z', 60);
+    freeReplyObject(t_cmd("ZADD step:S2 7 m3"));
+    stepq_verify_opts o = {.big = 20, .rounds = -1};
+    char *json = run_cb(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "different"), "1");
+    CHECK(has_first_bad(json, "different 'job:S2' (twin 'step:S2')"));
+    stepq_str_free(json);
+}
+
+/* Big collections: a twin that is missing, a twin with an expiry the old
+ * one lacks, and members that differ only after a NUL byte (members went to
+ * the script as C strings: "m\0a" and "m\0b" both became "m", absent from
+ * both keys, skipped: equal). */
+static void test_big_edges(void)
+{
+    int clean;
+    t_flush();
+    t_phase("dual-write");
+    fill("jobs:active", 's', 60);
+    fill("jobs:failed", 's', 60);
+    fill("steps:failed", 's', 60);
+    freeReplyObject(t_cmd("PEXPIRE steps:failed 100000000"));
+    fill("jobs:completed", 's', 60);
+    fill("steps:completed", 's', 60);
+    freeReplyObject(t_cmd("SADD jobs:completed %b", "m\0a", (size_t)3));
+    freeReplyObject(t_cmd("SADD steps:completed %b", "m\0b", (size_t)3));
+    fill("jobs:pending", 'z', 60);
+    fill("steps:pending", 'z', 60);
+    freeReplyObject(t_cmd("ZADD jobs:pending 1 %b", "m\0a", (size_t)3));
+    freeReplyObject(t_cmd("ZADD steps:pending 1 %b", "m\0b", (size_t)3));
+    stepq_verify_opts o = {.big = 20, .rounds = -1};
+    char *json = run_cb(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "missing"), "1");
+    ASSERT_STR(t_field(json, "ttl_off"), "1");
+    ASSERT_STR(t_field(json, "different"), "2");
+    CHECK(has_first_bad(json, "missing 'jobs:active' (twin 'steps:active')"));
+    CHECK(has_first_bad(json, "ttl off 'jobs:failed' (twin 'steps:failed')"));
+    CHECK(has_first_bad(json, "different 'jobs:completed' (twin 'steps:completed')"));
+    CHECK(has_first_bad(json, "different 'jobs:pending' (twin 'steps:pending')"));
+    stepq_str_free(json);
+    /* The same with a sample of the members. */
+    o.sample = 1000;
+    json = run_cb(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 0);
+    CHECK(has_first_bad(json, "different 'jobs:completed' (twin 'steps:completed')"));
+    CHECK(has_first_bad(json, "different 'jobs:pending' (twin 'steps:pending')"));
+    stepq_str_free(json);
+}
+
+/* A key of a type the digest does not read (a stream) had the digest
+ * 'stream:0:-' on both sides, whatever it held: two different streams were
+ * equal. Such keys are compared by their DUMP payloads. */
+static void test_other_types(void)
+{
+    int clean;
+    t_flush();
+    t_phase("dual-write");
+    freeReplyObject(t_cmd("XADD job:ST1 1-1 f 1"));
+    freeReplyObject(t_cmd("XADD step:ST1 1-1 f 2"));
+    freeReplyObject(t_cmd("XADD job:ST2 1-1 f 1"));
+    freeReplyObject(t_cmd("COPY job:ST2 step:ST2"));
+    stepq_verify_opts o = {.rounds = -1};
+    char *json = run_cb(&o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "different"), "1");
+    ASSERT_STR(t_field(json, "equal"), "1");
+    CHECK(has_first_bad(json, "different 'job:ST1' (twin 'step:ST1')"));
+    stepq_str_free(json);
+}
+
 int main(void)
 {
     t_setup();
@@ -232,6 +525,12 @@ int main(void)
     RUN(test_reverse);
     RUN(test_sample);
     RUN(test_big_collection);
+    RUN(test_names_not_utf8);
+    RUN(test_names_with_nul);
+    RUN(test_big_twin_other_type);
+    RUN(test_big_other_than_map_says);
+    RUN(test_big_edges);
+    RUN(test_other_types);
     t_teardown();
     TEST_END();
 }
