@@ -219,12 +219,12 @@ class Scratch:
     def configure(self):
         os.makedirs(self.src, exist_ok=True)
         sync(self.src)
-        if not os.path.exists(os.path.join(self.build, 'CMakeCache.txt')):
-            r = subprocess.run(['cmake', '-S', self.src, '-B', self.build,
-                                '-DCMAKE_BUILD_TYPE=RelWithDebInfo'], capture_output=True,
-                               text=True)
-            if r.returncode != 0:
-                die('cmake failed in %s:\n%s' % (self.build, r.stdout + r.stderr))
+        # Configured on every run: the tests and targets listed next must
+        # be those of the tree as it is now (a test added since, say).
+        r = subprocess.run(['cmake', '-S', self.src, '-B', self.build,
+                            '-DCMAKE_BUILD_TYPE=RelWithDebInfo'], capture_output=True, text=True)
+        if r.returncode != 0:
+            die('cmake failed in %s:\n%s' % (self.build, r.stdout + r.stderr))
 
     def make(self, targets=None):
         """Builds (the given targets, else all); returns (ok, log tail)."""
