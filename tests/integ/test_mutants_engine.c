@@ -6,13 +6,13 @@
  * Verify: the expiry of collections, small and big, and expiries that both
  * exist but lie further apart than the tolerance. Phase moves: each
  * precondition refused on the record that almost meets it (a backfill from
- * before the move into dual-write, a verify that found differences,
- * a forward verify where a reverse one is needed, a backup from before
- * step-primary), then allowed once it is met. Backfill: a run cut between
- * two scripts of one page resumes without a gap, a twin that exists is
- * left as it is, and a big collection's member that left the source while
- * its chunk was on the way is not put back (the cut and the leaving placed
- * by tests/integ/relay.c).
+ * before the move into dual-write, new keys untrusted since a return to
+ * job, a verify that found differences, a forward verify where a reverse
+ * one is needed, a backup from before step-primary), then allowed once it
+ * is met. Backfill: a run cut between two scripts of one page resumes
+ * without a gap, a twin that exists is left as it is, and a big
+ * collection's member that left the source while its chunk was on the way
+ * is not put back (the cut and the leaving placed by tests/integ/relay.c).
  */
 #include <stdatomic.h>
 #include <unistd.h>
@@ -165,6 +165,25 @@ static void test_move_needs_backfill_after_dual_write(void)
     REQUIRE(m_verify(0));
     expect_refused(STEPQ_PHASE_DUAL_READ, "no finished backfill that started after dual writes");
     REQUIRE(m_backfill() >= 0);
+    REQUIRE(m_verify(0));
+    move(STEPQ_PHASE_DUAL_READ);
+}
+
+/* mutation move_dual_read_ignores_untrusted: after a return to job the new
+ * keys are untrusted (writers stopped writing them), and dual-read needs a
+ * repair first: a fresh backfill and a clean verify are not enough, even
+ * when nothing was written meanwhile. The repair clears the mark. */
+static void test_move_needs_repair_after_job(void)
+{
+    stepq_backfill_opts repair = {.repair = 1};
+
+    ready_for_dual_read();
+    move(STEPQ_PHASE_JOB);
+    move(STEPQ_PHASE_DUAL_WRITE);
+    REQUIRE(m_backfill() >= 0);
+    REQUIRE(m_verify(0));
+    expect_refused(STEPQ_PHASE_DUAL_READ, "backfill --repair");
+    REQUIRE(stepq_backfill(Q, &repair, NULL, NULL, NULL) == STEPQ_OK);
     REQUIRE(m_verify(0));
     move(STEPQ_PHASE_DUAL_READ);
 }
@@ -368,6 +387,7 @@ int main(void)
     RUN(test_verify_ttl_beyond_tolerance);
     RUN(test_verify_big_set_ttl);
     RUN(test_move_needs_backfill_after_dual_write);
+    RUN(test_move_needs_repair_after_job);
     RUN(test_move_needs_clean_verify);
     RUN(test_move_back_needs_reverse_verify);
     RUN(test_move_needs_backup_after_step_primary);
