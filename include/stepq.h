@@ -205,12 +205,27 @@ STEPQ_API int stepq_cancel(stepq *q, const char *id);
  * Workers
  * ------------------------------------------------------------------------- */
 
-/* Registers a worker with its capabilities; its heartbeat lives ttl_ms. */
+/*
+ * A worker id is owned by one process at a time. A handle registers as one
+ * instance (a random token made at its first registration), and its
+ * heartbeats and its deregister act only on a registration of that
+ * instance: a worker never renews or releases another process's.
+ *
+ * Registers a worker with its capabilities; its heartbeat lives ttl_ms.
+ * Registering again from the same handle renews the registration.
+ * STEPQ_E_CONFLICT when another live process (another instance whose
+ * heartbeat is younger than ttl_ms) holds the id: pick another id or stop
+ * that process. A dead one's registration is taken over, and the steps it
+ * held are requeued first.
+ */
 STEPQ_API int stepq_worker_register(stepq *q, const char *worker, const char *const *caps,
                                     size_t ncaps, long ttl_ms);
-/* Renews the heartbeat. STEPQ_E_NOTFOUND when the worker was reaped. */
+/* Renews the heartbeat. STEPQ_E_NOTFOUND when the worker was reaped (register
+ * again); STEPQ_E_CONFLICT when another process took the id over since (this
+ * one must stop, or run under another id). */
 STEPQ_API int stepq_worker_heartbeat(stepq *q, const char *worker, long ttl_ms);
-/* Requeues whatever the worker still holds and removes it. */
+/* Requeues whatever the worker still holds and removes it. STEPQ_E_CONFLICT,
+ * and nothing done, when another process's registration holds the id. */
 STEPQ_API int stepq_worker_deregister(stepq *q, const char *worker);
 /* Workers and their state as a JSON array. */
 STEPQ_API int stepq_workers(stepq *q, char **ret_json);

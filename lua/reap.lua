@@ -2,7 +2,9 @@
 -- Requeues the steps held by dead workers and removes those workers. A worker
 -- is dead when its heartbeat key is gone or holds a time older than the
 -- timeout (the seed's layout stores a timestamp; seconds or milliseconds).
--- With ARGV[4] set, only that worker is released, dead or not (deregister).
+-- With ARGV[4] set, only that worker is released, dead or not (deregister),
+-- and only by the process whose registration it is (ARGV[6], its instance
+-- token): a worker never releases another process's registration.
 --
 -- Records are the truth, the sets are indexes (design.md, invariant 7). A
 -- step of the active set or of a worker's set is requeued only when its
@@ -14,9 +16,21 @@
 -- the step is counted once in stats.stale_dropped. A key that is not a step
 -- record (damaged data) is passed over.
 -- ARGV[3] timeout ms  ARGV[4] worker to release, or ''  ARGV[5] retention ms
+-- ARGV[6] with ARGV[4]: the releasing process's instance token
 -- Returns {steps requeued or failed, workers removed, stale steps dropped}.
+-- Errors: STEPQ_CONFLICT when ARGV[4] is registered by another process
+-- (nothing was done).
 local timeout, only, retention = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local alive_cache = {}
+
+if only ~= '' and call('EXISTS', wkey(only)) == 1 then
+    local cur = call('HMGET', wkey(only), 'instance', 'host', 'pid')
+    if cur[1] ~= ARGV[6] then
+        raise('CONFLICT', "worker '" .. only .. "' is registered by another process now (host " ..
+            tostring(cur[2] or '?') .. ', pid ' .. tostring(cur[3] or '?') ..
+            '); left it and its steps alone')
+    end
+end
 
 local function alive(w)
     if only ~= '' then

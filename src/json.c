@@ -53,7 +53,8 @@ static json_t *value_of(const redisReply *f, const redisReply *v)
             return json_integer(n);
     }
     if (in(json_fields, sizeof(json_fields) / sizeof(*json_fields), f->str, f->len)) {
-        json_t *j = json_loadb(v->str, v->len, JSON_DECODE_ANY, NULL);
+        /* A legacy payload may hold \u0000 in its strings: still JSON. */
+        json_t *j = json_loadb(v->str, v->len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
         if (j != NULL)
             return j;
     }

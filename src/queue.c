@@ -301,11 +301,11 @@ static int claim_read(stepq *q, const redisReply *r, const char *token, json_t *
             rec = got->element[0];
         if (rec->type == REDIS_REPLY_ARRAY && field_is(rec, "status", "active") &&
             field_is(rec, "token", token)) {
-            /* Records of the old system may lack the id field: the worker
-             * needs it to acknowledge the step. */
-            json_t *o = stepq__step_object(rec, NULL);
+            /* The id is the one claimed (the key's), whatever the record's
+             * own `id` field says: a record of the old system may lack it. */
             const redisReply *id = r->element[2 * i];
-            if (o != NULL && json_object_get(o, "id") == NULL)
+            json_t *o = stepq__step_object(rec, NULL);
+            if (o != NULL)
                 json_object_set_new(o, "id", json_stringn(id->str, id->len));
             json_array_append_new(a, o);
         }

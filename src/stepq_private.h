@@ -145,6 +145,7 @@ struct stepq {
     char shas[STEPQ_SCRIPT_COUNT][41];
     int scripts_loaded;
     char retention[24]; /* retention TTL in ms, as the scripts take it */
+    char instance[33];  /* this handle's worker registrations (src/worker.c); "" until the first */
     char proc_id[96];   /* set by stepq_proc_announce */
     char proc_kind[32];
     /* A claim that may have happened but whose steps never reached the

@@ -12,6 +12,24 @@
 #define PRUNE_COUNT_MAX     10000
 #define KEEP_MAX            1000000000L
 
+/*
+ * The instance token of this handle's worker registrations, made at the
+ * first one: a random token per handle (per process, for `stepq worker`),
+ * so that a registration, its heartbeat and its release are this
+ * process's own and never another's that uses the same worker id.
+ */
+static int instance(stepq *q)
+{
+    if (q->instance[0] != '\0')
+        return STEPQ_OK;
+    if (stepq__random_hex(q->instance, 16) != STEPQ_OK) {
+        q->instance[0] = '\0';
+        stepq__set_error(q, STEPQ_E_IO, "cannot read random bytes for a worker instance token");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
 int stepq_worker_register(stepq *q, const char *worker, const char *const *caps, size_t ncaps,
                           long ttl_ms)
 {
@@ -39,15 +57,22 @@ int stepq_worker_register(stepq *q, const char *worker, const char *const *caps,
                          ttl_ms);
         return STEPQ_ERR;
     }
+    if (instance(q) != STEPQ_OK)
+        return STEPQ_ERR;
     snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
     snprintf(pid, sizeof(pid), "%d", (int)getpid());
     gethostname(host, sizeof(host) - 1);
-    const char *args[] = {worker, capbuf, ttl, host, pid};
-    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_WORKER_REGISTER, 5, args, NULL);
+    const char *args[] = {worker, capbuf, ttl, host, pid, q->instance, q->retention};
+    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_WORKER_REGISTER, 7, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;
+    int rc = STEPQ_OK;
+    if (r->type != REDIS_REPLY_INTEGER) {
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply to worker_register");
+        rc = STEPQ_ERR;
+    }
     freeReplyObject(r);
-    return STEPQ_OK;
+    return rc;
 }
 
 int stepq_worker_heartbeat(stepq *q, const char *worker, long ttl_ms)
@@ -56,8 +81,8 @@ int stepq_worker_heartbeat(stepq *q, const char *worker, long ttl_ms)
 
     stepq__clear_error(q);
     snprintf(ttl, sizeof(ttl), "%ld", ttl_ms);
-    const char *args[] = {worker, ttl};
-    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_WORKER_HEARTBEAT, 2, args, NULL);
+    const char *args[] = {worker, ttl, q->instance};
+    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_WORKER_HEARTBEAT, 3, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);
@@ -95,8 +120,8 @@ static int reap(stepq *q, long timeout_ms, const char *only, stepq_reap_result *
 
     stepq__clear_error(q);
     snprintf(tmo, sizeof(tmo), "%ld", timeout_ms);
-    const char *args[] = {tmo, only, q->retention};
-    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_REAP, 3, args, NULL);
+    const char *args[] = {tmo, only, q->retention, q->instance};
+    redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_REAP, 4, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;
     if (reply_counts(q, r, 3, "reap") != STEPQ_OK)

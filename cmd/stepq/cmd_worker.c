@@ -44,6 +44,7 @@ struct worker {
     long keep_completed, keep_failed; /* caps of the ended sets, held by the reaper */
     struct slot *slots;
     int registered, draining, redis_down;
+    int taken_over; /* another process registered our id: we stop (exit 4) */
     long long drain_deadline, next_hb, next_claim, next_reap, idle_ms;
     long claimed, completed, failed, lost;
 };
@@ -155,17 +156,45 @@ static void drop_all_held(struct worker *w, long long now)
     }
 }
 
+/*
+ * Another process registered our worker id (it took over a registration
+ * whose heartbeat had run out while we were stalled, or after a reap): the
+ * id is its now. Stop the commands whose steps it requeued, claim nothing
+ * more, let the others finish within the grace, and exit 4 without
+ * deregistering (that would release its registration).
+ */
+static void taken_over(struct worker *w, long long now)
+{
+    wlog(w, "%s; stopping", stepq_errstr(w->q));
+    w->taken_over = 1;
+    w->registered = 0;
+    drop_all_held(w, now);
+    if (!w->draining) {
+        w->draining = 1;
+        w->drain_deadline = now + w->grace_ms;
+    }
+}
+
 static void heartbeat(struct worker *w, long long now)
 {
     w->next_hb = now + (w->registered ? w->ttl_ms / 3 : RETRY_MS);
+    if (w->taken_over)
+        return;
     if (!w->registered) {
         if (stepq_worker_register(w->q, w->id, w->caps, w->ncaps, w->ttl_ms) != STEPQ_OK) {
-            redis_error(w, "register");
+            if (stepq_err(w->q) == STEPQ_E_CONFLICT)
+                taken_over(w, now);
+            else
+                redis_error(w, "register");
             return;
         }
         w->registered = 1;
         w->next_hb = now + w->ttl_ms / 3;
     } else if (stepq_worker_heartbeat(w->q, w->id, w->ttl_ms) != STEPQ_OK) {
+        if (stepq_err(w->q) == STEPQ_E_CONFLICT) {
+            taken_over(w, now);
+            return;
+        }
         if (stepq_err(w->q) != STEPQ_E_NOTFOUND) {
             redis_error(w, "heartbeat");
             return;
@@ -256,6 +285,61 @@ static void start_step(struct worker *w, struct slot *s, json_t *step, long long
     wlog(w, "step %s (%s, attempt %ld) started, pid %d", s->id, s->type, s->attempt, (int)s->pid);
 }
 
+/*
+ * Whether the worker can run a claimed step as it is: its id and token are
+ * strings it can hand back (no NUL, fit their slots), and its type can go
+ * into the environment (a C string: no NUL). Returns 1, or 0 with the
+ * reason in why.
+ */
+static int runnable(json_t *step, char *why, size_t len)
+{
+    json_t *id = json_object_get(step, "id"), *tok = json_object_get(step, "token");
+    json_t *type = json_object_get(step, "type");
+
+    if (!json_is_string(id) || strlen(json_string_value(id)) != json_string_length(id) ||
+        json_string_length(id) >= STEPQ_ID_MAX)
+        snprintf(why, len, "its id is not a step id stepq can use");
+    else if (!json_is_string(tok) || strlen(json_string_value(tok)) != json_string_length(tok) ||
+             json_string_length(tok) >= sizeof(((struct slot *)0)->token))
+        snprintf(why, len, "its claim token is malformed");
+    else if (type != NULL && !json_is_string(type))
+        snprintf(why, len, "its type is not a string");
+    else if (type != NULL && strlen(json_string_value(type)) != json_string_length(type))
+        snprintf(why, len, "its type holds a NUL byte, which cannot go into STEPQ_STEP_TYPE");
+    else
+        return 1;
+    return 0;
+}
+
+/* A claimed step the worker cannot run is failed with the reason (retried
+ * until its max attempts, like any failed attempt), never dropped in
+ * silence; one whose id or token cannot even be handed back is logged. */
+static void refuse_step(struct worker *w, json_t *step, const char *why)
+{
+    json_t *id = json_object_get(step, "id"), *tok = json_object_get(step, "token");
+    int final = 0;
+
+    if (strncmp(why, "its id", 6) == 0 || strncmp(why, "its claim token", 15) == 0) {
+        char *shown = id ? json_dumps(id, JSON_ENCODE_ANY) : NULL;
+        wlog(w,
+             "a claimed step cannot run here and cannot be failed: %s (id %s); it stays held "
+             "by this worker until it stops",
+             why, shown ? shown : "missing");
+        free(shown);
+        return;
+    }
+    const char *sid = json_string_value(id);
+    char text[200];
+    snprintf(text, sizeof(text), "the worker cannot run it: %s", why);
+    wlog(w, "step %s cannot run here: %s; failing it", sid, why);
+    if (stepq_fail(w->q, sid, json_string_value(tok), text, &final) != STEPQ_OK) {
+        redis_error(w, "fail");
+        return;
+    }
+    w->failed++;
+    wlog(w, "step %s failed (%s): %s", sid, final ? "no attempts left" : "will retry", text);
+}
+
 static long free_slots(const struct worker *w)
 {
     long n = 0;
@@ -287,12 +371,24 @@ static void claim(struct worker *w, long long now)
     redis_ok(w);
     w->idle_ms = IDLE_MIN_MS;
     w->next_claim = now;
-    json_t *a = json_loads(json, 0, NULL), *step;
+    /* Records of the old system may hold any byte: NULs are allowed. */
+    json_error_t jerr;
+    json_t *a = json_loads(json, JSON_ALLOW_NUL, &jerr), *step;
     size_t i;
     long k = 0;
     stepq_str_free(json);
+    if (!json_is_array(a))
+        wlog(w,
+             "claim: cannot read the steps claimed (%s); they stay held by this worker until "
+             "it stops",
+             a ? "not an array" : jerr.text);
     json_array_foreach(a, i, step)
     {
+        char why[120];
+        if (!runnable(step, why, sizeof(why))) {
+            refuse_step(w, step, why);
+            continue;
+        }
         while (k < w->concurrency && w->slots[k].state != SLOT_FREE)
             k++;
         if (k == w->concurrency)
@@ -405,6 +501,16 @@ static void report_due(struct worker *w, long long now)
         sds text = NULL;
         if (s->state != SLOT_DONE || now < s->report_at)
             continue;
+        if (s->killed == KILL_DRAIN && w->taken_over) {
+            /* No deregister will requeue it (the id is another's now): its
+             * attempt fails, so that it is retried. */
+            if (report_fail(w, s, "its worker stopped: another process took the worker id") == 0 ||
+                now >= w->drain_deadline)
+                slot_release(s); /* one try: the worker is on its way out */
+            else
+                s->report_at = now + RETRY_MS;
+            continue;
+        }
         if (s->killed == KILL_STALE || s->killed == KILL_DRAIN) {
             slot_release(s); /* not ours any more, or deregister requeues it */
             continue;
@@ -666,7 +772,8 @@ static const char worker_usage[] =
     "workers whose heartbeat is older than --reap-timeout-ms (default: the ttl), and\n"
     "prunes the completed and failed sets: ids whose record is gone (kept --retention D,\n"
     "default $STEPQ_RETENTION, then 7d), and the oldest steps over --keep-completed N /\n"
-    "--keep-failed N (default: no cap).\n";
+    "--keep-failed N (default: no cap). Exit 4 when another live worker holds the id\n"
+    "(at start), or when another process took it over while this one stalled.\n";
 
 static int parse_args(struct cli *cli, struct worker *w, int argc, char **argv)
 {
@@ -738,7 +845,7 @@ static void shutdown_worker(struct worker *w)
         }
         slot_release(s);
     }
-    if (stepq_worker_deregister(w->q, w->id) != STEPQ_OK)
+    if (!w->taken_over && stepq_worker_deregister(w->q, w->id) != STEPQ_OK)
         redis_error(w, "deregister");
     if (stepq_proc_withdraw(w->q) != STEPQ_OK)
         redis_error(w, "withdraw");
@@ -786,5 +893,5 @@ int cmd_worker(struct cli *cli, int argc, char **argv)
     shutdown_worker(&w);
     free(w.slots);
     stepq_free(w.q);
-    return EXIT_DONE;
+    return w.taken_over ? EXIT_REFUSED : EXIT_DONE;
 }

@@ -335,6 +335,53 @@ static void test_retention_option(void)
     stepq_free(b);
 }
 
+/* Finding 6 of issue 10: a worker id is owned by one process. A second live
+ * registration of the id is refused; heartbeat and deregister act only on
+ * the handle's own registration; a dead one's is taken over, its steps
+ * requeued first, and the old owner finds out at its next heartbeat. */
+static void test_worker_id_owned(void)
+{
+    char id[STEPQ_ID_MAX], tok[64];
+    stepq_options opts = {.ignore_env_pin = 1};
+    stepq *q2 = stepq_connect(t_url(), &opts);
+
+    t_flush();
+    REQUIRE(q2 != NULL && stepq_err(q2) == STEPQ_E_NONE);
+    CHECK(stepq_worker_register(Q, "wx", NULL, 0, 60000) == STEPQ_OK);
+    CHECK(stepq_worker_register(Q, "wx", NULL, 0, 60000) == STEPQ_OK); /* renews */
+    CHECK(stepq_worker_register(q2, "wx", NULL, 0, 60000) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(q2), STEPQ_E_CONFLICT);
+    CHECK(strstr(stepq_errstr(q2), "worker 'wx' is registered by a live process") != NULL);
+    CHECK(strstr(stepq_errstr(q2), "pick another --id, or stop that process first") != NULL);
+    CHECK(stepq_worker_heartbeat(q2, "wx", 60000) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(q2), STEPQ_E_CONFLICT);
+    claim_one("wx", id, tok, sizeof(tok));
+    CHECK(stepq_worker_deregister(q2, "wx") == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(q2), STEPQ_E_CONFLICT);
+    ASSERT_STR(t_str("HGET job:%s status", id), "active"); /* left alone */
+    ASSERT_EQ(t_exists("worker:wx"), 1);
+    CHECK(stepq_worker_heartbeat(Q, "wx", 60000) == STEPQ_OK);
+
+    /* Q's process stalls past its ttl: q2 takes the id over, and Q's step
+     * goes back to the queue. */
+    freeReplyObject(t_cmd("DEL worker:wx:heartbeat"));
+    CHECK(stepq_worker_register(q2, "wx", NULL, 0, 60000) == STEPQ_OK);
+    ASSERT_STR(t_str("HGET job:%s status", id), "pending");
+    CHECK(strstr(t_str("HGET job:%s error", id), "worker wx lost") != NULL);
+    ASSERT_EQ(t_int("SCARD worker:wx:jobs"), 0);
+    CHECK(stepq_complete(Q, id, tok, "late") == STEPQ_ERR);
+    CHECK(stepq_worker_heartbeat(Q, "wx", 60000) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    CHECK(strstr(stepq_errstr(Q), "registered by another process now") != NULL);
+    CHECK(stepq_worker_deregister(Q, "wx") == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    ASSERT_EQ(t_exists("worker:wx"), 1);
+    CHECK(stepq_worker_heartbeat(q2, "wx", 60000) == STEPQ_OK);
+    CHECK(stepq_worker_deregister(q2, "wx") == STEPQ_OK);
+    ASSERT_EQ(t_exists("worker:wx"), 0);
+    stepq_free(q2);
+}
+
 int main(void)
 {
     t_setup();
@@ -347,6 +394,7 @@ int main(void)
     RUN(test_cap_holds);
     RUN(test_prune_bounded);
     RUN(test_retention_option);
+    RUN(test_worker_id_owned);
     t_teardown();
     TEST_END();
 }
