@@ -3,9 +3,10 @@
  * case fails with one deliberate bug of tests/mutate/mutations.txt (named
  * above it) and passes without. Tests against a bug, not the happy path:
  * a TTL on the twin as well as on the record, a claim resumed while the
- * worker holds other steps, a pending entry whose record disagrees, and a
- * step that changes hands between the claim script and the read of its
- * record (placed there by tests/integ/relay.c, not by a sleep).
+ * worker holds other steps, a pending entry whose record disagrees, a
+ * worker id taken over from a stalled process, and a step that changes
+ * hands between the claim script and the read of its record (placed there
+ * by tests/integ/relay.c, not by a sleep).
  */
 #include <stdatomic.h>
 #include <unistd.h>
@@ -176,6 +177,30 @@ static void test_stale_pending_entry_dropped(void)
     CHECK(stepq_complete(Q, id, tok, "ok") == STEPQ_OK);
 }
 
+/* mutations register_takes_live_id, heartbeat_ignores_instance: a worker
+ * id is owned by one process (the handle's instance token). Another one's
+ * registration is refused while the owner's heartbeat lives; once it ran
+ * out, the newcomer takes the id over, and the old owner's next heartbeat
+ * is refused instead of renewing the newcomer's registration. */
+static void test_worker_id_owned(void)
+{
+    stepq_options o = {.ignore_env_pin = 1};
+    stepq *other = stepq_connect(t_url(), &o);
+
+    t_flush();
+    REQUIRE(stepq_err(other) == 0);
+    REQUIRE(stepq_worker_register(Q, "wo", NULL, 0, 60000) == STEPQ_OK);
+    CHECK(stepq_worker_register(other, "wo", NULL, 0, 60000) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(other), STEPQ_E_CONFLICT);
+    freeReplyObject(t_cmd("DEL worker:wo:heartbeat")); /* Q's process stalled */
+    REQUIRE(stepq_worker_register(other, "wo", NULL, 0, 60000) == STEPQ_OK);
+    CHECK(stepq_worker_heartbeat(Q, "wo", 60000) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    CHECK(strstr(stepq_errstr(Q), "registered by another process now") != NULL);
+    CHECK(stepq_worker_heartbeat(other, "wo", 60000) == STEPQ_OK);
+    stepq_free(other);
+}
+
 /* ---------------------------------------------------------------------------
  * A step that changes hands between the claim script and the read of its
  * record (the library's filter, src/queue.c claim_read)
@@ -264,6 +289,7 @@ int main(void)
     RUN(test_progress_twin_from_new_side);
     RUN(test_resume_while_holding_another_step);
     RUN(test_stale_pending_entry_dropped);
+    RUN(test_worker_id_owned);
     RUN(test_claim_read_after_cancel);
     RUN(test_claim_read_after_reclaim);
     t_teardown();
