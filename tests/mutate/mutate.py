@@ -317,7 +317,7 @@ def first_failure(out):
                 break
         if how != 'Failed':
             case = (case + ' ' if case else '') + '[' + how.lower() + ']'
-        return m.group(1), case[:60]
+        return m.group(1), case if len(case) <= 72 else case[:69] + '...'
     if 'No tests were found' in out:
         return 'none', 'no test matched'
     return '', ''
