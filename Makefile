@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_ASAN ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test test-asan test-valgrind bench chaos chaos-walk fuzz format clean
+.PHONY: all deps build run test test-asan test-valgrind bench chaos chaos-walk fuzz mutate mutate-ci format clean
 
 all: build
 
@@ -53,8 +53,21 @@ WALK_SEQS ?= 100
 chaos-walk: build
 	@WALK_SEQS=$(WALK_SEQS) tests/chaos/walk_random.sh $(BUILD)/stepq
 
+BUILD_MUTATE ?= build-mutate
+
+# Deliberate bugs in the phase-critical code (tests/mutate/mutations.txt),
+# each built in a scratch copy of the tree ($(BUILD_MUTATE)) and run against
+# the tests meant to catch it; fails when one survives or an entry no longer
+# matches the code. MUTATE_ONLY=name,name runs some; mutate-ci the entries
+# tagged ci (tests/README.md).
+mutate: deps
+	@MUTATE_DIR=$(BUILD_MUTATE) MUTATE_JOBS=$(JOBS) tests/mutate/mutate.py
+
+mutate-ci: deps
+	@MUTATE_DIR=$(BUILD_MUTATE) MUTATE_JOBS=$(JOBS) MUTATE_SUBSET=ci tests/mutate/mutate.py
+
 format:
 	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c fuzz/*.c
 
 clean:
-	@rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ)
+	@rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_FUZZ) $(BUILD_MUTATE)

@@ -79,7 +79,7 @@ expect_ok "roll back to job, complete X there, forward to dual-write" \
     '$S migrate rollback && $S complete $x --token $tok && $S migrate phase dual-write'
 expect_ok "status says the new keys are untrusted" '$S migrate status --json | jq -e ".phase.untrusted_since > 0"'
 expect_code 4 "backfill and verify do not open dual-read: the repair is named" \
-    '$S migrate backfill >/dev/null; $S migrate verify; $S migrate phase dual-read 2>&1 | tee /dev/stderr | grep -q -- "--repair"; $S migrate phase dual-read'
+    '$S migrate backfill >/dev/null; $S migrate verify; $S migrate phase dual-read >$tmp/dr 2>&1; rc=$?; cat $tmp/dr; grep -q -- "--repair" $tmp/dr || exit 9; exit $rc'
 expect_code 4 "repair is refused outside dual-write" \
     '$S migrate rollback >/dev/null; $S migrate backfill --repair; rc=$?; $S migrate phase dual-write >/dev/null; exit $rc'
 expect_ok "repair, then verify is clean and the sides agree" \

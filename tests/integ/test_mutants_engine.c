@@ -1,0 +1,400 @@
+/*
+ * test_mutants_engine.c - the migration engine's holes that `make mutate`
+ * found: each case fails with one deliberate bug of
+ * tests/mutate/mutations.txt (named above it) and passes without.
+ *
+ * Verify: the expiry of collections, small and big, and expiries that both
+ * exist but lie further apart than the tolerance. Phase moves: each
+ * precondition refused on the record that almost meets it (a backfill from
+ * before the move into dual-write, new keys untrusted since a return to
+ * job, a verify that found differences, a forward verify where a reverse
+ * one is needed, a backup from before step-primary), then allowed once it
+ * is met. Backfill: a run cut between two scripts of one page resumes
+ * without a gap, a twin that exists is left as it is, and a big
+ * collection's member that left the source while its chunk was on the way
+ * is not put back (the cut and the leaving placed by tests/integ/relay.c).
+ */
+#include <stdatomic.h>
+#include <unistd.h>
+#include "test.h"
+#include "migratelib.h"
+#include "relay.h"
+
+static char BK[64];
+
+static char *verify(const stepq_verify_opts *o, int *clean)
+{
+    char *json = NULL;
+    *clean = -1;
+    if (stepq_verify(Q, o, NULL, NULL, clean, &json) != STEPQ_OK)
+        FAILF("verify: %s", stepq_errstr(Q));
+    return json;
+}
+
+/* A verify that must find exactly `ttl` expiries off and nothing else, and
+ * name each key of `keys` (NULL-terminated). */
+static void expect_ttl_off(const stepq_verify_opts *o, int ttl, const char *const *keys)
+{
+    int clean;
+    char *json = verify(o, &clean);
+
+    if (json == NULL)
+        return;
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "ttl_off"), ttl == 1 ? "1" : "2");
+    ASSERT_STR(t_field(json, "different"), "0");
+    ASSERT_STR(t_field(json, "missing"), "0");
+    for (; *keys; keys++) {
+        if (strstr(json, *keys) == NULL)
+            FAILF("the report does not name '%s': %s", *keys, json);
+    }
+    stepq_str_free(json);
+}
+
+/* mutation verify_coll_ttl_ignored: a set's twin that never expires (a
+ * completed set copied without its TTL) is a difference, as it is for a
+ * hash. */
+static void test_verify_set_ttl(void)
+{
+    stepq_verify_opts o = {.rounds = 1, .pause_ms = 1};
+
+    t_flush();
+    t_phase("dual-write");
+    freeReplyObject(t_cmd("SADD jobs:completed a b c"));
+    freeReplyObject(t_cmd("EXPIRE jobs:completed 86400"));
+    freeReplyObject(t_cmd("SADD steps:completed a b c"));
+    expect_ttl_off(&o, 1, (const char *const[]){"jobs:completed", NULL});
+}
+
+/* mutations verify_ttl_tolerance_lua, verify_ttl_tolerance_c: two expiries
+ * a minute apart are off, whether the pair is decided by the script (a
+ * set) or in the client (a hash: verify.c compares hash pairs itself). */
+static void test_verify_ttl_beyond_tolerance(void)
+{
+    stepq_verify_opts o = {.rounds = 1, .pause_ms = 1};
+
+    t_flush();
+    t_phase("dual-write");
+    freeReplyObject(t_cmd("SADD jobs:failed a b"));
+    freeReplyObject(t_cmd("SADD steps:failed a b"));
+    freeReplyObject(t_cmd("EXPIRE jobs:failed 86400"));
+    freeReplyObject(t_cmd("EXPIRE steps:failed 86460"));
+    freeReplyObject(t_cmd("HSET job:H id H status completed"));
+    freeReplyObject(t_cmd("HSET step:H id H status completed"));
+    freeReplyObject(t_cmd("EXPIRE job:H 3600"));
+    freeReplyObject(t_cmd("EXPIRE step:H 3660"));
+    expect_ttl_off(&o, 2, (const char *const[]){"jobs:failed", "job:H", NULL});
+}
+
+/* mutation verify_big_coll_ttl_ignored: the same for a set compared member
+ * by member (above `big`): no TTL on the twin, then one a minute off. */
+static void test_verify_big_set_ttl(void)
+{
+    stepq_verify_opts o = {.big = 10, .batch = 10, .rounds = 1, .pause_ms = 1};
+
+    t_flush();
+    t_phase("dual-write");
+    for (int i = 0; i < 50; i++)
+        freeReplyObject(t_cmd("SADD jobs:completed m%d", i));
+    freeReplyObject(t_cmd("EXPIRE jobs:completed 86400"));
+    freeReplyObject(t_cmd("COPY jobs:completed steps:completed"));
+    freeReplyObject(t_cmd("PERSIST steps:completed"));
+    expect_ttl_off(&o, 1, (const char *const[]){"jobs:completed", NULL});
+    freeReplyObject(t_cmd("EXPIRE steps:completed 86460"));
+    expect_ttl_off(&o, 1, (const char *const[]){"jobs:completed", NULL});
+}
+
+/* ---------------------------------------------------------------------------
+ * Phase moves: each precondition refused when it is almost met
+ * ------------------------------------------------------------------------- */
+
+static stepq_phase phase_now(void)
+{
+    stepq_phase p = STEPQ_PHASE_COUNT;
+    stepq_phase_get(Q, &p);
+    return p;
+}
+
+static void move(stepq_phase to)
+{
+    usleep(3000); /* the records are compared by ms timestamps */
+    if (stepq_phase_move(Q, to, "t", NULL, 0) != STEPQ_OK)
+        FAILF("move to %s: %s", stepq_phase_name(to), stepq_errstr(Q));
+    usleep(3000);
+}
+
+static void expect_refused(stepq_phase to, const char *needle)
+{
+    stepq_phase before = phase_now();
+
+    usleep(3000);
+    if (stepq_phase_move(Q, to, "t", NULL, 0) == STEPQ_OK) {
+        FAILF("the move to %s was allowed; want it refused with '%s'", stepq_phase_name(to),
+              needle);
+        return;
+    }
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    if (strstr(stepq_errstr(Q), needle) == NULL)
+        FAILF("refusal '%s' does not say '%s'", stepq_errstr(Q), needle);
+    ASSERT_EQ(phase_now(), before);
+}
+
+/* Legacy data, dual writes, a backfill and a clean verify: ready for
+ * dual-read. */
+static void ready_for_dual_read(void)
+{
+    t_flush();
+    m_seed(20);
+    move(STEPQ_PHASE_DUAL_WRITE);
+    if (m_backfill() < 0 || !m_verify(0))
+        FAILF("backfill or verify failed");
+}
+
+/* mutation move_dual_read_old_backfill: a backfill that started before
+ * writers wrote both sides (forced in phase job) does not count, even with
+ * a clean verify since: an update to an old key after it was copied, and
+ * before the move into dual-write, would be lost. */
+static void test_move_needs_backfill_after_dual_write(void)
+{
+    stepq_backfill_opts forced = {.force = 1, .who = "t"};
+
+    t_flush();
+    m_seed(20);
+    REQUIRE(stepq_backfill(Q, &forced, NULL, NULL, NULL) == STEPQ_OK);
+    move(STEPQ_PHASE_DUAL_WRITE);
+    REQUIRE(m_verify(0));
+    expect_refused(STEPQ_PHASE_DUAL_READ, "no finished backfill that started after dual writes");
+    REQUIRE(m_backfill() >= 0);
+    REQUIRE(m_verify(0));
+    move(STEPQ_PHASE_DUAL_READ);
+}
+
+/* mutation move_dual_read_ignores_untrusted: after a return to job the new
+ * keys are untrusted (writers stopped writing them), and dual-read needs a
+ * repair first: a fresh backfill and a clean verify are not enough, even
+ * when nothing was written meanwhile. The repair clears the mark. */
+static void test_move_needs_repair_after_job(void)
+{
+    stepq_backfill_opts repair = {.repair = 1};
+
+    ready_for_dual_read();
+    move(STEPQ_PHASE_JOB);
+    move(STEPQ_PHASE_DUAL_WRITE);
+    REQUIRE(m_backfill() >= 0);
+    REQUIRE(m_verify(0));
+    expect_refused(STEPQ_PHASE_DUAL_READ, "backfill --repair");
+    REQUIRE(stepq_backfill(Q, &repair, NULL, NULL, NULL) == STEPQ_OK);
+    REQUIRE(m_verify(0));
+    move(STEPQ_PHASE_DUAL_READ);
+}
+
+/* mutation clean_verify_ignores_verdict: a verify that found a difference
+ * is not a clean one. */
+static void test_move_needs_clean_verify(void)
+{
+    ready_for_dual_read();
+    char was[32];
+    snprintf(was, sizeof(was), "%s", t_str("HGET step:L00001 status"));
+    freeReplyObject(t_cmd("HSET step:L00001 status tampered"));
+    stepq_verify_opts o = {.rounds = 1, .pause_ms = 1};
+    int clean;
+    stepq_str_free(verify(&o, &clean));
+    ASSERT_EQ(clean, 0);
+    expect_refused(STEPQ_PHASE_DUAL_READ, "no clean verify");
+    freeReplyObject(t_cmd("HSET step:L00001 status %s", was));
+    REQUIRE(m_verify(0));
+    move(STEPQ_PHASE_DUAL_READ);
+}
+
+/* mutation move_back_forward_verify: back to dual-write, reads return to
+ * the old keys, so only a clean verify --reverse counts (a forward one does
+ * not look for keys that exist only on the new side). */
+static void test_move_back_needs_reverse_verify(void)
+{
+    ready_for_dual_read();
+    move(STEPQ_PHASE_DUAL_READ);
+    REQUIRE(m_verify(0));
+    expect_refused(STEPQ_PHASE_DUAL_WRITE, "verify --reverse");
+    REQUIRE(m_verify(1));
+    move(STEPQ_PHASE_DUAL_WRITE);
+}
+
+/* mutation move_step_stale_backup: into step, the backup must be finished
+ * after the move into step-primary (what was written since is not in an
+ * older one). */
+static void test_move_needs_backup_after_step_primary(void)
+{
+    ready_for_dual_read();
+    move(STEPQ_PHASE_DUAL_READ);
+    REQUIRE(stepq_backup(Q, BK, NULL, NULL) == STEPQ_OK);
+    REQUIRE(m_verify(0));
+    move(STEPQ_PHASE_STEP_PRIMARY);
+    expect_refused(STEPQ_PHASE_STEP, "no verified backup of the old keys since the move");
+    REQUIRE(stepq_backup(Q, BK, NULL, NULL) == STEPQ_OK);
+    move(STEPQ_PHASE_STEP);
+}
+
+/* ---------------------------------------------------------------------------
+ * Backfill: cut between two scripts, and a member that leaves meanwhile
+ * ------------------------------------------------------------------------- */
+
+/* The position of ARGV[i] (1-based) of an EVALSHA in argv, or -1. */
+static int argv_at(int argc, const char *const *argv, int i)
+{
+    if (argc < 3 || !(argv[0][0] == 'E' || argv[0][0] == 'e'))
+        return -1;
+    int numkeys = atoi(argv[2]);
+    int at = 2 + numkeys + i;
+    return at < argc && at < RELAY_ARGV ? at : -1;
+}
+
+struct cut {
+    atomic_int cut;
+    char cursor[32]; /* of the last page seen */
+};
+
+/* Cuts the connection at the second backfill_batch script of one page of
+ * the walk: the first script of the page ran, the others did not. The
+ * scripts of the walk's pages carry the page's checkpoint cursor (ARGV[3]);
+ * those of the fixed keys, which go first, carry none. */
+static enum relay_action cut_mid_page(int argc, const char *const *argv, const size_t *lens,
+                                      void *arg)
+{
+    struct cut *c = arg;
+    int cur = argv_at(argc, argv, 3);
+
+    if (!relay_arg_is(argc, argv, lens, 3, "stepq:backfill") || cur < 0 || lens[cur] == 0 ||
+        lens[cur] >= sizeof(c->cursor) || relay_arg_is(argc, argv, lens, cur, "set") ||
+        relay_arg_is(argc, argv, lens, cur, "zset"))
+        return RELAY_FORWARD;
+    if (strlen(c->cursor) == lens[cur] && memcmp(c->cursor, argv[cur], lens[cur]) == 0) {
+        atomic_store(&c->cut, 1);
+        return RELAY_CUT;
+    }
+    memcpy(c->cursor, argv[cur], lens[cur]);
+    c->cursor[lens[cur]] = '\0';
+    return RELAY_FORWARD;
+}
+
+/* mutation backfill_checkpoint_next_page: the scripts of one page travel in
+ * one pipeline, each recording the cursor that produced the page. A run
+ * that dies after the first of them (here: its connection cut right there)
+ * resumes at that page again, and nothing is left uncopied. */
+static void test_backfill_resumes_cut_page(void)
+{
+    struct cut c = {.cut = 0};
+    stepq_backfill_opts bo = {.batch = 5};
+    stepq_backfill_result res = {0};
+
+    t_flush();
+    m_seed(200);
+    move(STEPQ_PHASE_DUAL_WRITE);
+    relay *rl = relay_start(cut_mid_page, &c);
+    stepq_options o = {.ignore_env_pin = 1, .reconnect_tries = 1};
+    stepq *q = stepq_connect(relay_url(rl), &o);
+    REQUIRE(stepq_err(q) == 0);
+    CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_ERR);
+    stepq_free(q);
+    relay_stop(rl);
+    REQUIRE(atomic_load(&c.cut) == 1);
+    ASSERT_STR(t_str("HGET stepq:backfill stage"), "scan");
+    REQUIRE(stepq_backfill(Q, &bo, NULL, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(res.resumed, 1);
+    ASSERT_EQ(m_sides_equal(), 0);
+}
+
+/* mutation backfill_replaces_newer_twin: a twin that exists is the dual
+ * writes' (newer than the old key when they differ: a repair is another
+ * command); the backfill leaves it as it is, with its own TTL. */
+static void test_backfill_keeps_existing_twin(void)
+{
+    stepq_backfill_result res = {0};
+
+    t_flush();
+    t_phase("dual-write");
+    freeReplyObject(t_cmd("HSET job:T id T status pending attempts 0"));
+    freeReplyObject(t_cmd("HSET step:T id T status active attempts 1 worker w1"));
+    freeReplyObject(t_cmd("EXPIRE step:T 7200"));
+    REQUIRE(stepq_backfill(Q, NULL, NULL, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(res.copied, 0);
+    ASSERT_STR(t_str("HGET step:T status"), "active");
+    ASSERT_STR(t_str("HGET step:T worker"), "w1");
+    CHECK(t_int("TTL step:T") > 7000);
+}
+
+struct leave {
+    atomic_int armed;
+    char member[64];
+};
+
+/* Before the first chunk of the big jobs:pending reaches Redis, the first
+ * member it carries leaves the source (claimed, say). */
+static enum relay_action member_leaves(int argc, const char *const *argv, const size_t *lens,
+                                       void *arg)
+{
+    struct leave *l = arg;
+    int ncp = argv_at(argc, argv, 4);
+
+    if (argc < 4 || !relay_arg_is(argc, argv, lens, 2, "3") ||
+        !relay_arg_is(argc, argv, lens, 4, "jobs:pending") || ncp < 0)
+        return RELAY_FORWARD;
+    int m = argv_at(argc, argv, 5 + 2 * atoi(argv[ncp]));
+    if (m < 0 || !atomic_exchange(&l->armed, 0))
+        return RELAY_FORWARD;
+    snprintf(l->member, sizeof(l->member), "%.*s", (int)lens[m], argv[m]);
+    freeReplyObject(t_cmd("ZREM jobs:pending %s", l->member));
+    return RELAY_FORWARD;
+}
+
+/* mutation backfill_members_no_recheck: a big collection is merged in
+ * chunks read before their script runs; each member is checked in the
+ * source again there, so one that left meanwhile is not put back. */
+static void test_backfill_members_recheck(void)
+{
+    struct leave l = {.armed = 1};
+    stepq_backfill_opts bo = {.big = 500};
+
+    t_flush();
+    t_phase("dual-write");
+    for (int i = 0; i < 3000; i++)
+        redisAppendCommand(R, "ZADD jobs:pending %d p%d", i % 7, i);
+    for (int i = 0; i < 3000; i++) {
+        void *r;
+        if (redisGetReply(R, &r) != REDIS_OK)
+            exit(1);
+        freeReplyObject(r);
+    }
+    freeReplyObject(t_cmd("ZADD steps:pending 1 n1")); /* a dual write: the twin exists */
+    relay *rl = relay_start(member_leaves, &l);
+    stepq_options o = {.ignore_env_pin = 1, .reconnect_tries = 1};
+    stepq *q = stepq_connect(relay_url(rl), &o);
+    REQUIRE(stepq_err(q) == 0);
+    CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_OK);
+    stepq_free(q);
+    relay_stop(rl);
+    REQUIRE(l.member[0] != '\0');
+    ASSERT_EQ(t_int("ZCARD steps:pending"), 3000); /* 2999 old + n1 */
+    if (*t_str("ZSCORE steps:pending %s", l.member))
+        FAILF("'%s' left jobs:pending before its chunk was merged, yet is in steps:pending",
+              l.member);
+}
+
+int main(void)
+{
+    snprintf(BK, sizeof(BK), "/tmp/stepq-test-mutants-%d.bk", (int)getpid());
+    t_setup();
+    RUN(test_verify_set_ttl);
+    RUN(test_verify_ttl_beyond_tolerance);
+    RUN(test_verify_big_set_ttl);
+    RUN(test_move_needs_backfill_after_dual_write);
+    RUN(test_move_needs_repair_after_job);
+    RUN(test_move_needs_clean_verify);
+    RUN(test_move_back_needs_reverse_verify);
+    RUN(test_move_needs_backup_after_step_primary);
+    RUN(test_backfill_resumes_cut_page);
+    RUN(test_backfill_keeps_existing_twin);
+    RUN(test_backfill_members_recheck);
+    t_teardown();
+    unlink(BK);
+    TEST_END();
+}
