@@ -28,6 +28,9 @@
 #   WALK_FINISH=0 do not lead each sequence out to 'step' and cleanup
 #   WALK_KEEP=1   keep the temp dir (every sequence's logs and backups)
 #   WALK_VERBOSE=1 print every operation as it runs
+#   WALK_SKIP=restore-replace  never run `restore --replace` (nor follow the
+#                 advice to): the one knob that leaves an operation out; the
+#                 run's first line and its figures say so
 set -uo pipefail
 S=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,6 +43,8 @@ nops=${WALK_OPS:-12}
 finish=${WALK_FINISH:-1}
 verbose=${WALK_VERBOSE:-0}
 seed0=${SEED:-$(od -An -N3 -tu4 /dev/urandom | tr -d ' ')}
+skip=${WALK_SKIP:-}
+case $skip in "" | restore-replace) ;; *) echo "WALK_SKIP: only 'restore-replace' can be left out" >&2; exit 2 ;; esac
 workers=2 conc=2 ttl=3000 rate=0.15 drain=20 op_timeout=120
 
 tmp=$(mktemp -d /tmp/stepq-walk.XXXXXX)
@@ -323,6 +328,10 @@ follow() {
     [ "$R" -lt "$1" ] || return 0
     advice
     [ "${#ADVICE[@]}" -gt 0 ] || return 0
+    if [ "$skip" = restore-replace ] && [[ " ${ADVICE[*]} " == *" restore "*" --replace "* ]]; then
+        skipped=$((skipped + 1))
+        return 0
+    fi
     advised=$((advised + 1))
     op advice "${ADVICE[@]}"
 }
@@ -412,7 +421,14 @@ random_op() {
             pick 4
             case $R in
             0) op restore migrate restore "$B" --dry-run ;;
-            1) op restore migrate restore "$B" --replace ;;
+            1)
+                if [ "$skip" = restore-replace ]; then
+                    skipped=$((skipped + 1))
+                    op restore migrate restore "$B"
+                else
+                    op restore migrate restore "$B" --replace
+                fi
+                ;;
             *) op restore migrate restore "$B" ;;
             esac
             follow 50
@@ -506,12 +522,12 @@ check_steps() {
 }
 
 # -- the sequences -------------------------------------------------------------
-ops_total=0 refusals=0 unexpected=0 advised=0 kills=0 bf_kills=0 compared=0 unequal=0 stuck=0
+ops_total=0 refusals=0 unexpected=0 advised=0 skipped=0 kills=0 bf_kills=0 compared=0 unequal=0 stuck=0
 f_lost=0 f_stuck=0 f_ran_again=0 f_completed_twice=0 f_duplicated=0 f_resurrected=0
 f_failed_early=0 f_wrong_set=0 f_completed_without_run=0 resurrected_looks=0
 passed=0 failed=0 submitted=0
 t_all=$SECONDS
-echo "== randomized walk: $seqs sequence(s) of $nops operations, seeds $seed0..$((seed0 + seqs - 1)); $workers workers, ttl ${ttl} ms${repair:+, backfill $repair}"
+echo "== randomized walk: $seqs sequence(s) of $nops operations, seeds $seed0..$((seed0 + seqs - 1)); $workers workers, ttl ${ttl} ms${repair:+, backfill $repair}${skip:+; LEAVING OUT $skip (WALK_SKIP)}"
 for s in $(seq "$seqs"); do
     seed=$((seed0 + s - 1))
     RANDOM=$seed
@@ -611,6 +627,7 @@ printf '   %-34s %s\n' \
     "operations (walk and lead-out)" "$ops_total" \
     "refused (exit 4)" "$refusals" \
     "advice followed" "$advised" \
+    "left out (WALK_SKIP=${skip:-})" "$skipped" \
     "unexpected exits" "$unexpected" \
     "workers killed -9 mid-step" "$kills" \
     "backfills killed -9" "$bf_kills" \
