@@ -93,7 +93,8 @@ static void check_dual_read(const struct recs *r, char *why, size_t len)
     else if (!clean_verify(r, 0, stepq__json_ll(r->backfill, "finished_at")))
         snprintf(why, len,
                  "cannot move to 'dual-read': no clean verify since the backfill finished; run "
-                 "'stepq migrate verify'");
+                 "'stepq migrate verify' (differences that stay are replaced by 'stepq migrate "
+                 "backfill --repair')");
 }
 
 int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,

@@ -704,6 +704,10 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
         rc = STEPQ_OK;
     }
 out:
+    /* Verify reads old keys (HGETALL, DUMP): in 'step' cleanup must not
+     * take that for a reader (src/own_reads.c). */
+    if (v->started_at > 0 && q->rc != NULL)
+        rc = stepq__own_reads_note(q, v->started_at, rc);
     for (size_t i = 0; i < v->nbad; i++) {
         sdsfree(v->bad[i].a);
         sdsfree(v->bad[i].b);

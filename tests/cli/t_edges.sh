@@ -68,6 +68,14 @@ expect_ok "two final backups, past the switch's slack, then cleanup --dry-run wi
     'sleep 1.6; $S migrate backup --out $tmp/a.bk && sleep 1.1 && $S migrate backup --out $tmp/b.bk && sleep 1.1 && $S migrate cleanup --dry-run --backup $tmp/b.bk'
 expect_ok "and cleanup with the first of them" '$S migrate cleanup --backup $tmp/a.bk'
 
+# Found by the randomized walk: stepq's own verify in 'step' reads old keys,
+# and the backup after it recorded that as a reader; cleanup refused forever.
+rcli FLUSHDB >/dev/null
+for i in 1 2; do $S submit --type t >/dev/null; done
+expect_ok "walk to step" 'walk_to step'
+expect_ok "a verify in step, then the final backup and cleanup" \
+    'sleep 3; $S migrate verify; sleep 2.5; $S migrate backup --out $tmp/v.bk && $S migrate cleanup --backup $tmp/v.bk'
+
 # Finding 2: rollback to job, then forward again. X was claimed in
 # dual-write and completed after the rollback: step:X and steps:active keep
 # the state of before. Repair is the way out; plain backfill is not enough.
