@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_ASAN ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test test-asan test-valgrind bench chaos fuzz format clean
+.PHONY: all deps build run test test-asan test-valgrind bench chaos fuzz model format clean
 
 all: build
 
@@ -46,6 +46,13 @@ bench: build
 # redis-server (tests/chaos/chaos.sh); the short form runs in `make test`.
 chaos: build
 	@tests/chaos/chaos.sh $(BUILD)/stepq
+
+# The spin model of the migration protocol (docs/model.md): an exhaustive
+# search of each configuration, then every seeded bug of model/mutants/
+# must be caught.
+model:
+	@STEPQ_BOOTSTRAP_EXTRA=spin scripts/bootstrap.sh
+	@model/run.sh
 
 format:
 	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c fuzz/*.c

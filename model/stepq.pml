@@ -18,6 +18,8 @@
  *   M_*            a seeded bug (model/mutants/): each must be caught
  *   NO_P6IDX       leave out the index half of inv2 (for mutants that need
  *                  an open gap as their source of stale entries)
+ *   LITE           no client B and no worker D (the legacy runs)
+ *   PH_LO, PH_HI   the stretch of the walk explored (below)
  *
  * Properties (asserts on named booleans, checked after every transition):
  *   inv1_no_partial_record       no record lost a field (invariant 1)
@@ -54,6 +56,11 @@
 #endif
 #ifndef PH0
 #define PH0 PH_LO
+#endif
+/* ONE_ROLLBACK=1: at most one rollback out of step per run (a second one
+ * explores the same transitions from more states) */
+#ifndef ONE_ROLLBACK
+#define ONE_ROLLBACK 0
 #endif
 
 #ifndef NS
@@ -142,6 +149,7 @@ bit cleaned;             /* a cleanup ran to its end */
 byte clpos;              /* cleanup checkpoint; 0 idle */
 byte rcpos;              /* rollback out of step: 0 idle, else unit+1 */
 bit rcpass2;             /* ... in its second pass (after the move) */
+bit rbonce;              /* ONE_ROLLBACK: a rollback out of step was started */
 bit legstop;             /* LEGACY=1: the operator stopped the old application */
 
 /* processes */
@@ -400,6 +408,8 @@ inline claim(pin, w)
                 printf(", status %d)\n", (side == 2 -> 0 : ST(R(side % 2, m))))
             :: else ->
                 rec = R(side, m);
+                pwho(w); printf("claims step %d from ", m); pside(src);
+                printf(" pending, record read on "); pside(side); printf(", token %d\n", ATT(rec) + 1);
                 inv6_no_step_run_twice = !ended[m] &&
                     (w == WA || hold[WA] != m + 1) && (w == WB || hold[WB] != m + 1) &&
                     (w == WD || hold[WD] != m + 1 || !aliveD);
@@ -408,9 +418,7 @@ inline claim(pin, w)
                 cdel(PC, m);
                 cadd(AC, m);
                 hold[w] = m + 1;
-                htok[w] = ATT(rec) + 1;
-                pwho(w); printf("claims step %d from ", m); pside(src);
-                printf(" pending, record read on "); pside(side); printf(", token %d\n", htok[w])
+                htok[w] = ATT(rec) + 1
             fi
         :: else -> skip
         fi;
@@ -749,6 +757,7 @@ inline forget_backup()
  * compare-and-set of the phase after the preconditions */
 inline move(to)
 {
+    printf("@@ operator: phase "); pph(ph); printf(" -> "); pph(to); printf("\n");
     if
     :: ph == JOB && to == DW -> bfcur = 0; bfok = 0
     :: ph == DW && to == JOB -> bfcur = 0; bfok = 0; untr = 1
@@ -756,7 +765,6 @@ inline move(to)
     :: ph == DR && to == DW -> reads_verified()
     :: else -> skip
     fi;
-    printf("@@ operator: phase "); pph(ph); printf(" -> "); pph(to); printf("\n");
     ph = to;
     vres = 0;
     bk = 0;
@@ -843,7 +851,8 @@ end:
     :: atomic { clpos == 0 && rcpos == 0 && ph == DW && PH_LO <= JOB && MOVEOK(JOB) -> move(JOB) }
     :: atomic { clpos == 0 && rcpos == 0 && ph == DR && PH_LO <= DW && vres == 2 && MOVEOK(DW) -> move(DW) }
     :: atomic { clpos == 0 && rcpos == 0 && ph == SP && PH_LO <= DR && !rcing && MOVEOK(DR) -> move(DR) }
-    :: atomic { clpos == 0 && rcpos == 0 && ph == STEP && MOVEOK(SP) -> rcing = 1; rcpos = 1; rcpass2 = 0;
+    :: atomic { clpos == 0 && rcpos == 0 && ph == STEP && MOVEOK(SP) && !rbonce ->
+                rcing = 1; rcpos = 1; rcpass2 = 0; rbonce = ONE_ROLLBACK;
                 printf("@@ operator: rollback out of step starts (reconcile pass 1)\n") }
     /* one unit of the rollback's reconcile; after the first pass, the
      * move; after the second, the end */
@@ -995,8 +1004,12 @@ init
         if :: pinB == NOPIN -> printf("nothing") :: else -> pph(pinB) fi;
         printf("\n");
         run ClientA();
+#ifndef LITE
+        /* LITE (the legacy configurations): client A and the legacy
+         * writer only, against the operator, backfill and reaper */
         run ClientB();
         run Dier();
+#endif
         run Reaper();
         run Backfill();
         run Operator();
