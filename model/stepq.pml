@@ -204,7 +204,7 @@ inline not_lost(i)
         inv6_no_step_lost = (hold[WK(vw)] == i + 1 && htok[WK(vw)] == ATT(vw) &&
                              (WK(vw) != WD || aliveD)) ||
                             (WK(vw) == WD && !aliveD && IN(cl[AC + vrs], i))
-    :: else -> skip
+    :: else -> inv6_no_step_lost = 1   /* ended */
     fi;
     assert(inv6_no_step_lost)
 }
