@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_ASAN ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test test-asan test-valgrind bench chaos chaos-walk fuzz mutate mutate-ci format clean
+.PHONY: all deps build run test test-asan test-valgrind bench chaos chaos-walk fuzz model mutate mutate-ci format clean
 
 all: build
 
@@ -65,6 +65,13 @@ mutate: deps
 
 mutate-ci: deps
 	@MUTATE_DIR=$(BUILD_MUTATE) MUTATE_JOBS=$(JOBS) MUTATE_SUBSET=ci tests/mutate/mutate.py
+
+# The spin model of the migration protocol (docs/model.md): an exhaustive
+# search of each configuration, then every seeded bug of model/mutants/
+# must be caught.
+model:
+	@STEPQ_BOOTSTRAP_EXTRA=spin scripts/bootstrap.sh
+	@model/run.sh
 
 format:
 	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c fuzz/*.c
