@@ -108,22 +108,6 @@ static char type_letter(enum stepq__keytype t)
     }
 }
 
-/* The name of rule r's key on `side` for an id of idlen bytes, any bytes
- * (stepq__keymap_key takes a C string, which a NUL byte would cut): a new
- * sds, NULL on OOM. */
-static sds key_for(const stepq__keymap *km, size_t r, enum stepq__side side, const char *id,
-                   size_t idlen)
-{
-    const char *tpl = km->rules[r].tpl[side], *mark = strstr(tpl, "{id}");
-    sds s = sdsnew(km->ns);
-
-    if (s == NULL || mark == NULL || id == NULL)
-        return s ? sdscat(s, tpl) : NULL;
-    s = sdscatlen(s, tpl, (size_t)(mark - tpl));
-    s = s ? sdscatlen(s, id, idlen) : NULL;
-    return s ? sdscat(s, mark + 4) : NULL;
-}
-
 /* Makes room for one more pair. */
 static int pairs_grow(stepq__pairs *p)
 {
@@ -152,8 +136,8 @@ static int pairs_add_id(stepq__pairs *p, const stepq__keymap *km, size_t r, enum
 {
     if (pairs_grow(p) != STEPQ_OK)
         return STEPQ_ERR;
-    sds a = key_for(km, r, first, id, idlen);
-    sds b = key_for(km, r, first == STEPQ_OLD ? STEPQ_NEW : STEPQ_OLD, id, idlen);
+    sds a = stepq__keymap_key_n(km, r, first, id, idlen);
+    sds b = stepq__keymap_key_n(km, r, first == STEPQ_OLD ? STEPQ_NEW : STEPQ_OLD, id, idlen);
     if (a == NULL || b == NULL) {
         sdsfree(a);
         sdsfree(b);
