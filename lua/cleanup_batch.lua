@@ -31,8 +31,9 @@
 --   KEYS[1] the collection   ARGV[5..] the members
 --   Reply {unsafe members, the first unsafe member or '', adopted}
 -- Both: ARGV[1] mode  ARGV[2] '1': dry run  ARGV[3] '1': adopt
---   ARGV[4] the step templates and the new pending queue, joined by NUL:
---   old template, new template (each with {id}), new pending key.
+--   ARGV[4] the key map's names this script needs, joined by NUL: the old and
+--   new step templates, the new pending queue, the old and new progress
+--   templates (templates with {id}; a part is empty when the map lacks it).
 -- EXISTS, HGET and ZSCORE do not update a key's access time (OBJECT
 -- IDLETIME), which is what cleanup's reader check reads. No errors.
 local mode, dry, adopt = ARGV[1], ARGV[2] == '1', ARGV[3] == '1'
@@ -44,10 +45,21 @@ local NEW_PENDING = tpl[3]
 local ENDED = {completed = true, failed = true, cancelled = true}
 local adopted = 0
 
-local function rec(side, id)
-    return (string.gsub(tpl[side], '{id}', function()
+-- The name from template number `t` of tpl for `id`.
+local function name(t, id)
+    return (string.gsub(tpl[t], '{id}', function()
         return id
     end, 1))
+end
+
+local function rec(side, id)
+    return name(side, id)
+end
+
+-- Puts step `id` (its new record says pending) in the new pending queue.
+local function enqueue(id)
+    redis.call('ZADD', NEW_PENDING, tonumber(redis.call('HGET', rec(2, id), 'priority')) or 0, id)
+    adopted = adopted + 1
 end
 
 -- The status of a record, or nil when it is absent; false when the key is
@@ -73,15 +85,12 @@ local function take(id)
     if redis.call('COPY', o, n) ~= 1 then
         return false
     end
-    local prio = tonumber(redis.call('HGET', n, 'priority')) or 0
     redis.call('HSET', n, 'status', 'pending')
     redis.call('HDEL', n, 'worker', 'token')
-    redis.call('ZADD', NEW_PENDING, prio, id)
-    local op, np = o .. ':progress', n .. ':progress'
-    if redis.call('EXISTS', op) == 1 then
-        redis.call('COPY', op, np)
+    enqueue(id)
+    if tpl[4] ~= '' and tpl[5] ~= '' then
+        redis.call('COPY', name(4, id), name(5, id)) -- nothing when there is no progress
     end
-    adopted = adopted + 1
     return true
 end
 
@@ -95,9 +104,7 @@ local function unsafe(id)
     if ns ~= nil then
         if ns == 'pending' and not redis.call('ZSCORE', NEW_PENDING, id) then
             if adopt and not dry then
-                redis.call('ZADD', NEW_PENDING,
-                    tonumber(redis.call('HGET', rec(2, id), 'priority')) or 0, id)
-                adopted = adopted + 1
+                enqueue(id)
                 return nil
             end
             return 'step \'' .. id .. '\' is pending in no new queue'
@@ -132,19 +139,6 @@ local kinds, limit = ARGV[5], tonumber(ARGV[6])
 local deleted, kept, gone = 0, 0, 0
 local kept_keys, kept_why, big = {}, {}, {}
 
-local function members(k)
-    if redis.call('TYPE', k).ok == 'zset' then
-        return redis.call('ZRANGE', k, 0, -1)
-    end
-    return redis.call('SMEMBERS', k)
-end
-
-local function card(k)
-    if redis.call('TYPE', k).ok == 'zset' then
-        return redis.call('ZCARD', k)
-    end
-    return redis.call('SCARD', k)
-end
 
 -- Why the old key `o` (kind `kind`, of step `id`) must stay, or nil.
 local function judge(o, n, kind, id)
@@ -153,10 +147,11 @@ local function judge(o, n, kind, id)
         if t ~= 'set' and t ~= 'zset' then
             return 'it is a ' .. t .. ', not a collection'
         end
-        if card(o) > limit then
+        local zset = t == 'zset'
+        if redis.call(zset and 'ZCARD' or 'SCARD', o) > limit then
             return 'big'
         end
-        for _, m in ipairs(members(o)) do
+        for _, m in ipairs(zset and redis.call('ZRANGE', o, 0, -1) or redis.call('SMEMBERS', o)) do
             local why = unsafe(m)
             if why then
                 return 'it holds a step the new side lacks (' .. why .. ')'

@@ -631,21 +631,25 @@ static int delete_batch(stepq *q, const redisReply *batch, void *arg)
     return STEPQ_OK;
 }
 
-/* The old and new step templates and the new pending queue, joined by NUL,
- * as cleanup_batch.lua takes them (empty parts when the map lacks a role). */
+/* The names cleanup_batch.lua needs, joined by NUL: the old and new step
+ * templates, the new pending queue, the old and new progress templates
+ * (empty parts when the map lacks a role). */
 static sds script_templates(const stepq__keymap *km)
 {
     int step = km->role[STEPQ_ROLE_STEP], pending = km->role[STEPQ_ROLE_PENDING];
-    sds parts[3] = {
+    int prog = km->role[STEPQ_ROLE_PROGRESS];
+    sds parts[5] = {
         step >= 0 ? stepq__keymap_key(km, (size_t)step, STEPQ_OLD, "{id}") : sdsempty(),
         step >= 0 ? stepq__keymap_key(km, (size_t)step, STEPQ_NEW, "{id}") : sdsempty(),
         pending >= 0 ? stepq__keymap_key(km, (size_t)pending, STEPQ_NEW, NULL) : sdsempty(),
+        prog >= 0 ? stepq__keymap_key(km, (size_t)prog, STEPQ_OLD, "{id}") : sdsempty(),
+        prog >= 0 ? stepq__keymap_key(km, (size_t)prog, STEPQ_NEW, "{id}") : sdsempty(),
     };
     sds s = sdsempty();
 
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         if (s != NULL && parts[i] != NULL)
-            s = sdscatlen(s, parts[i], sdslen(parts[i]) + (i < 2));
+            s = sdscatlen(s, parts[i], sdslen(parts[i]) + (i < 4));
         else {
             sdsfree(s);
             s = NULL;

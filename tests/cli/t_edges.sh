@@ -47,6 +47,7 @@ expect_ok "walk to step-primary" 'walk_to step-primary'
 y=$($S submit --type t)
 rcli HSET job:L type legacy status pending priority 3 >/dev/null
 rcli ZADD jobs:pending 3 L >/dev/null
+rcli HSET job:L:progress percent 5 >/dev/null
 expect_ok "switch" '$S migrate backup --out $tmp/s2.bk && $S migrate phase step && $S migrate backup --out $tmp/f2.bk'
 expect_code 1 "cleanup keeps jobs:pending, names L, deletes the rest" \
     '$S migrate cleanup --backup $tmp/f2.bk >$tmp/out 2>&1; rc=$?; cat $tmp/out; grep -q "jobs:pending" $tmp/out && grep -q "job:L" $tmp/out && test "$(rcli EXISTS jobs:pending job:L job:$y)" = 2 || exit 9; exit $rc'
@@ -57,7 +58,7 @@ expect_code 1 "cleanup keeps jobs:pending, names L, deletes the rest" \
 expect_ok "cleanup --adopt, as advised, takes L over and deletes the rest" \
     '$S migrate cleanup --backup $tmp/f2.bk --adopt; test "$(rcli --scan --pattern "job*" | wc -l)" = 0'
 expect_ok "L is claimable on the new side" \
-    'test "$($S get L | jq -r .status)" = pending; $S claim --worker W2 --count 5 | jq -r '.[].id' | grep -qx L'
+    'test "$($S get L | jq -r .status)" = pending; test "$(rcli HGET step:L:progress percent)" = 5; $S claim --worker W2 --count 5 | jq -r '.[].id' | grep -qx L'
 
 # Finding 11: a second backup in 'step' (its DUMPs touch every old key) does
 # not make cleanup see a reader that does not exist.
