@@ -24,20 +24,13 @@
 local count, caps = ARGV[3], {completed = tonumber(ARGV[4]), failed = tonumber(ARGV[5])}
 local PRUNE_KEY = NS .. 'stepq:prune'
 
--- The status and finish time of a step's record where this phase reads it:
--- nil when the record is gone, false when its key is not a step record.
+-- The status and finish time of a step's record where this phase reads it
+-- (the side read first, then the old one in the fallback phases): nil when
+-- the record is gone, false when its key is not a step record.
 local function record(id)
-    local k = key('step', RSIDE, id)
-    local v = try('HMGET', k, 'status', 'finished_at')
-    if v.err then
-        return false
-    end
-    if v[1] or v[2] or call('EXISTS', k) == 1 then
-        return v
-    end
-    if FALLBACK then
-        k = key('step', 1, id)
-        v = try('HMGET', k, 'status', 'finished_at')
+    for side = RSIDE, FALLBACK and 1 or RSIDE, -1 do
+        local k = key('step', side, id)
+        local v = try('HMGET', k, 'status', 'finished_at')
         if v.err then
             return false
         end
