@@ -79,6 +79,16 @@ static int job_pinned_procs(stepq *q, long *ret)
     return STEPQ_OK;
 }
 
+/* The refusal for processes pinned to 'job' (they write the old keys only),
+ * for the walk `what`. */
+static void pinned_why(char *why, size_t len, const char *what, long pinned)
+{
+    snprintf(why, len,
+             "cannot %s: %ld live process(es) are pinned to phase 'job' and do not dual-write; "
+             "restart them with ENABLE_DUAL_WRITE_STEPS=true (see 'stepq migrate status')",
+             what, pinned);
+}
+
 static long long info_field(const char *info, const char *name)
 {
     const char *p = strstr(info, name);
@@ -256,11 +266,7 @@ static int preflight(struct bf *b, char *why, size_t len)
                  "can lose updates; run 'stepq migrate phase dual-write' first",
                  stepq_phase_name(ph));
     else if (pinned > 0)
-        snprintf(why, len,
-                 "cannot backfill: %ld live process(es) are pinned to phase 'job' and do not "
-                 "dual-write; restart them with ENABLE_DUAL_WRITE_STEPS=true "
-                 "(see 'stepq migrate status')",
-                 pinned);
+        pinned_why(why, len, "backfill", pinned);
     else if (max > 0 && used + b->res.memory_estimate > max)
         snprintf(why, len,
                  "cannot backfill: the copy adds about %lld MiB to the %lld MiB in use, past "
@@ -649,11 +655,9 @@ static int repair(struct bf *b)
     if (repair_allowed(q) != STEPQ_OK || job_pinned_procs(q, &pinned) != STEPQ_OK)
         return STEPQ_ERR;
     if (pinned > 0 && !b->o.force) {
-        stepq__set_error(q, STEPQ_E_CONFLICT,
-                         "cannot repair: %ld live process(es) are pinned to phase 'job' and do "
-                         "not dual-write; restart them with ENABLE_DUAL_WRITE_STEPS=true (see "
-                         "'stepq migrate status')",
-                         pinned);
+        char why[STEPQ_ERRSTR_MAX];
+        pinned_why(why, sizeof(why), "repair", pinned);
+        stepq__set_error(q, STEPQ_E_CONFLICT, "%s", why);
         return STEPQ_ERR;
     }
     long long started = stepq__now_ms();
