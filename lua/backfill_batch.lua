@@ -1,4 +1,4 @@
--- backfill_batch.lua
+-- backfill_batch.lua @part backfill_guard
 -- Copies one batch of keys from their old names to their new ones (the
 -- backfill; docs/migration-engine.md). Per pair, atomically:
 --   source gone                 -> 'gone' (a key deleted meanwhile stays deleted)
@@ -10,17 +10,19 @@
 --                                  the source TTL carried when the destination has
 --                                  none: 'merged:N'
 --   a larger set or zset        -> 'big' (the caller merges it in chunks)
--- KEYS[1] the backfill record; then source, destination pairs
+-- KEYS[1] the backfill record  KEYS[2] the phase hash; then source,
+-- destination pairs
 -- ARGV[1] owner token of the run (the record's `owner`)  ARGV[2] '1': dry run
 -- ARGV[3] cursor to checkpoint ('' none: it only ever names work already done)
 -- ARGV[4] largest collection merged here  ARGV[5] the expected type of each
 -- pair, one letter each: h hash, s set, z zset, l list, t string
 -- Reply: one status string per pair, 'error:<text>' for a per-key error.
--- Errors: STEPQ_CONFLICT when another process took the run over.
+-- Errors: STEPQ_CONFLICT when another process took the run over, or when
+-- the phase no longer allows a backfill (lib/backfill_guard.lua).
 local rec, owner, dry = KEYS[1], ARGV[1], ARGV[2] == '1'
-if not dry and redis.call('HGET', rec, 'owner') ~= owner then
-    return redis.error_reply('STEPQ_CONFLICT another backfill process took this run over; ' ..
-        'let it finish or stop it first')
+local refused = backfill_refused(rec, KEYS[2], owner, dry)
+if refused then
+    return redis.error_reply(refused)
 end
 local limit = tonumber(ARGV[4])
 local TYPES = {h = 'hash', s = 'set', z = 'zset', l = 'list', t = 'string'}
@@ -110,12 +112,12 @@ local function one(src, dst, want)
     return 'merged:' .. added
 end
 
-for i = 2, #KEYS, 2 do
-    local want = TYPES[string.sub(ARGV[5], i / 2, i / 2)] or 'unknown'
+for i = 3, #KEYS, 2 do
+    local want = TYPES[string.sub(ARGV[5], (i - 1) / 2, (i - 1) / 2)] or 'unknown'
     out[#out + 1] = one(KEYS[i], KEYS[i + 1], want)
 end
 if not dry then
-    redis.call('HINCRBY', rec, 'keys_done', (#KEYS - 1) / 2)
+    redis.call('HINCRBY', rec, 'keys_done', (#KEYS - 2) / 2)
     for k, v in pairs(n) do
         if v > 0 then
             redis.call('HINCRBY', rec, k, v)

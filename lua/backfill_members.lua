@@ -1,21 +1,23 @@
--- backfill_members.lua
+-- backfill_members.lua @part backfill_guard
 -- Merges one chunk of a large set or zset into its new name (the backfill
 -- of big collections, read by the caller with SSCAN/ZSCAN). Each member is
 -- re-checked in the source here, so a member removed meanwhile (a step
 -- claimed or deleted) is not put back; a zset member takes the source's
 -- current score and never overwrites one already there (ZADD NX). The
 -- source TTL is carried when the destination has none.
--- KEYS[1] the backfill record  KEYS[2] source  KEYS[3] destination
+-- KEYS[1] the backfill record  KEYS[2] the phase hash  KEYS[3] source
+-- KEYS[4] destination
 -- ARGV[1] owner token  ARGV[2] '1': dry run  ARGV[3] 'set' or 'zset'
 -- ARGV[4] number of checkpoint field/value pairs that follow, then the
 -- pairs (HSET on the record with the chunk), then the members.
 -- Reply: {members added, members gone from the source}.
--- Errors: STEPQ_CONFLICT when another process took the run over.
-local rec, src, dst = KEYS[1], KEYS[2], KEYS[3]
+-- Errors: STEPQ_CONFLICT when another process took the run over, or when
+-- the phase no longer allows a backfill (lib/backfill_guard.lua).
+local rec, src, dst = KEYS[1], KEYS[3], KEYS[4]
 local owner, dry, t = ARGV[1], ARGV[2] == '1', ARGV[3]
-if not dry and redis.call('HGET', rec, 'owner') ~= owner then
-    return redis.error_reply('STEPQ_CONFLICT another backfill process took this run over; ' ..
-        'let it finish or stop it first')
+local refused = backfill_refused(rec, KEYS[2], owner, dry)
+if refused then
+    return redis.error_reply(refused)
 end
 local ncp = tonumber(ARGV[4])
 local first = 5 + 2 * ncp

@@ -19,7 +19,11 @@
 -- and its digest is 'dump:crc'.
 -- KEYS pairs: the key verified (old, or new with --reverse), then its twin
 -- ARGV[1] largest collection compared here (members)  ARGV[2] TTL tolerance ms
--- ARGV[3] the map's type of each pair, one letter each (h s z l t); optional
+-- ARGV[3] the map's type of each pair, one letter each (h s z l t); optional;
+-- S and Z: a set or zset of a fixed name (a queue collection), for which an
+-- absent key is an empty one: the key verified absent and its twin holding
+-- members is 'different' (a stale collection would hide behind an old twin
+-- that emptied, docs/model.md F3), not 'gone'
 -- Reply per pair: {verdict, digest of the first, digest of the twin} with
 -- verdict 'equal', 'missing' (twin absent), 'different' (type or content),
 -- 'ttl' (expiry off by more than the tolerance), 'gone' (the key itself is
@@ -166,10 +170,12 @@ local function same(va, vb, step)
     return true
 end
 
-local function slow(a, b)
+local function slow(a, b, whole)
     local ta, tb = redis.call('TYPE', a).ok, redis.call('TYPE', b).ok
     local na, nb = size(a, ta), size(b, tb)
-    if ta == 'none' then
+    if ta == 'none' and whole and tb ~= 'none' then
+        return {'different', 'none', digest_sized(b, tb, nb)}
+    elseif ta == 'none' then
         return {'gone', '', tb == 'none' and '' or digest_sized(b, tb, nb)}
     elseif tb == 'none' then
         return {'missing', digest_sized(a, ta, na), ''}
@@ -226,7 +232,7 @@ for i = 1, #KEYS, 2 do
     if d then
         out[#out + 1] = {ttl_off(a, b) and 'ttl' or 'equal', d, d}
     else
-        out[#out + 1] = (want == 'h' and hash_pair(a, b)) or slow(a, b)
+        out[#out + 1] = (want == 'h' and hash_pair(a, b)) or slow(a, b, want == 'S' or want == 'Z')
     end
 end
 return out

@@ -1,6 +1,7 @@
 # Embeds lua/*.lua into gen/scripts_gen.{c,h}. A script whose first line
 # says @prelude is prefixed with the shared library lua/lib/*.lua, so one file
-# per script stays readable and the phase rules live once. Invoked by CMake with -DLUA_DIR=... -DOUT_DIR=...
+# per script stays readable and the phase rules live once; '@part NAME' on
+# the first line prefixes lua/part/NAME.lua (code a few scripts share). Invoked by CMake with -DLUA_DIR=... -DOUT_DIR=...
 file(GLOB libs ${LUA_DIR}/lib/*.lua)
 list(SORT libs)
 set(prelude "")
@@ -27,6 +28,12 @@ foreach(f ${scripts})
         set(full "${prelude}${body}")
     else()
         set(full "${body}")
+    endif()
+    string(REGEX MATCH "^[^\n]*@part [a-z_]+" part "${body}")
+    if(part)
+        string(REGEX REPLACE ".*@part " "" part "${part}")
+        file(READ ${LUA_DIR}/part/${part}.lua ptxt)
+        set(full "${ptxt}\n${full}")
     endif()
     file(WRITE ${OUT_DIR}/tmp_${name}.lua "${full}")
     file(READ ${OUT_DIR}/tmp_${name}.lua hex HEX)

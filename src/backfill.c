@@ -406,10 +406,10 @@ static int merge_big(struct bf *b, const char *src, const char *dst, char type, 
         }
         for (size_t i = 0; i < nm; i++)
             args[na++] = m->element[i * step]->str;
-        const char *keys[] = {q->k_backfill, src, dst};
+        const char *keys[] = {q->k_backfill, q->k_phase, src, dst};
         int rc = stepq__pace_wait(&b->pace, (long)nm);
         redisReply *x = rc == STEPQ_OK
-                            ? stepq__eval(q, STEPQ_SCRIPT_BACKFILL_MEMBERS, 3, keys, na, args, NULL)
+                            ? stepq__eval(q, STEPQ_SCRIPT_BACKFILL_MEMBERS, 4, keys, na, args, NULL)
                             : NULL;
         stepq__free(args);
         freeReplyObject(r);
@@ -463,7 +463,7 @@ static int run_pairs(struct bf *b, const char *cursor)
     stepq *q = b->q;
     size_t nrep = (b->pairs.n + (size_t)b->o.batch - 1) / (size_t)b->o.batch;
     redisReply **rep = stepq__calloc(nrep + 1, sizeof(*rep));
-    const char *prefix[] = {q->k_backfill};
+    const char *prefix[] = {q->k_backfill, q->k_phase};
     const char *args[] = {b->owner, b->dry, cursor, b->big};
     int rc = STEPQ_ERR;
 
@@ -472,7 +472,7 @@ static int run_pairs(struct bf *b, const char *cursor)
         return STEPQ_ERR;
     }
     if (stepq__pace_wait(&b->pace, (long)b->pairs.n) == STEPQ_OK &&
-        stepq__pairs_run(q, STEPQ_SCRIPT_BACKFILL_BATCH, &b->pairs, b->o.batch, 1, prefix, 4, args,
+        stepq__pairs_run(q, STEPQ_SCRIPT_BACKFILL_BATCH, &b->pairs, b->o.batch, 2, prefix, 4, args,
                          1, rep) == STEPQ_OK)
         rc = apply_replies(b, rep, nrep);
     stepq__free(rep);
@@ -559,19 +559,25 @@ static int finish(struct bf *b)
  * moving on the new side: a copy of them brings back what ended there (a
  * completed step put back into the active set, and reaped into pending).
  * No --force overrides this. */
-static int refuse_in_step(stepq *q)
+/* Refused forced or not, here and again in every script (lua/part/
+ * backfill_guard.lua, for a run that outlives this check): the phase 'step',
+ * where the old keys are frozen and stale, and an unfinished rollback out of
+ * it, when the old keys miss what was written in 'step'. */
+static int refuse_unsafe(stepq *q)
 {
     stepq_phase ph;
+    int reconciling;
 
-    if (stepq_phase_get(q, &ph) != STEPQ_OK)
+    if (stepq_phase_get(q, &ph) != STEPQ_OK || stepq__reconciling(q, &reconciling) != STEPQ_OK)
         return STEPQ_ERR;
-    if (ph != STEPQ_PHASE_STEP)
-        return STEPQ_OK;
-    stepq__set_error(q, STEPQ_E_CONFLICT,
-                     "cannot backfill in phase 'step': the old keys stopped changing at the "
-                     "switch and copying them would bring back steps that ended since; "
-                     "'stepq migrate cleanup --adopt' takes over steps only the old side has");
-    return STEPQ_ERR;
+    if (ph == STEPQ_PHASE_STEP)
+        stepq__set_error(q, STEPQ_E_CONFLICT,
+                         "cannot backfill in phase 'step': the old keys stopped changing at the "
+                         "switch and copying them would bring back steps that ended since; "
+                         "'stepq migrate cleanup --adopt' takes over steps only the old side has");
+    else if (reconciling)
+        stepq__set_error(q, STEPQ_E_CONFLICT, "cannot backfill: %s", STEPQ__RECONCILING_ADVICE);
+    return ph == STEPQ_PHASE_STEP || reconciling ? STEPQ_ERR : STEPQ_OK;
 }
 
 static int audit_forced(struct bf *b, const char *why)
@@ -588,7 +594,7 @@ static int walk(struct bf *b)
     char why[STEPQ_ERRSTR_MAX];
     int rc = STEPQ_ERR;
 
-    if (refuse_in_step(q) != STEPQ_OK || preflight(b, why, sizeof(why)) != STEPQ_OK)
+    if (refuse_unsafe(q) != STEPQ_OK || preflight(b, why, sizeof(why)) != STEPQ_OK)
         return STEPQ_ERR;
     if (why[0] != '\0' && !b->o.force && !b->o.dry_run) {
         stepq__set_error(q, STEPQ_E_CONFLICT, "%s", why);
@@ -670,8 +676,8 @@ static int repair(struct bf *b)
         return STEPQ_ERR;
     }
     freeReplyObject(d);
-    if (stepq__reconcile(q, STEPQ_OLD, b->o.dry_run, b->fn, b->arg, &b->res.copied,
-                         &b->res.gone) != STEPQ_OK)
+    if (stepq__reconcile(q, STEPQ_OLD, b->o.dry_run, b->fn, b->arg, &b->res.copied, &b->res.gone) !=
+        STEPQ_OK)
         return STEPQ_ERR;
     b->res.keys_done = b->res.copied + b->res.gone;
     if (b->o.dry_run || finish(b) != STEPQ_OK)

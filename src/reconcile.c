@@ -16,7 +16,11 @@
  *
  * Safe while writers run in the phases it is used in: every writer's script
  * writes both sides of what it touches atomically (the dual phases), or
- * only the truth ('step', caught by the second pass after the move).
+ * only the truth ('step', caught by the second pass after the move). Each
+ * script checks the stored phase first, so a pass that outlives a move out
+ * of those phases stops instead: old from new must not run in 'job' (it
+ * would delete what writers there write to the old side alone), new from
+ * old only in 'dual-write' (the one phase that reads old and writes both).
  */
 #include <stdio.h>
 #include <string.h>
@@ -50,14 +54,18 @@ static int rc_run(stepq *q, struct rc_walk *w)
 {
     size_t n = (w->pairs.n + RC_BATCH - 1) / RC_BATCH;
     redisReply **rep = stepq__calloc(n + 1, sizeof(*rep));
-    const char *args[] = {w->dry ? "1" : "0"};
+    const char *prefix[] = {q->k_phase};
+    const char *args[] = {
+        w->dry ? "1" : "0",
+        w->truth == STEPQ_NEW ? ",step,step-primary,dual-read,dual-write," : ",dual-write,",
+        w->truth == STEPQ_NEW ? "the rollback's reconcile of the old keys" : "the repair"};
     int rc = STEPQ_ERR;
 
     if (rep == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    if (stepq__pairs_run(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, RC_BATCH, 0, NULL, 1, args,
+    if (stepq__pairs_run(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, RC_BATCH, 1, prefix, 3, args,
                          0, rep) == STEPQ_OK) {
         rc = STEPQ_OK;
         for (size_t i = 0; i < n; i++) {

@@ -13,7 +13,11 @@
  *                       dual-read (reads go back to the old keys);
  *   back out of step    the old keys are made equal to the new ones before
  *                       the move, and once more after it (writers in 'step'
- *                       wrote only the new keys until the move took effect).
+ *                       wrote only the new keys until the move took effect);
+ *                       `reconciling` in the phase hash spans both passes,
+ *                       so a run killed between them is seen (backfill and
+ *                       every other move refuse) and finished by running
+ *                       the rollback again.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,7 +110,11 @@ int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, c
     if (recs_load(q, &r) != STEPQ_OK)
         return STEPQ_ERR;
     long long since = stepq__json_ll(r.phase, "since");
-    if (to == STEPQ_PHASE_DUAL_READ && from < to) {
+    if (json_object_get(r.phase, "reconciling") != NULL &&
+        !(from == STEPQ_PHASE_STEP && to < from)) {
+        snprintf(why, len, "cannot move to '%s': %s", stepq_phase_name(to),
+                 STEPQ__RECONCILING_ADVICE);
+    } else if (to == STEPQ_PHASE_DUAL_READ && from < to) {
         check_dual_read(&r, why, len);
     } else if (to == STEPQ_PHASE_STEP_PRIMARY && from < to) {
         if (!clean_verify(&r, 0, since))
@@ -135,6 +143,47 @@ int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, c
     return STEPQ_OK;
 }
 
+/* ---------------------------------------------------------------------------
+ * The reconcile out of 'step', in two passes
+ * ------------------------------------------------------------------------- */
+
+int stepq__reconciling(stepq *q, int *ret)
+{
+    redisReply *r = stepq__commandf(q, "HEXISTS %s reconciling", q->k_phase);
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    *ret = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+/* Pass 1 (before the move) marks the phase hash `reconciling`; pass 2
+ * (after it) clears the mark once the old keys are equal to the new ones.
+ * A failure in between leaves the mark, so nothing reads the old keys as
+ * complete until a rollback runs pass 2 again. */
+static int reconcile_pass(stepq *q, int pass, stepq_progress_fn fn, void *arg,
+                          long long *ret_copied, long long *ret_deleted)
+{
+    redisReply *r;
+    char now[24];
+
+    snprintf(now, sizeof(now), "%lld", stepq__now_ms());
+    if (pass == 1) {
+        if ((r = stepq__commandf(q, "HSET %s reconciling %s", q->k_phase, now)) == NULL)
+            return STEPQ_ERR;
+        freeReplyObject(r);
+    }
+    if (stepq_reconcile_old(q, fn, arg, ret_copied, ret_deleted) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (pass == 2) {
+        if ((r = stepq__commandf(q, "HDEL %s reconciling", q->k_phase)) == NULL)
+            return STEPQ_ERR;
+        freeReplyObject(r);
+    }
+    return STEPQ_OK;
+}
+
 /* Checks a move before phase.c makes it: a refused move is audited and
  * changes nothing; a forced move past a rule gets the rule it skipped in
  * `skipped` (phase.c writes it into the move's audit entry); a move out of
@@ -146,6 +195,15 @@ int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *wh
     int ok;
 
     skipped[0] = '\0';
+    if (from == STEPQ_PHASE_STEP && to == STEPQ_PHASE_JOB) {
+        /* Not even forced: the reconcile's second pass must run while
+         * writers write both sides, or it deletes what 'job' writes. */
+        stepq__set_error(q, STEPQ_E_CONFLICT,
+                         "cannot move from 'step' to 'job', even forced: the old keys are made "
+                         "equal to the new ones after the move, which needs writers that write "
+                         "both; roll back one phase at a time with 'stepq migrate rollback'");
+        return STEPQ_ERR;
+    }
     if (stepq__move_check(q, from, to, &ok, why, sizeof(why)) != STEPQ_OK)
         return STEPQ_ERR;
     if (!ok && (flags & STEPQ_MOVE_FORCE)) {
@@ -160,7 +218,7 @@ int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *wh
         return STEPQ_ERR;
     }
     if (from == STEPQ_PHASE_STEP && to < from && !reconciled)
-        return stepq_reconcile_old(q, NULL, NULL, NULL, NULL);
+        return reconcile_pass(q, 1, NULL, NULL, NULL, NULL);
     return STEPQ_OK;
 }
 
@@ -169,7 +227,7 @@ int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *wh
 int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to)
 {
     if (from == STEPQ_PHASE_STEP && to < from)
-        return stepq_reconcile_old(q, NULL, NULL, NULL, NULL);
+        return reconcile_pass(q, 2, NULL, NULL, NULL, NULL);
     return STEPQ_OK;
 }
 
@@ -216,6 +274,23 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
         stepq__set_error(q, STEPQ_E_NOTFOUND, "the phase is 'job': nothing to roll back");
         goto fail;
     }
+    int reconciling;
+    if (stepq__reconciling(q, &reconciling) != STEPQ_OK)
+        goto fail;
+    if (reconciling && from != STEPQ_PHASE_STEP) {
+        /* A rollback out of 'step' stopped after its move: finish it, and
+         * move no further (the operator asked for one rollback). */
+        if (reconcile_pass(q, 2, fn, arg, &copied, &deleted) != STEPQ_OK)
+            goto fail;
+        json_object_set_new(out, "from", json_string(stepq_phase_name(from)));
+        json_object_set_new(out, "to", json_string(stepq_phase_name(from)));
+        json_object_set_new(out, "finished",
+                            json_string("the reconcile of a rollback out of "
+                                        "'step' that had stopped after its move"));
+        json_object_set_new(out, "old_rewritten", json_integer(copied));
+        json_object_set_new(out, "old_deleted", json_integer(deleted));
+        return stepq__ret_json(q, out, ret_json);
+    }
     stepq_phase to = (stepq_phase)(from - 1);
     json_object_set_new(out, "from", json_string(stepq_phase_name(from)));
     json_object_set_new(out, "to", json_string(stepq_phase_name(to)));
@@ -231,7 +306,7 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
         }
         goto fail;
     }
-    if (from == STEPQ_PHASE_STEP && stepq_reconcile_old(q, fn, arg, &copied, &deleted) != STEPQ_OK)
+    if (from == STEPQ_PHASE_STEP && reconcile_pass(q, 1, fn, arg, &copied, &deleted) != STEPQ_OK)
         goto fail;
     if (stepq__phase_move(q, to, who, reason ? reason : "rollback", flags & STEPQ_MOVE_FORCE,
                           from == STEPQ_PHASE_STEP) != STEPQ_OK)

@@ -316,8 +316,8 @@ long stepq__walk_count(long batch, long max_latency_ms);
 redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],
                                 const char *count);
 /* The same for a binary-safe key name of `len` bytes. */
-redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type,
-                                  char cursor[32], const char *count);
+redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type, char cursor[32],
+                                  const char *count);
 
 /* Pairs of key names (one rule, one id, two sides) for the batch scripts. */
 typedef struct stepq__pairs {
@@ -330,8 +330,8 @@ typedef struct stepq__pairs {
 int stepq__pairs_add(stepq__pairs *p, const stepq__keymap *km, size_t r, enum stepq__side first,
                      const char *id);
 /* The same for an id of idlen bytes (any byte, NUL included). */
-int stepq__pairs_add_n(stepq__pairs *p, const stepq__keymap *km, size_t r,
-                       enum stepq__side first, const char *id, size_t idlen);
+int stepq__pairs_add_n(stepq__pairs *p, const stepq__keymap *km, size_t r, enum stepq__side first,
+                       const char *id, size_t idlen);
 void stepq__pairs_clear(stepq__pairs *p);
 void stepq__pairs_release(stepq__pairs *p);
 /* Adds the per-id keys of `page` that are on `side` (fixed keys are left
@@ -361,13 +361,20 @@ int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, c
                       size_t len);
 /* stepq_phase_move for the library itself: `reconciled` says the caller
  * (rollback) made the old keys equal to the new ones already. */
-int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *reason,
-                      unsigned flags, int reconciled);
+int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *reason, unsigned flags,
+                      int reconciled);
 /* Before a move (after the one-step rule): the preconditions (a refusal is
  * audited; a forced move writes the rule it skips into `skipped`), the
  * reconcile out of 'step' unless `reconciled`. */
 int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *who, unsigned flags,
                       int reconciled, char *skipped, size_t len);
+/* Is a rollback out of 'step' between its two reconcile passes (the phase
+ * hash's `reconciling`)? Backfill and every other move refuse meanwhile,
+ * with this advice; running the rollback again finishes it. */
+int stepq__reconciling(stepq *q, int *ret);
+#define STEPQ__RECONCILING_ADVICE                                                                  \
+    "a rollback out of 'step' has not finished reconciling the old keys (they miss what was "      \
+    "written in 'step'); run 'stepq migrate rollback' to finish it"
 /* After a move: the second reconcile out of 'step'. */
 int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to);
 /* ---------------------------------------------------------------------------

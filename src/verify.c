@@ -257,6 +257,7 @@ static int recheck(stepq__vf *v)
             sdsfree(v->pairs.keys[2 * k + 1]);
             v->pairs.keys[2 * k] = sdsdup(v->bad[i].a);
             v->pairs.keys[2 * k + 1] = sdsdup(v->bad[i].b);
+            v->pairs.types[k] = v->bad[i].type;
             v->pairs.rule[k] = (int)i;
         }
         int rc = compare_pairs(v, recheck_verdict);
@@ -297,6 +298,10 @@ static int count_fixed(stepq__vf *v)
             return STEPQ_ERR;
         }
         size_t k = v->pairs.n - 1;
+        /* A queue collection: absent is empty, compared both ways
+         * (verify_batch.lua, S and Z). */
+        if (v->pairs.types[k] == 's' || v->pairs.types[k] == 'z')
+            v->pairs.types[k] = v->pairs.types[k] == 's' ? 'S' : 'Z';
         for (int s = 0; s < 2; s++) {
             sds key = v->pairs.keys[2 * k + (size_t)s];
             redisReply *e = stepq__commandf(q, "EXISTS %b", key, sdslen(key));

@@ -83,6 +83,12 @@ static void print_status_text(const char *json)
     printf("phase      %s (pin of this process: %s)\n",
            json_string_value(json_object_get(ph, "phase")),
            json_string_value(json_object_get(ph, "pin")));
+    if (json_object_get(ph, "reconciling") != NULL)
+        printf("           a rollback out of 'step' is unfinished (reconciling): run 'stepq "
+               "migrate rollback' to finish it\n");
+    if (json_object_get(ph, "untrusted_since") != NULL)
+        printf("           the new keys are untrusted since the rollback to 'job': run 'stepq "
+               "migrate backfill --repair' in dual-write\n");
     printf("\n%-14s %-7s %-22s %10s   %-22s %10s\n", "rule", "type", "old", "keys", "new", "keys");
     json_array_foreach(json_object_get(o, "keys"), i, v)
     {

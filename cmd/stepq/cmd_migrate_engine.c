@@ -301,7 +301,9 @@ int migrate_rollback(struct cli *cli, int argc, char **argv)
         "Moves the phase one step back and does what that move needs: out of 'step' the\n"
         "old keys are rewritten from the new ones (old keys without a new twin are\n"
         "deleted); out of 'dual-read' a 'verify --reverse' must come out clean (exit 4\n"
-        "otherwise); back to 'job' the new keys stay for a later retry. Exit 3 in 'job'.\n";
+        "otherwise); back to 'job' the new keys stay for a later retry. Exit 3 in 'job'.\n"
+        "A rollback out of 'step' stopped between its two passes ('reconciling' in\n"
+        "'migrate status') is finished by running it again; that run moves no further.\n";
     static const struct option opts[] = {
         CLI_COMMON_OPTS,
         {"force", no_argument, NULL, 'f'},
@@ -345,6 +347,8 @@ int migrate_rollback(struct cli *cli, int argc, char **argv)
                 printf("old keys rewritten from new: %lld, deleted: %lld\n",
                        (long long)json_integer_value(json_object_get(o, "old_rewritten")),
                        (long long)json_integer_value(json_object_get(o, "old_deleted")));
+            if (json_object_get(o, "finished"))
+                printf("finished: %s\n", json_string_value(json_object_get(o, "finished")));
             if (json_object_get(o, "note"))
                 printf("note: %s\n", json_string_value(json_object_get(o, "note")));
             json_decref(o);

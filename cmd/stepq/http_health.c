@@ -64,6 +64,11 @@ static void verdict_engine(json_t *a, const json_t *st, const char *stored)
     int dual_write = strcmp(stored, "dual-write") == 0;
     int reads_new = strcmp(stored, "dual-read") == 0 || strcmp(stored, "step-primary") == 0;
 
+    /* Whatever the phase: the old keys are not whole until it finishes. */
+    if (json_object_get(phase, "reconciling") != NULL)
+        reason(a, "a rollback out of 'step' stopped before it finished reconciling the old keys "
+                  "(they miss what was written in 'step'); run 'stepq migrate rollback' to "
+                  "finish it");
     /* In 'job' nothing reads the new keys, and in 'step' the old ones are
      * frozen: a verify or backfill record there is history. */
     if (!dual_write && !reads_new)

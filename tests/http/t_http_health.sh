@@ -51,6 +51,16 @@ expect "misses reason" json "j['reasons'][0].startswith('2 reads missed step:* k
 expect "the advised backfill and verify run" sh -c "'$STEPQ' migrate backfill >/dev/null 2>&1 && '$STEPQ' migrate verify >/dev/null 2>&1"
 sleep 2.1
 expect "and clear the misses reason" is "$(req GET /health/redis-migration)" 200
+# A rollback out of 'step' stopped between its two reconcile passes: the
+# advised command finishes it, and moves no further.
+rcli HSET stepq:phase reconciling 1 >/dev/null
+sleep 2.1
+expect "unfinished rollback 503" is "$(req GET /health/redis-migration)" 503
+expect "unfinished rollback reason" json "j['reasons'] == [\"a rollback out of 'step' stopped before it finished reconciling the old keys (they miss what was written in 'step'); run 'stepq migrate rollback' to finish it\"]"
+expect "the advised rollback runs" sh -c "'$STEPQ' migrate rollback | grep -q '^finished: '"
+sleep 2.1
+expect "and clears it, in the same phase" is "$(req GET /health/redis-migration)" 200
+expect "still step-primary" is "$(rcli HGET stepq:phase phase)" step-primary
 now=$(python3 -I -S -c 'import time; print(int(time.time()*1000))')
 rcli HSET stepq:procs fake:1 "{\"id\":\"fake:1\",\"kind\":\"worker\",\"phase\":\"dual-write\",\"seen\":$now,\"ttl\":60000}" >/dev/null
 sleep 2.1

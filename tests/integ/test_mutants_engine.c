@@ -13,6 +13,10 @@
  * without a gap, a twin that exists is left as it is, and a big
  * collection's member that left the source while its chunk was on the way
  * is not put back (the cut and the leaving placed by tests/integ/relay.c).
+ * The model's findings (docs/model.md): a backfill whose run crosses the
+ * move to 'step' stops, and a rollback out of 'step' stopped between its
+ * two reconcile passes is seen by backfill and moves, and finished by
+ * running it again.
  */
 #include <stdatomic.h>
 #include <unistd.h>
@@ -248,6 +252,22 @@ static int argv_at(int argc, const char *const *argv, int i)
     return at < argc && at < RELAY_ARGV ? at : -1;
 }
 
+/* A client whose every command passes the relay's hook first; NULL (and
+ * the relay stopped) when it cannot connect. */
+static stepq *via_relay(relay **rl, relay_hook hook, void *arg)
+{
+    stepq_options o = {.ignore_env_pin = 1, .reconnect_tries = 1};
+
+    *rl = relay_start(hook, arg);
+    stepq *q = stepq_connect(relay_url(*rl), &o);
+    if (q == NULL || stepq_err(q) != 0) {
+        stepq_free(q);
+        relay_stop(*rl);
+        return NULL;
+    }
+    return q;
+}
+
 struct cut {
     atomic_int cut;
     char cursor[32]; /* of the last page seen */
@@ -289,10 +309,9 @@ static void test_backfill_resumes_cut_page(void)
     t_flush();
     m_seed(200);
     move(STEPQ_PHASE_DUAL_WRITE);
-    relay *rl = relay_start(cut_mid_page, &c);
-    stepq_options o = {.ignore_env_pin = 1, .reconnect_tries = 1};
-    stepq *q = stepq_connect(relay_url(rl), &o);
-    REQUIRE(stepq_err(q) == 0);
+    relay *rl;
+    stepq *q = via_relay(&rl, cut_mid_page, &c);
+    REQUIRE(q != NULL);
     CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_ERR);
     stepq_free(q);
     relay_stop(rl);
@@ -335,8 +354,8 @@ static enum relay_action member_leaves(int argc, const char *const *argv, const 
     struct leave *l = arg;
     int ncp = argv_at(argc, argv, 4);
 
-    if (argc < 4 || !relay_arg_is(argc, argv, lens, 2, "3") ||
-        !relay_arg_is(argc, argv, lens, 4, "jobs:pending") || ncp < 0)
+    if (argc < 4 || !relay_arg_is(argc, argv, lens, 2, "4") ||
+        !relay_arg_is(argc, argv, lens, 5, "jobs:pending") || ncp < 0)
         return RELAY_FORWARD;
     int m = argv_at(argc, argv, 5 + 2 * atoi(argv[ncp]));
     if (m < 0 || !atomic_exchange(&l->armed, 0))
@@ -365,10 +384,9 @@ static void test_backfill_members_recheck(void)
         freeReplyObject(r);
     }
     freeReplyObject(t_cmd("ZADD steps:pending 1 n1")); /* a dual write: the twin exists */
-    relay *rl = relay_start(member_leaves, &l);
-    stepq_options o = {.ignore_env_pin = 1, .reconnect_tries = 1};
-    stepq *q = stepq_connect(relay_url(rl), &o);
-    REQUIRE(stepq_err(q) == 0);
+    relay *rl;
+    stepq *q = via_relay(&rl, member_leaves, &l);
+    REQUIRE(q != NULL);
     CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_OK);
     stepq_free(q);
     relay_stop(rl);
@@ -377,6 +395,176 @@ static void test_backfill_members_recheck(void)
     if (*t_str("ZSCORE steps:pending %s", l.member))
         FAILF("'%s' left jobs:pending before its chunk was merged, yet is in steps:pending",
               l.member);
+}
+
+/* mutation backfill_in_step: in 'step', and while a rollback out of it is
+ * unfinished, the backfill is refused before it starts: its message says
+ * why, and the finished run's record is left as it was (the scripts would
+ * refuse too, but only after a new run replaced that record). */
+static void test_backfill_refused_before_start(void)
+{
+    const char *phases[] = {"step", "step-primary"};
+
+    for (int i = 0; i < 2; i++) {
+        t_flush();
+        t_phase(phases[i]);
+        if (i == 1)
+            freeReplyObject(t_cmd("HSET stepq:phase reconciling 1"));
+        freeReplyObject(t_cmd("HSET stepq:backfill state done run_id r1 finished_at 5"));
+        freeReplyObject(t_cmd("HSET job:X id X status pending attempts 0"));
+        CHECK(stepq_backfill(Q, NULL, NULL, NULL, NULL) == STEPQ_ERR);
+        if (strstr(stepq_errstr(Q), "cannot backfill") == NULL)
+            FAILF("backfill in %s: '%s'", phases[i], stepq_errstr(Q));
+        ASSERT_STR(t_str("HGET stepq:backfill state"), "done");
+        ASSERT_STR(t_str("HGET stepq:backfill run_id"), "r1");
+        ASSERT_EQ(t_int("EXISTS step:X"), 0);
+    }
+}
+
+/* mutation verify_absent_collection_gone (finding F3 of docs/model.md): a
+ * worker pinned to 'job' claimed step 0 in dual-write, so jobs:pending
+ * emptied (an absent key) while steps:pending kept 0. A forward verify
+ * takes a queue collection's absent key as empty and reports its twin. */
+static void test_verify_absent_collection(void)
+{
+    stepq_verify_opts o = {.rounds = 1, .pause_ms = 1};
+    int clean;
+
+    t_flush();
+    t_phase("dual-write");
+    freeReplyObject(t_cmd("HSET job:0 id 0 status active attempts 1 worker w1"));
+    freeReplyObject(t_cmd("HSET step:0 id 0 status active attempts 1 worker w1"));
+    freeReplyObject(t_cmd("SADD jobs:active 0"));
+    freeReplyObject(t_cmd("SADD steps:active 0"));
+    char *json = verify(&o, &clean);
+    ASSERT_EQ(clean, 1); /* both pending sets absent: equal */
+    stepq_str_free(json);
+    freeReplyObject(t_cmd("ZADD steps:pending 1 0"));
+    json = verify(&o, &clean);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "different"), "1");
+    if (json != NULL && strstr(json, "steps:pending") == NULL)
+        FAILF("the report does not name steps:pending: %s", json);
+    stepq_str_free(json);
+}
+
+struct cross {
+    atomic_int armed;
+};
+
+/* Before the first backfill_batch script reaches Redis, the phase moves to
+ * 'step' (an operator's move made while the run was on its way). */
+static enum relay_action move_to_step_first(int argc, const char *const *argv, const size_t *lens,
+                                            void *arg)
+{
+    struct cross *c = arg;
+
+    if (argc < 5 || !relay_arg_is(argc, argv, lens, 3, "stepq:backfill") ||
+        !relay_arg_is(argc, argv, lens, 4, "stepq:phase") || !atomic_exchange(&c->armed, 0))
+        return RELAY_FORWARD;
+    t_phase("step");
+    return RELAY_FORWARD;
+}
+
+/* mutation backfill_guard_ignores_step (finding F1 of docs/model.md): the
+ * preflight saw step-primary; the phase moved to 'step' before the run's
+ * first script. The frozen jobs:active still names X, which completed in
+ * 'step' (the new side only); the script must refuse rather than put X
+ * back in steps:active, where the reaper would find it. */
+static void test_backfill_crossing_step_stops(void)
+{
+    struct cross c = {.armed = 1};
+
+    t_flush();
+    t_phase("step-primary");
+    freeReplyObject(t_cmd("HSET job:X id X status active attempts 1 worker w1"));
+    freeReplyObject(t_cmd("SADD jobs:active X"));
+    freeReplyObject(t_cmd("HSET step:X id X status completed attempts 1"));
+    freeReplyObject(t_cmd("SADD steps:completed X"));
+    freeReplyObject(t_cmd("SADD steps:active Y"));
+    relay *rl;
+    stepq *q = via_relay(&rl, move_to_step_first, &c);
+    REQUIRE(q != NULL);
+    CHECK(stepq_backfill(q, NULL, NULL, NULL, NULL) == STEPQ_ERR);
+    if (strstr(stepq_errstr(q), "moved to 'step'") == NULL)
+        FAILF("backfill across the move: '%s'", stepq_errstr(q));
+    stepq_free(q);
+    relay_stop(rl);
+    REQUIRE(atomic_load(&c.armed) == 0);
+    ASSERT_EQ(t_int("SISMEMBER steps:active X"), 0);
+}
+
+struct stop_after_move {
+    atomic_int state; /* 0 before the move, 1 after it, 2 cut */
+};
+
+/* A rollback out of 'step' stopped between its move and its second
+ * reconcile: just before the move takes effect, a writer still in 'step'
+ * completes X (new keys only); the first reconcile script after the move is
+ * where the process dies. */
+static enum relay_action stop_after_the_move(int argc, const char *const *argv, const size_t *lens,
+                                             void *arg)
+{
+    struct stop_after_move *s = arg;
+
+    if (argc < 5 || !relay_arg_is(argc, argv, lens, 3, "stepq:phase"))
+        return RELAY_FORWARD;
+    if (relay_arg_is(argc, argv, lens, 4, "stepq:audit") && atomic_load(&s->state) == 0) {
+        freeReplyObject(t_cmd("HSET step:X status completed"));
+        freeReplyObject(t_cmd("SMOVE steps:active steps:completed X"));
+        atomic_store(&s->state, 1);
+        return RELAY_FORWARD;
+    }
+    if (atomic_load(&s->state) == 1 && !relay_arg_is(argc, argv, lens, 4, "stepq:audit")) {
+        atomic_store(&s->state, 2);
+        return RELAY_CUT;
+    }
+    return RELAY_FORWARD;
+}
+
+/* mutation rollback_unmarked (finding F2 of docs/model.md): the old keys
+ * miss what 'step' wrote after the first pass until the second one ends.
+ * Meanwhile a backfill (step-primary allows it) would merge the stale
+ * jobs:active into steps:active and another move would read old keys as
+ * whole; both refuse, naming the rollback, and running the rollback again
+ * finishes the reconcile without moving further. */
+static void test_rollback_stopped_after_move(void)
+{
+    struct stop_after_move s = {.state = 0};
+    char *json = NULL;
+
+    t_flush();
+    t_phase("step");
+    freeReplyObject(t_cmd("HSET job:X id X status active attempts 1 worker w1"));
+    freeReplyObject(t_cmd("SADD jobs:active X"));
+    freeReplyObject(t_cmd("HSET step:X id X status active attempts 1 worker w1"));
+    freeReplyObject(t_cmd("SADD steps:active X"));
+    relay *rl;
+    stepq *q = via_relay(&rl, stop_after_the_move, &s);
+    REQUIRE(q != NULL);
+    CHECK(stepq_rollback(q, "t", NULL, 0, NULL, NULL, NULL) == STEPQ_ERR);
+    stepq_free(q);
+    relay_stop(rl);
+    REQUIRE(atomic_load(&s.state) == 2);
+    ASSERT_STR(t_str("HGET stepq:phase phase"), "step-primary");
+    ASSERT_STR(t_str("HGET job:X status"), "active"); /* stale until the rollback ends */
+
+    CHECK(stepq_backfill(Q, NULL, NULL, NULL, NULL) == STEPQ_ERR);
+    if (strstr(stepq_errstr(Q), "stepq migrate rollback") == NULL)
+        FAILF("backfill during the rollback: '%s'", stepq_errstr(Q));
+    ASSERT_EQ(t_int("SISMEMBER steps:active X"), 0);
+    CHECK(stepq_phase_move(Q, STEPQ_PHASE_DUAL_READ, "t", NULL, 0) == STEPQ_ERR);
+    if (strstr(stepq_errstr(Q), "stepq migrate rollback") == NULL)
+        FAILF("move during the rollback: '%s'", stepq_errstr(Q));
+
+    REQUIRE(stepq_rollback(Q, "t", NULL, 0, NULL, NULL, &json) == STEPQ_OK);
+    ASSERT_STR(t_field(json, "to"), "step-primary");
+    stepq_str_free(json);
+    ASSERT_STR(t_str("HGET stepq:phase phase"), "step-primary");
+    ASSERT_EQ(t_int("HEXISTS stepq:phase reconciling"), 0);
+    ASSERT_STR(t_str("HGET job:X status"), "completed");
+    ASSERT_EQ(t_int("SISMEMBER jobs:active X"), 0);
+    ASSERT_EQ(t_int("SISMEMBER jobs:completed X"), 1);
 }
 
 int main(void)
@@ -394,6 +582,10 @@ int main(void)
     RUN(test_backfill_resumes_cut_page);
     RUN(test_backfill_keeps_existing_twin);
     RUN(test_backfill_members_recheck);
+    RUN(test_backfill_refused_before_start);
+    RUN(test_verify_absent_collection);
+    RUN(test_backfill_crossing_step_stops);
+    RUN(test_rollback_stopped_after_move);
     t_teardown();
     unlink(BK);
     TEST_END();
