@@ -101,6 +101,58 @@ static void check_dual_read(const struct recs *r, char *why, size_t len)
                  "backfill --repair')");
 }
 
+/* The stored phases a process pinned to `pin` can run beside (design
+ * invariant 5): a process pinned to 'job' writes no new key, so nothing may
+ * read the new keys first; one pinned to 'step' writes no old key, so
+ * nothing may read the old keys first; one pinned to dual-write or
+ * step-primary writes both, but the latter reads the new keys first, which
+ * 'job' does not write; and nothing but 'step' itself may run beside 'step',
+ * whose old keys are frozen (a fallback read there finds steps that ended). */
+static int pin_allows(stepq_phase pin, stepq_phase to)
+{
+    switch (pin) {
+    case STEPQ_PHASE_JOB:
+        return to <= STEPQ_PHASE_DUAL_WRITE;
+    case STEPQ_PHASE_DUAL_WRITE:
+        return to <= STEPQ_PHASE_STEP_PRIMARY;
+    case STEPQ_PHASE_STEP_PRIMARY:
+        return to >= STEPQ_PHASE_DUAL_WRITE && to <= STEPQ_PHASE_STEP_PRIMARY;
+    case STEPQ_PHASE_STEP:
+        return to >= STEPQ_PHASE_DUAL_READ;
+    default:
+        return 1;
+    }
+}
+
+/* The first live process whose pin cannot run beside the phase `to`. */
+static int check_pins(stepq *q, stepq_phase to, char *why, size_t len)
+{
+    json_t *a = stepq__procs(q), *p;
+    size_t i;
+
+    if (a == NULL)
+        return STEPQ_ERR;
+    json_array_foreach(a, i, p)
+    {
+        stepq_phase pin;
+        const char *ph = json_string_value(json_object_get(p, "phase"));
+        if (ph == NULL || stepq_phase_parse(ph, &pin, NULL, 0) != STEPQ_OK || pin_allows(pin, to))
+            continue;
+        snprintf(why, len,
+                 "cannot move to '%s': live process '%s' (%s, pid %lld on %s) is pinned to "
+                 "phase '%s' and would read keys that '%s' does not write, or write keys it "
+                 "does not read; unset its ENABLE_DUAL_WRITE_STEPS/PRIMARY_KEY_PATTERN and "
+                 "restart it (see 'stepq migrate status')",
+                 stepq_phase_name(to), json_string_value(json_object_get(p, "id")),
+                 json_string_value(json_object_get(p, "kind")),
+                 (long long)json_integer_value(json_object_get(p, "pid")),
+                 json_string_value(json_object_get(p, "host")), ph, stepq_phase_name(to));
+        break;
+    }
+    json_decref(a);
+    return STEPQ_OK;
+}
+
 int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,
                       size_t len)
 {
@@ -139,6 +191,8 @@ int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, c
                      stepq_phase_name(from));
     }
     recs_free(&r);
+    if (why[0] == '\0' && check_pins(q, to, why, len) != STEPQ_OK)
+        return STEPQ_ERR;
     *ret_ok = why[0] == '\0';
     return STEPQ_OK;
 }

@@ -104,4 +104,18 @@ $S submit --type gpu --require gpu >/dev/null
 expect_ok "idle claims in dual-read count no fallback reads" \
     'for i in 1 2 3; do $S claim --worker W4 || true; done; test "$(rcli HGET stepq:stats fallback_reads)" = ""'
 
+# Invariant 5 (the model's MOVEOK): a process pinned to 'job' writes no new
+# key, so the move to dual-read is refused while one lives; the advice
+# (restart it without the pin) opens the move.
+rcli FLUSHDB >/dev/null
+expect_ok "walk to dual-write, backfill and verify" \
+    '$S migrate phase dual-write && $S migrate backfill && $S migrate verify'
+ENABLE_DUAL_WRITE_STEPS=false PRIMARY_KEY_PATTERN=job $S worker --id PJ -- true >/dev/null 2>&1 &
+pj=$!
+for i in $(seq 50); do [ "$(rcli HLEN stepq:procs)" -ge 1 ] && break; sleep 0.1; done
+expect_code 4 "dual-read refused while a process is pinned to job, naming it and the fix" \
+    '$S migrate phase dual-read >$tmp/pin 2>&1; rc=$?; cat $tmp/pin; grep -q "pinned to phase .job." $tmp/pin && grep -q "ENABLE_DUAL_WRITE_STEPS" $tmp/pin || exit 9; exit $rc'
+kill -TERM $pj; wait $pj
+expect_ok "with the pinned process gone, the move is allowed" '$S migrate phase dual-read'
+
 finish
