@@ -432,6 +432,7 @@ STEPQ_API int stepq_backup(stepq *q, const char *path, const stepq_backup_opts *
 enum stepq_restore_flags {
     STEPQ_RESTORE_REPLACE = 1 << 0, /* overwrite keys that exist */
     STEPQ_RESTORE_DRY_RUN = 1 << 1, /* check everything, write nothing */
+    STEPQ_RESTORE_FORCE = 1 << 2,   /* restore into a side the phase reads (audited) */
 };
 
 typedef struct stepq_restore_result {

@@ -20,6 +20,8 @@
 #include <unistd.h>
 #include <sys/stat.h>
 
+#include <jansson.h>
+
 #include "stepq_private.h"
 #include "backup.h"
 
@@ -324,7 +326,7 @@ int stepq_backup(stepq *q, const char *path, const stepq_backup_opts *opts,
     }
     long long began = stepq__now_ms();
     rc = stepq__own_reads_load(q, &b.own) == STEPQ_OK ? backup_stream(&b, fp, &info, &count, &sum)
-                                                        : STEPQ_ERR;
+                                                      : STEPQ_ERR;
     /* Its DUMPs touched the old keys, finished or not: a later backup or
      * cleanup must not take them for a reader. A failed run keeps its error. */
     if (b.side == STEPQ_OLD)
@@ -369,6 +371,7 @@ struct rs_run {
     long long now;
     sds names[RESTORE_BATCH];
     size_t n, bytes;
+    sds first_existing; /* the checking pass: the first key that exists */
     stepq_restore_result res;
     stepq_progress_fn fn;
     void *arg;
@@ -399,13 +402,8 @@ static int rs_flush(struct rs_run *s)
         }
         if (!s->writing && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
             s->res.existed++;
-            if (!(s->flags & STEPQ_RESTORE_REPLACE) && !stop) {
-                stepq__set_error(s->q, STEPQ_E_CONFLICT,
-                                 "key '%s' already exists; use --replace to overwrite it, or "
-                                 "delete it first; nothing was written",
-                                 s->names[i]);
-                stop = 1;
-            }
+            if (s->first_existing == NULL)
+                s->first_existing = sdsdup(s->names[i]);
         } else if (s->writing && r->type == REDIS_REPLY_ERROR &&
                    strncmp(r->str, "BUSYKEY", 7) == 0) {
             s->res.existed++; /* appeared after the check, or twice in the file: kept */
@@ -499,6 +497,61 @@ static int rs_check_version(stepq *q, const stepq__bk_info *info)
     return STEPQ_OK;
 }
 
+/* A backup is an old state: restored into a side the phase reads (or
+ * falls back to), it brings back steps that ended since it was taken, and
+ * with --replace it rewinds live ones. So the old keys are restored in
+ * 'step' only (after a cleanup, before the rollback, whose reconcile
+ * rewrites them from the new keys before anything reads them), the new
+ * keys in 'job' and 'dual-write' only (and they are then untrusted until a
+ * repair). --force passes, audited: a disaster recovery. */
+static int rs_check_phase(stepq *q, const char *side, unsigned flags, const char *path)
+{
+    stepq_phase ph;
+    int old = strcmp(side, "old") == 0;
+
+    if (stepq_phase_get(q, &ph) != STEPQ_OK)
+        return STEPQ_ERR;
+    int ok = old ? ph == STEPQ_PHASE_STEP : ph <= STEPQ_PHASE_DUAL_WRITE;
+    if (ok || (flags & STEPQ_RESTORE_FORCE)) {
+        if (ok || (flags & STEPQ_RESTORE_DRY_RUN))
+            return STEPQ_OK;
+        return stepq__audit(q,
+                            json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "action", "restore", "side",
+                                      side, "file", path, "phase", stepq_phase_name(ph), "replace",
+                                      (flags & STEPQ_RESTORE_REPLACE) != 0, "force", 1));
+    }
+    if (old)
+        stepq__set_error(q, STEPQ_E_CONFLICT,
+                         "cannot restore the old keys in phase '%s': stepq reads them there, and "
+                         "the backup would bring back steps that ended since it was taken; "
+                         "restore them in phase 'step' (where 'stepq migrate rollback' rewrites "
+                         "them from the new keys before anything reads them), or use --force for "
+                         "a disaster recovery; nothing was written",
+                         stepq_phase_name(ph));
+    else
+        stepq__set_error(q, STEPQ_E_CONFLICT,
+                         "cannot restore the new keys in phase '%s': stepq reads them there, and "
+                         "the backup would bring back steps that ended since it was taken; roll "
+                         "back to 'dual-write' first ('stepq migrate rollback'), or use --force "
+                         "for a disaster recovery; nothing was written",
+                         stepq_phase_name(ph));
+    return STEPQ_ERR;
+}
+
+/* After the writes: new keys restored hold what the backup held, so they
+ * are untrusted until a repair (as after a rollback to 'job'); old keys
+ * restored in 'step' are stepq's own write, not a reader for cleanup. */
+static int rs_after(stepq *q, const char *side, long long began)
+{
+    if (strcmp(side, "old") == 0)
+        return stepq__own_reads_add(q, began, stepq__now_ms());
+    redisReply *r = stepq__commandf(q, "HSET %s untrusted_since %lld", q->k_phase, stepq__now_ms());
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
 int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_progress_fn fn, void *arg,
                   stepq_restore_result *ret)
 {
@@ -517,8 +570,16 @@ int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_progress_fn 
         goto out;
     /* The same open file for both passes: a backup replaced meanwhile (by
      * rename) cannot slip in between the check and the writes. */
-    if (rs_pass(s, fp, path, &info) != STEPQ_OK || rs_check_version(q, &info) != STEPQ_OK)
+    if (rs_pass(s, fp, path, &info) != STEPQ_OK || rs_check_version(q, &info) != STEPQ_OK ||
+        rs_check_phase(q, info.side, flags, path) != STEPQ_OK)
         goto out;
+    if (s->first_existing != NULL && !(flags & STEPQ_RESTORE_REPLACE)) {
+        stepq__set_error(q, STEPQ_E_CONFLICT,
+                         "key '%s' already exists; use --replace to overwrite it (%lld of the "
+                         "backup's keys exist), or delete them first; nothing was written",
+                         s->first_existing, s->res.existed);
+        goto out;
+    }
     snprintf(s->res.side, sizeof(s->res.side), "%s", info.side);
     if (flags & STEPQ_RESTORE_DRY_RUN) {
         s->res.restored = s->res.records - s->res.expired;
@@ -528,11 +589,15 @@ int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_progress_fn 
     stepq__bk_info_release(&info);
     s->writing = 1;
     s->res.existed = 0;
+    long long began = stepq__now_ms();
     rc = rs_pass(s, fp, path, &info);
+    if (rc == STEPQ_OK)
+        rc = rs_after(q, s->res.side, began);
 out:
     if (rc == STEPQ_OK && ret != NULL)
         *ret = s->res;
     rs_clear(s);
+    sdsfree(s->first_existing);
     stepq__free(s);
     stepq__bk_info_release(&info);
     if (fp != NULL)

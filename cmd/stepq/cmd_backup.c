@@ -123,13 +123,18 @@ int migrate_backup(struct cli *cli, int argc, char **argv)
 int migrate_restore(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
-        "usage: stepq migrate restore FILE [--replace] [--dry-run] [--json|--quiet]\n"
+        "usage: stepq migrate restore FILE [--replace] [--force] [--dry-run] [--json|--quiet]\n"
         "Restores a backup. The whole file is checked first (a truncated or corrupt file is\n"
         "refused), and without --replace every key must be absent: nothing is written\n"
-        "unless all of it can be. Keys whose expiry is past are skipped.\n";
+        "unless all of it can be. Keys whose expiry is past are skipped. A backup is an old\n"
+        "state, so it goes only where stepq does not read it: old keys in phase 'step'\n"
+        "(the rollback then rewrites them from the new ones), new keys in 'job' or\n"
+        "'dual-write' (then untrusted until 'backfill --repair'); --force restores\n"
+        "anyway (a disaster recovery, audited).\n";
     static const struct option opts[] = {CLI_COMMON_OPTS,
                                          WALK_OPTS,
                                          {"replace", no_argument, NULL, OPT_REPLACE},
+                                         {"force", no_argument, NULL, OPT_FORCE},
                                          {"dry-run", no_argument, NULL, OPT_DRY},
                                          {NULL, 0, NULL, 0}};
     enum progress_mode mode = PROGRESS_AUTO;
@@ -141,6 +146,8 @@ int migrate_restore(struct cli *cli, int argc, char **argv)
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, opts, NULL)) != -1) {
         if (c == OPT_REPLACE)
             flags |= STEPQ_RESTORE_REPLACE;
+        else if (c == OPT_FORCE)
+            flags |= STEPQ_RESTORE_FORCE;
         else if (c == OPT_DRY)
             flags |= STEPQ_RESTORE_DRY_RUN;
         else if (!walk_opt(c, &mode, &rate, usage) && !cli_common_opt(cli, c, usage))
@@ -203,11 +210,11 @@ static void on_cleanup_progress(long long done, long long total, const char *err
 static void cleanup_summary(progress *p, const stepq_cleanup_result *res, unsigned flags,
                             enum progress_mode mode)
 {
-    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "old_keys",
-                          (json_int_t)res->old_keys, "deleted", (json_int_t)res->deleted, "kept",
-                          (json_int_t)res->kept, "adopted", (json_int_t)res->adopted,
-                          "not_in_backup", (json_int_t)res->not_in_backup, "gone",
-                          (json_int_t)res->gone, "dry_run", (flags & STEPQ_CLEANUP_DRY_RUN) != 0);
+    json_t *j =
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "old_keys", (json_int_t)res->old_keys,
+                  "deleted", (json_int_t)res->deleted, "kept", (json_int_t)res->kept, "adopted",
+                  (json_int_t)res->adopted, "not_in_backup", (json_int_t)res->not_in_backup, "gone",
+                  (json_int_t)res->gone, "dry_run", (flags & STEPQ_CLEANUP_DRY_RUN) != 0);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
     progress_finish(p, res->deleted + res->kept + res->gone + res->not_in_backup,

@@ -18,13 +18,15 @@ rc HSET job:a type t; rc HSET job:b type t; rc COPY job:a step:a
 expect 2 "--out FILE is required" -- "$STEPQ" migrate backup
 expect 2 "unknown side 'left'" -- "$STEPQ" migrate backup --out "$tmp/x" --side left
 expect 0 "backup: 2 old keys" -- "$STEPQ" migrate backup --out "$tmp/b1"
-expect 4 "already exists; use --replace" -- "$STEPQ" migrate restore "$tmp/b1"
-expect 0 "would restore 2" -- "$STEPQ" migrate restore "$tmp/b1" --replace --dry-run
+expect 4 "cannot restore the old keys in phase 'job'" -- "$STEPQ" migrate restore "$tmp/b1" --replace
+expect 4 "cannot restore the old keys in phase 'job'" -- "$STEPQ" migrate restore "$tmp/b1" --replace --dry-run
 head -c 100 "$tmp/b1" >"$tmp/cut"
 expect 2 "truncated" -- "$STEPQ" migrate restore "$tmp/cut" --replace
 expect 3 "cannot open backup" -- "$STEPQ" migrate restore "$tmp/none"
 expect 4 "only in phase 'step'" -- "$STEPQ" migrate cleanup --backup "$tmp/b1"
 expect 0 "phase: step" -- "$STEPQ" migrate phase step --force
+expect 4 "already exists; use --replace" -- "$STEPQ" migrate restore "$tmp/b1"
+expect 0 "would restore 2" -- "$STEPQ" migrate restore "$tmp/b1" --replace --dry-run
 expect 4 "taken before the switch" -- "$STEPQ" migrate cleanup --backup "$tmp/b1"
 expect 0 "backup: 2 old keys" -- "$STEPQ" migrate backup --out "$tmp/b2"
 expect 1 "they hold steps the new side lacks" -- "$STEPQ" migrate cleanup --backup "$tmp/b2"

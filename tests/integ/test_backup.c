@@ -132,13 +132,18 @@ static void test_round_trip(void)
     ASSERT_EQ(atoll(t_str("HGET stepq:backup keys")), NSTEPS + 5);
     ASSERT_STR(t_str("HGET stepq:backup checksum"), br.checksum);
 
-    /* Everything restored into an empty database, with the same expiry. */
+    /* Everything restored into an empty database, with the same expiry
+     * (old keys are restored in phase 'step': test_restore_phase_rules). */
     t_flush();
+    t_phase("step");
     REQUIRE(stepq_restore(Q, BK, 0, NULL, NULL, &rr) == STEPQ_OK);
     ASSERT_EQ(rr.records, NSTEPS + 5);
     ASSERT_EQ(rr.restored, NSTEPS + 5);
     ASSERT_EQ(rr.expired, 0);
-    ASSERT_EQ(t_int("DBSIZE"), before - 2); /* not other:key, step:s9 */
+    /* not other:key, step:s9; but stepq:phase and the restore's own write
+     * window, stepq:own_reads */
+    ASSERT_EQ(t_int("DBSIZE"), before - 2 + 2);
+    ASSERT_EQ(t_int("LLEN stepq:own_reads"), 1);
     ASSERT_EQ(t_int("PEXPIRETIME job:s1"), at);
     ASSERT_EQ(t_int("PEXPIRETIME jobs:completed"), at + 1);
     ASSERT_EQ(t_int("PEXPIRETIME job:s2"), -1);
@@ -197,6 +202,7 @@ static void test_expired_skipped(void)
     freeReplyObject(t_cmd("SET job:long x"));
     REQUIRE(stepq_backup(Q, BK, NULL, NULL) == STEPQ_OK);
     t_flush();
+    t_phase("step");
     while (stepq__now_ms() <= at + 20)
         usleep(50000);
     REQUIRE(stepq_restore(Q, BK, 0, NULL, NULL, &rr) == STEPQ_OK);
@@ -215,6 +221,7 @@ static void test_existing_refused(void)
 
     fill();
     REQUIRE(stepq_backup(Q, BK, NULL, NULL) == STEPQ_OK);
+    t_phase("step");
     freeReplyObject(t_cmd("DEL job:s7"));
     freeReplyObject(t_cmd("HSET job:s1 type changed"));
     long long n = t_int("DBSIZE");
@@ -376,6 +383,59 @@ static void test_missing_file(void)
     ASSERT_EQ(t_int("DBSIZE"), 0);
 }
 
+/* A backup is an old state: restored into a side the phase reads it brings
+ * back steps that ended since (with --replace it rewinds live ones). Old
+ * keys go back in 'step' only, new keys in 'job' and 'dual-write' only, and
+ * are then untrusted until a repair; a refusal writes nothing and says
+ * where to restore; --force passes and is audited. */
+static void test_restore_phase_rules(void)
+{
+    static const char *const phases[] = {"job", "dual-write", "dual-read", "step-primary", "step"};
+    stepq_backup_opts nb = {.side_new = 1};
+    char bk_new[80];
+
+    snprintf(bk_new, sizeof(bk_new), "%s.new", BK);
+    t_flush();
+    freeReplyObject(t_cmd("HSET job:X id X status pending"));
+    freeReplyObject(t_cmd("HSET step:X id X status pending"));
+    REQUIRE(stepq_backup(Q, BK, NULL, NULL) == STEPQ_OK);
+    REQUIRE(stepq_backup(Q, bk_new, &nb, NULL) == STEPQ_OK);
+    for (int i = 0; i < 5; i++) {
+        for (int side = 0; side < 2; side++) {
+            int allowed = side == 0 ? i == 4 : i <= 1;
+            t_flush();
+            t_phase(phases[i]);
+            /* X completed since the backup, on both sides */
+            freeReplyObject(t_cmd("HSET job:X id X status completed"));
+            freeReplyObject(t_cmd("HSET step:X id X status completed"));
+            int rc =
+                stepq_restore(Q, side == 0 ? BK : bk_new, STEPQ_RESTORE_REPLACE, NULL, NULL, NULL);
+            const char *k = side == 0 ? "HGET job:X status" : "HGET step:X status";
+            if (allowed) {
+                if (rc != STEPQ_OK)
+                    FAILF("%s side in %s: %s", side ? "new" : "old", phases[i], stepq_errstr(Q));
+                ASSERT_STR(t_str(k), "pending");
+                ASSERT_EQ(t_int("HEXISTS stepq:phase untrusted_since"), side);
+                continue;
+            }
+            CHECK(rc == STEPQ_ERR);
+            if (strstr(stepq_errstr(Q), side == 0 ? "restore them in phase 'step'"
+                                                  : "roll back to 'dual-write' first") == NULL)
+                FAILF("%s side in %s: '%s'", side ? "new" : "old", phases[i], stepq_errstr(Q));
+            ASSERT_STR(t_str(k), "completed");
+        }
+    }
+    /* Forced: written, and the audit log says so. */
+    t_flush();
+    t_phase("dual-write");
+    freeReplyObject(t_cmd("HSET job:X id X status completed"));
+    REQUIRE(stepq_restore(Q, BK, STEPQ_RESTORE_REPLACE | STEPQ_RESTORE_FORCE, NULL, NULL, NULL) ==
+            STEPQ_OK);
+    ASSERT_STR(t_str("HGET job:X status"), "pending");
+    CHECK(strstr(t_str("LINDEX stepq:audit -1"), "\"action\":\"restore\"") != NULL);
+    unlink(bk_new);
+}
+
 int main(void)
 {
     snprintf(BK, sizeof(BK), "/tmp/stepq-test-backup-%d.bk", (int)getpid());
@@ -387,6 +447,7 @@ int main(void)
     RUN(test_new_side_and_memory_source);
     RUN(test_expired_skipped);
     RUN(test_existing_refused);
+    RUN(test_restore_phase_rules);
     RUN(test_corrupt_refused);
     RUN(test_missing_file);
     unlink(BK);
