@@ -676,8 +676,12 @@ static int repair(struct bf *b)
         return STEPQ_ERR;
     }
     freeReplyObject(d);
-    if (stepq__reconcile(q, STEPQ_OLD, b->o.dry_run, b->fn, b->arg, &b->res.copied, &b->res.gone) !=
-        STEPQ_OK)
+    stepq__rc_result rr = {0};
+    int rc = stepq__reconcile(q, STEPQ_OLD, b->o.dry_run, "plain", b->fn, b->arg, &rr);
+    b->res.copied = rr.copied;
+    b->res.gone = rr.deleted;
+    stepq__rc_result_release(&rr);
+    if (rc != STEPQ_OK)
         return STEPQ_ERR;
     b->res.keys_done = b->res.copied + b->res.gone;
     if (b->o.dry_run || finish(b) != STEPQ_OK)

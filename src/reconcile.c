@@ -31,23 +31,61 @@
 
 struct rc_walk {
     enum stepq__side truth;
+    const char *mode;
+    sds tpl[2]; /* old and new step record templates */
     stepq__pairs pairs;
-    long long copied, deleted, done;
+    long long done;
+    stepq__rc_result *res;
     int dry;
     stepq_progress_fn fn;
     void *arg;
 };
 
+/* {copied, deleted, unknown count, names...} */
 static int rc_reply(stepq *q, const redisReply *r, struct rc_walk *w)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3) {
         stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply from reconcile_batch");
         return STEPQ_ERR;
     }
-    w->copied += r->element[0]->integer;
-    w->deleted += r->element[1]->integer;
+    for (size_t i = 0; i < r->elements; i++) {
+        if (r->element[i]->type != (i < 3 ? REDIS_REPLY_INTEGER : REDIS_REPLY_STRING)) {
+            stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply from reconcile_batch");
+            return STEPQ_ERR;
+        }
+    }
+    w->res->copied += r->element[0]->integer;
+    w->res->deleted += r->element[1]->integer;
+    w->res->unknown += r->element[2]->integer;
+    for (size_t i = 3; i + 1 < r->elements && w->res->nnames < STEPQ_RC_NAMES; i += 2) {
+        sds key = sdsnewlen(r->element[i]->str, r->element[i]->len);
+        sds mem = sdsnewlen(r->element[i + 1]->str, r->element[i + 1]->len);
+        sds n = key && mem ? stepq__cat_name(sdsempty(), key, '\'') : NULL;
+        if (n != NULL && sdslen(mem) > 0)
+            n = stepq__cat_name(sdscat(n, " member "), mem, '\'');
+        sdsfree(key);
+        sdsfree(mem);
+        if (n == NULL) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            return STEPQ_ERR;
+        }
+        w->res->names[w->res->nnames++] = n;
+    }
     return STEPQ_OK;
+}
+
+/* Each pair's role for the script, in place of its type letter (the
+ * script reads no types): a step record, a queue collection (a set or zset
+ * of a fixed name), or anything else. */
+static void rc_roles(const stepq *q, stepq__pairs *p)
+{
+    int step = q->km.role[STEPQ_ROLE_STEP];
+
+    for (size_t k = 0; k < p->n; k++) {
+        const stepq__rule *r = &q->km.rules[p->rule[k]];
+        int coll = !r->per_id && (r->type == STEPQ_KT_SET || r->type == STEPQ_KT_ZSET);
+        p->types[k] = p->rule[k] == step ? 'r' : coll ? 'c' : 'o';
+    }
 }
 
 static int rc_run(stepq *q, struct rc_walk *w)
@@ -58,15 +96,19 @@ static int rc_run(stepq *q, struct rc_walk *w)
     const char *args[] = {
         w->dry ? "1" : "0",
         w->truth == STEPQ_NEW ? ",step,step-primary,dual-read,dual-write," : ",dual-write,",
-        w->truth == STEPQ_NEW ? "the rollback's reconcile of the old keys" : "the repair"};
+        w->truth == STEPQ_NEW ? "the rollback's reconcile of the old keys" : "the repair",
+        w->mode,
+        w->tpl[0],
+        w->tpl[1]};
     int rc = STEPQ_ERR;
 
     if (rep == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    if (stepq__pairs_run(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, RC_BATCH, 1, prefix, 3, args,
-                         0, rep) == STEPQ_OK) {
+    rc_roles(q, &w->pairs);
+    if (stepq__pairs_run(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, RC_BATCH, 1, prefix, 6, args,
+                         1, rep) == STEPQ_OK) {
         rc = STEPQ_OK;
         for (size_t i = 0; i < n; i++) {
             if (rc == STEPQ_OK && rc_reply(q, rep[i], w) != STEPQ_OK)
@@ -104,12 +146,35 @@ static int rc_page(stepq *q, const redisReply *keys, const char *cursor, void *a
     return w->pairs.n ? rc_run(q, w) : STEPQ_OK;
 }
 
-int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, stepq_progress_fn fn, void *arg,
-                     long long *ret_copied, long long *ret_deleted)
+/* The old and the new step record templates (the script derives the
+ * record of a collection's member from them). */
+static int step_templates(const stepq__keymap *km, sds tpl[2])
 {
-    struct rc_walk w = {.truth = truth, .dry = dry, .fn = fn, .arg = arg};
+    int step = km->role[STEPQ_ROLE_STEP];
+
+    for (int s = 0; s < 2; s++)
+        tpl[s] = step >= 0 ? stepq__keymap_key(km, (size_t)step, s ? STEPQ_NEW : STEPQ_OLD, "{id}")
+                           : sdsnew("{id}");
+    return tpl[0] && tpl[1] ? STEPQ_OK : STEPQ_ERR;
+}
+
+void stepq__rc_result_release(stepq__rc_result *res)
+{
+    for (size_t i = 0; i < res->nnames; i++)
+        sdsfree(res->names[i]);
+    memset(res, 0, sizeof(*res));
+}
+
+int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, const char *mode,
+                     stepq_progress_fn fn, void *arg, stepq__rc_result *res)
+{
+    struct rc_walk w = {.truth = truth, .mode = mode, .res = res, .dry = dry, .fn = fn, .arg = arg};
     int rc = STEPQ_ERR;
 
+    if (step_templates(&q->km, w.tpl) != STEPQ_OK) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        goto out;
+    }
     for (size_t r = 0; r < q->km.n; r++) {
         if (q->km.rules[r].per_id || q->km.rules[r].type == STEPQ_KT_CHANNEL)
             continue;
@@ -120,12 +185,10 @@ int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, stepq_progress_f
     }
     if (rc_run(q, &w) != STEPQ_OK || stepq__walk_ns(q, "0", 500, rc_page, &w) != STEPQ_OK)
         goto out;
-    if (ret_copied != NULL)
-        *ret_copied = w.copied;
-    if (ret_deleted != NULL)
-        *ret_deleted = w.deleted;
     rc = STEPQ_OK;
 out:
+    sdsfree(w.tpl[0]);
+    sdsfree(w.tpl[1]);
     stepq__pairs_release(&w.pairs);
     return rc;
 }
@@ -133,6 +196,14 @@ out:
 int stepq_reconcile_old(stepq *q, stepq_progress_fn fn, void *arg, long long *ret_copied,
                         long long *ret_deleted)
 {
+    stepq__rc_result res = {0};
+
     stepq__clear_error(q);
-    return stepq__reconcile(q, STEPQ_NEW, 0, fn, arg, ret_copied, ret_deleted);
+    int rc = stepq__reconcile(q, STEPQ_NEW, 0, "keep", fn, arg, &res);
+    if (rc == STEPQ_OK && ret_copied != NULL)
+        *ret_copied = res.copied;
+    if (rc == STEPQ_OK && ret_deleted != NULL)
+        *ret_deleted = res.deleted;
+    stepq__rc_result_release(&res);
+    return rc;
 }

@@ -212,23 +212,71 @@ int stepq__reconciling(stepq *q, int *ret)
     return STEPQ_OK;
 }
 
+/* The names of an rc result as a JSON array. */
+static json_t *rc_names(const stepq__rc_result *res)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; a != NULL && i < res->nnames; i++)
+        json_array_append_new(a, json_string(res->names[i]));
+    return a;
+}
+
+/* Before the first pass, unless forced: old steps the new side does not
+ * know (a live old record without a new one, a member only an old queue
+ * holds) were written after the switch by someone else than stepq; the
+ * rollback would delete them, so it refuses and names them (finding 9). */
+static int survey_old_only(stepq *q)
+{
+    stepq__rc_result res = {0};
+    int rc = stepq__reconcile(q, STEPQ_NEW, 1, "check", NULL, NULL, &res);
+
+    if (rc == STEPQ_OK && res.unknown > 0) {
+        sds list = sdsempty();
+        for (size_t i = 0; list != NULL && i < res.nnames; i++)
+            list = sdscatfmt(list, "%s%S", i ? ", " : "", res.names[i]);
+        stepq__set_error(
+            q, STEPQ_E_CONFLICT,
+            "cannot roll back out of 'step': it would delete %lld live step(s) that only the old "
+            "keys hold. Written after the switch by something other than stepq (the old "
+            "application?): stop it, then 'stepq migrate cleanup --adopt' moves them to the new "
+            "keys. Ended and pruned in 'step' since: roll back with --force. Nothing was changed. "
+            "They are: %s%s",
+            res.unknown, list ? list : "?", res.unknown > (long long)res.nnames ? ", ..." : "");
+        sdsfree(list);
+        rc = STEPQ_ERR;
+    }
+    stepq__rc_result_release(&res);
+    return rc;
+}
+
 /* Pass 1 (before the move) marks the phase hash `reconciling`; pass 2
  * (after it) clears the mark once the old keys are equal to the new ones.
  * A failure in between leaves the mark, so nothing reads the old keys as
- * complete until a rollback runs pass 2 again. */
-static int reconcile_pass(stepq *q, int pass, stepq_progress_fn fn, void *arg,
-                          long long *ret_copied, long long *ret_deleted)
+ * complete until a rollback runs pass 2 again. Old steps the new side does
+ * not know are refused before pass 1 (unless forced: then deleted) and
+ * kept by pass 2 (the move is made), audited with their names. */
+static int reconcile_pass(stepq *q, int pass, int force, stepq_progress_fn fn, void *arg,
+                          stepq__rc_result *res)
 {
     redisReply *r;
     char now[24];
 
     snprintf(now, sizeof(now), "%lld", stepq__now_ms());
     if (pass == 1) {
+        if (!force && survey_old_only(q) != STEPQ_OK)
+            return STEPQ_ERR;
         if ((r = stepq__commandf(q, "HSET %s reconciling %s", q->k_phase, now)) == NULL)
             return STEPQ_ERR;
         freeReplyObject(r);
     }
-    if (stepq_reconcile_old(q, fn, arg, ret_copied, ret_deleted) != STEPQ_OK)
+    if (stepq__reconcile(q, STEPQ_NEW, 0, pass == 1 && force ? "delete" : "keep", fn, arg, res) !=
+        STEPQ_OK)
+        return STEPQ_ERR;
+    if (res->unknown > 0 &&
+        stepq__audit(q, json_pack("{s:s, s:i, s:s, s:I, s:o}", "action", "reconcile", "pass", pass,
+                                  "old_only", pass == 1 ? "deleted" : "kept", "count",
+                                  (json_int_t)res->unknown, "keys", rc_names(res))) != STEPQ_OK)
         return STEPQ_ERR;
     if (pass == 2) {
         if ((r = stepq__commandf(q, "HDEL %s reconciling", q->k_phase)) == NULL)
@@ -236,6 +284,16 @@ static int reconcile_pass(stepq *q, int pass, stepq_progress_fn fn, void *arg,
         freeReplyObject(r);
     }
     return STEPQ_OK;
+}
+
+/* reconcile_pass without a result to report. */
+static int reconcile_quiet(stepq *q, int pass, int force)
+{
+    stepq__rc_result res = {0};
+    int rc = reconcile_pass(q, pass, force, NULL, NULL, &res);
+
+    stepq__rc_result_release(&res);
+    return rc;
 }
 
 /* Checks a move before phase.c makes it: a refused move is audited and
@@ -272,7 +330,7 @@ int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *wh
         return STEPQ_ERR;
     }
     if (from == STEPQ_PHASE_STEP && to < from && !reconciled)
-        return reconcile_pass(q, 1, NULL, NULL, NULL, NULL);
+        return reconcile_quiet(q, 1, (flags & STEPQ_MOVE_FORCE) != 0);
     return STEPQ_OK;
 }
 
@@ -281,13 +339,25 @@ int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *wh
 int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to)
 {
     if (from == STEPQ_PHASE_STEP && to < from)
-        return reconcile_pass(q, 2, NULL, NULL, NULL, NULL);
+        return reconcile_quiet(q, 2, 0);
     return STEPQ_OK;
 }
 
 /* ---------------------------------------------------------------------------
  * Rollback
  * ------------------------------------------------------------------------- */
+
+/* What a reconcile did, into the rollback's JSON: rewritten and deleted
+ * old keys, and the old-only steps (`what`: kept or deleted) by name. */
+static void rc_report(json_t *out, const stepq__rc_result *res, const char *what)
+{
+    json_object_set_new(out, "old_rewritten", json_integer(res->copied));
+    json_object_set_new(out, "old_deleted", json_integer(res->deleted));
+    if (res->unknown > 0) {
+        json_object_set_new(out, what, json_integer(res->unknown));
+        json_object_set_new(out, "old_only_keys", rc_names(res));
+    }
+}
 
 static int reverse_verify(stepq *q, stepq_progress_fn fn, void *arg, json_t *out)
 {
@@ -317,7 +387,7 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
 {
     stepq_phase from;
     json_t *out = json_object();
-    long long copied = 0, deleted = 0;
+    stepq__rc_result res = {0};
 
     stepq__clear_error(q);
     if (out == NULL)
@@ -334,15 +404,15 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
     if (reconciling && from != STEPQ_PHASE_STEP) {
         /* A rollback out of 'step' stopped after its move: finish it, and
          * move no further (the operator asked for one rollback). */
-        if (reconcile_pass(q, 2, fn, arg, &copied, &deleted) != STEPQ_OK)
+        if (reconcile_pass(q, 2, 0, fn, arg, &res) != STEPQ_OK)
             goto fail;
         json_object_set_new(out, "from", json_string(stepq_phase_name(from)));
         json_object_set_new(out, "to", json_string(stepq_phase_name(from)));
         json_object_set_new(out, "finished",
                             json_string("the reconcile of a rollback out of "
                                         "'step' that had stopped after its move"));
-        json_object_set_new(out, "old_rewritten", json_integer(copied));
-        json_object_set_new(out, "old_deleted", json_integer(deleted));
+        rc_report(out, &res, "old_only_kept");
+        stepq__rc_result_release(&res);
         return stepq__ret_json(q, out, ret_json);
     }
     stepq_phase to = (stepq_phase)(from - 1);
@@ -360,21 +430,22 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
         }
         goto fail;
     }
-    if (from == STEPQ_PHASE_STEP && reconcile_pass(q, 1, fn, arg, &copied, &deleted) != STEPQ_OK)
+    if (from == STEPQ_PHASE_STEP &&
+        reconcile_pass(q, 1, (flags & STEPQ_MOVE_FORCE) != 0, fn, arg, &res) != STEPQ_OK)
         goto fail;
     if (stepq__phase_move(q, to, who, reason ? reason : "rollback", flags & STEPQ_MOVE_FORCE,
                           from == STEPQ_PHASE_STEP) != STEPQ_OK)
         goto fail;
-    if (from == STEPQ_PHASE_STEP) {
-        json_object_set_new(out, "old_rewritten", json_integer(copied));
-        json_object_set_new(out, "old_deleted", json_integer(deleted));
-    }
+    if (from == STEPQ_PHASE_STEP)
+        rc_report(out, &res, "old_only_deleted");
+    stepq__rc_result_release(&res);
     if (to == STEPQ_PHASE_JOB)
         json_object_set_new(out, "note",
                             json_string("writers stopped writing the new keys; they stay for a "
                                         "later retry (a new backfill starts over)"));
     return stepq__ret_json(q, out, ret_json);
 fail:
+    stepq__rc_result_release(&res);
     json_decref(out);
     return STEPQ_ERR;
 }

@@ -124,7 +124,7 @@ int stepq__keymap_lua(const stepq__keymap *km, sds out[2 * STEPQ_ROLE_COUNT]);
 /* ---------------------------------------------------------------------------
  * The handle (conn.c)
  * ------------------------------------------------------------------------- */
-#define STEPQ_ERRSTR_MAX 256
+#define STEPQ_ERRSTR_MAX 1024
 
 struct stepq {
     redisContext *rc;
@@ -350,9 +350,22 @@ int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, l
                      redisReply **replies);
 /* Makes every key of the other side equal to its twin on side `truth`
  * (reconcile.c): COPY REPLACE where the truth exists, DEL where it does
- * not; with `dry`, counts only. Either ret may be NULL. */
-int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, stepq_progress_fn fn, void *arg,
-                     long long *ret_copied, long long *ret_deleted);
+ * not; with `dry`, counts only. `mode` (lua/reconcile_batch.lua): 'plain';
+ * or, old from new, what to do with old steps the new side does not know
+ * (live old-only records, members only the old side knows): 'check' (write
+ * nothing), 'keep' or 'delete'; each counted and the first named. */
+#define STEPQ_RC_NAMES 10
+typedef struct stepq__rc_result {
+    long long copied, deleted, unknown;
+    sds names[STEPQ_RC_NAMES]; /* escaped, quoted */
+    size_t nnames;
+} stepq__rc_result;
+int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, const char *mode,
+                     stepq_progress_fn fn, void *arg, stepq__rc_result *res);
+void stepq__rc_result_release(stepq__rc_result *res);
+/* Appends name n to out, escaped as verify names keys (verify.c): plain in
+ * `quote` (0: none), else in double quotes with redis-cli's escapes. */
+sds stepq__cat_name(sds out, const sds n, char quote);
 /* Appends an entry to the audit log: `o` (consumed) gets ts, host and pid. */
 int stepq__audit(stepq *q, json_t *o);
 /* Is the move from -> to allowed by the preconditions (rollback.c)? Writes

@@ -464,7 +464,7 @@ static sds cat(sds s, const char *t)
 
 /* Appends the name in n to out, as the banner above says, a plain name in
  * `quote` (0: none). Returns the new sds; NULL on OOM or when out is NULL. */
-static sds cat_name(sds out, const sds n, char quote)
+sds stepq__cat_name(sds out, const sds n, char quote)
 {
     static const char esc[] = "\n\r\t\a\b\"\\", letter[] = "nrtab\"\\";
     size_t len = sdslen(n);
@@ -492,10 +492,10 @@ static sds cat_name(sds out, const sds n, char quote)
 static sds bad_message(const struct stepq__vbad *x)
 {
     if (x->v == STEPQ_V_MISSING)
-        return cat(cat_name(sdsnew("its twin "), x->b, '\''), " is missing");
-    return cat_name(sdsnew(x->v == STEPQ_V_TTL ? "its expiry is off from its twin "
-                                               : "different from its twin "),
-                    x->b, '\'');
+        return cat(stepq__cat_name(sdsnew("its twin "), x->b, '\''), " is missing");
+    return stepq__cat_name(sdsnew(x->v == STEPQ_V_TTL ? "its expiry is off from its twin "
+                                                      : "different from its twin "),
+                           x->b, '\'');
 }
 
 /* The report's line for a pair that still differs. */
@@ -503,8 +503,8 @@ static sds bad_line(const struct stepq__vbad *x)
 {
     sds l = sdsnew(x->v == STEPQ_V_TTL ? "ttl off " : verdict_names[x->v]);
 
-    l = cat_name(x->v == STEPQ_V_TTL ? l : cat(l, " "), x->a, '\'');
-    return cat(cat_name(cat(l, " (twin "), x->b, '\''), ")");
+    l = stepq__cat_name(x->v == STEPQ_V_TTL ? l : cat(l, " "), x->a, '\'');
+    return cat(stepq__cat_name(cat(l, " (twin "), x->b, '\''), ")");
 }
 
 /* Counts the pairs that still differ, per rule and verdict, names each one
@@ -523,7 +523,7 @@ static json_t *tell_bad(stepq__vf *v)
             c->ttl_off++;
         else
             c->different++;
-        sds key = cat_name(sdsempty(), x->a, 0), msg = bad_message(x);
+        sds key = stepq__cat_name(sdsempty(), x->a, 0), msg = bad_message(x);
         sds line = (long)i < v->o.first_bad ? bad_line(x) : NULL;
         if (key == NULL || msg == NULL || ((long)i < v->o.first_bad && line == NULL) ||
             (line != NULL && json_array_append_new(first, json_string(line)) != 0)) {

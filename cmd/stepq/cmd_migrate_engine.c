@@ -300,7 +300,8 @@ int migrate_rollback(struct cli *cli, int argc, char **argv)
         "usage: stepq migrate rollback [--force] [--reason TEXT] [--json]\n"
         "Moves the phase one step back and does what that move needs: out of 'step' the\n"
         "old keys are rewritten from the new ones (old keys without a new twin are\n"
-        "deleted); out of 'dual-read' a 'verify --reverse' must come out clean (exit 4\n"
+        "deleted; a live step only the old keys hold refuses the rollback, named, unless\n"
+        "--force); out of 'dual-read' a 'verify --reverse' must come out clean (exit 4\n"
         "otherwise); back to 'job' the new keys stay for a later retry. Exit 3 in 'job'.\n"
         "A rollback out of 'step' stopped between its two passes ('reconciling' in\n"
         "'migrate status') is finished by running it again; that run moves no further.\n";
@@ -347,6 +348,14 @@ int migrate_rollback(struct cli *cli, int argc, char **argv)
                 printf("old keys rewritten from new: %lld, deleted: %lld\n",
                        (long long)json_integer_value(json_object_get(o, "old_rewritten")),
                        (long long)json_integer_value(json_object_get(o, "old_deleted")));
+            json_t *only = json_object_get(o, "old_only_keys"), *k;
+            size_t i;
+            if (only != NULL) {
+                printf("live steps only the old keys held, %s:",
+                       json_object_get(o, "old_only_deleted") ? "deleted (forced)" : "kept");
+                json_array_foreach(only, i, k) printf(" %s", json_string_value(k));
+                printf("\n");
+            }
             if (json_object_get(o, "finished"))
                 printf("finished: %s\n", json_string_value(json_object_get(o, "finished")));
             if (json_object_get(o, "note"))

@@ -104,6 +104,19 @@ $S submit --type gpu --require gpu >/dev/null
 expect_ok "idle claims in dual-read count no fallback reads" \
     'for i in 1 2 3; do $S claim --worker W4 || true; done; test "$(rcli HGET stepq:stats fallback_reads)" = ""'
 
+# Finding 9: a rollback out of step would delete a live step only the old
+# keys hold (the old application wrote it after the switch): it names it and
+# refuses; its advice (cleanup --adopt) takes it over, and the rollback then
+# rewrites the old keys from the new ones, L included.
+rcli FLUSHDB >/dev/null
+expect_ok "walk to step" 'walk_to step'
+rcli HSET job:L type legacy status pending priority 3 >/dev/null
+rcli ZADD jobs:pending 3 L >/dev/null
+expect_code 4 "rollback names L and refuses, changing nothing" \
+    '$S migrate rollback >$tmp/rb 2>&1; rc=$?; cat $tmp/rb; grep -q "'"'"'job:L'"'"'" $tmp/rb && grep -q "cleanup --adopt" $tmp/rb && test "$(rcli HGET stepq:phase phase)" = step && test "$(rcli EXISTS job:L)" = 1 || exit 9; exit $rc'
+expect_ok "the advised cleanup --adopt, then the rollback, keep L on both sides" \
+    '$S migrate backup --out $tmp/f9.bk >/dev/null && $S migrate cleanup --backup $tmp/f9.bk --adopt >/dev/null && $S migrate rollback && test "$(rcli ZSCORE steps:pending L)" = 3 && test "$(rcli ZSCORE jobs:pending L)" = 3 && test "$(rcli HGET job:L status)" = pending'
+
 # Invariant 5 (the model's MOVEOK): a process pinned to 'job' writes no new
 # key, so the move to dual-read is refused while one lives; the advice
 # (restart it without the pin) opens the move.

@@ -81,11 +81,30 @@ static void test_walk_static(void)
     char id[STEPQ_ID_MAX];
     REQUIRE(stepq_submit(Q, NULL, id) == STEPQ_OK);
     ASSERT_EQ(t_exists("job:%s", id), 0);
+    /* L00004 had ended before the switch and is pruned in 'step'. */
+    freeReplyObject(t_cmd("HSET job:L00004 status completed"));
     freeReplyObject(t_cmd("DEL step:L00004 step:L00004:progress"));
     REQUIRE(stepq_cancel(Q, "L00008") == STEPQ_OK);
+    /* L00012, pending at the switch, ended and was pruned in 'step': the
+     * frozen old record says pending, the new side knows nothing, as for a
+     * step the old application wrote after the switch. The rollback names
+     * it and refuses; forced, it deletes it. */
+    freeReplyObject(t_cmd("DEL step:L00012 step:L00012:progress"));
+    freeReplyObject(t_cmd("ZREM steps:pending L00012"));
     CHECK(m_sides_equal() > 0);
-
-    rollback_to(STEPQ_PHASE_STEP_PRIMARY);
+    CHECK(stepq_rollback(Q, "t", NULL, 0, NULL, NULL, NULL) == STEPQ_ERR);
+    if (strstr(stepq_errstr(Q), "'job:L00012'") == NULL ||
+        strstr(stepq_errstr(Q), "'jobs:pending' member 'L00012'") == NULL ||
+        strstr(stepq_errstr(Q), "--force") == NULL)
+        FAILF("rollback with an old-only live step: '%s'", stepq_errstr(Q));
+    ASSERT_EQ(phase_now(), STEPQ_PHASE_STEP);
+    ASSERT_EQ(t_exists("stepq:phase") && *t_str("HGET stepq:phase reconciling"), 0);
+    char *json = NULL;
+    REQUIRE(stepq_rollback(Q, "t", NULL, STEPQ_MOVE_FORCE, NULL, NULL, &json) == STEPQ_OK);
+    ASSERT_STR(t_field(json, "old_only_deleted"), "2");
+    stepq_str_free(json);
+    ASSERT_EQ(phase_now(), STEPQ_PHASE_STEP_PRIMARY);
+    ASSERT_EQ(t_exists("job:L00012"), 0);
     ASSERT_EQ(m_sides_equal(), 0);
     ASSERT_EQ(t_exists("job:%s", id), 1);
     ASSERT_EQ(t_exists("job:L00004"), 0); /* deleted in 'step': stays deleted */
