@@ -102,7 +102,6 @@ static int sample_keys(struct bf *b, long long dbsize, double *ret_old_share,
 {
     stepq *q = b->q;
     enum { N = 256 };
-    char id[STEPQ_RULE_MAX];
     enum stepq__side side;
     long old = 0, twinless = 0;
     long long bytes = 0;
@@ -122,18 +121,20 @@ static int sample_keys(struct bf *b, long long dbsize, double *ret_old_share,
             stepq__pairs_release(&p);
             return STEPQ_ERR;
         }
+        const char *id = NULL;
+        size_t idlen = 0;
         int rule = r->type == REDIS_REPLY_STRING
-                       ? stepq__keymap_match(&q->km, r->str, r->len, &side, id, sizeof(id))
+                       ? stepq__keymap_match(&q->km, r->str, r->len, &side, &id, &idlen)
                        : -1;
         if (rule >= 0 && side == STEPQ_OLD && q->km.rules[rule].per_id) {
             old++;
-            stepq__pairs_add(&p, &q->km, (size_t)rule, STEPQ_OLD, id);
+            stepq__pairs_add_n(&p, &q->km, (size_t)rule, STEPQ_OLD, id, idlen);
         }
         freeReplyObject(r);
     }
     for (size_t i = 0; i < p.n; i++) {
-        redisAppendCommand(q->rc, "MEMORY USAGE %s", p.keys[2 * i]);
-        redisAppendCommand(q->rc, "EXISTS %s", p.keys[2 * i + 1]);
+        redisAppendCommand(q->rc, "MEMORY USAGE %b", p.keys[2 * i], sdslen(p.keys[2 * i]));
+        redisAppendCommand(q->rc, "EXISTS %b", p.keys[2 * i + 1], sdslen(p.keys[2 * i + 1]));
     }
     for (size_t i = 0; i < p.n; i++) {
         redisReply *m = stepq__read_reply(q), *e = m ? stepq__read_reply(q) : NULL;
@@ -167,20 +168,22 @@ static int fixed_size(struct bf *b, size_t r, long long *ret_units, long long *r
     int rc = STEPQ_ERR;
 
     *ret_units = *ret_bytes = 0;
-    redisReply *c = t == STEPQ_KT_SET    ? stepq__commandf(q, "SCARD %s", src)
-                    : t == STEPQ_KT_ZSET ? stepq__commandf(q, "ZCARD %s", src)
-                                         : stepq__commandf(q, "EXISTS %s", src);
+    redisReply *c = stepq__commandf(q, "%s %b",
+                                    t == STEPQ_KT_SET    ? "SCARD"
+                                    : t == STEPQ_KT_ZSET ? "ZCARD"
+                                                         : "EXISTS",
+                                    src, sdslen(src));
     if (c == NULL)
         goto out;
     *ret_units = c->type == REDIS_REPLY_INTEGER ? c->integer : 0;
     freeReplyObject(c);
-    redisReply *e = stepq__commandf(q, "EXISTS %s", dst);
+    redisReply *e = stepq__commandf(q, "EXISTS %b", dst, sdslen(dst));
     if (e == NULL)
         goto out;
     int twin = e->integer == 1;
     freeReplyObject(e);
     if (!twin && *ret_units > 0) {
-        redisReply *m = stepq__commandf(q, "MEMORY USAGE %s SAMPLES 5", src);
+        redisReply *m = stepq__commandf(q, "MEMORY USAGE %b SAMPLES 5", src, sdslen(src));
         if (m == NULL)
             goto out;
         *ret_bytes = m->type == REDIS_REPLY_INTEGER ? m->integer : 0;
@@ -446,8 +449,13 @@ static int apply_replies(struct bf *b, redisReply **rep, size_t nrep)
                     rc = merge_big(b, b->pairs.keys[2 * k], b->pairs.keys[2 * k + 1],
                                    b->pairs.types[k], "0", b->member_ckpt);
             } else {
+                /* Named as verify names keys (src/keyname.c): a NUL or a
+                 * newline in the name would cut or break the line. */
+                sds name = stepq__keyname_quote(sdsempty(), b->pairs.keys[2 * k],
+                                                sdslen(b->pairs.keys[2 * k]), 0);
                 b->res.errors++;
-                report(b, b->pairs.keys[2 * k], strncmp(v, "error:", 6) == 0 ? v + 6 : v);
+                report(b, name ? name : "?", strncmp(v, "error:", 6) == 0 ? v + 6 : v);
+                sdsfree(name);
             }
         }
         freeReplyObject(rep[s]);
@@ -529,6 +537,10 @@ static int scan_page(stepq *q, const redisReply *keys, const char *cursor, void 
 {
     struct bf *b = arg;
 
+    /* A key that looks old but that no rule maps is never copied: named,
+     * and counted as an error, so the run fails instead of leaving it. */
+    b->res.errors +=
+        stepq__walk_strays(q, keys, b->fn, b->arg, b->res.keys_done, b->res.keys_total);
     if (stepq__pairs_from_page(&b->pairs, &q->km, keys, STEPQ_OLD) < 0) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
@@ -670,8 +682,8 @@ static int repair(struct bf *b)
         return STEPQ_ERR;
     }
     freeReplyObject(d);
-    if (stepq__reconcile(q, STEPQ_OLD, b->o.dry_run, b->fn, b->arg, &b->res.copied,
-                         &b->res.gone) != STEPQ_OK)
+    if (stepq__reconcile(q, STEPQ_OLD, b->o.dry_run, b->fn, b->arg, &b->res.copied, &b->res.gone) !=
+        STEPQ_OK)
         return STEPQ_ERR;
     b->res.keys_done = b->res.copied + b->res.gone;
     if (b->o.dry_run || finish(b) != STEPQ_OK)

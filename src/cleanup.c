@@ -31,9 +31,8 @@
 #include "backup.h"
 
 #define SCAN_COUNT    500
-#define CLEAN_BATCH   100  /* key pairs per script call: under the EVAL argument cap */
-#define READ_SLACK_MS 1500 /* OBJECT IDLETIME counts whole seconds */
-#define ID_MAX        4096
+#define CLEAN_BATCH   100    /* key pairs per script call: under the EVAL argument cap */
+#define READ_SLACK_MS 1500   /* OBJECT IDLETIME counts whole seconds */
 #define BIG_MEMBERS   "1000" /* larger collections are decided in chunks */
 
 /* ---------------------------------------------------------------------------
@@ -107,7 +106,7 @@ struct cl_run {
     long long win_lo, win_hi;   /* the recorded backup's own run; lo > hi: none */
     int idle_unknown;           /* an LFU policy: no idle times */
     long long uncovered, reads; /* findings of the check pass */
-    char uncovered_key[STEPQ_RULE_MAX], read_key[STEPQ_RULE_MAX];
+    char uncovered_key[STEPQ_RULE_MAX], read_key[STEPQ_RULE_MAX]; /* src/keyname.c's form */
     long long read_at;
     sds forced; /* the refusals --force overrode, for the audit entry */
     stepq__pace pace;
@@ -115,7 +114,6 @@ struct cl_run {
     const char *dry, *adopt; /* "1" or "0", as the script takes them */
     sds tpl;                 /* the step templates and new pending key, for the script */
     stepq__windows own;      /* stepq's own touches of old keys: not a reader */
-    char id[ID_MAX];
 };
 
 static int refuse(struct cl_run *c, const char *fmt, ...) STEPQ_PRINTF(2, 3);
@@ -323,7 +321,7 @@ static size_t old_keys(struct cl_run *c, const redisReply *batch, size_t *from,
 
     for (; *from < batch->elements && n < max; (*from)++) {
         const redisReply *k = batch->element[*from];
-        if (stepq__keymap_match(&c->q->km, k->str, k->len, &side, c->id, sizeof(c->id)) >= 0 &&
+        if (stepq__keymap_match(&c->q->km, k->str, k->len, &side, NULL, NULL) >= 0 &&
             side == STEPQ_OLD)
             out[n++] = k;
     }
@@ -342,7 +340,7 @@ static void judge_idle(struct cl_run *c, const redisReply *idle, const redisRepl
         return;
     if (c->reads++ == 0 || at > c->read_at) {
         c->read_at = at;
-        snprintf(c->read_key, sizeof(c->read_key), "%.*s", (int)key->len, key->str);
+        stepq__keyname_buf(c->read_key, sizeof(c->read_key), key->str, key->len);
     }
 }
 
@@ -359,8 +357,8 @@ static int check_batch(stepq *q, const redisReply *batch, void *arg)
         return STEPQ_ERR;
     for (size_t i = 0; i < n; i++) {
         if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len)) && c->uncovered++ == 0)
-            snprintf(c->uncovered_key, sizeof(c->uncovered_key), "%.*s", (int)keys[i]->len,
-                     keys[i]->str);
+            stepq__keyname_buf(c->uncovered_key, sizeof(c->uncovered_key), keys[i]->str,
+                               keys[i]->len);
         if (redisAppendCommand(q->rc, "OBJECT IDLETIME %b", keys[i]->str, keys[i]->len) !=
             REDIS_OK) {
             stepq__set_error(q, STEPQ_E_OOM, "out of memory");
@@ -443,7 +441,7 @@ static int decide_big(struct cl_run *c, const char *key, size_t len)
 {
     const char *args[4 + CLEAN_BATCH];
     size_t lens[4 + CLEAN_BATCH];
-    char cursor[32] = "0", type = 's', first[STEPQ_RULE_MAX + 32] = "";
+    char cursor[32] = "0", type = 's', first[STEPQ_RULE_MAX + 48] = "";
     long long unsafe = 0;
     redisReply *t = stepq__commandf(c->q, "TYPE %b", key, len);
 
@@ -484,9 +482,11 @@ static int decide_big(struct cl_run *c, const char *key, size_t len)
             return STEPQ_ERR;
         }
         if (r != NULL) {
-            if (unsafe == 0 && r->element[0]->integer > 0)
-                snprintf(first, sizeof(first), "it holds step '%.*s' that the new side lacks",
-                         (int)r->element[1]->len, r->element[1]->str);
+            if (unsafe == 0 && r->element[0]->integer > 0) {
+                char id[STEPQ_RULE_MAX];
+                stepq__keyname_buf(id, sizeof(id), r->element[1]->str, r->element[1]->len);
+                snprintf(first, sizeof(first), "it holds step '%s' that the new side lacks", id);
+            }
             unsafe += r->element[0]->integer;
             c->res.adopted += r->element[2]->integer;
             freeReplyObject(r);
@@ -565,15 +565,15 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
     enum stepq__side side;
 
     for (size_t i = 0; i < n; i++) {
+        const char *id;
         size_t idlen;
-        int rule = stepq__keymap_match_n(&c->q->km, keys[i]->str, keys[i]->len, &side, c->id,
-                                         sizeof(c->id), &idlen);
+        int rule = stepq__keymap_match(&c->q->km, keys[i]->str, keys[i]->len, &side, &id, &idlen);
         if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len))) {
             c->res.not_in_backup++; /* appeared after the check: not backed up, kept */
             continue;
         }
-        twins[m] = stepq__keymap_key_n(&c->q->km, (size_t)rule, STEPQ_NEW, c->id, idlen);
-        ids[m] = sdsnewlen(c->id, c->q->km.rules[rule].per_id ? idlen : 0);
+        twins[m] = stepq__keymap_key_n(&c->q->km, (size_t)rule, STEPQ_NEW, id, idlen);
+        ids[m] = sdsnewlen(id, idlen);
         if (twins[m] == NULL || ids[m] == NULL) {
             sdsfree(twins[m]);
             sdsfree(ids[m]);

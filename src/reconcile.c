@@ -28,7 +28,7 @@
 struct rc_walk {
     enum stepq__side truth;
     stepq__pairs pairs;
-    long long copied, deleted, done;
+    long long copied, deleted, done, strays;
     int dry;
     stepq_progress_fn fn;
     void *arg;
@@ -57,8 +57,8 @@ static int rc_run(stepq *q, struct rc_walk *w)
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    if (stepq__pairs_run(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, RC_BATCH, 0, NULL, 1, args,
-                         0, rep) == STEPQ_OK) {
+    if (stepq__pairs_run(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, RC_BATCH, 0, NULL, 1, args, 0,
+                         rep) == STEPQ_OK) {
         rc = STEPQ_OK;
         for (size_t i = 0; i < n; i++) {
             if (rc == STEPQ_OK && rc_reply(q, rep[i], w) != STEPQ_OK)
@@ -78,14 +78,18 @@ static int rc_run(stepq *q, struct rc_walk *w)
 static int rc_page(stepq *q, const redisReply *keys, const char *cursor, void *arg)
 {
     struct rc_walk *w = arg;
-    char id[STEPQ_RULE_MAX];
+    const char *id;
     size_t idlen;
     enum stepq__side side;
 
     (void)cursor;
+    /* With the old side the truth (the repair), an old-looking key no rule
+     * maps would be left behind: named, and the repair fails. */
+    if (w->truth == STEPQ_OLD)
+        w->strays += stepq__walk_strays(q, keys, w->fn, w->arg, w->done, 0);
     for (size_t i = 0; i < keys->elements; i++) {
-        int r = stepq__keymap_match_n(&q->km, keys->element[i]->str, keys->element[i]->len, &side,
-                                      id, sizeof(id), &idlen);
+        int r = stepq__keymap_match(&q->km, keys->element[i]->str, keys->element[i]->len, &side,
+                                    &id, &idlen);
         if (r < 0 || !q->km.rules[r].per_id)
             continue;
         if (stepq__pairs_add_n(&w->pairs, &q->km, (size_t)r, w->truth, id, idlen) != STEPQ_OK) {
@@ -112,6 +116,14 @@ int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, stepq_progress_f
     }
     if (rc_run(q, &w) != STEPQ_OK || stepq__walk_ns(q, "0", 500, rc_page, &w) != STEPQ_OK)
         goto out;
+    if (w.strays > 0) {
+        stepq__set_error(q, STEPQ_E_SERVER,
+                         "%lld key(s) look like old keys but no rule of the key map maps them "
+                         "(each is named above); rename or delete them, or map them in a rules "
+                         "file, and run it again",
+                         w.strays);
+        goto out;
+    }
     if (ret_copied != NULL)
         *ret_copied = w.copied;
     if (ret_deleted != NULL)

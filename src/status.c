@@ -96,7 +96,7 @@ static int count_batch(stepq *q, const redisReply *keys, void *arg)
     (void)q;
     for (size_t i = 0; i < keys->elements; i++) {
         int r = stepq__keymap_match(c->km, keys->element[i]->str, keys->element[i]->len, &side,
-                                    NULL, 0);
+                                    NULL, NULL);
         if (r >= 0)
             c->n[r][side]++;
     }
