@@ -137,24 +137,29 @@ static int refuse(struct cl_run *c, const char *fmt, ...)
     return STEPQ_ERR;
 }
 
-static long long hash_ll(const redisReply *r, size_t i)
+/* Field i of an HMGET reply as a number into *ret: -1 when the field is
+ * absent; STEPQ_ERR (naming `what`) when it is not a whole number. */
+static int hash_ll(stepq *q, const redisReply *r, size_t i, const char *what, long long *ret)
 {
-    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements ||
-        r->element[i]->type != REDIS_REPLY_STRING)
-        return -1;
-    return strtoll(r->element[i]->str, NULL, 10);
+    *ret = -1;
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || r->element[i]->type == REDIS_REPLY_NIL)
+        return STEPQ_OK;
+    return stepq__reply_ll(q, r->element[i], what, ret);
 }
 
 /* The phase must be `step`; reads when it became so. */
 static int check_phase(struct cl_run *c)
 {
-    redisReply *r = stepq__commandf(c->q, "HMGET %s phase since", c->q->k_phase);
+    redisReply *r =
+        stepq__commandf(c->q, "HMGET %b phase since", c->q->k_phase, sdslen(c->q->k_phase));
 
     if (r == NULL)
         return STEPQ_ERR;
-    const char *ph = r->type == REDIS_REPLY_ARRAY && r->element[0]->type == REDIS_REPLY_STRING
-                         ? r->element[0]->str
-                         : "job";
+    if (stepq__reply_shape(c->q, r, "..", "HMGET stepq:phase") != STEPQ_OK) {
+        freeReplyObject(r);
+        return STEPQ_ERR;
+    }
+    const char *ph = r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str : "job";
     int rc = STEPQ_OK;
     if (strcmp(ph, "step") != 0) {
         stepq__set_error(c->q, STEPQ_E_CONFLICT,
@@ -164,8 +169,10 @@ static int check_phase(struct cl_run *c)
                          ph);
         rc = STEPQ_ERR;
     }
-    c->since = hash_ll(r, 1);
+    int bad = rc == STEPQ_OK && hash_ll(c->q, r, 1, "stepq:phase since", &c->since) != STEPQ_OK;
     freeReplyObject(r);
+    if (bad)
+        return STEPQ_ERR;
     if (rc == STEPQ_OK && c->since <= 0)
         rc = refuse(c,
                     "'%s' does not say since when the phase is 'step', so old-key reads "
@@ -174,7 +181,11 @@ static int check_phase(struct cl_run *c)
     char up[32];
     if (rc == STEPQ_OK && stepq__info_field(c->q, "uptime_in_seconds", up, sizeof(up)) != STEPQ_OK)
         return STEPQ_ERR;
-    c->started = rc == STEPQ_OK && up[0] ? stepq__now_ms() - atoll(up) * 1000 : 0;
+    long long secs = 0;
+    if (rc == STEPQ_OK && up[0] &&
+        stepq__parse_ll(c->q, up, strlen(up), "INFO server uptime_in_seconds", &secs) != STEPQ_OK)
+        return STEPQ_ERR;
+    c->started = rc == STEPQ_OK && up[0] ? stepq__now_ms() - secs * 1000 : 0;
     return rc;
 }
 
@@ -241,9 +252,9 @@ static int check_header(struct cl_run *c, const stepq__bk_info *info)
 static int check_backup_record(struct cl_run *c, const stepq__bk_info *info)
 {
     redisReply *r = stepq__commandf(c->q,
-                                    "HMGET %sstepq:backup checksum side started_at finished_at "
+                                    "HMGET %bstepq:backup checksum side started_at finished_at "
                                     "last_read_ms last_read_key",
-                                    c->q->km.ns);
+                                    c->q->km.ns, strlen(c->q->km.ns));
     char sum[17];
 
     if (r == NULL)
@@ -254,9 +265,15 @@ static int check_backup_record(struct cl_run *c, const stepq__bk_info *info)
     int rc = STEPQ_OK;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 6 &&
         r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, sum) == 0) {
-        c->win_lo = hash_ll(r, 2) - READ_SLACK_MS;
-        c->win_hi = hash_ll(r, 3) + READ_SLACK_MS;
-        long long last = hash_ll(r, 4);
+        long long lo, hi, last;
+        if (hash_ll(c->q, r, 2, "stepq:backup started_at", &lo) != STEPQ_OK ||
+            hash_ll(c->q, r, 3, "stepq:backup finished_at", &hi) != STEPQ_OK ||
+            hash_ll(c->q, r, 4, "stepq:backup last_read_ms", &last) != STEPQ_OK) {
+            freeReplyObject(r);
+            return STEPQ_ERR;
+        }
+        c->win_lo = lo - READ_SLACK_MS;
+        c->win_hi = hi + READ_SLACK_MS;
         const char *key = r->element[5]->type == REDIS_REPLY_STRING ? r->element[5]->str : "?";
         if (last == -1)
             c->idle_unknown = 1;
@@ -412,7 +429,7 @@ static int audit_force(struct cl_run *c)
         stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    redisReply *r = stepq__commandf(c->q, "RPUSH %s %s", c->q->k_audit, s);
+    redisReply *r = stepq__commandf(c->q, "RPUSH %b %s", c->q->k_audit, sdslen(c->q->k_audit), s);
     free(s);
     if (r == NULL)
         return STEPQ_ERR;

@@ -415,6 +415,17 @@ int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t nc
         stepq__set_error(q, STEPQ_E_NOTFOUND, "nothing to claim for worker '%s'", worker);
         return STEPQ_ERR;
     }
+    /* id, key pairs, all strings: claim_read indexes them as such. */
+    int shape = r->elements % 2 == 0;
+    for (size_t i = 0; shape && i < r->elements; i++)
+        shape = r->element[i]->type == REDIS_REPLY_STRING;
+    if (!shape) {
+        freeReplyObject(r);
+        stepq__set_error(q, STEPQ_E_PROTOCOL,
+                         "unexpected reply from claim.lua: expected id, key pairs (the claim "
+                         "stays remembered)");
+        return STEPQ_ERR;
+    }
     json_t *a = json_array();
     if (a != NULL && claim_read(q, r, token, a) != STEPQ_OK && lost(q)) {
         /* Claimed, but the records were lost on the way: the retry flag
@@ -423,7 +434,8 @@ int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t nc
         json_array_clear(a);
         args[6] = "1";
         r = stepq__eval_queue(q, STEPQ_SCRIPT_CLAIM, 7, args, NULL);
-        if (r != NULL && r->type == REDIS_REPLY_ARRAY && claim_read(q, r, token, a) != STEPQ_OK) {
+        if (r != NULL && (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0 ||
+                          claim_read(q, r, token, a) != STEPQ_OK)) {
             freeReplyObject(r);
             r = NULL;
         }

@@ -138,6 +138,22 @@ sds stepq__keyname_quote(sds out, const char *n, size_t len, char quote);
 void stepq__keyname_buf(char *buf, size_t size, const char *n, size_t len);
 
 /* ---------------------------------------------------------------------------
+ * Numbers and shapes of replies (reply.c)
+ * ------------------------------------------------------------------------- */
+/* The one parser of a number in a reply: s (len bytes) must be a whole
+ * number ('-' and digits, nothing else) that fits a long long. Otherwise
+ * STEPQ_ERR, with a STEPQ_E_PROTOCOL error naming `what` (the script or
+ * command, and the field) when q is not NULL: never a silent 0. */
+int stepq__parse_ll(stepq *q, const char *s, size_t len, const char *what, long long *ret);
+/* A reply that is a number: an integer, or a string (a hash field) that
+ * stepq__parse_ll takes; nil and anything else is an error naming what. */
+int stepq__reply_ll(stepq *q, const redisReply *r, const char *what, long long *ret);
+/* Checks that r is an array of strlen(types) items, item i of type
+ * types[i] ('i' integer, 's' string, 'a' array, '.' any); else a
+ * STEPQ_E_PROTOCOL error naming what. */
+int stepq__reply_shape(stepq *q, const redisReply *r, const char *types, const char *what);
+
+/* ---------------------------------------------------------------------------
  * The handle (conn.c)
  * ------------------------------------------------------------------------- */
 #define STEPQ_ERRSTR_MAX 256

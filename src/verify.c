@@ -630,7 +630,7 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
     v->side = v->o.reverse ? STEPQ_NEW : STEPQ_OLD;
     v->started_at = stepq__now_ms();
     /* A clean verify answers the step-primary misses before it (health). */
-    redisReply *m = stepq__commandf(q, "HGET %s primary_misses", q->k_stats);
+    redisReply *m = stepq__commandf(q, "HGET %b primary_misses", q->k_stats, sdslen(q->k_stats));
     if (m == NULL)
         goto out;
     snprintf(v->misses_at_start, sizeof(v->misses_at_start), "%s",

@@ -301,8 +301,12 @@ long long stepq__json_ll(const json_t *o, const char *field)
 
     if (json_is_integer(v))
         return (long long)json_integer_value(v);
-    if (json_is_string(v))
-        return strtoll(json_string_value(v), NULL, 10);
+    long long n;
+    /* stepq__hash_counters made every whole number an integer: a string
+     * here is text, which counts as absent (0), as a missing field does. */
+    if (json_is_string(v) &&
+        stepq__parse_ll(NULL, json_string_value(v), json_string_length(v), "", &n) == STEPQ_OK)
+        return n;
     return 0;
 }
 
@@ -324,12 +328,12 @@ int stepq__audit(stepq *q, json_t *o)
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    redisReply *r = stepq__commandf(q, "RPUSH %s %s", q->k_audit, s);
+    redisReply *r = stepq__commandf(q, "RPUSH %b %s", q->k_audit, sdslen(q->k_audit), s);
     free(s);
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);
-    r = stepq__commandf(q, "LTRIM %s -" AUDIT_KEEP " -1", q->k_audit);
+    r = stepq__commandf(q, "LTRIM %b -" AUDIT_KEEP " -1", q->k_audit, sdslen(q->k_audit));
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);

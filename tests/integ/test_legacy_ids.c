@@ -211,6 +211,26 @@ static void test_nul_key_named_whole(void)
     CHECK(strstr(s.msg, "source is a string") != NULL);
 }
 
+/* Finding 13: a number in a record or a reply that is not one is an error
+ * naming it; strtoll read "12abc" as 12 and "abc" as 0, in silence. */
+static void test_malformed_numbers_named(void)
+{
+    t_flush();
+    legacy_step("a:b", 3, "3");
+    freeReplyObject(t_cmd("HSET stepq:phase phase dual-write dual_write_since 12abc"));
+    CHECK(stepq_backfill(Q, NULL, NULL, NULL, NULL) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_PROTOCOL);
+    CHECK(strstr(stepq_errstr(Q), "stepq:phase dual_write_since: '12abc' is not a whole number") !=
+          NULL);
+    ASSERT_EQ(t_exists("step:a:b"), 0);
+    /* The operator's throttle: "abc" read as rate 0, which is unlimited. */
+    freeReplyObject(t_cmd("HSET stepq:phase dual_write_since 1"));
+    freeReplyObject(t_cmd("HSET stepq:throttle rate abc"));
+    stepq_backfill_opts o = {.rate = 100};
+    CHECK(stepq_backfill(Q, &o, NULL, NULL, NULL) == STEPQ_ERR);
+    CHECK(strstr(stepq_errstr(Q), "stepq:throttle rate") != NULL);
+}
+
 int main(void)
 {
     t_setup();
@@ -220,6 +240,7 @@ int main(void)
     RUN(test_api_takes_legacy_ids);
     RUN(test_unmapped_key_fails_the_walk);
     RUN(test_nul_key_named_whole);
+    RUN(test_malformed_numbers_named);
     t_teardown();
     TEST_END();
 }
