@@ -141,7 +141,13 @@ STEPQ_API int stepq_audit_tail(stepq *q, long limit, char **ret_json);
  * Steps
  * ------------------------------------------------------------------------- */
 
-#define STEPQ_ID_MAX 64
+#define STEPQ_ID_MAX 64 /* the ids stepq makes (and worker ids, types) fit in this */
+/* A step id the API takes (get, claim's ids, progress, complete, fail,
+ * cancel) is 1 to STEPQ_STEP_ID_MAX - 1 bytes, any bytes but NUL: a step
+ * the old system wrote may have any id ('a:b', 300 bytes). One the key map
+ * reads as another key (ending in ':progress' with the built-in map) is
+ * refused: its record would be another step's progress (docs/keymap.md). */
+#define STEPQ_STEP_ID_MAX 4096
 
 typedef struct stepq_submit_opts {
     const char *type;     /* NULL: "default" */

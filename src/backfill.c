@@ -89,10 +89,16 @@ static void pinned_why(char *why, size_t len, const char *what, long pinned)
              what, pinned);
 }
 
-static long long info_field(const char *info, const char *name)
+/* A number field of an INFO reply ("name:123\r\n"); absent: 0. */
+static int info_field(stepq *q, const char *info, const char *name, long long *ret)
 {
     const char *p = strstr(info, name);
-    return p ? strtoll(p + strlen(name), NULL, 10) : 0;
+
+    *ret = 0;
+    if (p == NULL)
+        return STEPQ_OK;
+    p += strlen(name);
+    return stepq__parse_ll(q, p, strcspn(p, "\r\n"), "INFO memory", ret);
 }
 
 /* Samples RANDOMKEY: the share of the database that is old per-id keys, and
@@ -102,7 +108,6 @@ static int sample_keys(struct bf *b, long long dbsize, double *ret_old_share,
 {
     stepq *q = b->q;
     enum { N = 256 };
-    char id[STEPQ_RULE_MAX];
     enum stepq__side side;
     long old = 0, twinless = 0;
     long long bytes = 0;
@@ -122,18 +127,20 @@ static int sample_keys(struct bf *b, long long dbsize, double *ret_old_share,
             stepq__pairs_release(&p);
             return STEPQ_ERR;
         }
+        const char *id = NULL;
+        size_t idlen = 0;
         int rule = r->type == REDIS_REPLY_STRING
-                       ? stepq__keymap_match(&q->km, r->str, r->len, &side, id, sizeof(id))
+                       ? stepq__keymap_match(&q->km, r->str, r->len, &side, &id, &idlen)
                        : -1;
         if (rule >= 0 && side == STEPQ_OLD && q->km.rules[rule].per_id) {
             old++;
-            stepq__pairs_add(&p, &q->km, (size_t)rule, STEPQ_OLD, id);
+            stepq__pairs_add_n(&p, &q->km, (size_t)rule, STEPQ_OLD, id, idlen);
         }
         freeReplyObject(r);
     }
     for (size_t i = 0; i < p.n; i++) {
-        redisAppendCommand(q->rc, "MEMORY USAGE %s", p.keys[2 * i]);
-        redisAppendCommand(q->rc, "EXISTS %s", p.keys[2 * i + 1]);
+        redisAppendCommand(q->rc, "MEMORY USAGE %b", p.keys[2 * i], sdslen(p.keys[2 * i]));
+        redisAppendCommand(q->rc, "EXISTS %b", p.keys[2 * i + 1], sdslen(p.keys[2 * i + 1]));
     }
     for (size_t i = 0; i < p.n; i++) {
         redisReply *m = stepq__read_reply(q), *e = m ? stepq__read_reply(q) : NULL;
@@ -167,20 +174,22 @@ static int fixed_size(struct bf *b, size_t r, long long *ret_units, long long *r
     int rc = STEPQ_ERR;
 
     *ret_units = *ret_bytes = 0;
-    redisReply *c = t == STEPQ_KT_SET    ? stepq__commandf(q, "SCARD %s", src)
-                    : t == STEPQ_KT_ZSET ? stepq__commandf(q, "ZCARD %s", src)
-                                         : stepq__commandf(q, "EXISTS %s", src);
+    redisReply *c = stepq__commandf(q, "%s %b",
+                                    t == STEPQ_KT_SET    ? "SCARD"
+                                    : t == STEPQ_KT_ZSET ? "ZCARD"
+                                                         : "EXISTS",
+                                    src, sdslen(src));
     if (c == NULL)
         goto out;
     *ret_units = c->type == REDIS_REPLY_INTEGER ? c->integer : 0;
     freeReplyObject(c);
-    redisReply *e = stepq__commandf(q, "EXISTS %s", dst);
+    redisReply *e = stepq__commandf(q, "EXISTS %b", dst, sdslen(dst));
     if (e == NULL)
         goto out;
     int twin = e->integer == 1;
     freeReplyObject(e);
     if (!twin && *ret_units > 0) {
-        redisReply *m = stepq__commandf(q, "MEMORY USAGE %s SAMPLES 5", src);
+        redisReply *m = stepq__commandf(q, "MEMORY USAGE %b SAMPLES 5", src, sdslen(src));
         if (m == NULL)
             goto out;
         *ret_bytes = m->type == REDIS_REPLY_INTEGER ? m->integer : 0;
@@ -204,8 +213,10 @@ static int estimate(struct bf *b, long long *ret_used, long long *ret_max)
 
     if (r == NULL)
         return STEPQ_ERR;
-    dbsize = r->integer;
+    int ok = stepq__reply_ll(q, r, "DBSIZE", &dbsize) == STEPQ_OK;
     freeReplyObject(r);
+    if (!ok)
+        return STEPQ_ERR;
     if (sample_keys(b, dbsize, &share, &bytes) != STEPQ_OK)
         return STEPQ_ERR;
     if (dbsize <= 10000) {
@@ -236,9 +247,14 @@ static int estimate(struct bf *b, long long *ret_used, long long *ret_max)
     }
     if ((r = stepq__commandf(q, "INFO memory")) == NULL)
         return STEPQ_ERR;
-    *ret_used = info_field(r->str, "used_memory:");
-    *ret_max = info_field(r->str, "maxmemory:");
+    ok = r->type == REDIS_REPLY_STRING &&
+         info_field(q, r->str, "used_memory:", ret_used) == STEPQ_OK &&
+         info_field(q, r->str, "maxmemory:", ret_max) == STEPQ_OK;
+    if (!ok && r->type != REDIS_REPLY_STRING)
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply from INFO memory");
     freeReplyObject(r);
+    if (!ok)
+        return STEPQ_ERR;
     b->res.keys_total = total;
     b->res.memory_estimate = bytes;
     return STEPQ_OK;
@@ -330,7 +346,7 @@ static int start_or_resume(struct bf *b, json_t **ret_rec)
 {
     stepq *q = b->q;
     json_t *rec = stepq__hash_counters(q, q->k_backfill);
-    redisReply *ph = stepq__commandf(q, "HGET %s dual_write_since", q->k_phase);
+    redisReply *ph = stepq__commandf(q, "HGET %b dual_write_since", q->k_phase, sdslen(q->k_phase));
     char run_id[37], now[24], total[24], phase[32], server[41];
     stepq_phase cur;
 
@@ -340,8 +356,14 @@ static int start_or_resume(struct bf *b, json_t **ret_rec)
         freeReplyObject(ph);
         return STEPQ_ERR;
     }
-    long long dws = ph->type == REDIS_REPLY_STRING ? strtoll(ph->str, NULL, 10) : 0;
+    long long dws = 0;
+    int bad = ph->type != REDIS_REPLY_NIL &&
+              stepq__reply_ll(q, ph, "stepq:phase dual_write_since", &dws) != STEPQ_OK;
     freeReplyObject(ph);
+    if (bad) {
+        json_decref(rec);
+        return STEPQ_ERR;
+    }
     const char *state = json_string_value(json_object_get(rec, "state"));
     /* A run from before the latest move into dual-write cannot count. */
     if (!b->o.restart && state && strcmp(state, "running") == 0 &&
@@ -350,7 +372,7 @@ static int start_or_resume(struct bf *b, json_t **ret_rec)
         return resume(b, rec, server);
     }
     json_decref(rec);
-    redisReply *d = stepq__commandf(q, "DEL %s", q->k_backfill);
+    redisReply *d = stepq__commandf(q, "DEL %b", q->k_backfill, sdslen(q->k_backfill));
     if (d == NULL || stepq__uuid7(run_id) != STEPQ_OK)
         return STEPQ_ERR;
     freeReplyObject(d);
@@ -415,6 +437,10 @@ static int merge_big(struct bf *b, const char *src, const char *dst, char type, 
         freeReplyObject(r);
         if (x == NULL)
             return STEPQ_ERR;
+        if (stepq__reply_shape(q, x, "ii", "backfill_members.lua") != STEPQ_OK) {
+            freeReplyObject(x);
+            return STEPQ_ERR;
+        }
         b->res.keys_done += (long long)nm;
         b->res.merged += x->element[0]->integer;
         freeReplyObject(x);
@@ -429,16 +455,34 @@ static int apply_replies(struct bf *b, redisReply **rep, size_t nrep)
     int rc = STEPQ_OK;
 
     for (size_t s = 0; s < nrep; s++) {
-        for (size_t i = 0; i < rep[s]->elements; i++) {
-            size_t k = s * (size_t)b->o.batch + i;
+        size_t lo = s * (size_t)b->o.batch,
+               want = b->pairs.n - lo < (size_t)b->o.batch ? b->pairs.n - lo : (size_t)b->o.batch;
+        /* One status string per pair sent, or the reply is not ours. */
+        int shape = rep[s]->type == REDIS_REPLY_ARRAY && rep[s]->elements == want;
+        for (size_t i = 0; shape && i < want; i++)
+            shape = rep[s]->element[i]->type == REDIS_REPLY_STRING;
+        if (!shape && rc == STEPQ_OK) {
+            stepq__set_error(b->q, STEPQ_E_PROTOCOL,
+                             "unexpected reply from backfill_batch.lua: expected %zu statuses",
+                             want);
+            rc = STEPQ_ERR;
+        }
+        for (size_t i = 0; shape && i < want; i++) {
+            size_t k = lo + i;
             const char *v = rep[s]->element[i]->str;
+            long long added;
             b->res.keys_done++;
             if (strcmp(v, "copied") == 0) {
                 b->res.copied++;
             } else if (strcmp(v, "skipped") == 0 || strcmp(v, "merged:0") == 0) {
                 b->res.skipped++;
             } else if (strncmp(v, "merged:", 7) == 0) {
-                b->res.merged += strtoll(v + 7, NULL, 10);
+                if (stepq__parse_ll(b->q, v + 7, rep[s]->element[i]->len - 7,
+                                    "backfill_batch.lua (merged:N)", &added) != STEPQ_OK) {
+                    rc = STEPQ_ERR;
+                    break;
+                }
+                b->res.merged += added;
             } else if (strcmp(v, "gone") == 0) {
                 b->res.gone++;
             } else if (strcmp(v, "big") == 0) {
@@ -446,8 +490,13 @@ static int apply_replies(struct bf *b, redisReply **rep, size_t nrep)
                     rc = merge_big(b, b->pairs.keys[2 * k], b->pairs.keys[2 * k + 1],
                                    b->pairs.types[k], "0", b->member_ckpt);
             } else {
+                /* Named as verify names keys (src/keyname.c): a NUL or a
+                 * newline in the name would cut or break the line. */
+                sds name = stepq__keyname_quote(sdsempty(), b->pairs.keys[2 * k],
+                                                sdslen(b->pairs.keys[2 * k]), 0);
                 b->res.errors++;
-                report(b, b->pairs.keys[2 * k], strncmp(v, "error:", 6) == 0 ? v + 6 : v);
+                report(b, name ? name : "?", strncmp(v, "error:", 6) == 0 ? v + 6 : v);
+                sdsfree(name);
             }
         }
         freeReplyObject(rep[s]);
@@ -529,6 +578,10 @@ static int scan_page(stepq *q, const redisReply *keys, const char *cursor, void 
 {
     struct bf *b = arg;
 
+    /* A key that looks old but that no rule maps is never copied: named,
+     * and counted as an error, so the run fails instead of leaving it. */
+    b->res.errors +=
+        stepq__walk_strays(q, keys, b->fn, b->arg, b->res.keys_done, b->res.keys_total);
     if (stepq__pairs_from_page(&b->pairs, &q->km, keys, STEPQ_OLD) < 0) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
@@ -548,7 +601,7 @@ static int finish(struct bf *b)
     const char *fv[] = {"state", state, "finished_at", now, "stage", "done", "cursor", "0"};
     if (hset(q, q->k_backfill, 8, fv) != STEPQ_OK)
         return STEPQ_ERR;
-    redisReply *r = stepq__commandf(q, "HDEL %s owner", q->k_backfill);
+    redisReply *r = stepq__commandf(q, "HDEL %b owner", q->k_backfill, sdslen(q->k_backfill));
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);
@@ -669,7 +722,8 @@ static int repair(struct bf *b)
     long long started = stepq__now_ms();
     snprintf(now, sizeof(now), "%lld", started);
     const char *fv[] = {"state", "running", "mode", "repair", "run_id", run_id, "started_at", now};
-    redisReply *d = b->o.dry_run ? NULL : stepq__commandf(q, "DEL %s", q->k_backfill);
+    redisReply *d =
+        b->o.dry_run ? NULL : stepq__commandf(q, "DEL %b", q->k_backfill, sdslen(q->k_backfill));
     if ((!b->o.dry_run && d == NULL) || stepq__uuid7(run_id) != STEPQ_OK ||
         (!b->o.dry_run && hset(q, q->k_backfill, 8, fv) != STEPQ_OK)) {
         freeReplyObject(d);

@@ -98,7 +98,7 @@ static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply
         return; /* an earlier backup's DUMP or a cleanup's look, not a reader */
     if (at > b->last_read_ms) {
         b->last_read_ms = at;
-        snprintf(b->last_read_key, sizeof(b->last_read_key), "%.*s", (int)key->len, key->str);
+        stepq__keyname_buf(b->last_read_key, sizeof(b->last_read_key), key->str, key->len);
     }
 }
 
@@ -177,7 +177,7 @@ static int backup_batch(stepq *q, const redisReply *batch, void *arg)
 
     for (size_t i = 0; i < batch->elements && n < sizeof(keys) / sizeof(*keys); i++) {
         const redisReply *k = batch->element[i];
-        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, 0) >= 0 && side == b->side)
+        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) >= 0 && side == b->side)
             keys[n++] = k;
     }
     if (n == 0)

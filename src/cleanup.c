@@ -31,9 +31,8 @@
 #include "backup.h"
 
 #define SCAN_COUNT    500
-#define CLEAN_BATCH   100  /* key pairs per script call: under the EVAL argument cap */
-#define READ_SLACK_MS 1500 /* OBJECT IDLETIME counts whole seconds */
-#define ID_MAX        4096
+#define CLEAN_BATCH   100    /* key pairs per script call: under the EVAL argument cap */
+#define READ_SLACK_MS 1500   /* OBJECT IDLETIME counts whole seconds */
 #define BIG_MEMBERS   "1000" /* larger collections are decided in chunks */
 
 /* ---------------------------------------------------------------------------
@@ -107,7 +106,7 @@ struct cl_run {
     long long win_lo, win_hi;   /* the recorded backup's own run; lo > hi: none */
     int idle_unknown;           /* an LFU policy: no idle times */
     long long uncovered, reads; /* findings of the check pass */
-    char uncovered_key[STEPQ_RULE_MAX], read_key[STEPQ_RULE_MAX];
+    char uncovered_key[STEPQ_RULE_MAX], read_key[STEPQ_RULE_MAX]; /* src/keyname.c's form */
     long long read_at;
     sds forced; /* the refusals --force overrode, for the audit entry */
     stepq__pace pace;
@@ -115,7 +114,6 @@ struct cl_run {
     const char *dry, *adopt; /* "1" or "0", as the script takes them */
     sds tpl;                 /* the step templates and new pending key, for the script */
     stepq__windows own;      /* stepq's own touches of old keys: not a reader */
-    char id[ID_MAX];
 };
 
 static int refuse(struct cl_run *c, const char *fmt, ...) STEPQ_PRINTF(2, 3);
@@ -139,24 +137,29 @@ static int refuse(struct cl_run *c, const char *fmt, ...)
     return STEPQ_ERR;
 }
 
-static long long hash_ll(const redisReply *r, size_t i)
+/* Field i of an HMGET reply as a number into *ret: -1 when the field is
+ * absent; STEPQ_ERR (naming `what`) when it is not a whole number. */
+static int hash_ll(stepq *q, const redisReply *r, size_t i, const char *what, long long *ret)
 {
-    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements ||
-        r->element[i]->type != REDIS_REPLY_STRING)
-        return -1;
-    return strtoll(r->element[i]->str, NULL, 10);
+    *ret = -1;
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || r->element[i]->type == REDIS_REPLY_NIL)
+        return STEPQ_OK;
+    return stepq__reply_ll(q, r->element[i], what, ret);
 }
 
 /* The phase must be `step`; reads when it became so. */
 static int check_phase(struct cl_run *c)
 {
-    redisReply *r = stepq__commandf(c->q, "HMGET %s phase since", c->q->k_phase);
+    redisReply *r =
+        stepq__commandf(c->q, "HMGET %b phase since", c->q->k_phase, sdslen(c->q->k_phase));
 
     if (r == NULL)
         return STEPQ_ERR;
-    const char *ph = r->type == REDIS_REPLY_ARRAY && r->element[0]->type == REDIS_REPLY_STRING
-                         ? r->element[0]->str
-                         : "job";
+    if (stepq__reply_shape(c->q, r, "..", "HMGET stepq:phase") != STEPQ_OK) {
+        freeReplyObject(r);
+        return STEPQ_ERR;
+    }
+    const char *ph = r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str : "job";
     int rc = STEPQ_OK;
     if (strcmp(ph, "step") != 0) {
         stepq__set_error(c->q, STEPQ_E_CONFLICT,
@@ -166,8 +169,10 @@ static int check_phase(struct cl_run *c)
                          ph);
         rc = STEPQ_ERR;
     }
-    c->since = hash_ll(r, 1);
+    int bad = rc == STEPQ_OK && hash_ll(c->q, r, 1, "stepq:phase since", &c->since) != STEPQ_OK;
     freeReplyObject(r);
+    if (bad)
+        return STEPQ_ERR;
     if (rc == STEPQ_OK && c->since <= 0)
         rc = refuse(c,
                     "'%s' does not say since when the phase is 'step', so old-key reads "
@@ -176,7 +181,11 @@ static int check_phase(struct cl_run *c)
     char up[32];
     if (rc == STEPQ_OK && stepq__info_field(c->q, "uptime_in_seconds", up, sizeof(up)) != STEPQ_OK)
         return STEPQ_ERR;
-    c->started = rc == STEPQ_OK && up[0] ? stepq__now_ms() - atoll(up) * 1000 : 0;
+    long long secs = 0;
+    if (rc == STEPQ_OK && up[0] &&
+        stepq__parse_ll(c->q, up, strlen(up), "INFO server uptime_in_seconds", &secs) != STEPQ_OK)
+        return STEPQ_ERR;
+    c->started = rc == STEPQ_OK && up[0] ? stepq__now_ms() - secs * 1000 : 0;
     return rc;
 }
 
@@ -243,9 +252,9 @@ static int check_header(struct cl_run *c, const stepq__bk_info *info)
 static int check_backup_record(struct cl_run *c, const stepq__bk_info *info)
 {
     redisReply *r = stepq__commandf(c->q,
-                                    "HMGET %sstepq:backup checksum side started_at finished_at "
+                                    "HMGET %bstepq:backup checksum side started_at finished_at "
                                     "last_read_ms last_read_key",
-                                    c->q->km.ns);
+                                    c->q->km.ns, strlen(c->q->km.ns));
     char sum[17];
 
     if (r == NULL)
@@ -256,9 +265,15 @@ static int check_backup_record(struct cl_run *c, const stepq__bk_info *info)
     int rc = STEPQ_OK;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 6 &&
         r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, sum) == 0) {
-        c->win_lo = hash_ll(r, 2) - READ_SLACK_MS;
-        c->win_hi = hash_ll(r, 3) + READ_SLACK_MS;
-        long long last = hash_ll(r, 4);
+        long long lo, hi, last;
+        if (hash_ll(c->q, r, 2, "stepq:backup started_at", &lo) != STEPQ_OK ||
+            hash_ll(c->q, r, 3, "stepq:backup finished_at", &hi) != STEPQ_OK ||
+            hash_ll(c->q, r, 4, "stepq:backup last_read_ms", &last) != STEPQ_OK) {
+            freeReplyObject(r);
+            return STEPQ_ERR;
+        }
+        c->win_lo = lo - READ_SLACK_MS;
+        c->win_hi = hi + READ_SLACK_MS;
         const char *key = r->element[5]->type == REDIS_REPLY_STRING ? r->element[5]->str : "?";
         if (last == -1)
             c->idle_unknown = 1;
@@ -323,7 +338,7 @@ static size_t old_keys(struct cl_run *c, const redisReply *batch, size_t *from,
 
     for (; *from < batch->elements && n < max; (*from)++) {
         const redisReply *k = batch->element[*from];
-        if (stepq__keymap_match(&c->q->km, k->str, k->len, &side, c->id, sizeof(c->id)) >= 0 &&
+        if (stepq__keymap_match(&c->q->km, k->str, k->len, &side, NULL, NULL) >= 0 &&
             side == STEPQ_OLD)
             out[n++] = k;
     }
@@ -342,7 +357,7 @@ static void judge_idle(struct cl_run *c, const redisReply *idle, const redisRepl
         return;
     if (c->reads++ == 0 || at > c->read_at) {
         c->read_at = at;
-        snprintf(c->read_key, sizeof(c->read_key), "%.*s", (int)key->len, key->str);
+        stepq__keyname_buf(c->read_key, sizeof(c->read_key), key->str, key->len);
     }
 }
 
@@ -359,8 +374,8 @@ static int check_batch(stepq *q, const redisReply *batch, void *arg)
         return STEPQ_ERR;
     for (size_t i = 0; i < n; i++) {
         if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len)) && c->uncovered++ == 0)
-            snprintf(c->uncovered_key, sizeof(c->uncovered_key), "%.*s", (int)keys[i]->len,
-                     keys[i]->str);
+            stepq__keyname_buf(c->uncovered_key, sizeof(c->uncovered_key), keys[i]->str,
+                               keys[i]->len);
         if (redisAppendCommand(q->rc, "OBJECT IDLETIME %b", keys[i]->str, keys[i]->len) !=
             REDIS_OK) {
             stepq__set_error(q, STEPQ_E_OOM, "out of memory");
@@ -414,7 +429,7 @@ static int audit_force(struct cl_run *c)
         stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    redisReply *r = stepq__commandf(c->q, "RPUSH %s %s", c->q->k_audit, s);
+    redisReply *r = stepq__commandf(c->q, "RPUSH %b %s", c->q->k_audit, sdslen(c->q->k_audit), s);
     free(s);
     if (r == NULL)
         return STEPQ_ERR;
@@ -443,7 +458,7 @@ static int decide_big(struct cl_run *c, const char *key, size_t len)
 {
     const char *args[4 + CLEAN_BATCH];
     size_t lens[4 + CLEAN_BATCH];
-    char cursor[32] = "0", type = 's', first[STEPQ_RULE_MAX + 32] = "";
+    char cursor[32] = "0", type = 's', first[STEPQ_RULE_MAX + 48] = "";
     long long unsafe = 0;
     redisReply *t = stepq__commandf(c->q, "TYPE %b", key, len);
 
@@ -484,9 +499,11 @@ static int decide_big(struct cl_run *c, const char *key, size_t len)
             return STEPQ_ERR;
         }
         if (r != NULL) {
-            if (unsafe == 0 && r->element[0]->integer > 0)
-                snprintf(first, sizeof(first), "it holds step '%.*s' that the new side lacks",
-                         (int)r->element[1]->len, r->element[1]->str);
+            if (unsafe == 0 && r->element[0]->integer > 0) {
+                char id[STEPQ_RULE_MAX];
+                stepq__keyname_buf(id, sizeof(id), r->element[1]->str, r->element[1]->len);
+                snprintf(first, sizeof(first), "it holds step '%s' that the new side lacks", id);
+            }
             unsafe += r->element[0]->integer;
             c->res.adopted += r->element[2]->integer;
             freeReplyObject(r);
@@ -565,15 +582,15 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
     enum stepq__side side;
 
     for (size_t i = 0; i < n; i++) {
+        const char *id;
         size_t idlen;
-        int rule = stepq__keymap_match_n(&c->q->km, keys[i]->str, keys[i]->len, &side, c->id,
-                                         sizeof(c->id), &idlen);
+        int rule = stepq__keymap_match(&c->q->km, keys[i]->str, keys[i]->len, &side, &id, &idlen);
         if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len))) {
             c->res.not_in_backup++; /* appeared after the check: not backed up, kept */
             continue;
         }
-        twins[m] = stepq__keymap_key_n(&c->q->km, (size_t)rule, STEPQ_NEW, c->id, idlen);
-        ids[m] = sdsnewlen(c->id, c->q->km.rules[rule].per_id ? idlen : 0);
+        twins[m] = stepq__keymap_key_n(&c->q->km, (size_t)rule, STEPQ_NEW, id, idlen);
+        ids[m] = sdsnewlen(id, idlen);
         if (twins[m] == NULL || ids[m] == NULL) {
             sdsfree(twins[m]);
             sdsfree(ids[m]);

@@ -4,8 +4,12 @@
  * engine walks it; nothing else in stepq spells a key name.
  *
  * A rule is "name type old new", where old and new are templates that may
- * hold one {id}: an id is one segment without ':'. The built-in map below is
- * itself written in the rules-file format of docs/keymap.md.
+ * hold one {id}: an id is one byte or more, any bytes (':' and NUL too: a
+ * legacy id is whatever the old system wrote). Where two templates match one
+ * name, the more specific wins (job:X:progress is X's progress, not the step
+ * 'X:progress'); the parser allows that only where both rename it alike
+ * (docs/keymap.md). The built-in map below is itself written in the
+ * rules-file format of docs/keymap.md.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -83,44 +87,58 @@ int stepq__keymap_set_ns(stepq__keymap *km, const char *ns, char *err, size_t er
     return STEPQ_OK;
 }
 
-/* Does `key` (without namespace) match template `tpl`? When it does and the
- * template holds {id}, the id is copied into id (if not NULL). */
-static int tpl_match(const char *tpl, const char *key, size_t klen, char *id, size_t idlen,
+/* The parts of a template around its {id}: pre, and suf (NULL: no {id}). */
+struct tpl_parts {
+    const char *pre, *suf;
+    size_t plen, slen;
+};
+
+static struct tpl_parts tpl_split(const char *t)
+{
+    const char *m = strstr(t, "{id}");
+    struct tpl_parts p = {t, m ? m + 4 : NULL, m ? (size_t)(m - t) : strlen(t), 0};
+
+    p.slen = m ? strlen(m + 4) : 0;
+    return p;
+}
+
+/* How specific a template is: a fixed name beats any template with {id},
+ * and a template with {id} beats one with fewer fixed bytes. Two templates
+ * that both match a key nest (the parser checks it), and the inner one has
+ * more fixed bytes: the most specific match is the only one. */
+static size_t tpl_rank(const struct tpl_parts *p)
+{
+    return p->suf == NULL ? SIZE_MAX : p->plen + p->slen;
+}
+
+/* Does `key` (without namespace) match template `tpl`? An {id} stands for
+ * one byte or more, any bytes (':' and NUL too); when it matches, *ret_id
+ * points at the id inside key and *ret_idlen is its length (both may be
+ * NULL; a fixed name gives an empty id). */
+static int tpl_match(const char *tpl, const char *key, size_t klen, const char **ret_id,
                      size_t *ret_idlen)
 {
-    const char *mark = strstr(tpl, "{id}");
-    size_t tlen = strlen(tpl);
+    struct tpl_parts p = tpl_split(tpl);
 
-    if (mark == NULL)
-        return klen == tlen && memcmp(tpl, key, klen) == 0;
-    size_t pre = (size_t)(mark - tpl), suf = tlen - pre - 4;
-    if (klen <= pre + suf || memcmp(key, tpl, pre) != 0 ||
-        memcmp(key + klen - suf, mark + 4, suf) != 0)
-        return 0;
-    size_t n = klen - pre - suf;
-    if (memchr(key + pre, ':', n) != NULL)
-        return 0;
-    if (id != NULL) {
-        if (n >= idlen)
+    if (p.suf == NULL) {
+        if (klen != p.plen || memcmp(tpl, key, klen) != 0)
             return 0;
-        memcpy(id, key + pre, n);
-        id[n] = '\0';
+    } else if (klen <= p.plen + p.slen || memcmp(key, p.pre, p.plen) != 0 ||
+               memcmp(key + klen - p.slen, p.suf, p.slen) != 0) {
+        return 0;
     }
+    if (ret_id != NULL)
+        *ret_id = key + p.plen;
     if (ret_idlen != NULL)
-        *ret_idlen = n;
+        *ret_idlen = p.suf ? klen - p.plen - p.slen : 0;
     return 1;
 }
 
 int stepq__keymap_match(const stepq__keymap *km, const char *key, size_t len,
-                        enum stepq__side *ret_side, char *id, size_t idlen)
+                        enum stepq__side *ret_side, const char **ret_id, size_t *ret_idlen)
 {
-    return stepq__keymap_match_n(km, key, len, ret_side, id, idlen, NULL);
-}
-
-int stepq__keymap_match_n(const stepq__keymap *km, const char *key, size_t len,
-                          enum stepq__side *ret_side, char *id, size_t idlen, size_t *ret_idlen)
-{
-    size_t nslen = strlen(km->ns);
+    size_t nslen = strlen(km->ns), best_rank = 0;
+    int best = -1;
 
     if (len < nslen || memcmp(key, km->ns, nslen) != 0)
         return -1;
@@ -130,12 +148,41 @@ int stepq__keymap_match_n(const stepq__keymap *km, const char *key, size_t len,
         if (km->rules[r].type == STEPQ_KT_CHANNEL)
             continue;
         for (int side = 0; side < 2; side++) {
-            if (tpl_match(km->rules[r].tpl[side], key, len, id, idlen, ret_idlen)) {
-                if (ret_side != NULL)
-                    *ret_side = (enum stepq__side)side;
-                return (int)r;
-            }
+            struct tpl_parts p = tpl_split(km->rules[r].tpl[side]);
+            const char *id;
+            size_t idlen;
+            if ((best >= 0 && tpl_rank(&p) <= best_rank) ||
+                !tpl_match(km->rules[r].tpl[side], key, len, &id, &idlen))
+                continue;
+            best = (int)r;
+            best_rank = tpl_rank(&p);
+            if (ret_side != NULL)
+                *ret_side = (enum stepq__side)side;
+            if (ret_id != NULL)
+                *ret_id = id;
+            if (ret_idlen != NULL)
+                *ret_idlen = idlen;
         }
+    }
+    return best;
+}
+
+int stepq__keymap_stray(const stepq__keymap *km, const char *key, size_t len)
+{
+    size_t nslen = strlen(km->ns);
+
+    if (len < nslen || memcmp(key, km->ns, nslen) != 0 ||
+        stepq__keymap_match(km, key, len, NULL, NULL, NULL) >= 0)
+        return -1;
+    key += nslen;
+    len -= nslen;
+    for (size_t r = 0; r < km->n; r++) {
+        struct tpl_parts p = tpl_split(km->rules[r].tpl[STEPQ_OLD]);
+        if (km->rules[r].type == STEPQ_KT_CHANNEL || p.suf == NULL)
+            continue;
+        if (len >= p.plen && len >= p.slen && memcmp(key, p.pre, p.plen) == 0 &&
+            memcmp(key + len - p.slen, p.suf, p.slen) == 0)
+            return (int)r;
     }
     return -1;
 }
@@ -311,146 +358,123 @@ static int add_rule(stepq__keymap *km, char **f, int lineno, char *err, size_t e
 }
 
 /*
- * A template as a small automaton: P, then (with {id}) one or more
- * characters other than ':', then S. States 0..plen-1 expect P[i]; with
- * {id}, state plen expects the first id character, plen+1+k (k = 0..slen)
- * has read the id and k characters of S, and may still be reading the id
- * while k == 0.
+ * Overlaps. An {id} stands for any non-empty bytes, so a template P{id}S is
+ * every name that starts with P, ends with S and is longer than both: two
+ * such templates share a name exactly when one P starts the other and one S
+ * ends the other (P1 x S1 with the longer of each is one), and one holds
+ * all the names of the other when its P starts the other's P and its S
+ * ends the other's S. A fixed name is one name.
  */
-struct tpl_nfa {
-    const char *p, *s;
-    size_t plen, slen;
-    int has_id;
-};
 
-static void nfa_init(struct tpl_nfa *a, const char *t)
+/* Is a a prefix of b (as bytes, a of alen, b of blen)? */
+static int starts(const char *b, size_t blen, const char *a, size_t alen)
 {
-    const char *m = strstr(t, "{id}");
-
-    a->p = t;
-    a->has_id = m != NULL;
-    a->plen = m ? (size_t)(m - t) : strlen(t);
-    a->s = m ? m + 4 : "";
-    a->slen = strlen(a->s);
+    return alen <= blen && memcmp(a, b, alen) == 0;
 }
 
-static size_t nfa_states(const struct tpl_nfa *a)
+static int ends(const char *b, size_t blen, const char *a, size_t alen)
 {
-    return a->has_id ? a->plen + 2 + a->slen : a->plen + 1;
+    return alen <= blen && memcmp(a, b + blen - alen, alen) == 0;
 }
 
-static int nfa_final(const struct tpl_nfa *a, size_t st)
+/* Do t1 and t2 share a name? Writes one (an sds the caller frees). */
+static int tpl_overlap(const char *t1, const char *t2, sds *witness)
 {
-    return st + 1 == nfa_states(a);
-}
+    struct tpl_parts a = tpl_split(t1), b = tpl_split(t2);
 
-/* The states reached from `st` on `c` (at most 2), into out; returns how many. */
-static int nfa_step(const struct tpl_nfa *a, size_t st, char c, size_t out[2])
-{
-    int n = 0;
-
-    if (st < a->plen)
-        return a->p[st] == c ? (out[0] = st + 1, 1) : 0;
-    if (!a->has_id)
+    *witness = NULL;
+    if (a.suf == NULL || b.suf == NULL) {
+        const char *fixed = a.suf == NULL ? t1 : t2, *other = a.suf == NULL ? t2 : t1;
+        if (!tpl_match(other, fixed, strlen(fixed), NULL, NULL))
+            return 0;
+        *witness = sdsnew(fixed);
+        return 1;
+    }
+    const struct tpl_parts *lp = a.plen >= b.plen ? &a : &b, *sp = lp == &a ? &b : &a;
+    const struct tpl_parts *ls = a.slen >= b.slen ? &a : &b, *ss = ls == &a ? &b : &a;
+    if (!starts(lp->pre, lp->plen, sp->pre, sp->plen) ||
+        !ends(ls->suf, ls->slen, ss->suf, ss->slen))
         return 0;
-    if (st == a->plen)
-        return c != ':' ? (out[0] = st + 1, 1) : 0;
-    size_t k = st - a->plen - 1; /* characters of S read */
-    if (k == 0 && c != ':')
-        out[n++] = st; /* still the id */
-    if (k < a->slen && a->s[k] == c)
-        out[n++] = st + 1;
-    return n;
+    sds w = sdsnewlen(lp->pre, lp->plen);
+    w = w ? sdscat(w, "x") : NULL;
+    *witness = w ? sdscatlen(w, ls->suf, ls->slen) : NULL;
+    return 1;
+}
+
+/* Does template `outer` hold every name of `inner`? */
+static int tpl_inside(const char *inner, const char *outer)
+{
+    struct tpl_parts i = tpl_split(inner), o = tpl_split(outer);
+
+    if (i.suf == NULL)
+        return tpl_match(outer, inner, i.plen, NULL, NULL);
+    return o.suf != NULL && starts(i.pre, i.plen, o.pre, o.plen) &&
+           ends(i.suf, i.slen, o.suf, o.slen);
 }
 
 /*
- * Can one key match both templates? Breadth-first search of the product of
- * the two automata over the characters the templates use plus one that
- * neither does. A sample id would not do: 'p{id}q' and 'pz{id}' share
- * 'pzaq', and 'job:{id}:progress' and 'job:x1:progre{id}' share
- * 'job:x1:progress' (found by fuzz_rules). Writes the shortest common key
- * into `witness` (an sds the caller frees) when there is one.
+ * Rule `in`'s template on `side` is inside rule `out`'s: a name of `in`
+ * that is also a name of `out` (its id then ends like `in`'s suffix, e.g.
+ * job:X:progress is step 'X:progress' too) goes to `in`, the more specific.
+ * That is harmless only when both rules give it the same twin, i.e. the
+ * other side's templates nest the same way: returns 1 when they do.
  */
-static int tpl_overlap(const char *t1, const char *t2, sds *witness)
+static int twins_agree(const stepq__rule *in, const stepq__rule *out, int side)
 {
-    struct tpl_nfa a, b;
-    char alpha[256];
-    size_t nalpha = 0;
-    int ret = 0;
+    struct tpl_parts i = tpl_split(in->tpl[side]), o = tpl_split(out->tpl[side]);
+    struct tpl_parts ti = tpl_split(in->tpl[!side]), to = tpl_split(out->tpl[!side]);
 
-    *witness = NULL;
-    nfa_init(&a, t1);
-    nfa_init(&b, t2);
-    /* Cheap refusal first: the fixed starts must agree as far as both go. */
-    size_t pmin = a.plen < b.plen ? a.plen : b.plen;
-    if (memcmp(a.p, b.p, pmin) != 0)
-        return 0;
-    unsigned char seen[256] = {0};
-    for (const char *t = t1; *t; t++)
-        seen[(unsigned char)*t] = 1;
-    for (const char *t = t2; *t; t++)
-        seen[(unsigned char)*t] = 1;
-    seen['{'] = seen['}'] = 0; /* only in {id}, which the automata skip */
-    for (int c = 1; c < 256; c++) {
-        if (seen[c])
-            alpha[nalpha++] = (char)c;
+    if (to.suf == NULL)
+        return 0; /* out has no {id}, so in is the same fixed name: refused before */
+    if (i.suf == NULL) {
+        /* A fixed name: its twin under out is to's parts around the id. */
+        size_t idlen = i.plen - o.plen - o.slen;
+        return ti.suf == NULL && ti.plen == to.plen + idlen + to.slen &&
+               memcmp(ti.pre, to.pre, to.plen) == 0 &&
+               memcmp(ti.pre + to.plen, i.pre + o.plen, idlen) == 0 &&
+               memcmp(ti.pre + to.plen + idlen, to.suf, to.slen) == 0;
     }
-    /* Any character but ':' can be in an id; one neither template uses
-     * stands for all of those. */
-    for (int c = 'a'; c <= 'z'; c++) {
-        if (!seen[c]) {
-            alpha[nalpha++] = (char)c;
-            break;
-        }
-    }
-    size_t na = nfa_states(&a), nb = nfa_states(&b), n = na * nb;
-    size_t *from = stepq__malloc(n * sizeof(*from)), *queue = stepq__malloc(n * sizeof(*queue));
-    char *via = stepq__malloc(n);
-    if (from == NULL || queue == NULL || via == NULL)
-        goto out;
-    for (size_t i = 0; i < n; i++)
-        from[i] = SIZE_MAX;
-    size_t head = 0, tail = 0;
-    from[0] = 0;
-    queue[tail++] = 0;
-    while (head < tail && !ret) {
-        size_t cur = queue[head++], sa = cur / nb, sb = cur % nb;
-        if (nfa_final(&a, sa) && nfa_final(&b, sb)) {
-            sds k = sdsempty();
-            char buf[2 * STEPQ_RULE_MAX + 8];
-            size_t len = 0;
-            for (size_t x = cur; x != 0 && len < sizeof(buf); x = from[x])
-                buf[len++] = via[x];
-            for (size_t i = 0; k != NULL && i < len; i++)
-                k = sdscatlen(k, &buf[len - 1 - i], 1);
-            *witness = k;
-            ret = 1;
-            break;
-        }
-        for (size_t ci = 0; ci < nalpha; ci++) {
-            size_t na2[2], nb2[2];
-            int ka = nfa_step(&a, sa, alpha[ci], na2), kb = nfa_step(&b, sb, alpha[ci], nb2);
-            for (int i = 0; i < ka; i++) {
-                for (int j = 0; j < kb; j++) {
-                    size_t nx = na2[i] * nb + nb2[j];
-                    if (from[nx] != SIZE_MAX)
-                        continue;
-                    from[nx] = cur;
-                    via[nx] = alpha[ci];
-                    queue[tail++] = nx;
-                }
-            }
-        }
-    }
-out:
-    stepq__free(from);
-    stepq__free(queue);
-    stepq__free(via);
-    return ret;
+    /* in = o.pre p {id} s o.suf must rename to to.pre p {id} s to.suf. */
+    size_t pl = i.plen - o.plen, sl = i.slen - o.slen;
+    return ti.suf != NULL && ti.plen == to.plen + pl && ti.slen == sl + to.slen &&
+           memcmp(ti.pre, to.pre, to.plen) == 0 &&
+           memcmp(ti.pre + to.plen, i.pre + o.plen, pl) == 0 && memcmp(ti.suf, i.suf, sl) == 0 &&
+           memcmp(ti.suf + sl, to.suf, to.slen) == 0;
 }
 
-/* No key may match two templates: the migration classifies every key it
- * scans by the one rule and side it belongs to. */
+/*
+ * The migration classifies every key it scans by one rule and side. Two
+ * templates that share a name are allowed only on the same side, one
+ * strictly inside the other (the inner, more specific one takes the name),
+ * and with their twins agreeing (twins_agree). Anything else is refused,
+ * with a name both match.
+ */
+static int check_pair(const stepq__keymap *km, size_t a, int sa, size_t b, int sb, char *err,
+                      size_t errlen)
+{
+    const stepq__rule *ra = &km->rules[a], *rb = &km->rules[b];
+    sds k;
+
+    if (!tpl_overlap(ra->tpl[sa], rb->tpl[sb], &k))
+        return STEPQ_OK;
+    int a_in = tpl_inside(ra->tpl[sa], rb->tpl[sb]), b_in = tpl_inside(rb->tpl[sb], ra->tpl[sa]);
+    const char *fix = NULL;
+    if (sa != sb)
+        fix = "an old name may not look like a new one; make the templates distinct";
+    else if (a_in && b_in)
+        fix = "they match the same names; make the templates distinct";
+    else if (!a_in && !b_in)
+        fix = "make the templates distinct, or one strictly inside the other";
+    else if (!twins_agree(a_in ? ra : rb, a_in ? rb : ra, sa))
+        fix = "the more specific rule takes it, so both must rename it alike; make the other "
+              "side's templates nest the same way";
+    if (fix != NULL)
+        snprintf(err, errlen, "rules '%s' and '%s' both match key '%s'; %s", ra->name, rb->name,
+                 k ? k : "?", fix);
+    sdsfree(k);
+    return fix ? STEPQ_ERR : STEPQ_OK;
+}
+
 static int check_overlaps(const stepq__keymap *km, char *err, size_t errlen)
 {
     for (size_t a = 0; a < km->n; a++) {
@@ -459,16 +483,10 @@ static int check_overlaps(const stepq__keymap *km, char *err, size_t errlen)
                 continue;
             for (size_t b = a; b < km->n; b++) {
                 for (int sb = 0; sb < 2; sb++) {
-                    sds k;
-                    if ((a == b && sb <= sa) || km->rules[b].type == STEPQ_KT_CHANNEL ||
-                        !tpl_overlap(km->rules[a].tpl[sa], km->rules[b].tpl[sb], &k))
+                    if ((a == b && sb <= sa) || km->rules[b].type == STEPQ_KT_CHANNEL)
                         continue;
-                    snprintf(err, errlen,
-                             "rules '%s' and '%s' both match key '%s'; make the templates "
-                             "distinct",
-                             km->rules[a].name, km->rules[b].name, k ? k : "?");
-                    sdsfree(k);
-                    return STEPQ_ERR;
+                    if (check_pair(km, a, sa, b, sb, err, errlen) != STEPQ_OK)
+                        return STEPQ_ERR;
                 }
             }
         }

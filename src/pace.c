@@ -49,15 +49,28 @@ void stepq__pace_init(stepq__pace *p, stepq *q, double rate, long max_latency_ms
  * absent = the rate given on the command line). */
 static int read_throttle(stepq__pace *p)
 {
-    redisReply *r = stepq__commandf(p->q, "HMGET %sstepq:throttle paused rate", p->q->km.ns);
+    redisReply *r = stepq__commandf(p->q, "HMGET %bstepq:throttle paused rate", p->q->km.ns,
+                                    strlen(p->q->km.ns));
 
     if (r == NULL)
         return STEPQ_ERR;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
         p->paused =
             r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "1") == 0;
-        p->rate = r->element[1]->type == REDIS_REPLY_STRING ? strtod(r->element[1]->str, NULL)
-                                                            : p->base_rate;
+        p->rate = p->base_rate;
+        if (r->element[1]->type == REDIS_REPLY_STRING) {
+            /* Written by 'stepq migrate throttle'; anything else is not ours. */
+            char *end;
+            double v = strtod(r->element[1]->str, &end);
+            if (end == r->element[1]->str || *end != '\0' || !(v >= 0)) {
+                stepq__set_error(p->q, STEPQ_E_PROTOCOL,
+                                 "stepq:throttle rate is not a rate; set it again with 'stepq "
+                                 "migrate throttle'");
+                freeReplyObject(r);
+                return STEPQ_ERR;
+            }
+            p->rate = v;
+        }
     }
     freeReplyObject(r);
     return STEPQ_OK;
@@ -84,10 +97,16 @@ static long replica_lag(stepq__pace *p)
 
     if (r == NULL)
         return -1;
-    for (const char *s = r->str; s && (s = strstr(s, ",lag=")) != NULL; s += 5) {
-        long lag = strtol(s + 5, NULL, 10);
+    for (const char *s = r->type == REDIS_REPLY_STRING ? r->str : NULL;
+         s && (s = strstr(s, ",lag=")) != NULL; s += 5) {
+        long long lag;
+        if (stepq__parse_ll(p->q, s + 5, strcspn(s + 5, ",\r\n"), "INFO replication (lag)", &lag) !=
+            STEPQ_OK) {
+            worst = -1;
+            break;
+        }
         if (lag > worst)
-            worst = lag;
+            worst = (long)lag;
     }
     freeReplyObject(r);
     return worst;

@@ -37,7 +37,7 @@ int stepq_phase_parse(const char *name, stepq_phase *ret, char *errbuf, size_t e
 
 int stepq_phase_get(stepq *q, stepq_phase *ret)
 {
-    redisReply *r = stepq__commandf(q, "HGET %s phase", q->k_phase);
+    redisReply *r = stepq__commandf(q, "HGET %b phase", q->k_phase, sdslen(q->k_phase));
     char err[STEPQ_ERRSTR_MAX];
 
     if (r == NULL)
@@ -82,8 +82,8 @@ int stepq_phase_move(stepq *q, stepq_phase to, const char *who, const char *reas
     return stepq__phase_move(q, to, who, reason, flags & STEPQ_MOVE_FORCE, 0);
 }
 
-int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *reason,
-                      unsigned flags, int reconciled)
+int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *reason, unsigned flags,
+                      int reconciled)
 {
     stepq_phase from;
 
@@ -130,7 +130,8 @@ int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *rea
 
 int stepq_audit_tail(stepq *q, long limit, char **ret_json)
 {
-    redisReply *r = stepq__commandf(q, "LRANGE %s %ld -1", q->k_audit, limit > 0 ? -limit : 0);
+    redisReply *r = stepq__commandf(q, "LRANGE %b %ld -1", q->k_audit, sdslen(q->k_audit),
+                                    limit > 0 ? -limit : 0);
     json_t *arr;
 
     if (r == NULL)

@@ -28,6 +28,42 @@ static int check_id(stepq *q, const char *what, const char *id)
     return STEPQ_OK;
 }
 
+/* A step id: see STEPQ_STEP_ID_MAX (stepq.h). The migration carries any id;
+ * the API refuses only what it cannot name (a NUL cannot be in a C string)
+ * and an id whose record name the key map reads as another key: the names
+ * of that step would be another step's (job:X:progress is X's progress). */
+static int check_step_id(stepq *q, const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    int rs = q->km.role[STEPQ_ROLE_STEP];
+
+    if (n == 0 || n >= STEPQ_STEP_ID_MAX) {
+        stepq__set_error(q, STEPQ_E_INVALID,
+                         "invalid step id '%.64s'; use 1 to %d bytes (the id stepq gave, or the "
+                         "old system's)",
+                         id ? id : "", STEPQ_STEP_ID_MAX - 1);
+        return STEPQ_ERR;
+    }
+    for (int side = 0; rs >= 0 && side < 2; side++) {
+        sds k = stepq__keymap_key_n(&q->km, (size_t)rs, (enum stepq__side)side, id, n);
+        size_t got_len = 0;
+        int r = k ? stepq__keymap_match(&q->km, k, sdslen(k), NULL, NULL, &got_len) : -2;
+        sdsfree(k);
+        if (r == -2) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            return STEPQ_ERR;
+        }
+        if (r != rs || got_len != n) {
+            stepq__set_error(q, STEPQ_E_INVALID,
+                             "invalid step id '%.64s': the key map reads its record's name as "
+                             "rule '%s' of another id, so it cannot name a step; use another id",
+                             id, r >= 0 ? q->km.rules[r].name : "?");
+            return STEPQ_ERR;
+        }
+    }
+    return STEPQ_OK;
+}
+
 /* A comma-separated capability list: names like ids, no empty items. */
 static int check_caps(stepq *q, const char *what, const char *list)
 {
@@ -169,7 +205,7 @@ int stepq_get(stepq *q, const char *id, char **ret_json)
     redisReply *r;
 
     stepq__clear_error(q);
-    if (check_id(q, "step", id) != STEPQ_OK)
+    if (check_step_id(q, id) != STEPQ_OK)
         return STEPQ_ERR;
     r = stepq__eval_queue(q, STEPQ_SCRIPT_GET, 1, &id, NULL);
     if (r == NULL)
@@ -379,6 +415,17 @@ int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t nc
         stepq__set_error(q, STEPQ_E_NOTFOUND, "nothing to claim for worker '%s'", worker);
         return STEPQ_ERR;
     }
+    /* id, key pairs, all strings: claim_read indexes them as such. */
+    int shape = r->elements % 2 == 0;
+    for (size_t i = 0; shape && i < r->elements; i++)
+        shape = r->element[i]->type == REDIS_REPLY_STRING;
+    if (!shape) {
+        freeReplyObject(r);
+        stepq__set_error(q, STEPQ_E_PROTOCOL,
+                         "unexpected reply from claim.lua: expected id, key pairs (the claim "
+                         "stays remembered)");
+        return STEPQ_ERR;
+    }
     json_t *a = json_array();
     if (a != NULL && claim_read(q, r, token, a) != STEPQ_OK && lost(q)) {
         /* Claimed, but the records were lost on the way: the retry flag
@@ -387,7 +434,8 @@ int stepq_claim(stepq *q, const char *worker, const char *const *caps, size_t nc
         json_array_clear(a);
         args[6] = "1";
         r = stepq__eval_queue(q, STEPQ_SCRIPT_CLAIM, 7, args, NULL);
-        if (r != NULL && r->type == REDIS_REPLY_ARRAY && claim_read(q, r, token, a) != STEPQ_OK) {
+        if (r != NULL && (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0 ||
+                          claim_read(q, r, token, a) != STEPQ_OK)) {
             freeReplyObject(r);
             r = NULL;
         }
@@ -415,7 +463,7 @@ static redisReply *held_call(stepq *q, enum stepq__script_id s, const char *id, 
                              const char *a3, const char *a4)
 {
     stepq__clear_error(q);
-    if (check_id(q, "step", id) != STEPQ_OK)
+    if (check_step_id(q, id) != STEPQ_OK)
         return NULL;
     if (token == NULL || *token == '\0' || strlen(token) > 64) {
         stepq__set_error(q, STEPQ_E_INVALID, "a claim token is required (from the claim)");
@@ -466,7 +514,7 @@ int stepq_complete_many(stepq *q, stepq_ack *acks, size_t n)
     args[0] = q->retention;
     for (size_t i = 0; i < n; i++) {
         const char *result = acks[i].result ? acks[i].result : "";
-        if (check_id(q, "step", acks[i].id) != STEPQ_OK)
+        if (check_step_id(q, acks[i].id) != STEPQ_OK)
             return STEPQ_ERR;
         if (acks[i].token == NULL || *acks[i].token == '\0' || strlen(acks[i].token) > 64) {
             stepq__set_error(q, STEPQ_E_INVALID, "a claim token is required (from the claim)");
@@ -536,7 +584,7 @@ int stepq_fail(stepq *q, const char *id, const char *token, const char *error, i
 int stepq_cancel(stepq *q, const char *id)
 {
     stepq__clear_error(q);
-    if (check_id(q, "step", id) != STEPQ_OK)
+    if (check_step_id(q, id) != STEPQ_OK)
         return STEPQ_ERR;
     const char *args[] = {id, q->retention};
     redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_CANCEL, 2, args, NULL);

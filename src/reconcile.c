@@ -34,7 +34,7 @@ struct rc_walk {
     const char *mode;
     sds tpl[2]; /* old and new step record templates */
     stepq__pairs pairs;
-    long long done;
+    long long done, strays;
     stepq__rc_result *res;
     int dry;
     stepq_progress_fn fn;
@@ -60,9 +60,9 @@ static int rc_reply(stepq *q, const redisReply *r, struct rc_walk *w)
     for (size_t i = 3; i + 1 < r->elements && w->res->nnames < STEPQ_RC_NAMES; i += 2) {
         sds key = sdsnewlen(r->element[i]->str, r->element[i]->len);
         sds mem = sdsnewlen(r->element[i + 1]->str, r->element[i + 1]->len);
-        sds n = key && mem ? stepq__cat_name(sdsempty(), key, '\'') : NULL;
+        sds n = key && mem ? stepq__keyname_quote(sdsempty(), key, sdslen(key), '\'') : NULL;
         if (n != NULL && sdslen(mem) > 0)
-            n = stepq__cat_name(sdscat(n, " member "), mem, '\'');
+            n = stepq__keyname_quote(sdscat(n, " member "), mem, sdslen(mem), '\'');
         sdsfree(key);
         sdsfree(mem);
         if (n == NULL) {
@@ -128,14 +128,18 @@ static int rc_run(stepq *q, struct rc_walk *w)
 static int rc_page(stepq *q, const redisReply *keys, const char *cursor, void *arg)
 {
     struct rc_walk *w = arg;
-    char id[STEPQ_RULE_MAX];
+    const char *id;
     size_t idlen;
     enum stepq__side side;
 
     (void)cursor;
+    /* With the old side the truth (the repair), an old-looking key no rule
+     * maps would be left behind: named, and the repair fails. */
+    if (w->truth == STEPQ_OLD)
+        w->strays += stepq__walk_strays(q, keys, w->fn, w->arg, w->done, 0);
     for (size_t i = 0; i < keys->elements; i++) {
-        int r = stepq__keymap_match_n(&q->km, keys->element[i]->str, keys->element[i]->len, &side,
-                                      id, sizeof(id), &idlen);
+        int r = stepq__keymap_match(&q->km, keys->element[i]->str, keys->element[i]->len, &side,
+                                    &id, &idlen);
         if (r < 0 || !q->km.rules[r].per_id)
             continue;
         if (stepq__pairs_add_n(&w->pairs, &q->km, (size_t)r, w->truth, id, idlen) != STEPQ_OK) {
@@ -185,6 +189,14 @@ int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, const char *mode
     }
     if (rc_run(q, &w) != STEPQ_OK || stepq__walk_ns(q, "0", 500, rc_page, &w) != STEPQ_OK)
         goto out;
+    if (w.strays > 0) {
+        stepq__set_error(q, STEPQ_E_SERVER,
+                         "%lld key(s) look like old keys but no rule of the key map maps them "
+                         "(each is named above); rename or delete them, or map them in a rules "
+                         "file, and run it again",
+                         w.strays);
+        goto out;
+    }
     rc = STEPQ_OK;
 out:
     sdsfree(w.tpl[0]);

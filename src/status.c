@@ -33,7 +33,8 @@ int stepq_proc_announce(stepq *q, const char *kind, long ttl_ms)
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    redisReply *r = stepq__commandf(q, "HSET %s %s %s", q->k_procs, q->proc_id, s);
+    redisReply *r =
+        stepq__commandf(q, "HSET %b %s %s", q->k_procs, sdslen(q->k_procs), q->proc_id, s);
     free(s);
     if (r == NULL)
         return STEPQ_ERR;
@@ -45,7 +46,7 @@ int stepq_proc_withdraw(stepq *q)
 {
     if (q->proc_id[0] == '\0')
         return STEPQ_OK;
-    redisReply *r = stepq__commandf(q, "HDEL %s %s", q->k_procs, q->proc_id);
+    redisReply *r = stepq__commandf(q, "HDEL %b %s", q->k_procs, sdslen(q->k_procs), q->proc_id);
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);
@@ -56,7 +57,7 @@ int stepq_proc_withdraw(stepq *q)
 /* Live processes; entries whose announcement expired are removed. */
 json_t *stepq__procs(stepq *q)
 {
-    redisReply *r = stepq__commandf(q, "HGETALL %s", q->k_procs);
+    redisReply *r = stepq__commandf(q, "HGETALL %b", q->k_procs, sdslen(q->k_procs));
     long long now = stepq__now_ms();
     json_t *a;
 
@@ -68,8 +69,8 @@ json_t *stepq__procs(stepq *q)
         json_int_t seen = json_integer_value(json_object_get(o, "seen"));
         json_int_t ttl = json_integer_value(json_object_get(o, "ttl"));
         if (o == NULL || now - seen > ttl) {
-            redisReply *d = stepq__commandf(q, "HDEL %s %b", q->k_procs, r->element[i]->str,
-                                            r->element[i]->len);
+            redisReply *d = stepq__commandf(q, "HDEL %b %b", q->k_procs, sdslen(q->k_procs),
+                                            r->element[i]->str, r->element[i]->len);
             if (d != NULL)
                 freeReplyObject(d);
             json_decref(o);
@@ -96,7 +97,7 @@ static int count_batch(stepq *q, const redisReply *keys, void *arg)
     (void)q;
     for (size_t i = 0; i < keys->elements; i++) {
         int r = stepq__keymap_match(c->km, keys->element[i]->str, keys->element[i]->len, &side,
-                                    NULL, 0);
+                                    NULL, NULL);
         if (r >= 0)
             c->n[r][side]++;
     }
@@ -135,7 +136,7 @@ out:
 
 static json_t *hash_object(stepq *q, const char *key)
 {
-    redisReply *r = stepq__commandf(q, "HGETALL %s", key);
+    redisReply *r = stepq__commandf(q, "HGETALL %b", key, strlen(key));
     json_t *o;
 
     if (r == NULL)
@@ -149,7 +150,7 @@ static json_t *hash_object(stepq *q, const char *key)
  * whole number stays a string). */
 json_t *stepq__hash_counters(stepq *q, const char *key)
 {
-    redisReply *r = stepq__commandf(q, "HGETALL %s", key);
+    redisReply *r = stepq__commandf(q, "HGETALL %b", key, strlen(key));
     json_t *o;
 
     if (r == NULL)
@@ -157,10 +158,11 @@ json_t *stepq__hash_counters(stepq *q, const char *key)
     o = json_object();
     for (size_t i = 0; o && r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
         const char *v = r->element[i + 1]->str;
-        char *end;
-        long long n = strtoll(v, &end, 10);
-        json_object_set_new(o, r->element[i]->str,
-                            *v != '\0' && *end == '\0' ? json_integer(n) : json_string(v));
+        long long n;
+        /* A number where the field holds one, else the text (q NULL: a
+         * text field is no error here; its reader decides). */
+        int num = stepq__parse_ll(NULL, v, r->element[i + 1]->len, "", &n) == STEPQ_OK;
+        json_object_set_new(o, r->element[i]->str, num ? json_integer(n) : json_string(v));
     }
     freeReplyObject(r);
     return o;

@@ -104,22 +104,54 @@ const char *stepq__keytype_name(enum stepq__keytype t);
 /* The name of rule `r` on `side` for `id` (ignored for fixed keys), with the
  * namespace: a new sds the caller frees. */
 sds stepq__keymap_key(const stepq__keymap *km, size_t r, enum stepq__side side, const char *id);
-/* Classifies a full key name: returns the rule index and writes the side and
- * the id (into id, up to idlen bytes with NUL), or -1 when no rule matches. */
+/* Classifies a full key name: returns the rule index and writes the side,
+ * or -1 when no rule matches. The id is a slice of the name: *ret_id points
+ * into key and *ret_idlen is its length (any bytes, NUL too; 0 for a fixed
+ * name); each of ret_side, ret_id, ret_idlen may be NULL. Where templates
+ * nest (job:{id}:progress inside job:{id}) the most specific one wins. */
 int stepq__keymap_match(const stepq__keymap *km, const char *key, size_t len,
-                        enum stepq__side *ret_side, char *id, size_t idlen);
-/* The same, binary-safe: the id is idlen bytes (which may hold NUL), and
- * match writes the id's length into *ret_idlen (may be NULL). */
+                        enum stepq__side *ret_side, const char **ret_id, size_t *ret_idlen);
+/* A name that looks like an old per-id key (it starts with an old
+ * template's part before {id} and ends with the part after) that no rule
+ * maps (its id would be empty): returns that rule's index, else -1. The
+ * migration reports such keys by name rather than leave them behind. */
+int stepq__keymap_stray(const stepq__keymap *km, const char *key, size_t len);
+/* The name of rule `r` on `side` for the id of idlen bytes (any bytes). */
 sds stepq__keymap_key_n(const stepq__keymap *km, size_t r, enum stepq__side side, const char *id,
                         size_t idlen);
-int stepq__keymap_match_n(const stepq__keymap *km, const char *key, size_t len,
-                          enum stepq__side *ret_side, char *id, size_t idlen, size_t *ret_idlen);
 /* The SCAN MATCH glob of a rule's side, with the namespace: a new sds. */
 sds stepq__keymap_glob(const stepq__keymap *km, size_t r, enum stepq__side side);
 /* The role templates as the scripts take them (old and new of each role,
  * with the namespace where they are keys), as new sds strings in out;
  * STEPQ_ERR on OOM (the caller frees what was made). */
 int stepq__keymap_lua(const stepq__keymap *km, sds out[2 * STEPQ_ROLE_COUNT]);
+
+/* ---------------------------------------------------------------------------
+ * Key names for people (keyname.c)
+ * ------------------------------------------------------------------------- */
+/* Appends the name n (len bytes, any bytes) to out: as it is, in `quote`
+ * (0: none), when every byte is printable ASCII other than ' " \; else in
+ * double quotes with redis-cli's escapes. Returns the new sds; NULL on OOM
+ * or when out is NULL. */
+sds stepq__keyname_quote(sds out, const char *n, size_t len, char quote);
+/* The same, unquoted when plain, into a fixed buffer (cut to fit). */
+void stepq__keyname_buf(char *buf, size_t size, const char *n, size_t len);
+
+/* ---------------------------------------------------------------------------
+ * Numbers and shapes of replies (reply.c)
+ * ------------------------------------------------------------------------- */
+/* The one parser of a number in a reply: s (len bytes) must be a whole
+ * number ('-' and digits, nothing else) that fits a long long. Otherwise
+ * STEPQ_ERR, with a STEPQ_E_PROTOCOL error naming `what` (the script or
+ * command, and the field) when q is not NULL: never a silent 0. */
+int stepq__parse_ll(stepq *q, const char *s, size_t len, const char *what, long long *ret);
+/* A reply that is a number: an integer, or a string (a hash field) that
+ * stepq__parse_ll takes; nil and anything else is an error naming what. */
+int stepq__reply_ll(stepq *q, const redisReply *r, const char *what, long long *ret);
+/* Checks that r is an array of strlen(types) items, item i of type
+ * types[i] ('i' integer, 's' string, 'a' array, '.' any); else a
+ * STEPQ_E_PROTOCOL error naming what. */
+int stepq__reply_shape(stepq *q, const redisReply *r, const char *types, const char *what);
 
 /* ---------------------------------------------------------------------------
  * The handle (conn.c)
@@ -338,6 +370,11 @@ void stepq__pairs_release(stepq__pairs *p);
  * to the caller); returns how many keys were added. */
 long stepq__pairs_from_page(stepq__pairs *p, const stepq__keymap *km, const redisReply *page,
                             enum stepq__side side);
+/* Reports every name of `page` that looks like an old per-id key but that
+ * no rule maps (stepq__keymap_stray) to fn, by name (keyname.c) with what
+ * to do; returns how many. The walks count them as errors. */
+long stepq__walk_strays(stepq *q, const redisReply *page, stepq_progress_fn fn, void *arg,
+                        long long done, long long total);
 /*
  * Runs script s over the pairs in pipelined scripts of `batch` pairs each:
  * KEYS = prefix keys, then the pair keys; ARGV = args, then (when
@@ -363,9 +400,6 @@ typedef struct stepq__rc_result {
 int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, const char *mode,
                      stepq_progress_fn fn, void *arg, stepq__rc_result *res);
 void stepq__rc_result_release(stepq__rc_result *res);
-/* Appends name n to out, escaped as verify names keys (verify.c): plain in
- * `quote` (0: none), else in double quotes with redis-cli's escapes. */
-sds stepq__cat_name(sds out, const sds n, char quote);
 /* Appends an entry to the audit log: `o` (consumed) gets ts, host and pid. */
 int stepq__audit(stepq *q, json_t *o);
 /* Is the move from -> to allowed by the preconditions (rollback.c)? Writes

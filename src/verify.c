@@ -323,11 +323,13 @@ static int verify_page(stepq *q, const redisReply *keys, const char *cursor, voi
 
     (void)cursor;
     for (size_t i = 0; i < keys->elements; i++) {
-        int r =
-            stepq__keymap_match(&q->km, keys->element[i]->str, keys->element[i]->len, &s, NULL, 0);
+        int r = stepq__keymap_match(&q->km, keys->element[i]->str, keys->element[i]->len, &s, NULL,
+                                    NULL);
         if (r >= 0 && q->km.rules[r].per_id)
             v->per[r].keys[s == v->side ? 0 : 1]++;
     }
+    if (v->side == STEPQ_OLD)
+        v->unmapped += stepq__walk_strays(q, keys, v->fn, v->arg, v->done, 0);
     if (stepq__pairs_from_page(&v->pairs, &q->km, keys, v->side) < 0) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
@@ -408,7 +410,7 @@ static int verify_sample(stepq__vf *v)
             if (r == NULL)
                 goto out;
             int rule = r->type == REDIS_REPLY_STRING
-                           ? stepq__keymap_match(&q->km, r->str, r->len, &s, NULL, 0)
+                           ? stepq__keymap_match(&q->km, r->str, r->len, &s, NULL, NULL)
                            : -1;
             if (rule >= 0 && s == v->side && q->km.rules[rule].per_id && n < want) {
                 got[n] = sdsnewlen(r->str, r->len);
@@ -433,28 +435,8 @@ out:
 }
 
 /* ---------------------------------------------------------------------------
- * The report
- *
- * Key names are bytes: a name that is not UTF-8 cannot go into JSON as it
- * is (jansson refuses it), and one with a NUL byte cannot go into a C
- * string. So a name is written as it is only when it is plain: every byte
- * printable ASCII (0x21-0x7e) other than ' " and \; the messages then put
- * it in single quotes ('job:42'). Any other name is written the way
- * redis-cli quotes binary, in double quotes: \" \\ \n \r \t \a \b, and
- * \xhh for every other byte outside 0x20-0x7e ("job:\xff\x00"). Either
- * form is ASCII, tells which it is by its first character, and can be
- * pasted into redis-cli.
+ * The report: key names as src/keyname.c writes them
  * ------------------------------------------------------------------------- */
-
-static int name_is_plain(const char *p, size_t len)
-{
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c < 0x21 || c > 0x7e || c == '\'' || c == '"' || c == '\\')
-            return 0;
-    }
-    return len > 0;
-}
 
 /* Appends t to s; NULL stays NULL (an OOM earlier in a chain). */
 static sds cat(sds s, const char *t)
@@ -462,38 +444,17 @@ static sds cat(sds s, const char *t)
     return s ? sdscat(s, t) : NULL;
 }
 
-/* Appends the name in n to out, as the banner above says, a plain name in
- * `quote` (0: none). Returns the new sds; NULL on OOM or when out is NULL. */
-sds stepq__cat_name(sds out, const sds n, char quote)
+static sds cat_name(sds out, const sds n, char quote)
 {
-    static const char esc[] = "\n\r\t\a\b\"\\", letter[] = "nrtab\"\\";
-    size_t len = sdslen(n);
-
-    if (out != NULL && name_is_plain(n, len)) {
-        out = quote ? sdscatlen(out, &quote, 1) : out;
-        out = out ? sdscatsds(out, n) : NULL;
-        return out && quote ? sdscatlen(out, &quote, 1) : out;
-    }
-    out = cat(out, "\"");
-    for (size_t i = 0; out != NULL && i < len; i++) {
-        unsigned char c = (unsigned char)n[i];
-        const char *e = c != 0 ? strchr(esc, c) : NULL;
-        if (e != NULL)
-            out = sdscatprintf(out, "\\%c", letter[e - esc]);
-        else if (c >= 0x20 && c <= 0x7e)
-            out = sdscatlen(out, &n[i], 1);
-        else
-            out = sdscatprintf(out, "\\x%02x", c);
-    }
-    return cat(out, "\"");
+    return stepq__keyname_quote(out, n, sdslen(n), quote);
 }
 
 /* What the callback is told about a pair that still differs. */
 static sds bad_message(const struct stepq__vbad *x)
 {
     if (x->v == STEPQ_V_MISSING)
-        return cat(stepq__cat_name(sdsnew("its twin "), x->b, '\''), " is missing");
-    return stepq__cat_name(sdsnew(x->v == STEPQ_V_TTL ? "its expiry is off from its twin "
+        return cat(cat_name(sdsnew("its twin "), x->b, '\''), " is missing");
+    return cat_name(sdsnew(x->v == STEPQ_V_TTL ? "its expiry is off from its twin "
                                                       : "different from its twin "),
                            x->b, '\'');
 }
@@ -503,8 +464,8 @@ static sds bad_line(const struct stepq__vbad *x)
 {
     sds l = sdsnew(x->v == STEPQ_V_TTL ? "ttl off " : verdict_names[x->v]);
 
-    l = stepq__cat_name(x->v == STEPQ_V_TTL ? l : cat(l, " "), x->a, '\'');
-    return cat(stepq__cat_name(cat(l, " (twin "), x->b, '\''), ")");
+    l = cat_name(x->v == STEPQ_V_TTL ? l : cat(l, " "), x->a, '\'');
+    return cat(cat_name(cat(l, " (twin "), x->b, '\''), ")");
 }
 
 /* Counts the pairs that still differ, per rule and verdict, names each one
@@ -523,7 +484,7 @@ static json_t *tell_bad(stepq__vf *v)
             c->ttl_off++;
         else
             c->different++;
-        sds key = stepq__cat_name(sdsempty(), x->a, 0), msg = bad_message(x);
+        sds key = cat_name(sdsempty(), x->a, 0), msg = bad_message(x);
         sds line = (long)i < v->o.first_bad ? bad_line(x) : NULL;
         if (key == NULL || msg == NULL || ((long)i < v->o.first_bad && line == NULL) ||
             (line != NULL && json_array_append_new(first, json_string(line)) != 0)) {
@@ -567,23 +528,25 @@ static json_t *report_json(stepq__vf *v, long long finished_at, json_t *first)
     }
     snprintf(dold, sizeof(dold), "%016llx", (unsigned long long)v->dig[a]);
     snprintf(dnew, sizeof(dnew), "%016llx", (unsigned long long)v->dig[1 - a]);
-    return json_pack("{s:I, s:I, s:b, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, s:o, "
-                     "s:o}",
+    return json_pack("{s:I, s:I, s:b, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s, s:s, "
+                     "s:o, s:o}",
                      "started_at", (json_int_t)v->started_at, "finished_at",
                      (json_int_t)finished_at, "reverse", v->o.reverse, "sample",
-                     (json_int_t)v->o.sample, "clean", v->nbad == 0, "old", (json_int_t)tot.keys[0],
-                     "new", (json_int_t)tot.keys[1], "equal", (json_int_t)tot.equal, "missing",
-                     (json_int_t)tot.missing, "different", (json_int_t)tot.different, "ttl_off",
-                     (json_int_t)tot.ttl_off, "digest_old", dold, "digest_new", dnew, "rules",
+                     (json_int_t)v->o.sample, "clean", v->nbad == 0 && v->unmapped == 0, "old",
+                     (json_int_t)tot.keys[0], "new", (json_int_t)tot.keys[1], "equal",
+                     (json_int_t)tot.equal, "missing", (json_int_t)tot.missing, "different",
+                     (json_int_t)tot.different, "ttl_off", (json_int_t)tot.ttl_off, "unmapped",
+                     (json_int_t)v->unmapped, "digest_old", dold, "digest_new", dnew, "rules",
                      rules, "first_bad", first);
 }
 
 /* Records the report in stepq:verify (the flat fields of records.md). */
 static int record(stepq *q, const json_t *rep, const char *misses)
 {
-    static const char *const fields[] = {
-        "started_at", "finished_at", "reverse",   "sample",  "clean",      "old",       "new",
-        "equal",      "missing",     "different", "ttl_off", "digest_old", "digest_new"};
+    static const char *const fields[] = {"started_at", "finished_at", "reverse", "sample",
+                                         "clean",      "old",         "new",     "equal",
+                                         "missing",    "different",   "ttl_off", "unmapped",
+                                         "digest_old", "digest_new"};
     enum { NF = sizeof(fields) / sizeof(*fields) };
     const char *argv[2 + 2 * NF + 4];
     char vals[NF][32];
@@ -672,7 +635,7 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
     v->side = v->o.reverse ? STEPQ_NEW : STEPQ_OLD;
     v->started_at = stepq__now_ms();
     /* A clean verify answers the step-primary misses before it (health). */
-    redisReply *m = stepq__commandf(q, "HGET %s primary_misses", q->k_stats);
+    redisReply *m = stepq__commandf(q, "HGET %b primary_misses", q->k_stats, sdslen(q->k_stats));
     if (m == NULL)
         goto out;
     snprintf(v->misses_at_start, sizeof(v->misses_at_start), "%s",
@@ -701,7 +664,7 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
         goto out;
     }
     if (ret_clean != NULL)
-        *ret_clean = v->nbad == 0;
+        *ret_clean = v->nbad == 0 && v->unmapped == 0;
     if (ret_json != NULL)
         rc = stepq__ret_json(q, rep, ret_json);
     else {

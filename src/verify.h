@@ -53,6 +53,7 @@ typedef struct stepq__vf {
     stepq__pairs pairs;
     stepq__pace pace;
     long long done;
+    long long unmapped; /* old-looking keys no rule maps (stepq__walk_strays) */
     char big[24], tol[24];
     long long tol_ms; /* tol as a number */
     long long started_at;

@@ -69,8 +69,8 @@ redisReply *stepq__scan_members(stepq *q, const char *key, char type, char curso
     return stepq__scan_members_n(q, key, sdslen((sds)key), type, cursor, count);
 }
 
-redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type,
-                                  char cursor[32], const char *count)
+redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type, char cursor[32],
+                                  const char *count)
 {
     redisReply *r = stepq__commandf(q, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", key,
                                     len, cursor, count);
@@ -152,8 +152,8 @@ static int pairs_add_id(stepq__pairs *p, const stepq__keymap *km, size_t r, enum
     return STEPQ_OK;
 }
 
-int stepq__pairs_add_n(stepq__pairs *p, const stepq__keymap *km, size_t r,
-                       enum stepq__side first, const char *id, size_t idlen)
+int stepq__pairs_add_n(stepq__pairs *p, const stepq__keymap *km, size_t r, enum stepq__side first,
+                       const char *id, size_t idlen)
 {
     return pairs_add_id(p, km, r, first, id, idlen);
 }
@@ -185,24 +185,49 @@ void stepq__pairs_release(stepq__pairs *p)
 long stepq__pairs_from_page(stepq__pairs *p, const stepq__keymap *km, const redisReply *page,
                             enum stepq__side side)
 {
-    char id[STEPQ_RULE_MAX];
     enum stepq__side s;
     long added = 0;
 
     for (size_t i = 0; i < page->elements; i++) {
         const redisReply *k = page->element[i];
-        int r = stepq__keymap_match(km, k->str, k->len, &s, id, sizeof(id));
+        const char *id;
+        size_t idlen;
+        /* The id is a slice of the name, any bytes and any length (a NUL,
+         * a ':', 300 bytes): the pair is built from it as it is. */
+        int r = stepq__keymap_match(km, k->str, k->len, &s, &id, &idlen);
         if (r < 0 || s != side || !km->rules[r].per_id)
             continue;
-        /* The id is what the name holds between the template's prefix and
-         * suffix; it may hold a NUL byte, so its length comes from the name,
-         * not from strlen. */
-        size_t fixed = strlen(km->ns) + strlen(km->rules[r].tpl[s]) - 4;
-        if (pairs_add_id(p, km, (size_t)r, side, id, k->len - fixed) != STEPQ_OK)
+        if (pairs_add_id(p, km, (size_t)r, side, id, idlen) != STEPQ_OK)
             return -1;
         added++;
     }
     return added;
+}
+
+long stepq__walk_strays(stepq *q, const redisReply *page, stepq_progress_fn fn, void *arg,
+                        long long done, long long total)
+{
+    long n = 0;
+
+    for (size_t i = 0; i < page->elements; i++) {
+        const redisReply *k = page->element[i];
+        int r = stepq__keymap_stray(&q->km, k->str, k->len);
+        if (r < 0)
+            continue;
+        n++;
+        if (fn == NULL)
+            continue;
+        sds name = stepq__keyname_quote(sdsempty(), k->str, k->len, 0);
+        sds msg = sdscatprintf(sdsempty(),
+                               "no rule of the key map maps it (it looks like rule '%s' with an "
+                               "empty id); rename or delete it, or map it in a rules file",
+                               q->km.rules[r].name);
+        if (name != NULL && msg != NULL)
+            fn(done, total, name, msg, arg);
+        sdsfree(name);
+        sdsfree(msg);
+    }
+    return n;
 }
 
 int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, long batch,
@@ -276,8 +301,12 @@ long long stepq__json_ll(const json_t *o, const char *field)
 
     if (json_is_integer(v))
         return (long long)json_integer_value(v);
-    if (json_is_string(v))
-        return strtoll(json_string_value(v), NULL, 10);
+    long long n;
+    /* stepq__hash_counters made every whole number an integer: a string
+     * here is text, which counts as absent (0), as a missing field does. */
+    if (json_is_string(v) &&
+        stepq__parse_ll(NULL, json_string_value(v), json_string_length(v), "", &n) == STEPQ_OK)
+        return n;
     return 0;
 }
 
@@ -299,12 +328,12 @@ int stepq__audit(stepq *q, json_t *o)
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    redisReply *r = stepq__commandf(q, "RPUSH %s %s", q->k_audit, s);
+    redisReply *r = stepq__commandf(q, "RPUSH %b %s", q->k_audit, sdslen(q->k_audit), s);
     free(s);
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);
-    r = stepq__commandf(q, "LTRIM %s -" AUDIT_KEEP " -1", q->k_audit);
+    r = stepq__commandf(q, "LTRIM %b -" AUDIT_KEEP " -1", q->k_audit, sdslen(q->k_audit));
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);

@@ -89,24 +89,6 @@ int stepq_worker_heartbeat(stepq *q, const char *worker, long ttl_ms)
     return STEPQ_OK;
 }
 
-/* Checks a reply of `n` integers (a script's counters). */
-static int reply_counts(stepq *q, const redisReply *r, size_t n, const char *what)
-{
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
-        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply to %s; expected %zu numbers", what,
-                         n);
-        return STEPQ_ERR;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (r->element[i]->type != REDIS_REPLY_INTEGER) {
-            stepq__set_error(q, STEPQ_E_PROTOCOL,
-                             "unexpected reply to %s: item %zu is not a number", what, i + 1);
-            return STEPQ_ERR;
-        }
-    }
-    return STEPQ_OK;
-}
-
 /*
  * Runs the reap script: with `only` "" the reaper pass (workers whose
  * heartbeat is older than timeout_ms), else the release of that worker
@@ -124,7 +106,7 @@ static int reap(stepq *q, long timeout_ms, const char *only, stepq_reap_result *
     redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_REAP, 4, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;
-    if (reply_counts(q, r, 3, "reap") != STEPQ_OK)
+    if (stepq__reply_shape(q, r, "iii", "reap.lua") != STEPQ_OK)
         goto out_free_reply;
     if (ret != NULL) {
         memset(ret, 0, sizeof(*ret));
@@ -162,7 +144,7 @@ static int prune(stepq *q, const stepq_reap_opts *o, stepq_reap_result *ret)
     redisReply *r = stepq__eval_queue(q, STEPQ_SCRIPT_PRUNE, 3, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;
-    int rc = reply_counts(q, r, 2, "prune");
+    int rc = stepq__reply_shape(q, r, "ii", "prune.lua");
     if (rc == STEPQ_OK) {
         ret->pruned = (long)r->element[0]->integer;
         ret->capped = (long)r->element[1]->integer;
@@ -224,8 +206,11 @@ int stepq_workers(stepq *q, char **ret_json)
     a = json_array();
     for (size_t i = 0; a != NULL && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
         redisReply *w = r->element[i];
-        if (w->type != REDIS_REPLY_ARRAY || w->elements != 5)
-            continue;
+        if (stepq__reply_shape(q, w, "sssia", "workers.lua") != STEPQ_OK) {
+            freeReplyObject(r);
+            json_decref(a);
+            return STEPQ_ERR;
+        }
         json_t *o = stepq__step_object(w->element[4], NULL);
         if (o == NULL)
             break;

@@ -210,6 +210,12 @@ static void print_verify_text(const char *json)
     {
         printf("  %s\n", json_string_value(v));
     }
+    long long unmapped = (long long)json_integer_value(json_object_get(o, "unmapped"));
+    if (unmapped > 0)
+        printf("unmapped: %lld key(s) look like old keys but no rule of the key map maps them "
+               "(named above); rename or delete them, or map them in a rules file, then run "
+               "'stepq migrate backfill' and verify again\n",
+               unmapped);
     json_decref(o);
 }
 
@@ -222,7 +228,7 @@ int migrate_verify(struct cli *cli, int argc, char **argv)
         "twin, before a rollback into dual-write): type, content, TTL; collections member\n"
         "by member. Mismatches are re-checked --rounds times before they count. Prints\n"
         "counts per rule and the first offending keys; records the result for 'status'.\n"
-        "Exit 1 when anything differs.\n";
+        "Exit 1 when anything differs, or when a key looks old but no rule maps it.\n";
     static const struct option opts[] = {
         CLI_COMMON_OPTS,
         {"reverse", no_argument, NULL, OPT_REVERSE},

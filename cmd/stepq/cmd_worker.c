@@ -297,7 +297,7 @@ static int runnable(json_t *step, char *why, size_t len)
     json_t *type = json_object_get(step, "type");
 
     if (!json_is_string(id) || strlen(json_string_value(id)) != json_string_length(id) ||
-        json_string_length(id) >= STEPQ_ID_MAX)
+        json_string_length(id) >= STEPQ_STEP_ID_MAX)
         snprintf(why, len, "its id is not a step id stepq can use");
     else if (!json_is_string(tok) || strlen(json_string_value(tok)) != json_string_length(tok) ||
              json_string_length(tok) >= sizeof(((struct slot *)0)->token))

@@ -29,7 +29,7 @@ enum slot_kill {
 
 struct slot {
     enum slot_state state;
-    char id[STEPQ_ID_MAX];
+    char id[STEPQ_STEP_ID_MAX]; /* a legacy step's id may be long */
     char token[72];
     char type[STEPQ_ID_MAX];
     long attempt;

@@ -261,9 +261,10 @@ end
 
 -- Publishes a lifecycle event to the channel(s) of the phase, with one event
 -- id for all of them so that a subscriber of both can drop the duplicate.
--- `id` is the step id; `raw` says it needs no JSON escaping (an id from
--- ARGV, checked by the caller with stepq__valid_id), else it is encoded (a
--- record of the old system may hold anything). e1..e4 are more JSON
+-- `id` is the step id; `raw` says it most likely needs no JSON escaping
+-- (an id from ARGV: stepq's own are UUIDs), which one find confirms: a step
+-- of the old system may have any id (STEPQ_STEP_ID_MAX), quotes too;
+-- anything else is encoded. e1..e4 are more JSON
 -- members, each starting with a comma, or nil. The message is one
 -- concatenation: a cjson.encode of a table per event cost more than the
 -- writes, and every intermediate string is one more to hash and collect.
@@ -275,7 +276,7 @@ local function emit(etype, id, raw, e1, e2, e3, e4)
     local lo = EVN % 10
     local hi = (EVN - lo) / 10
     local q = '"'
-    if not raw then
+    if not raw or string.find(id, '[^0-9A-Za-z_.%-]') then
         id, q = js(id), ''
     end
     local msg = '{"type":"' .. etype .. '","step":' .. q .. id .. q .. (e1 or '') .. (e2 or '') ..

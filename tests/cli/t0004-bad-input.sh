@@ -21,7 +21,8 @@ expect_code 2 "progress percent out of range" \
     'has "invalid percent '"'"'101'"'"'; use a whole number from 0 to 100" $S progress x --token t --percent 101'
 expect_code 2 "claim without --worker" 'has "--worker is required" $S claim'
 expect_code 2 "get without an id" 'has "expected one step id" $S get'
-expect_code 2 "a step id with a colon" 'has "invalid step id '"'"'a:b'"'"'; use 1 to 63 characters" $S get a:b'
+expect_code 2 "a step id the key map reads as another key" 'has "invalid step id '"'"'a:progress'"'"': the key map reads its record'"'"'s name as rule '"'"'progress'"'"'" $S get a:progress'
+expect_code 3 "a step id with a colon is an id (a legacy one)" 'has "step '"'"'a:b'"'"' does not exist" $S get a:b'
 expect_code 2 "a worker id with a space" \
     'has "invalid worker id '"'"'w 1'"'"'; use 1 to 63" $S claim --worker "w 1"'
 expect_code 2 "a capability with a comma-space" 'has "invalid requires '"'"'gpu, x86'"'"'; use a comma-separated list" $S submit --require "gpu, x86"'
