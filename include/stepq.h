@@ -122,7 +122,8 @@ STEPQ_API int stepq_phase_get(stepq *q, stepq_phase *ret);
 STEPQ_API int stepq_phase_pin(const stepq *q);
 
 enum stepq_move_flags {
-    STEPQ_MOVE_FORCE = 1 << 0, /* skip the one-step rule and preconditions */
+    STEPQ_MOVE_FORCE = 1 << 0,     /* skip the one-step rule and preconditions */
+    STEPQ_MOVE_RECONCILE = 1 << 1, /* stepq_rollback out of dual-read: old keys := new first */
 };
 
 /*

@@ -376,8 +376,9 @@ static int reverse_verify(stepq *q, stepq_progress_fn fn, void *arg, json_t *out
     stepq__set_error(
         q, STEPQ_E_CONFLICT,
         "cannot roll back to 'dual-write': verify --reverse found keys that differ "
-        "(first: %s); reads would return to stale old keys. Run 'stepq migrate "
-        "verify --reverse' to see them, fix them, then roll back again",
+        "(first: %s); reads would return to stale old keys. 'stepq migrate rollback "
+        "--reconcile' first makes the old keys equal to the new ones (the keys read now); "
+        "'stepq migrate verify --reverse' shows the differences",
         json_is_string(json_array_get(bad, 0)) ? json_string_value(json_array_get(bad, 0)) : "?");
     return STEPQ_ERR;
 }
@@ -418,6 +419,14 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
     stepq_phase to = (stepq_phase)(from - 1);
     json_object_set_new(out, "from", json_string(stepq_phase_name(from)));
     json_object_set_new(out, "to", json_string(stepq_phase_name(to)));
+    /* Out of dual-read with --reconcile: the new keys are the ones read,
+     * and every writer writes both sides, so the old ones are made equal to
+     * them (live steps only the old keys hold are kept) before the check. */
+    if (from == STEPQ_PHASE_DUAL_READ && (flags & STEPQ_MOVE_RECONCILE)) {
+        if (stepq__reconcile(q, STEPQ_NEW, 0, "keep", fn, arg, &res) != STEPQ_OK)
+            goto fail;
+        rc_report(out, &res, "old_only_kept");
+    }
     if (from == STEPQ_PHASE_DUAL_READ && !(flags & STEPQ_MOVE_FORCE) &&
         reverse_verify(q, fn, arg, out) != STEPQ_OK) {
         if (q->err == STEPQ_E_CONFLICT) {

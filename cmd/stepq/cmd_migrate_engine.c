@@ -26,6 +26,7 @@ enum {
     OPT_RESUME,
     OPT_CLEAR,
     OPT_REASON,
+    OPT_RECONCILE,
     OPT_REPAIR
 };
 
@@ -303,17 +304,20 @@ int migrate_verify(struct cli *cli, int argc, char **argv)
 int migrate_rollback(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
-        "usage: stepq migrate rollback [--force] [--reason TEXT] [--json]\n"
+        "usage: stepq migrate rollback [--force] [--reconcile] [--reason TEXT] [--json]\n"
         "Moves the phase one step back and does what that move needs: out of 'step' the\n"
         "old keys are rewritten from the new ones (old keys without a new twin are\n"
         "deleted; a live step only the old keys hold refuses the rollback, named, unless\n"
         "--force); out of 'dual-read' a 'verify --reverse' must come out clean (exit 4\n"
-        "otherwise); back to 'job' the new keys stay for a later retry. Exit 3 in 'job'.\n"
+        "otherwise; --reconcile first makes the old keys equal to the new ones, which are\n"
+        "the ones read there); back to 'job' the new keys stay for a later retry. Exit 3\n"
+        "in 'job'.\n"
         "A rollback out of 'step' stopped between its two passes ('reconciling' in\n"
         "'migrate status') is finished by running it again; that run moves no further.\n";
     static const struct option opts[] = {
         CLI_COMMON_OPTS,
         {"force", no_argument, NULL, 'f'},
+        {"reconcile", no_argument, NULL, OPT_RECONCILE},
         {"reason", required_argument, NULL, OPT_REASON},
         {"json", no_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
@@ -326,6 +330,8 @@ int migrate_rollback(struct cli *cli, int argc, char **argv)
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT "fj", opts, NULL)) != -1) {
         if (c == 'f')
             flags |= STEPQ_MOVE_FORCE;
+        else if (c == OPT_RECONCILE)
+            flags |= STEPQ_MOVE_RECONCILE;
         else if (c == OPT_REASON)
             reason = optarg;
         else if (c == 'j')

@@ -62,6 +62,7 @@ static void verdict_engine(json_t *a, const json_t *st, const char *stored)
     const json_t *phase = json_object_get(st, "phase");
     const char *bstate = json_string_value(json_object_get(backfill, "state"));
     int dual_write = strcmp(stored, "dual-write") == 0;
+    int dual_read = strcmp(stored, "dual-read") == 0;
     int reads_new = strcmp(stored, "dual-read") == 0 || strcmp(stored, "step-primary") == 0;
 
     /* Whatever the phase: the old keys are not whole until it finishes. */
@@ -84,9 +85,13 @@ static void verdict_engine(json_t *a, const json_t *st, const char *stored)
                num(json_object_get(verify, "missing"), 0),
                num(json_object_get(verify, "ttl_off"), 0),
                dual_write ? "run 'stepq migrate backfill --repair', then 'stepq migrate verify'"
-                          : "run 'stepq migrate verify' again (differences under load "
-                            "converge); if they stay, roll back to 'dual-write' ('stepq migrate "
-                            "rollback') and repair there");
+               : dual_read
+                   ? "run 'stepq migrate verify' again (differences under load converge); if "
+                     "they stay, 'stepq migrate rollback --reconcile' makes the old keys equal "
+                     "to the new ones (the keys read now) and moves back to 'dual-write'"
+                   : "run 'stepq migrate verify' again (differences under load converge); if "
+                     "they stay, 'stepq migrate rollback' to 'dual-read', then 'stepq migrate "
+                     "rollback --reconcile'");
     if (num(json_object_get(backfill, "errors"), 0) > 0 ||
         (bstate != NULL && strcmp(bstate, "failed") == 0))
         reason(a,

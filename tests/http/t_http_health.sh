@@ -39,6 +39,22 @@ rcli HSET stepq:phase phase job >/dev/null
 sleep 2.1
 expect "in job the records are history: 200" is "$(req GET /health/redis-migration)" 200
 rcli HSET stepq:backfill errors 0 >/dev/null
+# In dual-read a verify that keeps finding differences: the advised rollback
+# --reconcile makes the old keys equal to the new ones and moves back.
+rcli HSET stepq:phase phase dual-read >/dev/null
+rcli HSET stepq:verify clean 0 different 1 missing 0 >/dev/null
+rcli HSET step:D id D status completed >/dev/null
+rcli HSET job:D id D status pending >/dev/null
+sleep 2.1
+expect "dual-read differences 503" is "$(req GET /health/redis-migration)" 503
+expect "dual-read reason names rollback --reconcile" json "\"'stepq migrate rollback --reconcile'\" in j['reasons'][0]"
+expect "a plain rollback is refused (exit 4) and names --reconcile" sh -c "'$STEPQ' migrate rollback >'$tmp/rb' 2>&1; test \$? = 4 && grep -q -- 'rollback --reconcile' '$tmp/rb'"
+expect "the advised rollback --reconcile runs" sh -c "'$STEPQ' migrate rollback --reconcile >/dev/null"
+expect "the old key now equals the new one" is "$(rcli HGET job:D status)" completed
+sleep 2.1
+expect "and health is clean, in dual-write" is "$(req GET /health/redis-migration):$(rcli HGET stepq:phase phase)" 200:dual-write
+rcli DEL step:D job:D >/dev/null
+rcli HSET stepq:backfill errors 0 >/dev/null
 rcli HSET stepq:phase phase step-primary misses_at_since 4 >/dev/null
 rcli HSET stepq:stats primary_misses 4 >/dev/null
 sleep 2.1
