@@ -745,8 +745,16 @@ static int repair(struct bf *b)
     redisReply *r = stepq__eval(q, STEPQ_SCRIPT_TRUST_NEW, 1, keys, 1, args, NULL);
     if (r == NULL)
         return STEPQ_ERR;
+    int trusted = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject(r);
-    return STEPQ_OK;
+    if (trusted)
+        return STEPQ_OK;
+    /* Not a silent success: the mark stays, and the move to dual-read with it. */
+    stepq__set_error(q, STEPQ_E_CONFLICT,
+                     "the repair finished, but the new keys stay untrusted: the phase left "
+                     "'dual-write' during the repair, or dual writes (re)started after it began; "
+                     "run 'stepq migrate backfill --repair' again in 'dual-write'");
+    return STEPQ_ERR;
 }
 
 int stepq_backfill(stepq *q, const stepq_backfill_opts *opts, stepq_progress_fn fn, void *arg,

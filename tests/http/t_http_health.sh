@@ -19,7 +19,7 @@ req GET /health/redis-migration >/dev/null
 a=$(checked_at)
 # A verify or backfill record only counts where the phase reads what it
 # compared (dual-write to step-primary); in job it is history.
-rcli HSET stepq:phase phase dual-write >/dev/null
+rcli HSET stepq:phase phase dual-write dual_write_since 1 >/dev/null
 rcli HSET stepq:verify clean 0 different 3 missing 1 ttl_off 0 >/dev/null
 st=$(req GET /health/redis-migration)
 b=$(checked_at)
@@ -30,11 +30,28 @@ expect "4 back-to-back requests share the cached document" test "$n" -le 2
 sleep 2.1
 expect "verify differences 503" is "$(req GET /health/redis-migration)" 503
 expect "503 gives the reason, with a command allowed in dual-write" json "j['healthy'] is False and len(j['reasons']) == 1 and j['reasons'][0].startswith('the last verify found differences (different=3, missing=1') and \"'stepq migrate backfill --repair', then 'stepq migrate verify'\" in j['reasons'][0]"
-rcli HSET stepq:verify clean 1 different 0 missing 0 >/dev/null
+# Each dual-write reason, followed as it says, clears.
+rcli HSET job:E id E status completed >/dev/null
+rcli HSET step:E id E status pending >/dev/null
+expect "the advised repair and verify run" sh -c "'$STEPQ' migrate backfill --repair >/dev/null 2>&1 && '$STEPQ' migrate verify >/dev/null 2>&1"
+sleep 2.1
+expect "and clear the verify reason" is "$(req GET /health/redis-migration):$(rcli HGET step:E status)" 200:completed
+rcli HSET stepq:phase untrusted_since 5 dual_write_since 6 >/dev/null
+sleep 2.1
+expect "untrusted 503" is "$(req GET /health/redis-migration)" 503
+expect "its reason names the repair" json "len(j['reasons']) == 1 and j['reasons'][0].startswith('the new keys are untrusted') and \"'stepq migrate backfill --repair'\" in j['reasons'][0]"
+expect "the advised repair runs" sh -c "'$STEPQ' migrate backfill --repair >/dev/null 2>&1"
+sleep 2.1
+expect "and clears the untrusted reason" is "$(req GET /health/redis-migration)" 200
 rcli HSET stepq:backfill state done keys_done 10 keys_total 10 errors 2 >/dev/null
 sleep 2.1
 expect "backfill errors 503" is "$(req GET /health/redis-migration)" 503
 expect "backfill reason" json "j['reasons'] == [\"the backfill failed (2 errors); read its log and run 'stepq migrate backfill' again (it resumes)\"]"
+expect "the advised backfill runs" sh -c "'$STEPQ' migrate backfill >/dev/null 2>&1"
+sleep 2.1
+expect "and clears the backfill reason" is "$(req GET /health/redis-migration)" 200
+rcli DEL job:E step:E >/dev/null
+rcli HSET stepq:backfill state done keys_done 10 keys_total 10 errors 2 >/dev/null
 rcli HSET stepq:phase phase job >/dev/null
 sleep 2.1
 expect "in job the records are history: 200" is "$(req GET /health/redis-migration)" 200
