@@ -281,12 +281,21 @@ int stepq__cluster_detect(stepq *q)
     }
     int slot = stepq__ns_slot(q->km.ns);
     if (slot < 0) {
+        /* Suggest the namespace itself as the tag: 'emails:' -> '{emails}:'. */
+        char tag[48] = "";
+        size_t n = 0;
+        for (const char *p = q->km.ns; *p && n + 1 < sizeof(tag); p++)
+            if (*p != '{' && *p != '}')
+                tag[n++] = *p;
+        while (n > 0 && tag[n - 1] == ':')
+            n--;
+        tag[n] = '\0';
         stepq__set_error(q, STEPQ_E_INVALID,
                          "namespace '%s' has no hash tag, and this redis is a cluster node: the "
                          "keys of one queue would spread over every slot, where no script can "
                          "reach them together; give the namespace a tag, e.g. --namespace "
                          "'{%s}:' (docs/cluster.md)",
-                         q->km.ns, q->km.ns[0] ? "myqueue" : "default");
+                         q->km.ns, n ? tag : "myqueue");
         return STEPQ_ERR;
     }
     if (q->url.db != 0) {

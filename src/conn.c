@@ -237,8 +237,12 @@ int stepq__ensure(stepq *q)
         return STEPQ_ERR;
     }
     for (int attempt = 0;; attempt++) {
-        if (stepq__cluster_refresh_if_stale(q) == STEPQ_OK && connect_once(q) == STEPQ_OK)
+        if (stepq__cluster_refresh_if_stale(q) == STEPQ_OK && connect_once(q) == STEPQ_OK) {
+            /* The failed tries before this one are not the caller's error
+             * (stepq_connect() reports whatever is left set). */
+            stepq__clear_error(q);
             return STEPQ_OK;
+        }
         if (q->err == STEPQ_E_SERVER || q->err == STEPQ_E_OOM || q->err == STEPQ_E_INVALID)
             return STEPQ_ERR;
         if (q->cl != NULL && deadline == 0)

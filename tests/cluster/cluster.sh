@@ -8,6 +8,8 @@
 #                          `redis-cli --cluster create --cluster-replicas 1`,
 #                          waits for cluster_state:ok on every node, writes
 #                          DIR/env (CLUSTER_PORTS, CLUSTER_URL)
+#   cluster.sh restart DIR PORT  starts the node of PORT again (after a test
+#                          killed it); its nodes.conf makes it rejoin
 #   cluster.sh stop DIR    stops every node (kill, then kill -9) and removes DIR
 #
 # cluster-node-timeout is 1000 ms so that a killed master's replica is
@@ -26,11 +28,19 @@ port_free() {
 start_node() { # port
     local p=$1 d="$dir/node-$1"
     mkdir -p "$d"
-    redis-server --port "$p" --bind 127.0.0.1 --dir "$d" --pidfile "$d/redis.pid" \
+    # The daemon must not inherit the caller's pipes (a test's output): a
+    # reader waiting for their end would wait for the daemon's.
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            n=${fd##*/}
+            [ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-"
+        done
+        exec redis-server --port "$p" --bind 127.0.0.1 --dir "$d" --pidfile "$d/redis.pid" \
         --daemonize yes --logfile "$d/redis.log" --save '' --appendonly no \
         --cluster-enabled yes --cluster-config-file "$d/nodes.conf" \
         --cluster-node-timeout "${STEPQ_CLUSTER_NODE_TIMEOUT:-1000}" \
-        --cluster-replica-validity-factor 0 ${CLUSTER_EXTRA:-} >/dev/null
+        --cluster-replica-validity-factor 0 ${CLUSTER_EXTRA:-} </dev/null >/dev/null 2>&1
+    )
 }
 
 wait_ok() { # every port answers cluster_state:ok and agrees on the slots
@@ -78,6 +88,10 @@ start)
     fi
     printf 'CLUSTER_PORTS="%s"\nCLUSTER_URL=redis://127.0.0.1:%s\nCLUSTER_DIR=%s\n' \
         "$CLUSTER_PORTS" "$base" "$dir" >"$dir/env"
+    ;;
+restart)
+    dir=$(cd "$dir" && pwd)
+    start_node "${3:?usage: $0 restart DIR PORT}"
     ;;
 stop)
     for pf in "$dir"/node-*/redis.pid; do

@@ -54,7 +54,11 @@ ns_on() {
 
 # Every key of a namespace, read on its owner (one slot: one node).
 ns_keys() { redis-cli -p "$(ns_owner "$1")" --scan --pattern "$1*"; }
-ns_clear() { ns_keys "$1" | while read -r k; do redis-cli -p "$(ns_owner "$1")" del "$k" >/dev/null; done; }
+ns_clear() {
+    local own
+    own=$(ns_owner "$1")
+    redis-cli -p "$own" --scan --pattern "$1*" | xargs -r -d '\n' -n 200 redis-cli -p "$own" del >/dev/null
+}
 
 wait_cluster_ok() {
     local p ok
@@ -94,6 +98,17 @@ start_load() {
     ) &
     echo $! >"$d/submitter.pid"
 }
+# preload NS DIR N: N steps in the old keys (four submitters at once), their
+# ids into DIR/submitted.
+preload() {
+    local ns=$1 d=$2 per=$(($3 / 4)) j
+    mkdir -p "$d"
+    for j in 1 2 3 4; do
+        (for _ in $(seq 1 "$per"); do $STEPQ --namespace "$ns" submit --type t --payload '{}'; done >"$d/pre$j") &
+    done
+    wait
+    cat "$d"/pre? >>"$d/submitted"
+}
 stop_submitter() { kill "$(cat "$1/submitter.pid")" 2>/dev/null; wait "$(cat "$1/submitter.pid")" 2>/dev/null; true; }
 stop_workers() {
     local p
@@ -102,19 +117,22 @@ stop_workers() {
     true
 }
 # drained NS DIR SECONDS: every submitted step completed (status read
-# through stepq, on the side the phase reads).
+# through stepq, on the side the phase reads); each pass asks only about
+# the steps not seen completed yet.
 drained() {
-    local ns=$1 d=$2 left
+    local ns=$1 d=$2 id left
+    sort -u "$d/submitted" >"$d/left"
     for _ in $(seq 1 $(($3 * 2))); do
-        left=0
         while read -r id; do
-            s=$($STEPQ --namespace "$ns" get "$id" 2>/dev/null | jq -r .status)
-            [ "$s" = completed ] || { left=$((left + 1)); }
-        done <"$d/submitted"
-        [ $left = 0 ] && return 0
+            [ "$($STEPQ --namespace "$ns" get "$id" 2>/dev/null | jq -r .status)" = completed ] || echo "$id"
+        done <"$d/left" >"$d/left.next"
+        mv "$d/left.next" "$d/left"
+        left=$(wc -l <"$d/left")
+        [ "$left" = 0 ] && return 0
         sleep 0.5
     done
-    echo "$ns: $left steps not completed" >&2
+    echo "$ns: $left steps not completed:" >&2
+    head -5 "$d/left" >&2
     return 1
 }
 # accounted DIR: each submitted step ran to its end exactly once, none
@@ -150,4 +168,23 @@ migrate phase step
 migrate backup --out $d/final-old.stepq --side old
 migrate cleanup --backup $d/final-old.stepq
 WALK
+}
+
+# The id of the node on port $1.
+node_id() { redis-cli -p "$1" cluster myid; }
+# move_slot SLOT FROM TO [BATCH] [PAUSE]: a reshard of one slot by hand, as
+# redis-cli --cluster reshard does it, slowly (BATCH keys a MIGRATE, PAUSE s
+# between), so that a test can act while the slot is half moved.
+move_slot() {
+    local s=$1 from=$2 to=$3 batch=${4:-20} pause=${5:-0.05} fid tid p
+    fid=$(node_id "$from") tid=$(node_id "$to")
+    redis-cli -p "$to" cluster setslot "$s" importing "$fid" >/dev/null
+    redis-cli -p "$from" cluster setslot "$s" migrating "$tid" >/dev/null
+    while :; do
+        mapfile -t keys < <(redis-cli -p "$from" cluster getkeysinslot "$s" "$batch" | grep .)
+        [ ${#keys[@]} = 0 ] && break
+        redis-cli -p "$from" migrate 127.0.0.1 "$to" "" 0 5000 keys "${keys[@]}" >/dev/null
+        sleep "$pause"
+    done
+    for p in $to $from $(masters); do redis-cli -p "$p" cluster setslot "$s" node "$tid" >/dev/null 2>&1; done
 }
