@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_ASAN ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test test-asan test-valgrind bench chaos chaos-walk fuzz model mutate mutate-ci format clean
+.PHONY: all deps build run test cluster-chaos test-asan test-valgrind bench chaos chaos-walk fuzz model mutate mutate-ci format clean
 
 all: build
 
@@ -20,12 +20,16 @@ run: build
 	@scripts/run.sh $(BUILD)/stepq
 
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS) -LE cluster-long
+
+# Every Redis Cluster test, the reshard and the failover included (docs/cluster.md).
+cluster-chaos: build
+	@cd $(BUILD) && ctest --output-on-failure -L cluster
 
 test-asan: deps
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DSTEPQ_SANITIZE=address,undefined >/dev/null
 	@cmake --build $(BUILD_ASAN) -j$(JOBS)
-	@cd $(BUILD_ASAN) && ctest --output-on-failure -j$(JOBS)
+	@cd $(BUILD_ASAN) && ctest --output-on-failure -j$(JOBS) -LE cluster-long
 
 test-valgrind: build
 	@cd $(BUILD) && STEPQ_TEST_PREFIX="valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite -q" ctest --output-on-failure -j$(JOBS) -L 'unit|vg'

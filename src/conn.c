@@ -43,6 +43,7 @@ void stepq__drop(stepq *q)
         redisFree(q->rc);
         q->rc = NULL;
     }
+    stepq__cluster_dropped(q);
 }
 
 static struct timeval ms_tv(int ms)
@@ -66,12 +67,15 @@ static void set_io_error(stepq *q, const char *what)
         else if (q->rc->err == REDIS_ERR_OOM)
             kind = STEPQ_E_OOM;
     }
-    if (q->url.is_unix)
+    const char *host;
+    int port;
+    stepq__cluster_target(q, &host, &port);
+    if (q->url.is_unix && host == q->url.host)
         stepq__set_error(q, kind, "%s 'unix://%s': %s; check that redis-server runs there", what,
                          q->url.host, detail);
     else
-        stepq__set_error(q, kind, "%s '%s:%d': %s; check that redis-server runs there", what,
-                         q->url.host, q->url.port, detail);
+        stepq__set_error(q, kind, "%s '%s:%d': %s; check that redis-server runs there", what, host,
+                         port, detail);
 }
 
 /* Runs one command on a fresh connection during the handshake. */
@@ -85,10 +89,14 @@ static void set_io_error(stepq *q, const char *what)
  */
 static int not_now(stepq *q, const redisReply *r)
 {
-    static const char *const prefixes[] = {"LOADING ", "BUSY ", "MASTERDOWN ", "TRYAGAIN "};
+    /* The cluster's redirections land here only from pipelines (single
+     * commands follow them in cluster.c): the caller redoes its batch. */
+    static const char *const prefixes[] = {"LOADING ", "BUSY ", "MASTERDOWN ", "TRYAGAIN ",
+                                           "MOVED ",   "ASK ",  "CLUSTERDOWN "};
 
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
-        if (strncmp(r->str, prefixes[i], strlen(prefixes[i])) == 0) {
+        if (strncmp(r->str, prefixes[i], strlen(prefixes[i])) == 0 ||
+            (i == 0 && q->cl != NULL && strstr(r->str, "non local key") != NULL)) {
             stepq__set_error(q, STEPQ_E_IO, "redis cannot answer now (%.160s); retry shortly",
                              r->str);
             stepq__drop(q);
@@ -146,9 +154,13 @@ static int load_scripts(stepq *q)
 static int connect_once(stepq *q)
 {
     struct timeval ctv = ms_tv(q->connect_timeout_ms);
+    const char *host;
+    int port;
 
-    q->rc = q->url.is_unix ? redisConnectUnixWithTimeout(q->url.host, ctv)
-                           : redisConnectWithTimeout(q->url.host, q->url.port, ctv);
+    /* The URL's node, or on a cluster the owner of the namespace's slot. */
+    stepq__cluster_target(q, &host, &port);
+    q->rc = q->url.is_unix && host == q->url.host ? redisConnectUnixWithTimeout(host, ctv)
+                                                  : redisConnectWithTimeout(host, port, ctv);
     if (q->rc == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory while connecting");
         return STEPQ_ERR;
@@ -170,6 +182,17 @@ static int connect_once(stepq *q)
         rc = q->url.user ? handshake_cmd(q, 3, a3, "AUTH (check the user and password)")
                          : handshake_cmd(q, 2, a2, "AUTH (check the password)");
     }
+    if (rc == STEPQ_OK && !q->cluster_known) {
+        rc = stepq__cluster_detect(q);
+        const char *now_host;
+        int now_port;
+        stepq__cluster_target(q, &now_host, &now_port);
+        if (rc == STEPQ_OK && (now_host != host || now_port != port)) {
+            /* The URL named another node than the slot's owner. */
+            stepq__drop(q);
+            return connect_once(q);
+        }
+    }
     char db[16];
     snprintf(db, sizeof(db), "%d", q->url.db);
     const char *sel[] = {"SELECT", db};
@@ -185,7 +208,7 @@ static int connect_once(stepq *q)
     return rc;
 }
 
-static void sleep_ms(long ms)
+void stepq__sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
 
@@ -195,11 +218,14 @@ static void sleep_ms(long ms)
 
 /*
  * Reconnects with exponential backoff (50 ms doubling to 2 s). Errors that
- * retrying cannot cure (a refused AUTH or SELECT) end the loop at once.
+ * retrying cannot cure (a refused AUTH or SELECT) end the loop at once. On
+ * a cluster the slot map is read again first, and the loop lasts as long as
+ * a failover may (STEPQ_CLUSTER_WAIT_MS) rather than a number of tries.
  */
 int stepq__ensure(stepq *q)
 {
     long delay = 50;
+    long long deadline = 0;
 
     if (q->rc != NULL)
         return STEPQ_OK;
@@ -211,11 +237,19 @@ int stepq__ensure(stepq *q)
         return STEPQ_ERR;
     }
     for (int attempt = 0;; attempt++) {
-        if (connect_once(q) == STEPQ_OK)
+        if (stepq__cluster_refresh_if_stale(q) == STEPQ_OK && connect_once(q) == STEPQ_OK) {
+            /* The failed tries before this one are not the caller's error
+             * (stepq_connect() reports whatever is left set). */
+            stepq__clear_error(q);
             return STEPQ_OK;
-        if (q->err == STEPQ_E_SERVER || q->err == STEPQ_E_OOM || attempt + 1 >= q->reconnect_tries)
+        }
+        if (q->err == STEPQ_E_SERVER || q->err == STEPQ_E_OOM || q->err == STEPQ_E_INVALID)
             return STEPQ_ERR;
-        sleep_ms(delay);
+        if (q->cl != NULL && deadline == 0)
+            deadline = stepq__now_ms() + stepq__cluster_wait_ms(q);
+        if (q->cl != NULL ? stepq__now_ms() >= deadline : attempt + 1 >= q->reconnect_tries)
+            return STEPQ_ERR;
+        stepq__sleep_ms(delay);
         delay = delay * 2 > 2000 ? 2000 : delay * 2;
     }
 }
@@ -267,26 +301,44 @@ static redisReply *finish_reply(stepq *q, redisReply *r)
     return r;
 }
 
+/* Sends a formatted command (freed here) through the cluster-aware path. */
+static redisReply *send_formatted(stepq *q, char *cmd, int len, int is_script)
+{
+    redisReply *r;
+
+    if (len < 0) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory while formatting a command");
+        return NULL;
+    }
+    r = stepq__cluster_send(q, cmd, (size_t)len, is_script);
+    redisFreeCommand(cmd);
+    return r;
+}
+
 redisReply *stepq__command(stepq *q, int argc, const char **argv, const size_t *lens)
 {
+    char *cmd = NULL;
+
     stepq__clear_error(q);
     if (stepq__ensure(q) != STEPQ_OK)
         return NULL;
-    return finish_reply(q, redisCommandArgv(q->rc, argc, argv, lens));
+    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    return finish_reply(q, send_formatted(q, cmd, len, 0));
 }
 
 redisReply *stepq__commandf(stepq *q, const char *fmt, ...)
 {
     va_list ap;
-    redisReply *r;
+    char *cmd = NULL;
+    int len;
 
     stepq__clear_error(q);
     if (stepq__ensure(q) != STEPQ_OK)
         return NULL;
     va_start(ap, fmt);
-    r = redisvCommand(q->rc, fmt, ap);
+    len = redisvFormatCommand(&cmd, fmt, ap);
     va_end(ap);
-    return finish_reply(q, r);
+    return finish_reply(q, send_formatted(q, cmd, len, 0));
 }
 
 int stepq__info_field(stepq *q, const char *field, char *buf, size_t len)
@@ -359,7 +411,11 @@ redisReply *stepq__eval_keys(stepq *q, enum stepq__script_id s, int nkeys, const
     if (argc < 0)
         return NULL;
     for (int attempt = 0; attempt < 2; attempt++) {
-        redisReply *r = redisCommandArgv(q->rc, argc, argv, lens);
+        char *cmd = NULL;
+        int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+        redisReply *r = send_formatted(q, cmd, len, 1);
+        if (r == NULL && q->err == STEPQ_E_OOM)
+            return NULL;
         /* After SCRIPT FLUSH or a restart without persistence the scripts are
          * gone: load them again once and retry. */
         if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 &&
@@ -453,7 +509,9 @@ redisReply *stepq__read_reply(stepq *q)
 redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, const char **args,
                               const size_t *arglens)
 {
-    const char *keys[] = {q->k_phase, q->k_stats, q->k_evseq};
+    /* On a cluster a fourth key, never written, keeps the script from
+     * starting while its slot migrates (src/cluster.c); scripts read 1-3. */
+    const char *keys[] = {q->k_phase, q->k_stats, q->k_evseq, stepq__cluster_guard(q)};
     const char *argv[EVAL_ARGS_MAX];
     size_t lens[EVAL_ARGS_MAX];
     const int ntpl = 2 * STEPQ_ROLE_COUNT;
@@ -492,7 +550,7 @@ redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, cons
     }
     argv[2 + nargs + ntpl] = evbase;
     lens[2 + nargs + ntpl] = 16;
-    return stepq__eval(q, s, 3, keys, nargs + 3 + ntpl, argv, lens);
+    return stepq__eval(q, s, keys[3] ? 4 : 3, keys, nargs + 3 + ntpl, argv, lens);
 }
 
 /* ---------------------------------------------------------------------------
@@ -637,6 +695,7 @@ void stepq_free(stepq *q)
     if (q == NULL)
         return;
     stepq__drop(q);
+    stepq__cluster_free(q->cl);
     stepq__url_release(&q->url);
     for (int i = 0; i < 2 * STEPQ_ROLE_COUNT; i++)
         sdsfree(q->lua_tpl[i]);

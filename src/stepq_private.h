@@ -185,6 +185,10 @@ struct stepq {
      * same worker takes them with this token first (src/queue.c). */
     char claim_token[33];
     char claim_worker[64];
+    /* Redis Cluster (src/cluster.c): NULL on one server, or until the
+     * first connection found out; cluster_known says whether it did. */
+    struct stepq__cluster *cl;
+    int cluster_known;
 };
 
 void stepq__set_error(stepq *q, int code, const char *fmt, ...) STEPQ_PRINTF(3, 4);
@@ -243,6 +247,55 @@ redisReply *stepq__read_raw(stepq *q);
 redisReply *stepq__read_exec(stepq *q, size_t queued);
 
 /* ---------------------------------------------------------------------------
+ * Redis Cluster (crc16.c, cluster.c; docs/cluster.md)
+ * ------------------------------------------------------------------------- */
+#define STEPQ_CLUSTER_SLOTS 16384
+
+/* CRC16/XMODEM of buf, as Redis Cluster hashes keys. */
+unsigned stepq__crc16(const char *buf, size_t len);
+/* The hash slot of a key (its hash tag's, when it has one). */
+int stepq__key_slot(const char *key, size_t len);
+/* The slot of every key of namespace ns, or -1 when ns holds no complete
+ * hash tag of its own ('{name}'). */
+int stepq__ns_slot(const char *ns);
+
+/* Called by the handshake on the URL's node (q->rc, authenticated, before
+ * SELECT): finds out with INFO whether it is a cluster node and, if so,
+ * sets up q->cl and the slot map. Refuses (STEPQ_E_INVALID) a namespace
+ * without a hash tag or a database other than 0 on a cluster. */
+int stepq__cluster_detect(stepq *q);
+/* The node the handle should talk to: the URL's before detection, the
+ * owner of the namespace's slot after. */
+void stepq__cluster_target(const stepq *q, const char **ret_host, int *ret_port);
+/* Refreshes the slot map from the nodes known (the owner, then the seeds). */
+int stepq__cluster_refresh(stepq *q);
+/* The same, only when a dropped connection left the map in doubt. */
+int stepq__cluster_refresh_if_stale(stepq *q);
+/* The reconnect budget of stepq__ensure in ms: long enough for a replica
+ * to be promoted when on a cluster, 0 on one server (count tries). */
+long stepq__cluster_wait_ms(const stepq *q);
+/* Notes that the connection was dropped: the map is re-read and the
+ * scripts loaded again at the next connection (another node, maybe). */
+void stepq__cluster_dropped(stepq *q);
+/* Sends one formatted command (redisFormatCommand) to the namespace's
+ * node and reads its reply, following MOVED (and ASK for plain commands),
+ * waiting out TRYAGAIN, CLUSTERDOWN and a migrating slot with bounded
+ * backoff. On one server it is one round trip. Returns the reply, error
+ * replies included (the caller maps them), or NULL when the connection
+ * failed (not dropped: the caller reports it). */
+redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_script);
+/* The never-written key that queue scripts declare on a cluster, so that a
+ * script never starts while its slot migrates (cluster.c explains). NULL
+ * on one server. */
+const char *stepq__cluster_guard(const stepq *q);
+/* Waits (bounded) until the namespace's slot is neither migrating nor
+ * importing, and writes the id of the node that owns it (41 bytes): a
+ * walk whose owner changed between two pages starts over. STEPQ_OK at
+ * once on one server (ret_id ""). */
+int stepq__cluster_settled(stepq *q, char ret_id[41]);
+void stepq__cluster_free(struct stepq__cluster *cl);
+
+/* ---------------------------------------------------------------------------
  * Keyspace walks (scan.c)
  * ------------------------------------------------------------------------- */
 /* Called with each batch of key names (an array reply, owned by the
@@ -283,6 +336,8 @@ int stepq__uuid7(char out[37]);
 /* A random hex token of 2*nbytes chars + NUL. */
 int stepq__random_hex(char *out, size_t nbytes);
 long long stepq__now_ms(void);
+/* Sleeps ms milliseconds, through signals (conn.c). */
+void stepq__sleep_ms(long ms);
 /* The value of one hex digit, or -1 (percent-decoding in URLs and paths). */
 int stepq__hexval(char c);
 /* Checked decimal parse of the whole string into [min, max]. */

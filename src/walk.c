@@ -18,11 +18,53 @@
 
 #define AUDIT_KEEP "10000"
 
+/*
+ * On a cluster a SCAN cursor belongs to one node (its hash seed is its
+ * own), and a page read while the slot migrates lacks the keys already
+ * moved. So before each page and after the last one the walk waits until
+ * the slot is settled (stepq__cluster_settled) and starts over from cursor
+ * 0 when the node that owns it changed (a reshard or a failover); every
+ * page function is idempotent, so a page seen twice is harmless. A page
+ * that failed on a lost connection or a redirection is redone the same way
+ * (after wait_ms without success the error stands).
+ */
+static int walk_settle(stepq *q, char owner[41], char cursor[32], int *ret_restarted)
+{
+    char now[41];
+
+    *ret_restarted = 0;
+    if (q->cl == NULL)
+        return STEPQ_OK;
+    if (stepq__cluster_settled(q, now) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (owner[0] != '\0' && strcmp(owner, now) != 0) {
+        memcpy(cursor, "0", 2);
+        *ret_restarted = 1;
+    }
+    memcpy(owner, now, 41);
+    return STEPQ_OK;
+}
+
+/* May a failed page be redone? Only on a cluster, for a lost connection
+ * or a redirection (mapped to IO), and within the wait budget. */
+static int walk_retry(stepq *q, long long *deadline)
+{
+    if (q->cl == NULL || (q->err != STEPQ_E_IO && q->err != STEPQ_E_EOF))
+        return 0;
+    if (*deadline == 0)
+        *deadline = stepq__now_ms() + stepq__cluster_wait_ms(q);
+    if (stepq__now_ms() >= *deadline)
+        return 0;
+    stepq__sleep_ms(100);
+    return 1;
+}
+
 int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, void *arg)
 {
-    char cursor[32], cnt[24];
+    char cursor[32], cnt[24], owner[41] = "";
     sds match = sdscatfmt(sdsempty(), "%s*", q->km.ns);
-    int rc = STEPQ_OK;
+    int rc = STEPQ_OK, restarted;
+    long long deadline = 0;
 
     if (match == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
@@ -30,12 +72,18 @@ int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, vo
     }
     snprintf(cursor, sizeof(cursor), "%s", from && *from ? from : "0");
     snprintf(cnt, sizeof(cnt), "%ld", count > 0 ? count : 100);
-    do {
+    for (;;) {
         char page_cursor[32];
         const char *argv[] = {"SCAN", cursor, "COUNT", cnt, "MATCH", match};
+        if (walk_settle(q, owner, cursor, &restarted) != STEPQ_OK) {
+            rc = STEPQ_ERR;
+            break;
+        }
         /* Without a namespace every key may be ours: no MATCH to filter. */
         redisReply *r = stepq__command(q, q->km.ns[0] ? 6 : 4, argv, NULL);
         if (r == NULL) {
+            if (walk_retry(q, &deadline))
+                continue;
             rc = STEPQ_ERR;
             break;
         }
@@ -51,7 +99,24 @@ int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, vo
         memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
         rc = fn(q, r->element[1], page_cursor, arg);
         freeReplyObject(r);
-    } while (rc == STEPQ_OK && strcmp(cursor, "0") != 0);
+        if (rc != STEPQ_OK && walk_retry(q, &deadline)) {
+            memcpy(cursor, page_cursor, sizeof(cursor)); /* redo this page */
+            rc = STEPQ_OK;
+            continue;
+        }
+        if (rc != STEPQ_OK)
+            break;
+        deadline = 0;
+        if (strcmp(cursor, "0") != 0)
+            continue;
+        /* After the last page: did the slot stay put for the whole walk? */
+        if (walk_settle(q, owner, cursor, &restarted) != STEPQ_OK) {
+            rc = STEPQ_ERR;
+            break;
+        }
+        if (!restarted)
+            break;
+    }
     sdsfree(match);
     return rc;
 }
