@@ -59,19 +59,11 @@ enum stepq__keytype {
     STEPQ_KT_CHANNEL,
 };
 
-/* The roles the queue needs from a key map, in the order the Lua scripts
- * receive their templates (lua/lib/00_prelude.lua). */
-enum stepq__role {
-    STEPQ_ROLE_STEP,
-    STEPQ_ROLE_PROGRESS,
-    STEPQ_ROLE_PENDING,
-    STEPQ_ROLE_ACTIVE,
-    STEPQ_ROLE_COMPLETED,
-    STEPQ_ROLE_FAILED,
-    STEPQ_ROLE_WORKER_STEPS,
-    STEPQ_ROLE_EVENTS,
-    STEPQ_ROLE_COUNT
-};
+/* The roles the queue needs from a key map (enum stepq__role: STEPQ_ROLE_STEP
+ * ... STEPQ_ROLE_COUNT), in the order the Lua scripts receive their
+ * templates, come from lua/contract.txt through contract_gen.h, with the
+ * rest of the queue scripts' arguments. */
+#include "contract_gen.h"
 
 enum stepq__side { STEPQ_OLD = 0, STEPQ_NEW = 1 };
 
@@ -205,8 +197,8 @@ int stepq__info_field(stepq *q, const char *field, char *buf, size_t len);
 
 /*
  * Runs an embedded script with EVALSHA (loading it on NOSCRIPT). The queue
- * scripts take KEYS = {phase, stats, event seq} + extra keys and ARGV =
- * {pin, key-map templates} + args; stepq__eval_queue adds those. Script error
+ * scripts take the KEYS and ARGV of lua/contract.txt around their own
+ * arguments; stepq__eval_queue adds those. Script error
  * replies "STEPQ_<CODE> text" map to the matching STEPQ_E_ code with the
  * text as errstr. Returns the reply (caller frees) or NULL.
  */
