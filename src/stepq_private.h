@@ -319,7 +319,7 @@ json_t *stepq__key_counts(stepq *q);
 json_t *stepq__hash_counters(stepq *q, const char *key);
 
 /* ---------------------------------------------------------------------------
- * The migration engine's walks (walk.c, backfill.c, verify.c, rollback.c)
+ * The migration engine's walks (walk.c, backfill.c, verify.c, reconcile.c)
  * ------------------------------------------------------------------------- */
 /* Called with each page of a namespace SCAN and the cursor that produced
  * it: resuming from that cursor redoes this page and nothing before it. */
@@ -394,19 +394,30 @@ int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, const char *mode
 void stepq__rc_result_release(stepq__rc_result *res);
 /* Appends an entry to the audit log: `o` (consumed) gets ts, host and pid. */
 int stepq__audit(stepq *q, json_t *o);
-/* Is the move from -> to allowed by the preconditions (rollback.c)? Writes
- * 1/0 into *ret_ok and, when 0, what is missing and what to run into why. */
-int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,
-                      size_t len);
+
+/* ---------------------------------------------------------------------------
+ * Phase moves (phase.c) and the rules they meet (phase_rules.c)
+ * ------------------------------------------------------------------------- */
 /* stepq_phase_move for the library itself: `reconciled` says the caller
  * (rollback) made the old keys equal to the new ones already. */
 int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *reason, unsigned flags,
                       int reconciled);
-/* Before a move (after the one-step rule): the preconditions (a refusal is
- * audited; a forced move writes the rule it skips into `skipped`), the
- * reconcile out of 'step' unless `reconciled`. */
+/* Before a move (after the one-step rule): the preconditions and the pins
+ * (a refusal is audited; a forced move writes the rule it skips into
+ * `skipped`), then the first reconcile out of 'step' unless `reconciled`. */
 int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *who, unsigned flags,
                       int reconciled, char *skipped, size_t len);
+/* After a move: the second reconcile out of 'step'. */
+int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to);
+
+/* ---------------------------------------------------------------------------
+ * The reconcile out of 'step' (rollback.c)
+ * ------------------------------------------------------------------------- */
+/* Pass 1 (before the move: refuses, unless `force`, when old-only steps
+ * would be deleted; marks `reconciling`) or pass 2 (after it: clears the
+ * mark) of the reconcile of a rollback out of 'step'. What the move's guard
+ * runs (phase_rules.c). */
+int stepq__rollback_reconcile(stepq *q, int pass, int force);
 /* Is a rollback out of 'step' between its two reconcile passes (the phase
  * hash's `reconciling`)? Backfill and every other move refuse meanwhile,
  * with this advice; running the rollback again finishes it. */
@@ -414,8 +425,6 @@ int stepq__reconciling(stepq *q, int *ret);
 #define STEPQ__RECONCILING_ADVICE                                                                  \
     "a rollback out of 'step' has not finished reconciling the old keys (they miss what was "      \
     "written in 'step'); run 'stepq migrate rollback' to finish it"
-/* After a move: the second reconcile out of 'step'. */
-int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to);
 /* ---------------------------------------------------------------------------
  * stepq's own touches of the old keys after the switch (own_reads.c)
  * ------------------------------------------------------------------------- */
