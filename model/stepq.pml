@@ -753,7 +753,7 @@ inline forget_backup()
     sact = 0
 }
 
-/* stepq_phase_move (src/phase.c) with its guards (src/rollback.c): a
+/* stepq_phase_move (src/phase.c) with its guards (src/phase_rules.c): a
  * compare-and-set of the phase after the preconditions */
 inline move(to)
 {

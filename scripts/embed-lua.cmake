@@ -1,10 +1,17 @@
-# Embeds lua/*.lua into gen/scripts_gen.{c,h}. A script whose first line
+# Embeds lua/*.lua into gen/scripts_gen.{c,h} (and lua/contract.txt into
+# gen/contract_gen.h). A script whose first line
 # says @prelude is prefixed with the shared library lua/lib/*.lua, so one file
 # per script stays readable and the phase rules live once; '@part NAME' on
 # the first line prefixes lua/part/NAME.lua (code a few scripts share). Invoked by CMake with -DLUA_DIR=... -DOUT_DIR=...
+#
+# The prelude opens with the queue scripts' arguments, named from
+# lua/contract.txt; the same table makes gen/contract_gen.h for the C side
+# (scripts/lua-contract.cmake).
+cmake_minimum_required(VERSION 3.18)
+include(${CMAKE_CURRENT_LIST_DIR}/lua-contract.cmake)
+lua_contract(${LUA_DIR}/contract.txt ${OUT_DIR} prelude)
 file(GLOB libs ${LUA_DIR}/lib/*.lua)
 list(SORT libs)
-set(prelude "")
 foreach(f ${libs})
     file(READ ${f} txt)
     string(APPEND prelude "${txt}\n")

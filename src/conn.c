@@ -506,41 +506,51 @@ redisReply *stepq__read_reply(stepq *q)
     return finish_reply(q, r);
 }
 
+/* The layout is lua/contract.txt's (contract_gen.h): each slot is filled
+ * by its name there, so the prelude's indices and these cannot disagree. */
 redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, const char **args,
                               const size_t *arglens)
 {
-    /* On a cluster a fourth key, never written, keeps the script from
-     * starting while its slot migrates (src/cluster.c); scripts read 1-3. */
-    const char *keys[] = {q->k_phase, q->k_stats, q->k_evseq, stepq__cluster_guard(q)};
+    _Static_assert(STEPQ_QKEY_COUNT == 3 && STEPQ_QARG_OWN == 2 && STEPQ_QTAIL_COUNT == 1,
+                   "lua/contract.txt has a slot stepq__eval_queue does not fill");
+    /* On a cluster one more key, never written and not in the contract,
+     * keeps the script from starting while its slot migrates
+     * (src/cluster.c); the scripts read only the contract's keys. */
+    const char *guard = stepq__cluster_guard(q);
+    const char *keys[STEPQ_QKEY_COUNT + 1] = {
+        [STEPQ_QKEY_PHASE] = q->k_phase,
+        [STEPQ_QKEY_STATS] = q->k_stats,
+        [STEPQ_QKEY_EVSEQ] = q->k_evseq,
+        [STEPQ_QKEY_COUNT] = guard,
+    };
     const char *argv[EVAL_ARGS_MAX];
     size_t lens[EVAL_ARGS_MAX];
-    const int ntpl = 2 * STEPQ_ROLE_COUNT;
+    const int ntpl = 2 * STEPQ_ROLE_COUNT, tpl = STEPQ_QARG_OWN + nargs, tail = tpl + ntpl;
 
-    if (nargs + 3 + ntpl > EVAL_ARGS_MAX - 8) {
+    if (tail + STEPQ_QTAIL_COUNT > EVAL_ARGS_MAX - 8) {
         stepq__set_error(q, STEPQ_E_INVALID, "too many script arguments");
         return NULL;
     }
     for (int role = 0; role < STEPQ_ROLE_COUNT; role++) {
         if (q->km.role[role] < 0) {
             stepq__set_error(q, STEPQ_E_INVALID,
-                             "the key map has no rule for the queue's role #%d; the queue needs "
-                             "step, progress, pending, active, completed, failed, worker_steps "
-                             "and events",
+                             "the key map has no rule for the queue's role #%d; the queue "
+                             "needs " STEPQ_ROLE_NAMES_TEXT,
                              role);
             return NULL;
         }
     }
-    argv[0] = q->pin_arg;
-    lens[0] = strlen(q->pin_arg);
-    argv[1] = q->km.ns;
-    lens[1] = strlen(q->km.ns);
+    argv[STEPQ_QARG_PIN] = q->pin_arg;
+    lens[STEPQ_QARG_PIN] = strlen(q->pin_arg);
+    argv[STEPQ_QARG_NS] = q->km.ns;
+    lens[STEPQ_QARG_NS] = strlen(q->km.ns);
     for (int i = 0; i < nargs; i++) {
-        argv[2 + i] = args[i];
-        lens[2 + i] = arglens ? arglens[i] : strlen(args[i]);
+        argv[STEPQ_QARG_OWN + i] = args[i];
+        lens[STEPQ_QARG_OWN + i] = arglens ? arglens[i] : strlen(args[i]);
     }
     for (int i = 0; i < ntpl; i++) {
-        argv[2 + nargs + i] = q->lua_tpl[i];
-        lens[2 + nargs + i] = sdslen(q->lua_tpl[i]);
+        argv[tpl + i] = q->lua_tpl[i];
+        lens[tpl + i] = sdslen(q->lua_tpl[i]);
     }
     /* Event ids: a random base per call, the script numbers its events. */
     char evbase[17];
@@ -548,9 +558,10 @@ redisReply *stepq__eval_queue(stepq *q, enum stepq__script_id s, int nargs, cons
         stepq__set_error(q, STEPQ_E_IO, "cannot read random bytes for event ids");
         return NULL;
     }
-    argv[2 + nargs + ntpl] = evbase;
-    lens[2 + nargs + ntpl] = 16;
-    return stepq__eval(q, s, keys[3] ? 4 : 3, keys, nargs + 3 + ntpl, argv, lens);
+    argv[tail + STEPQ_QTAIL_EVBASE] = evbase;
+    lens[tail + STEPQ_QTAIL_EVBASE] = 16;
+    return stepq__eval(q, s, STEPQ_QKEY_COUNT + (guard != NULL), keys, tail + STEPQ_QTAIL_COUNT,
+                       argv, lens);
 }
 
 /* ---------------------------------------------------------------------------

@@ -34,16 +34,7 @@ static const char default_rules[] =
 static const struct {
     const char *name;
     enum stepq__keytype type;
-} roles[STEPQ_ROLE_COUNT] = {
-    [STEPQ_ROLE_STEP] = {"step", STEPQ_KT_HASH},
-    [STEPQ_ROLE_PROGRESS] = {"progress", STEPQ_KT_HASH},
-    [STEPQ_ROLE_PENDING] = {"pending", STEPQ_KT_ZSET},
-    [STEPQ_ROLE_ACTIVE] = {"active", STEPQ_KT_SET},
-    [STEPQ_ROLE_COMPLETED] = {"completed", STEPQ_KT_SET},
-    [STEPQ_ROLE_FAILED] = {"failed", STEPQ_KT_SET},
-    [STEPQ_ROLE_WORKER_STEPS] = {"worker_steps", STEPQ_KT_SET},
-    [STEPQ_ROLE_EVENTS] = {"events", STEPQ_KT_CHANNEL},
-};
+} roles[STEPQ_ROLE_COUNT] = {STEPQ_ROLE_ROWS}; /* lua/contract.txt */
 
 static const char *const type_names[] = {
     [STEPQ_KT_HASH] = "hash", [STEPQ_KT_ZSET] = "zset",     [STEPQ_KT_SET] = "set",

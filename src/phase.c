@@ -1,5 +1,6 @@
 /*
- * phase.c - the migration phase stored in Redis, and its audit log.
+ * phase.c - the migration phase stored in Redis, its compare-and-set move
+ * and the audit log. What a move must meet first is phase_rules.c's.
  */
 #include <stdio.h>
 #include <string.h>
@@ -107,8 +108,8 @@ int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *rea
                          stepq_phase_name(dist > 0 ? from + 1 : from - 1));
         return STEPQ_ERR;
     }
-    /* The engine's preconditions (rollback.c): refused moves change nothing;
-     * a forced move records the rule it skipped. */
+    /* The rules a move must meet (phase_rules.c): refused moves change
+     * nothing; a forced move records the rule it skipped. */
     char skipped[STEPQ_ERRSTR_MAX];
     if (stepq__move_guard(q, from, to, who, flags, reconciled, skipped, sizeof(skipped)) !=
         STEPQ_OK)

@@ -59,19 +59,11 @@ enum stepq__keytype {
     STEPQ_KT_CHANNEL,
 };
 
-/* The roles the queue needs from a key map, in the order the Lua scripts
- * receive their templates (lua/lib/00_prelude.lua). */
-enum stepq__role {
-    STEPQ_ROLE_STEP,
-    STEPQ_ROLE_PROGRESS,
-    STEPQ_ROLE_PENDING,
-    STEPQ_ROLE_ACTIVE,
-    STEPQ_ROLE_COMPLETED,
-    STEPQ_ROLE_FAILED,
-    STEPQ_ROLE_WORKER_STEPS,
-    STEPQ_ROLE_EVENTS,
-    STEPQ_ROLE_COUNT
-};
+/* The roles the queue needs from a key map (enum stepq__role: STEPQ_ROLE_STEP
+ * ... STEPQ_ROLE_COUNT), in the order the Lua scripts receive their
+ * templates, come from lua/contract.txt through contract_gen.h, with the
+ * rest of the queue scripts' arguments. */
+#include "contract_gen.h"
 
 enum stepq__side { STEPQ_OLD = 0, STEPQ_NEW = 1 };
 
@@ -209,8 +201,8 @@ int stepq__info_field(stepq *q, const char *field, char *buf, size_t len);
 
 /*
  * Runs an embedded script with EVALSHA (loading it on NOSCRIPT). The queue
- * scripts take KEYS = {phase, stats, event seq} + extra keys and ARGV =
- * {pin, key-map templates} + args; stepq__eval_queue adds those. Script error
+ * scripts take the KEYS and ARGV of lua/contract.txt around their own
+ * arguments; stepq__eval_queue adds those. Script error
  * replies "STEPQ_<CODE> text" map to the matching STEPQ_E_ code with the
  * text as errstr. Returns the reply (caller frees) or NULL.
  */
@@ -382,7 +374,7 @@ json_t *stepq__key_counts(stepq *q);
 json_t *stepq__hash_counters(stepq *q, const char *key);
 
 /* ---------------------------------------------------------------------------
- * The migration engine's walks (walk.c, backfill.c, verify.c, rollback.c)
+ * The migration engine's walks (walk.c, backfill.c, verify.c, reconcile.c)
  * ------------------------------------------------------------------------- */
 /* Called with each page of a namespace SCAN and the cursor that produced
  * it: resuming from that cursor redoes this page and nothing before it. */
@@ -457,19 +449,30 @@ int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, const char *mode
 void stepq__rc_result_release(stepq__rc_result *res);
 /* Appends an entry to the audit log: `o` (consumed) gets ts, host and pid. */
 int stepq__audit(stepq *q, json_t *o);
-/* Is the move from -> to allowed by the preconditions (rollback.c)? Writes
- * 1/0 into *ret_ok and, when 0, what is missing and what to run into why. */
-int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,
-                      size_t len);
+
+/* ---------------------------------------------------------------------------
+ * Phase moves (phase.c) and the rules they meet (phase_rules.c)
+ * ------------------------------------------------------------------------- */
 /* stepq_phase_move for the library itself: `reconciled` says the caller
  * (rollback) made the old keys equal to the new ones already. */
 int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *reason, unsigned flags,
                       int reconciled);
-/* Before a move (after the one-step rule): the preconditions (a refusal is
- * audited; a forced move writes the rule it skips into `skipped`), the
- * reconcile out of 'step' unless `reconciled`. */
+/* Before a move (after the one-step rule): the preconditions and the pins
+ * (a refusal is audited; a forced move writes the rule it skips into
+ * `skipped`), then the first reconcile out of 'step' unless `reconciled`. */
 int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *who, unsigned flags,
                       int reconciled, char *skipped, size_t len);
+/* After a move: the second reconcile out of 'step'. */
+int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to);
+
+/* ---------------------------------------------------------------------------
+ * The reconcile out of 'step' (rollback.c)
+ * ------------------------------------------------------------------------- */
+/* Pass 1 (before the move: refuses, unless `force`, when old-only steps
+ * would be deleted; marks `reconciling`) or pass 2 (after it: clears the
+ * mark) of the reconcile of a rollback out of 'step'. What the move's guard
+ * runs (phase_rules.c). */
+int stepq__rollback_reconcile(stepq *q, int pass, int force);
 /* Is a rollback out of 'step' between its two reconcile passes (the phase
  * hash's `reconciling`)? Backfill and every other move refuse meanwhile,
  * with this advice; running the rollback again finishes it. */
@@ -477,8 +480,6 @@ int stepq__reconciling(stepq *q, int *ret);
 #define STEPQ__RECONCILING_ADVICE                                                                  \
     "a rollback out of 'step' has not finished reconciling the old keys (they miss what was "      \
     "written in 'step'); run 'stepq migrate rollback' to finish it"
-/* After a move: the second reconcile out of 'step'. */
-int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to);
 /* ---------------------------------------------------------------------------
  * stepq's own touches of the old keys after the switch (own_reads.c)
  * ------------------------------------------------------------------------- */

@@ -1,22 +1,20 @@
 -- prelude.lua: prepended to every script in lua/ at build time
 -- (scripts/embed-lua.cmake), so the phase rules live in one place.
 --
--- Every queue script takes:
---   KEYS[1] the phase hash     KEYS[2] the stats hash     KEYS[3] the event sequence
---   ARGV[1] the process's pinned phase, '' to follow the stored one
---   ARGV[2] the namespace
---   ARGV[3..] its own arguments
---   ARGV[#ARGV-16..#ARGV-1] the key map: the old and the new template of
---           each role (step, progress, pending, active, completed, failed,
---           worker_steps, events), with the namespace where they are keys
---   ARGV[#ARGV] this call's event id base: events get ids BASE.1, BASE.2...
+-- Every queue script takes the arguments of lua/contract.txt, named by the
+-- lines generated before this file: the keys PHASE_KEY, STATS_KEY and
+-- EVSEQ_KEY; PIN, the process's pinned phase ('' to follow the stored one),
+-- and NS, the namespace; the script's own arguments, ARGV[3..TPL]; the key
+-- map's templates, old and new of each role (RI[role] is the offset of the
+-- pair), with the namespace where they are keys; EVBASE, this call's event
+-- id base: events get ids BASE.1, BASE.2... (random, from the client: an
+-- INCR per event would be one more write to propagate).
 --
 -- Key names of one step are derived here from the templates, because claim
--- and reap only learn the ids inside the script. Every key of a namespace
+-- and reap only learn the ids inside the script. Passing the templates as
+-- arguments spares every call a parse of the map. Every key of a namespace
 -- shares its prefix (a hash tag when sharded), so the scripts stay in one slot.
 -- Errors are raised as 'STEPQ_<CODE> text'; the C side maps the code.
-
-local PHASE_KEY, STATS_KEY, EVSEQ_KEY = KEYS[1], KEYS[2], KEYS[3]
 
 -- redis.call, looked up once: a global and a field read per call add up over
 -- the ten or so calls a step makes.
@@ -33,7 +31,7 @@ local function raise(code, msg)
     error({err = 'STEPQ_' .. code .. ' ' .. msg})
 end
 
-local PHASE = ARGV[1]
+local PHASE = PIN
 if PHASE == nil or PHASE == '' then
     PHASE = call('HGET', PHASE_KEY, 'phase') or 'job'
 end
@@ -51,16 +49,8 @@ local LAZY = PHASE == 'dual-read'
 -- The sides written, as a range (a numeric for costs no iterator calls).
 local S0, S1 = W_OLD and 1 or 2, W_NEW and 2 or 1
 
--- ARGV[2] is the namespace; then come the script's own arguments; then 16
--- templates, old then new for each role in this order; last, the event id
--- base of this call (random, from the client: an INCR per event would be
--- one more write to propagate).
-local NS = ARGV[2]
-local TPL = #ARGV - 17
-local EVBASE = ARGV[#ARGV]
+-- How many events this call has emitted (the n of BASE.n).
 local EVN = 0
-local RI = {step = 0, progress = 2, pending = 4, active = 6, completed = 8, failed = 10,
-    worker_steps = 12, events = 14}
 
 -- The name of `role` on `side` (1 old, 2 new) for `id`. A template is split
 -- around its {id} once per call; a name is then one concatenation.
