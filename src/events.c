@@ -48,7 +48,7 @@ static int seen_before(struct seen *s, const char *id)
  */
 static int event_key(const char *msg, size_t len, char *key, size_t keylen)
 {
-    json_t *o = json_loadb(msg, len, 0, NULL);
+    json_t *o = json_loadb(msg, len, JSON_ALLOW_NUL, NULL);
     const char *v = json_string_value(json_object_get(o, "id"));
     int ok = v != NULL && strlen(v) < 40;
 
@@ -88,7 +88,7 @@ static unsigned phase_sides(stepq_phase p)
 /* The sides the event's "phase" field publishes to (0: none or unknown). */
 static unsigned event_sides(const char *msg, size_t len)
 {
-    json_t *o = json_loadb(msg, len, 0, NULL);
+    json_t *o = json_loadb(msg, len, JSON_ALLOW_NUL, NULL);
     const char *name = json_string_value(json_object_get(o, "phase"));
     stepq_phase p;
     unsigned sides = 0;
