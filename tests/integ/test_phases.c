@@ -339,6 +339,21 @@ static void test_move_flags_masked(void)
     ASSERT_STR(t_str("HGET job:s1 status"), "pending");
 }
 
+/* Out of 'step' the old keys are reconciled after the move too, which
+ * needs writers that write both sides: straight to 'job' is refused, even
+ * forced, and nothing changes. */
+static void test_step_to_job_refused(void)
+{
+    t_flush();
+    t_phase("step");
+    freeReplyObject(t_cmd("HSET job:X id X status pending"));
+    CHECK(stepq_phase_move(Q, STEPQ_PHASE_JOB, "t", NULL, STEPQ_MOVE_FORCE) == STEPQ_ERR);
+    CHECK(strstr(stepq_errstr(Q), "even forced") != NULL);
+    ASSERT_STR(t_str("HGET stepq:phase phase"), "step");
+    ASSERT_EQ(t_int("EXISTS stepq:phase") && *t_str("HGET stepq:phase reconciling"), 0);
+    ASSERT_STR(t_str("HGET job:X status"), "pending");
+}
+
 int main(void)
 {
     t_setup();
@@ -352,6 +367,7 @@ int main(void)
     RUN(test_phase_moves);
     RUN(test_throttle_bad_rate);
     RUN(test_move_flags_masked);
+    RUN(test_step_to_job_refused);
     t_teardown();
     TEST_END();
 }
