@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_ASAN ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test test-asan test-valgrind bench chaos chaos-walk fuzz model mutate mutate-ci format clean
+.PHONY: all deps build run test test-asan test-valgrind bench chaos chaos-walk fuzz model mutate mutate-ci format clean screenshots
 
 all: build
 
@@ -72,6 +72,10 @@ mutate-ci: deps
 model:
 	@STEPQ_BOOTSTRAP_EXTRA=spin scripts/bootstrap.sh
 	@model/run.sh
+
+# The console of each phase, as shown in the README (docs/img/console-*.png).
+screenshots: build
+	@tests/browser/screenshots.sh $(BUILD) docs/img
 
 format:
 	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c fuzz/*.c

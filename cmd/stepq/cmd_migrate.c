@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "migrate_engine.h"
+#include "status_doc.h"
 
 /* Who is acting, for the audit log: $STEPQ_OPERATOR, else the login name. */
 const char *migrate_operator(void)
@@ -159,12 +160,26 @@ static int migrate_status(struct cli *cli, int argc, char **argv)
     if (optind != argc)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
     stepq *q = cli_connect(cli, "stepq-migrate");
+    if (as_json) {
+        /* The typed document of /health/redis-migration (status_doc.c). */
+        json_t *doc = NULL;
+        int st = status_doc_build(q, &doc);
+        int rc = st == 503 && strcmp(json_string_value(json_object_get(doc, "status")),
+                                     "unavailable") == 0
+                     ? cli_fail(q, "status")
+                 : st == 500 ? EXIT_FAILED
+                             : EXIT_DONE;
+        char *text = rc == EXIT_DONE ? json_dumps(doc, JSON_COMPACT) : NULL;
+        if (text != NULL)
+            puts(text);
+        free(text);
+        json_decref(doc);
+        stepq_free(q);
+        return rc;
+    }
     int rc = stepq_status(q, &json) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "status");
     if (rc == EXIT_DONE) {
-        if (as_json)
-            puts(json);
-        else
-            print_status_text(json);
+        print_status_text(json);
         stepq_str_free(json);
     }
     stepq_free(q);

@@ -7,6 +7,8 @@
  *   http_routes.c   the handlers: steps, workers, health
  *   http_health.c   the migration health document, its verdict and its cache
  *   http_metrics.c  counters, latency histograms, the Prometheus text
+ *   http_console.c  the console: its embedded page, its feed, its actions
+ *   status_doc.c    the typed status document (also `migrate status --json`)
  *   cmd_serve.c     flags, startup, signals, the announce thread
  */
 #ifndef STEPQ_HTTP_H
@@ -81,6 +83,7 @@ struct http_answer {
     char *body; /* malloc'd (free), NUL-terminated */
     const char *content_type;
     char location[96]; /* a Location header when not empty */
+    int page;          /* the console's page: send its Content-Security-Policy */
 };
 
 /* Starts the daemon on `addr` (a struct sockaddr_in or _in6) with `threads`

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "http_console.h"
 #include "step_decode.h"
 
 _Static_assert(HTTP_JSON_DEPTH_MAX == STEP_JSON_DEPTH_MAX, "one depth cap for POST /steps");
@@ -114,10 +115,11 @@ static void route_health(stepq *q, struct http_answer *ans)
         return;
     }
     int pin = stepq_phase_pin(q);
-    http_answer_json(ans, 200,
-                     json_pack("{s:s, s:s, s:s, s:s}", "status", "ok", "redis", "up", "phase",
-                               stepq_phase_name(ph), "pin",
-                               pin >= 0 ? stepq_phase_name((stepq_phase)pin) : "none"));
+    http_answer_json(
+        ans, 200,
+        json_pack("{s:s, s:s, s:s, s:o}", "status", "ok", "redis", "up", "phase",
+                  stepq_phase_name(ph), "pin",
+                  pin >= 0 ? json_string(stepq_phase_name((stepq_phase)pin)) : json_null()));
 }
 
 static void route_metrics(struct http_server *s, stepq *q, struct http_answer *ans)
@@ -167,6 +169,18 @@ void http_dispatch(struct http_server *s, stepq *q, struct http_req *req, struct
         break;
     case HTTP_OP_METRICS:
         route_metrics(s, q, ans);
+        break;
+    case HTTP_OP_ASSET:
+        http_console_asset(req, ans);
+        break;
+    case HTTP_OP_CONSOLE:
+        http_console_feed(s, q, ans);
+        break;
+    case HTTP_OP_PHASE:
+        http_console_phase(q, req, ans);
+        break;
+    case HTTP_OP_THROTTLE:
+        http_console_throttle(q, req, ans);
         break;
     default:
         http_answer_error(ans, 404, "no such endpoint; see docs/http.md");
