@@ -258,6 +258,8 @@ static int preflight(struct bf *b, char *why, size_t len)
         return STEPQ_ERR;
     if (b->o.memory_limit > 0)
         max = b->o.memory_limit;
+    b->res.memory_used = used;
+    b->res.memory_max = max;
     if (ph == STEPQ_PHASE_STEP)
         return STEPQ_OK; /* refused in walk(), forced or not */
     if (ph < STEPQ_PHASE_DUAL_WRITE)
@@ -596,6 +598,9 @@ static int walk(struct bf *b)
     }
     if (why[0] != '\0' && b->o.force && !b->o.dry_run && audit_forced(b, why) != STEPQ_OK)
         return STEPQ_ERR;
+    /* A dry run goes on, and says what the real one would meet. */
+    if (b->o.dry_run && !b->o.force)
+        snprintf(b->res.refusal, sizeof(b->res.refusal), "%s", why);
     if (b->o.dry_run)
         rec = json_object();
     else if (start_or_resume(b, &rec) != STEPQ_OK)
@@ -670,8 +675,8 @@ static int repair(struct bf *b)
         return STEPQ_ERR;
     }
     freeReplyObject(d);
-    if (stepq__reconcile(q, STEPQ_OLD, b->o.dry_run, b->fn, b->arg, &b->res.copied,
-                         &b->res.gone) != STEPQ_OK)
+    if (stepq__reconcile(q, STEPQ_OLD, b->o.dry_run, b->fn, b->arg, &b->res.copied, &b->res.gone) !=
+        STEPQ_OK)
         return STEPQ_ERR;
     b->res.keys_done = b->res.copied + b->res.gone;
     if (b->o.dry_run || finish(b) != STEPQ_OK)

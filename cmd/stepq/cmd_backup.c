@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "migrate_engine.h"
+#include "pause_watch.h"
 #include "progress.h"
 
 #define KEPT_SHOWN 10
@@ -96,9 +97,12 @@ int migrate_backup(struct cli *cli, int argc, char **argv)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
     stepq *q = cli_connect(cli, "stepq-backup");
     progress *p = progress_new("backup", 0, mode, 10000);
+    struct pause_watch *watch = pause_watch_start(cli, p);
     o.progress = on_progress;
     o.arg = p;
-    if (stepq_backup(q, out, &o, &res) != STEPQ_OK) {
+    int ok = stepq_backup(q, out, &o, &res) == STEPQ_OK;
+    pause_watch_stop(watch);
+    if (!ok) {
         progress_finish(p, 0, NULL);
         int rc = cli_fail(q, "backup");
         stepq_free(q);
@@ -109,7 +113,7 @@ int migrate_backup(struct cli *cli, int argc, char **argv)
                           (json_int_t)res.vanished, "bytes", (json_int_t)res.bytes, "checksum",
                           res.checksum, "verified", 1);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    progress_finish(p, res.keys, mode == PROGRESS_JSON ? s : NULL);
+    progress_finish_done(p, res.keys, mode == PROGRESS_JSON ? s : NULL);
     free(s);
     json_decref(j);
     if (mode != PROGRESS_JSON)
@@ -203,15 +207,15 @@ static void on_cleanup_progress(long long done, long long total, const char *err
 static void cleanup_summary(progress *p, const stepq_cleanup_result *res, unsigned flags,
                             enum progress_mode mode)
 {
-    json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "old_keys",
-                          (json_int_t)res->old_keys, "deleted", (json_int_t)res->deleted, "kept",
-                          (json_int_t)res->kept, "adopted", (json_int_t)res->adopted,
-                          "not_in_backup", (json_int_t)res->not_in_backup, "gone",
-                          (json_int_t)res->gone, "dry_run", (flags & STEPQ_CLEANUP_DRY_RUN) != 0);
+    json_t *j =
+        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "old_keys", (json_int_t)res->old_keys,
+                  "deleted", (json_int_t)res->deleted, "kept", (json_int_t)res->kept, "adopted",
+                  (json_int_t)res->adopted, "not_in_backup", (json_int_t)res->not_in_backup, "gone",
+                  (json_int_t)res->gone, "dry_run", (flags & STEPQ_CLEANUP_DRY_RUN) != 0);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
-    progress_finish(p, res->deleted + res->kept + res->gone + res->not_in_backup,
-                    mode == PROGRESS_JSON ? s : NULL);
+    progress_finish_done(p, res->deleted + res->kept + res->gone + res->not_in_backup,
+                         mode == PROGRESS_JSON ? s : NULL);
     free(s);
     json_decref(j);
     if (mode != PROGRESS_JSON)
@@ -268,11 +272,13 @@ int migrate_cleanup(struct cli *cli, int argc, char **argv)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
     stepq *q = cli_connect(cli, "stepq-cleanup");
     struct kept_report k = {progress_new("cleanup", 0, mode, 10000), 0};
+    struct pause_watch *watch = pause_watch_start(cli, k.p);
     o.who = migrate_operator();
     o.progress = on_cleanup_progress;
     o.kept = on_kept;
     o.arg = &k;
     int ok = stepq_cleanup(q, backup, &o, &res) == STEPQ_OK;
+    pause_watch_stop(watch);
     int rc = EXIT_DONE;
     if (ok) {
         cleanup_summary(k.p, &res, o.flags, mode);
