@@ -43,6 +43,7 @@ static void on_progress(long long done, long long total, const char *err_key, co
 static int walk_opt(int c, enum progress_mode *mode, double *rate, const char *usage)
 {
     switch (c) {
+    case 'j': /* --json is a common option (cli.h): the first entry wins */
     case OPT_JSON:
         *mode = PROGRESS_JSON;
         return 1;

@@ -27,7 +27,7 @@ const char *migrate_operator(void)
 static int migrate_phase(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
-        "usage: stepq migrate phase [PHASE] [--force] [--reason TEXT]\n"
+        "usage: stepq migrate phase [PHASE] [--force] [--reason TEXT] [--json]\n"
         "Without PHASE, prints the stored phase. With PHASE, moves it one step forward or\n"
         "back (job, dual-write, dual-read, step-primary, step); --force skips the rules\n"
         "and is written to the audit log. Exit 4 when the move is refused.\n";
@@ -58,13 +58,19 @@ static int migrate_phase(struct cli *cli, int argc, char **argv)
     stepq *q = cli_connect(cli, "stepq-migrate");
     if (argc - optind == 0) {
         rc = stepq_phase_get(q, &cur) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "phase");
-        if (rc == EXIT_DONE)
+        if (rc == EXIT_DONE && cli->json)
+            cli_print_value(json_pack("{s:s}", "phase", stepq_phase_name(cur)));
+        else if (rc == EXIT_DONE)
             puts(stepq_phase_name(cur));
     } else {
-        rc = stepq_phase_move(q, to, migrate_operator(), reason, flags) == STEPQ_OK
+        rc = stepq_phase_get(q, &cur) == STEPQ_OK &&
+                     stepq_phase_move(q, to, migrate_operator(), reason, flags) == STEPQ_OK
                  ? EXIT_DONE
                  : cli_fail(q, "phase");
-        if (rc == EXIT_DONE)
+        if (rc == EXIT_DONE && cli->json)
+            cli_print_value(json_pack("{s:s, s:s}", "from", stepq_phase_name(cur), "phase",
+                                      stepq_phase_name(to)));
+        else if (rc == EXIT_DONE)
             printf("phase: %s\n", stepq_phase_name(to));
     }
     stepq_free(q);

@@ -11,6 +11,7 @@
 #include "migrate_engine.h"
 #include "pause_watch.h"
 #include "progress.h"
+#include "status_doc.h"
 
 enum {
     OPT_RATE = 2000,
@@ -457,9 +458,13 @@ int migrate_throttle(struct cli *cli, int argc, char **argv)
     if (rc == EXIT_DONE && stepq_status(q, &json) == STEPQ_OK) {
         json_t *o = json_loads(json, 0, NULL);
         json_t *t = json_object_get(o, "throttle");
-        char *s = t ? json_dumps(t, JSON_COMPACT) : NULL;
-        printf("throttle: %s\n", s ? s : "{}");
-        free(s);
+        if (cli->json) {
+            cli_print_value(status_throttle_record(t));
+        } else {
+            char *s = t ? json_dumps(t, JSON_COMPACT) : NULL;
+            printf("throttle: %s\n", s ? s : "{}");
+            free(s);
+        }
         json_decref(o);
         stepq_str_free(json);
     } else if (rc == EXIT_DONE) {

@@ -200,7 +200,7 @@ static json_t *backfill_record(const json_t *raw, long long now)
 
 /* The throttle: paused as a boolean (false when never set), rate as a
  * number or null (no override). */
-static json_t *throttle_record(const json_t *raw)
+json_t *status_throttle_record(const json_t *raw)
 {
     json_t *t = status_typed_record(raw);
 
@@ -261,7 +261,7 @@ json_t *status_doc_from_raw(const json_t *raw, json_t *reasons, long long now)
     json_object_set_new(doc, "backfill", backfill_record(json_object_get(raw, "backfill"), now));
     json_object_set_new(doc, "verify", status_typed_record(json_object_get(raw, "verify")));
     json_object_set_new(doc, "backup", status_typed_record(json_object_get(raw, "backup")));
-    json_object_set_new(doc, "throttle", throttle_record(json_object_get(raw, "throttle")));
+    json_object_set_new(doc, "throttle", status_throttle_record(json_object_get(raw, "throttle")));
     json_object_set_new(doc, "processes",
                         map_array(json_object_get(raw, "processes"), process_record));
     json_object_set_new(doc, "audit",

@@ -21,6 +21,8 @@ json_t *status_doc_from_raw(const json_t *raw, json_t *reasons, long long now);
 /* A stepq record typed (numbers, flags as booleans, times with an _iso
  * twin): a new object. */
 json_t *status_typed_record(const json_t *raw);
+/* The throttle record typed: paused a boolean, rate a number or null. */
+json_t *status_throttle_record(const json_t *raw);
 /* ms since the epoch as ISO 8601 UTC with milliseconds; null for ms <= 0. */
 json_t *status_iso(long long ms);
 /* A JSON number or boolean as a whole number (0 otherwise). */
