@@ -46,6 +46,9 @@ typedef struct stepq__url {
  * On error, writes a message into err and returns STEPQ_ERR. */
 int stepq__url_parse(stepq__url *u, const char *url, char *err, size_t errlen);
 void stepq__url_release(stepq__url *u);
+/* Sets u->pass from STEPQ_REDIS_PASSWORD or the first line of the file
+ * STEPQ_REDIS_PASSWORD_FILE when the URL has none (password.c). */
+int stepq__url_password_env(stepq__url *u, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------------------
  * Key map (keymap.c)

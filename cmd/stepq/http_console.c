@@ -151,7 +151,9 @@ static json_t *workers(stepq *q)
     a = json_array();
     json_array_foreach(raw, i, w)
     {
-        json_array_append_new(a, status_typed_record(w));
+        json_t *t = status_typed_record(w);
+        json_object_del(t, "instance"); /* a registration's proof, not for the page */
+        json_array_append_new(a, t);
     }
     json_decref(raw);
     return a;

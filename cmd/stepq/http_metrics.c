@@ -189,6 +189,11 @@ int http_metrics_render(struct http_server *s, stepq *q, char **ret_text)
     out = render_latency(out, &s->metrics);
     out = gauge(out, "stepq_http_in_flight", "gauge", "Requests being answered now.",
                 atomic_load(&s->in_flight));
+    out = gauge(out, "stepq_http_connections", "gauge", "Connections open now.",
+                atomic_load(&s->guard.open));
+    out = gauge(out, "stepq_http_head_timeouts_total", "counter",
+                "Connections cut because their request head took longer than --head-timeout.",
+                (long long)atomic_load(&s->guard.cut_total));
     out = gauge(out, "stepq_redis_up", "gauge", "1 when Redis answered the last status walk.", up);
     if (up)
         out = render_migration(out, doc);

@@ -5,7 +5,7 @@
 # with their token, Content-Type and refusals.
 . "$(dirname "$0")/lib.sh"
 
-export STEPQ_API_TOKEN=t0ken-for-tests
+export STEPQ_API_TOKEN=t0ken-for-tests-16b
 for i in 1 2 3; do "$STEPQ" submit --type c >/dev/null; done
 start_server "$tmp/serve.log"
 

@@ -64,7 +64,7 @@ req() {
     [ "$m" = POST ] && [ "${NO_CT:-}" != 1 ] && ct=(-H "Content-Type: application/json")
     curl -s -o "$tmp/body" -D "$tmp/hdr" -w '%{http_code}' -X "$m" "${ct[@]}" "$@" "$url$p"
 }
-AUTH=(-H "Authorization: Bearer t0ken-for-tests")
+AUTH=(-H "Authorization: Bearer t0ken-for-tests-16b")
 CT=(-H "Content-Type: application/json")
 # is STATUS WANT
 is() { [ "$1" = "$2" ] || { echo "     status $1, want $2" >&2; return 1; }; }

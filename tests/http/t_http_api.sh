@@ -16,7 +16,7 @@ done
 STEPQ_API_TOKEN=x "$STEPQ" serve --threads 0 2>/dev/null
 expect "--threads 0 exits 2" is $? 2
 
-export STEPQ_API_TOKEN=t0ken-for-tests
+export STEPQ_API_TOKEN=t0ken-for-tests-16b
 start_server "$tmp/serve.log"
 expect "serve starts and prints its port" test -n "$port"
 
@@ -33,7 +33,7 @@ expect "401 has WWW-Authenticate" hdr 'WWW-Authenticate: Bearer'
 expect "wrong token 401" is "$(req POST /steps -H 'Authorization: Bearer t0ken-for-testz' -d '{}')" 401
 expect "wrong token says invalid" json "j['error'].startswith('invalid bearer token')"
 expect "token prefix 401" is "$(req POST /steps -H 'Authorization: Bearer t0ken' -d '{}')" 401
-expect "longer token 401" is "$(req POST /steps -H 'Authorization: Bearer t0ken-for-tests1' -d '{}')" 401
+expect "longer token 401" is "$(req POST /steps -H 'Authorization: Bearer t0ken-for-tests-16b1' -d '{}')" 401
 expect "Basic scheme 401" is "$(req POST /steps -H 'Authorization: Basic dDBrZW4=' -d '{}')" 401
 expect "cancel without a token 401" is "$(req POST /steps/x1/cancel)" 401
 

@@ -4,7 +4,7 @@
 # behaviour with Redis down.
 . "$(dirname "$0")/lib.sh"
 
-export STEPQ_API_TOKEN=t0ken-for-tests
+export STEPQ_API_TOKEN=t0ken-for-tests-16b
 start_server "$tmp/serve.log"
 expect "serve starts and prints its port" test -n "$port"
 
