@@ -211,6 +211,16 @@ void cli_print_json(const char *json, int pretty)
 
 #define TEXT_ARG_MAX (1024 * 1024)
 
+/* The texts read by cli_text_arg, freed at exit (a command reads two at most). */
+static char *text_args[4];
+static size_t n_text_args;
+
+static void free_text_args(void)
+{
+    for (size_t i = 0; i < n_text_args; i++)
+        free(text_args[i]);
+}
+
 const char *cli_text_arg(const char *usage, const char *what, const char *v)
 {
     FILE *fp;
@@ -240,7 +250,14 @@ const char *cli_text_arg(const char *usage, const char *what, const char *v)
     /* A file's final newline is not part of the value. */
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         buf[--n] = '\0';
-    return buf; /* lives until exit */
+    char *fit = realloc(buf, n + 1);
+    buf = fit ? fit : buf;
+    if (n_text_args == sizeof(text_args) / sizeof(*text_args))
+        exit(cli_usage_error(usage, "too many arguments read from files"));
+    if (n_text_args == 0)
+        atexit(free_text_args);
+    text_args[n_text_args++] = buf;
+    return buf; /* freed at exit */
 }
 
 void cli_print_value(json_t *v)

@@ -30,7 +30,9 @@ int main(void)
 C
 expect_ok "a program builds against the installed header and library with pkg-config" '
     export PKG_CONFIG_SYSROOT_DIR=$d PKG_CONFIG_PATH=$(dirname "$pc")
-    cc -o "$d/use" "$d/use.c" $(pkg-config --cflags --libs stepq) &&
+    lib=$(find "$d" -name "libstepq.so" | head -1)
+    san=""; ldd "$lib" | grep -q libasan && san="-fsanitize=address,undefined" # make test-asan
+    cc $san -o "$d/use" "$d/use.c" $(pkg-config --cflags --libs stepq) &&
     LD_LIBRARY_PATH=$(dirname "$(find "$d" -name "libstepq.so" | head -1)") "$d/use" | grep -q " dual-read$"'
 expect_ok "the man page has every command" '
     for c in submit get list claim serve worker "migrate backfill" "migrate cleanup"; do
