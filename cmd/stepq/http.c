@@ -401,6 +401,28 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
  * Lifecycle
  * ------------------------------------------------------------------------- */
 
+/* libmicrohttpd's own messages (a connection closed while its head was
+ * read, the limit reached): at most one a second, so that an attack cannot
+ * fill the log; the ones left out are counted in the next. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    static atomic_llong last_s;
+    static atomic_ullong dropped;
+    long long now = http_now_us() / 1000000;
+    long long prev = atomic_load(&last_s);
+
+    (void)cls;
+    if (now == prev || !atomic_compare_exchange_strong(&last_s, &prev, now)) {
+        atomic_fetch_add(&dropped, 1);
+        return;
+    }
+    unsigned long long n = atomic_exchange(&dropped, 0);
+    if (n > 0)
+        fprintf(stderr, "stepq serve: (%llu messages of libmicrohttpd left out)\n", n);
+    fputs("stepq serve: libmicrohttpd: ", stderr);
+    vfprintf(stderr, fmt, ap);
+}
+
 int http_server_start(struct http_server *s, const void *addr, int ipv6, int threads)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
@@ -425,7 +447,7 @@ int http_server_start(struct http_server *s, const void *addr, int ipv6, int thr
         raw_unescape, NULL, MHD_OPTION_CONNECTION_TIMEOUT, s->limits.idle_timeout_s,
         MHD_OPTION_CONNECTION_LIMIT, s->limits.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         s->limits.max_per_address, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-        MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (s->daemon == NULL) {
         fprintf(stderr, "stepq: serve: cannot listen: %s; is the address in use or not local?\n",
                 errno ? strerror(errno) : "unknown error");
