@@ -404,6 +404,8 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
 /* libmicrohttpd's own messages (a connection closed while its head was
  * read, the limit reached): at most one a second, so that an attack cannot
  * fill the log; the ones left out are counted in the next. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     static atomic_llong last_s;

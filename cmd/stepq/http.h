@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 #include <jansson.h>
+#include <microhttpd.h>
 
 #include "http_route.h"
 #include "stepq.h"
@@ -129,11 +130,11 @@ struct http_answer {
     int page;          /* the console's page: send its Content-Security-Policy */
 };
 
-struct MHD_Connection;
 /* The connection guard (http_guard.c): MHD's connection notifications,
  * the head-deadline thread, and marking a head as arrived or a request as
  * answered (the next head on a kept-alive connection starts then). */
-void http_guard_notify(void *cls, struct MHD_Connection *c, void **socket_context, int toe);
+void http_guard_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                       enum MHD_ConnectionNotificationCode toe);
 int http_guard_start(struct http_server *s);
 void http_guard_stop(struct http_server *s);
 void http_guard_head_done(struct MHD_Connection *c);

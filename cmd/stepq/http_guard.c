@@ -45,7 +45,8 @@ static struct http_conn *conn_of(struct MHD_Connection *c)
     return i ? i->socket_context : NULL;
 }
 
-void http_guard_notify(void *cls, struct MHD_Connection *c, void **socket_context, int toe)
+void http_guard_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                       enum MHD_ConnectionNotificationCode toe)
 {
     struct http_server *s = cls;
     struct http_guard *g = &s->guard;
