@@ -74,6 +74,14 @@ function drawPhase(d) {
     b.dataset.move = m.to;
     b.addEventListener("click", () => movePhase(m.to));
     li.appendChild(b);
+    const pre = el("ul", null, "pre");
+    for (const p of m.preconditions || []) {
+      const item = el("li", (p.met ? "✓ " : "✗ ") + p.rule, p.met ? "met" : "unmet");
+      item.dataset.met = String(p.met);
+      pre.appendChild(item);
+    }
+    if (!(m.preconditions || []).length) pre.appendChild(el("li", "no precondition for this move", "muted"));
+    li.appendChild(pre);
     li.appendChild(el("span", m.allowed ? "the rules of '" + m.command + "' allow it"
       : m.refusal, "why"));
     return li;

@@ -64,10 +64,77 @@ void http_console_asset(const struct http_req *req, struct http_answer *ans)
  * The feed
  * ------------------------------------------------------------------------- */
 
+/* ---------------------------------------------------------------------------
+ * The preconditions of a move, one by one, read from the status document:
+ * the rules of src/rollback.c (stepq__move_check) spelled out so that an
+ * operator sees which hold. The library's verdict stays the one that
+ * decides ("allowed"); tests/http/console_api.sh checks at every phase of a
+ * walk that "all met" and "allowed" agree, so the two cannot drift apart
+ * unnoticed.
+ * ------------------------------------------------------------------------- */
+
+static long long rec_ll(const json_t *doc, const char *rec, const char *field)
+{
+    return status_num(json_object_get(rec ? json_object_get(doc, rec) : doc, field));
+}
+
+static int rec_true(const json_t *doc, const char *rec, const char *field)
+{
+    return json_is_true(json_object_get(json_object_get(doc, rec), field));
+}
+
+static void pre(json_t *a, const char *rule, int met)
+{
+    json_array_append_new(a, json_pack("{s:s, s:b}", "rule", rule, "met", met));
+}
+
+/* A clean verify in direction `reverse` that finished and started at or
+ * after `since`. */
+static int clean_verify(const json_t *doc, int reverse, long long since)
+{
+    const json_t *v = json_object_get(doc, "verify");
+
+    return rec_true(doc, "verify", "clean") && rec_true(doc, "verify", "reverse") == reverse &&
+           json_object_get(v, "finished_at") != NULL &&
+           rec_ll(doc, "verify", "started_at") >= since;
+}
+
+static json_t *preconditions(const json_t *doc, stepq_phase from, stepq_phase to)
+{
+    json_t *a = json_array();
+    long long since = rec_ll(doc, NULL, "phase_since");
+    const char *bstate =
+        json_string_value(json_object_get(json_object_get(doc, "backfill"), "state"));
+
+    if (to == STEPQ_PHASE_DUAL_READ && from < to) {
+        long long dws = rec_ll(doc, NULL, "dual_write_since");
+        pre(a, "the new keys are trusted (no rollback to 'job' left unrepaired)",
+            rec_ll(doc, NULL, "untrusted_since") <= 0);
+        pre(a, "a backfill that started after dual writes began has finished",
+            bstate != NULL && strcmp(bstate, "done") == 0 && dws > 0 &&
+                rec_ll(doc, "backfill", "started_at") >= dws);
+        pre(a, "a clean verify ran since the backfill finished",
+            clean_verify(doc, 0, rec_ll(doc, "backfill", "finished_at")));
+    } else if (to == STEPQ_PHASE_STEP_PRIMARY && from < to) {
+        pre(a, "a clean verify ran since the move into dual-read", clean_verify(doc, 0, since));
+    } else if (to == STEPQ_PHASE_STEP && from < to) {
+        const char *side =
+            json_string_value(json_object_get(json_object_get(doc, "backup"), "side"));
+        pre(a, "a verified backup of the old keys finished since the move into step-primary",
+            side != NULL && strcmp(side, "old") == 0 && rec_true(doc, "backup", "verified") &&
+                rec_ll(doc, "backup", "finished_at") >= since);
+    } else if (to == STEPQ_PHASE_DUAL_WRITE && from > to) {
+        pre(a, "a clean 'verify --reverse' ran since the move into dual-read (rollback runs one)",
+            clean_verify(doc, 1, since));
+    }
+    return a;
+}
+
 /* The moves one step back and forward from `from`, each with the verdict
  * of the rules `stepq migrate phase` applies. */
-static json_t *next_moves(stepq *q, const char *from_name)
+static json_t *next_moves(stepq *q, const json_t *doc)
 {
+    const char *from_name = json_string_value(json_object_get(doc, "phase"));
     json_t *a = json_array();
     stepq_phase from;
 
@@ -84,10 +151,11 @@ static json_t *next_moves(stepq *q, const char *from_name)
             snprintf(why, sizeof(why), "%s", stepq_errstr(q));
         }
         json_array_append_new(
-            a, json_pack("{s:s, s:s, s:b, s:o, s:s}", "to", stepq_phase_name((stepq_phase)to),
+            a, json_pack("{s:s, s:s, s:b, s:o, s:s, s:o}", "to", stepq_phase_name((stepq_phase)to),
                          "direction", d > 0 ? "forward" : "back", "allowed", ok, "refusal",
                          ok ? json_null() : json_string(why), "command",
-                         d > 0 ? "stepq migrate phase" : "stepq migrate rollback"));
+                         d > 0 ? "stepq migrate phase" : "stepq migrate rollback", "preconditions",
+                         preconditions(doc, from, (stepq_phase)to)));
     }
     return a;
 }
@@ -171,8 +239,7 @@ void http_console_feed(struct http_server *s, stepq *q, struct http_answer *ans)
     /* Redis unreachable: the document says so; the rest would say it again. */
     if (st != 500 &&
         strcmp(json_string_value(json_object_get(doc, "status")), "unavailable") != 0) {
-        json_object_set_new(doc, "moves",
-                            next_moves(q, json_string_value(json_object_get(doc, "phase"))));
+        json_object_set_new(doc, "moves", next_moves(q, doc));
         json_object_set_new(doc, "queue", queue_depth(q));
         json_object_set_new(doc, "workers", workers(q));
     }

@@ -25,7 +25,7 @@ expect "POST / is 405" is "$(req POST / "${AUTH[@]}")" 405
 expect "GET /console/feed 200" is "$(req GET /console/feed)" 200
 expect "the feed starts with status, healthy, reasons" json "list(j)[:3] == ['status', 'healthy', 'reasons'] and j['healthy'] is True"
 expect "the phase is flat, the pin null" json "j['phase'] == 'job' and j['pin'] is None"
-expect "one move, forward to dual-write, allowed" json "j['moves'] == [{'to': 'dual-write', 'direction': 'forward', 'allowed': True, 'refusal': None, 'command': 'stepq migrate phase'}]"
+expect "one move, forward to dual-write, allowed" json "j['moves'] == [{'to': 'dual-write', 'direction': 'forward', 'allowed': True, 'refusal': None, 'command': 'stepq migrate phase', 'preconditions': []}]"
 expect "queue depth per state and side" json "j['queue']['pending'] == {'old': 3, 'new': 0} and j['queue']['active'] == {'old': 0, 'new': 0}"
 expect "workers is an array" json "isinstance(j['workers'], list)"
 expect "the feed says auth is on" json "j['auth'] is True"
@@ -54,6 +54,37 @@ expect "the refusal is the CLI's" sh -c "grep -qF \"\$(jq -r .error '$tmp/body')
 sleep 2.1 # the feed's cache
 req GET /console/feed >/dev/null
 expect "the feed shows the refused move with its reason" json "[m for m in j['moves'] if m['to'] == 'dual-read'][0]['allowed'] is False and 'no finished backfill' in [m for m in j['moves'] if m['to'] == 'dual-read'][0]['refusal']"
+
+# --- the preconditions spelled out agree with the library's verdict ------------
+# At every stop of a walk to 'step' and back, for each next move: allowed
+# (stepq__move_check) is true exactly when every precondition listed is met.
+agree() {
+    sleep 2.1 # the feed's status document is cached 2 s
+    curl -s "$url/console/feed" >"$tmp/feed.json"
+    jq -e '.moves | length > 0 and all(.allowed == ((.preconditions | map(.met)) | all))' "$tmp/feed.json" >/dev/null ||
+        { jq -c '.phase, .moves' "$tmp/feed.json"; return 1; }
+}
+unmet() { jq -e --arg to "$1" '.moves[] | select(.to == $to) | .preconditions | map(select(.met | not)) | length > 0' "$tmp/feed.json" >/dev/null; }
+expect "dual-write before the backfill: they agree, and one is unmet" sh -c "$(declare -f agree unmet); tmp='$tmp' url='$url'; agree && unmet dual-read"
+"$STEPQ" migrate backfill >/dev/null 2>&1
+expect "after the backfill: they agree" sh -c "$(declare -f agree); tmp='$tmp' url='$url'; agree"
+"$STEPQ" migrate verify >/dev/null 2>&1
+expect "after the verify: they agree" sh -c "$(declare -f agree); tmp='$tmp' url='$url'; agree"
+"$STEPQ" migrate phase dual-read >/dev/null
+expect "dual-read: they agree (back needs a reverse verify)" sh -c "$(declare -f agree unmet); tmp='$tmp' url='$url'; agree && unmet dual-write"
+"$STEPQ" migrate verify >/dev/null 2>&1
+"$STEPQ" migrate verify --reverse >/dev/null 2>&1
+expect "dual-read after both verifies: they agree" sh -c "$(declare -f agree); tmp='$tmp' url='$url'; agree"
+"$STEPQ" migrate verify >/dev/null 2>&1
+"$STEPQ" migrate phase step-primary >/dev/null
+expect "step-primary before a backup: they agree" sh -c "$(declare -f agree unmet); tmp='$tmp' url='$url'; agree && unmet step"
+"$STEPQ" migrate backup --out "$tmp/old.stepq" --side old >/dev/null 2>&1
+expect "after the backup: they agree" sh -c "$(declare -f agree); tmp='$tmp' url='$url'; agree"
+"$STEPQ" migrate phase step >/dev/null
+expect "step: they agree" sh -c "$(declare -f agree); tmp='$tmp' url='$url'; agree"
+"$STEPQ" migrate rollback >/dev/null 2>&1
+"$STEPQ" migrate rollback >/dev/null 2>&1
+expect "back in dual-read: they agree" sh -c "$(declare -f agree); tmp='$tmp' url='$url'; agree"
 
 # --- POST /migrate/throttle --------------------------------------------------
 expect "pause without a token is 401" is "$(req POST /migrate/throttle -d '{"paused":true}')" 401
