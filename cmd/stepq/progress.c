@@ -209,8 +209,11 @@ void progress_finish_done(progress *p, long long done, const char *summary)
 {
     if (p == NULL)
         return;
+    /* The walk went on to its end: a pause the watcher saw lift only now
+     * (it reads the switch twice a second) is over all the same. */
+    if (p->paused)
+        progress_paused(p, 0);
     p->total = done;
-    p->paused = 0;
     p->done = done;
     /* The last progress line says 100 %, in every mode (the bar's is drawn
      * by progress_finish). */
