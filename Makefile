@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_ASAN ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test cluster-chaos test-asan test-valgrind bench chaos chaos-walk fuzz model mutate mutate-ci format clean
+.PHONY: all deps build run test cluster-chaos test-asan test-valgrind bench chaos chaos-walk fuzz model mutate mutate-ci format clean screenshots install
 
 all: build
 
@@ -76,6 +76,17 @@ mutate-ci: deps
 model:
 	@STEPQ_BOOTSTRAP_EXTRA=spin scripts/bootstrap.sh
 	@model/run.sh
+
+# PREFIX (default /usr/local) and DESTDIR (staging) as usual.
+PREFIX ?= /usr/local
+install: build
+	@cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+	@DESTDIR=$(DESTDIR) cmake --install $(BUILD)
+
+# The console of each phase, as shown in the README (docs/img/console-*.png).
+screenshots: build
+	@tests/browser/screenshots.sh $(BUILD) docs/img
 
 format:
 	@clang-format -i include/*.h src/*.c src/*.h cmd/stepq/*.c cmd/stepq/*.h tests/*.h tests/*/*.c fuzz/*.c

@@ -336,6 +336,11 @@ typedef struct stepq_backfill_result {
     long long errors;          /* per-key errors (reported through the callback) */
     long long memory_estimate; /* bytes the copy was estimated to add */
     int resumed;               /* 1: the run went on from a checkpoint */
+    /* The preflight: used_memory and the limit it was held against
+     * (maxmemory or opts->memory_limit; 0: none), and, for a dry run, why
+     * the real run would be refused (empty: it would run). */
+    long long memory_used, memory_max;
+    char refusal[256];
 } stepq_backfill_result;
 
 /*

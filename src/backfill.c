@@ -274,6 +274,8 @@ static int preflight(struct bf *b, char *why, size_t len)
         return STEPQ_ERR;
     if (b->o.memory_limit > 0)
         max = b->o.memory_limit;
+    b->res.memory_used = used;
+    b->res.memory_max = max;
     if (ph == STEPQ_PHASE_STEP)
         return STEPQ_OK; /* refused in walk(), forced or not */
     if (ph < STEPQ_PHASE_DUAL_WRITE)
@@ -655,6 +657,9 @@ static int walk(struct bf *b)
     }
     if (why[0] != '\0' && b->o.force && !b->o.dry_run && audit_forced(b, why) != STEPQ_OK)
         return STEPQ_ERR;
+    /* A dry run goes on, and says what the real one would meet. */
+    if (b->o.dry_run && !b->o.force)
+        snprintf(b->res.refusal, sizeof(b->res.refusal), "%s", why);
     if (b->o.dry_run)
         rec = json_object();
     else if (start_or_resume(b, &rec) != STEPQ_OK)

@@ -689,7 +689,8 @@ stepq *stepq_connect(const char *url, const stepq_options *opts)
         url = getenv("REDIS_URL");
     if (url == NULL || *url == '\0')
         url = "redis://127.0.0.1:6379";
-    if (stepq__url_parse(&q->url, url, q->errstr, sizeof(q->errstr)) != STEPQ_OK) {
+    if (stepq__url_parse(&q->url, url, q->errstr, sizeof(q->errstr)) != STEPQ_OK ||
+        stepq__url_password_env(&q->url, q->errstr, sizeof(q->errstr)) != STEPQ_OK) {
         q->err = STEPQ_E_INVALID;
         return q;
     }

@@ -156,7 +156,7 @@ static int check_pins(stepq *q, stepq_phase to, char *why, size_t len)
 
 /* Is the move from -> to allowed by the preconditions and the pins? Writes
  * 1/0 into *ret_ok and, when 0, what is missing and what to run into why. */
-static int move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,
+int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,
                       size_t len)
 {
     struct recs r;
@@ -224,7 +224,7 @@ int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *wh
                          "both; roll back one phase at a time with 'stepq migrate rollback'");
         return STEPQ_ERR;
     }
-    if (move_check(q, from, to, &ok, why, sizeof(why)) != STEPQ_OK)
+    if (stepq__move_check(q, from, to, &ok, why, sizeof(why)) != STEPQ_OK)
         return STEPQ_ERR;
     if (!ok && (flags & STEPQ_MOVE_FORCE)) {
         snprintf(skipped, len, "%s", why);

@@ -46,6 +46,9 @@ typedef struct stepq__url {
  * On error, writes a message into err and returns STEPQ_ERR. */
 int stepq__url_parse(stepq__url *u, const char *url, char *err, size_t errlen);
 void stepq__url_release(stepq__url *u);
+/* Sets u->pass from STEPQ_REDIS_PASSWORD or the first line of the file
+ * STEPQ_REDIS_PASSWORD_FILE when the URL has none (password.c). */
+int stepq__url_password_env(stepq__url *u, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------------------
  * Key map (keymap.c)
@@ -457,6 +460,11 @@ int stepq__audit(stepq *q, json_t *o);
  * (rollback) made the old keys equal to the new ones already. */
 int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *reason, unsigned flags,
                       int reconciled);
+/* Is the move from -> to allowed by the preconditions and the pins
+ * (phase_rules.c)? Writes 1/0 into *ret_ok and, when 0, what is missing and
+ * what to run into why (the console shows each move's verdict). */
+int stepq__move_check(stepq *q, stepq_phase from, stepq_phase to, int *ret_ok, char *why,
+                      size_t len);
 /* Before a move (after the one-step rule): the preconditions and the pins
  * (a refusal is audited; a forced move writes the rule it skips into
  * `skipped`), then the first reconcile out of 'step' unless `reconciled`. */

@@ -8,6 +8,8 @@
 #include <getopt.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
 #include "stepq.h"
 
 /* Exit codes: the contract scripts rely on (docs/errors.md). */
@@ -24,12 +26,14 @@ struct cli {
     const char *ns;    /* --namespace, else $STEPQ_NAMESPACE */
     const char *rules; /* --rules, else $STEPQ_RULES */
     const char *retention; /* --retention, else $STEPQ_RETENTION; NULL: the library's 7 days */
+    int json;              /* --json: print JSON (every command that prints takes it) */
 };
 
 /* Long options every subcommand takes, and their short letters. */
 #define CLI_COMMON_OPTS                                                                            \
     {"url", required_argument, NULL, 'u'}, {"namespace", required_argument, NULL, 1000},           \
         {"rules", required_argument, NULL, 1001}, {"retention", required_argument, NULL, 1002},    \
+        {"json", no_argument, NULL, 'j'},                                                          \
     {                                                                                              \
         "help", no_argument, NULL, 'h'                                                             \
     }
@@ -54,6 +58,13 @@ long long cli_duration_ms(const char *s);
 /* The retention for stepq_options: --retention, else $STEPQ_RETENTION, else
  * 0 (the library's default); exits with a usage error when malformed. */
 long long cli_retention_ms(const struct cli *cli);
+/* The text of an argument that may name where it is: "-" reads stdin,
+ * "@FILE" reads FILE (at most 1 MiB), anything else is itself. Exits with a
+ * usage error (naming `what`) when it cannot be read. The result lives
+ * until exit. */
+const char *cli_text_arg(const char *usage, const char *what, const char *v);
+/* Prints a JSON value compact with a newline; steals the reference. */
+void cli_print_value(json_t *v);
 /* Prints a JSON string pretty or compact, with a newline. */
 void cli_print_json(const char *json, int pretty);
 

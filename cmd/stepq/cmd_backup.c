@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "migrate_engine.h"
+#include "pause_watch.h"
 #include "progress.h"
 
 #define KEPT_SHOWN 10
@@ -42,6 +43,7 @@ static void on_progress(long long done, long long total, const char *err_key, co
 static int walk_opt(int c, enum progress_mode *mode, double *rate, const char *usage)
 {
     switch (c) {
+    case 'j': /* --json is a common option (cli.h): the first entry wins */
     case OPT_JSON:
         *mode = PROGRESS_JSON;
         return 1;
@@ -96,9 +98,12 @@ int migrate_backup(struct cli *cli, int argc, char **argv)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
     stepq *q = cli_connect(cli, "stepq-backup");
     progress *p = progress_new("backup", 0, mode, 10000);
+    struct pause_watch *watch = pause_watch_start(cli, p);
     o.progress = on_progress;
     o.arg = p;
-    if (stepq_backup(q, out, &o, &res) != STEPQ_OK) {
+    int ok = stepq_backup(q, out, &o, &res) == STEPQ_OK;
+    pause_watch_stop(watch);
+    if (!ok) {
         progress_finish(p, 0, NULL);
         int rc = cli_fail(q, "backup");
         stepq_free(q);
@@ -109,7 +114,7 @@ int migrate_backup(struct cli *cli, int argc, char **argv)
                           (json_int_t)res.vanished, "bytes", (json_int_t)res.bytes, "checksum",
                           res.checksum, "verified", 1);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    progress_finish(p, res.keys, mode == PROGRESS_JSON ? s : NULL);
+    progress_finish_done(p, res.keys, mode == PROGRESS_JSON ? s : NULL);
     free(s);
     json_decref(j);
     if (mode != PROGRESS_JSON)
@@ -217,8 +222,8 @@ static void cleanup_summary(progress *p, const stepq_cleanup_result *res, unsign
                   (json_int_t)res->gone, "dry_run", (flags & STEPQ_CLEANUP_DRY_RUN) != 0);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
-    progress_finish(p, res->deleted + res->kept + res->gone + res->not_in_backup,
-                    mode == PROGRESS_JSON ? s : NULL);
+    progress_finish_done(p, res->deleted + res->kept + res->gone + res->not_in_backup,
+                         mode == PROGRESS_JSON ? s : NULL);
     free(s);
     json_decref(j);
     if (mode != PROGRESS_JSON)
@@ -275,11 +280,13 @@ int migrate_cleanup(struct cli *cli, int argc, char **argv)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
     stepq *q = cli_connect(cli, "stepq-cleanup");
     struct kept_report k = {progress_new("cleanup", 0, mode, 10000), 0};
+    struct pause_watch *watch = pause_watch_start(cli, k.p);
     o.who = migrate_operator();
     o.progress = on_cleanup_progress;
     o.kept = on_kept;
     o.arg = &k;
     int ok = stepq_cleanup(q, backup, &o, &res) == STEPQ_OK;
+    pause_watch_stop(watch);
     int rc = EXIT_DONE;
     if (ok) {
         cleanup_summary(k.p, &res, o.flags, mode);

@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "migrate_engine.h"
+#include "status_doc.h"
 
 /* Who is acting, for the audit log: $STEPQ_OPERATOR, else the login name. */
 const char *migrate_operator(void)
@@ -26,7 +27,7 @@ const char *migrate_operator(void)
 static int migrate_phase(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
-        "usage: stepq migrate phase [PHASE] [--force] [--reason TEXT]\n"
+        "usage: stepq migrate phase [PHASE] [--force] [--reason TEXT] [--json]\n"
         "Without PHASE, prints the stored phase. With PHASE, moves it one step forward or\n"
         "back (job, dual-write, dual-read, step-primary, step); --force skips the rules\n"
         "and is written to the audit log. Exit 4 when the move is refused.\n";
@@ -57,13 +58,19 @@ static int migrate_phase(struct cli *cli, int argc, char **argv)
     stepq *q = cli_connect(cli, "stepq-migrate");
     if (argc - optind == 0) {
         rc = stepq_phase_get(q, &cur) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "phase");
-        if (rc == EXIT_DONE)
+        if (rc == EXIT_DONE && cli->json)
+            cli_print_value(json_pack("{s:s}", "phase", stepq_phase_name(cur)));
+        else if (rc == EXIT_DONE)
             puts(stepq_phase_name(cur));
     } else {
-        rc = stepq_phase_move(q, to, migrate_operator(), reason, flags) == STEPQ_OK
+        rc = stepq_phase_get(q, &cur) == STEPQ_OK &&
+                     stepq_phase_move(q, to, migrate_operator(), reason, flags) == STEPQ_OK
                  ? EXIT_DONE
                  : cli_fail(q, "phase");
-        if (rc == EXIT_DONE)
+        if (rc == EXIT_DONE && cli->json)
+            cli_print_value(json_pack("{s:s, s:s}", "from", stepq_phase_name(cur), "phase",
+                                      stepq_phase_name(to)));
+        else if (rc == EXIT_DONE)
             printf("phase: %s\n", stepq_phase_name(to));
     }
     stepq_free(q);
@@ -165,12 +172,26 @@ static int migrate_status(struct cli *cli, int argc, char **argv)
     if (optind != argc)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
     stepq *q = cli_connect(cli, "stepq-migrate");
+    if (as_json) {
+        /* The typed document of /health/redis-migration (status_doc.c). */
+        json_t *doc = NULL;
+        int st = status_doc_build(q, &doc);
+        int rc = st == 503 && strcmp(json_string_value(json_object_get(doc, "status")),
+                                     "unavailable") == 0
+                     ? cli_fail(q, "status")
+                 : st == 500 ? EXIT_FAILED
+                             : EXIT_DONE;
+        char *text = rc == EXIT_DONE ? json_dumps(doc, JSON_COMPACT) : NULL;
+        if (text != NULL)
+            puts(text);
+        free(text);
+        json_decref(doc);
+        stepq_free(q);
+        return rc;
+    }
     int rc = stepq_status(q, &json) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "status");
     if (rc == EXIT_DONE) {
-        if (as_json)
-            puts(json);
-        else
-            print_status_text(json);
+        print_status_text(json);
         stepq_str_free(json);
     }
     stepq_free(q);

@@ -9,7 +9,9 @@
 #include <jansson.h>
 
 #include "migrate_engine.h"
+#include "pause_watch.h"
 #include "progress.h"
+#include "status_doc.h"
 
 enum {
     OPT_RATE = 2000,
@@ -37,15 +39,34 @@ struct prog {
     const char *what;
     enum progress_mode mode;
     long long log_every, done;
+    const struct cli *cli;     /* to watch the throttle with (NULL: not) */
+    struct pause_watch *watch; /* started with the display */
 };
+
+/* Ends the display: at 100 % when the walk completed. */
+static void prog_end(struct prog *pr, long long done, const char *summary, int completed)
+{
+    pause_watch_stop(pr->watch);
+    pr->watch = NULL;
+    if (pr->p == NULL)
+        return;
+    if (completed)
+        progress_finish_done(pr->p, done, summary);
+    else
+        progress_finish(pr->p, done, summary);
+    pr->p = NULL;
+}
 
 static void on_progress(long long done, long long total, const char *key, const char *msg,
                         void *arg)
 {
     struct prog *pr = arg;
 
-    if (pr->p == NULL)
+    if (pr->p == NULL) {
         pr->p = progress_new(pr->what, total, pr->mode, pr->log_every);
+        if (pr->cli != NULL)
+            pr->watch = pause_watch_start(pr->cli, pr->p);
+    }
     if (key != NULL) {
         progress_error(pr->p, key, msg);
         return;
@@ -83,7 +104,10 @@ static const char backfill_usage[] =
     "--repair makes every new key equal to its old twin (and deletes new keys whose\n"
     "old twin is gone), atomically per pair, while writers run: the way out of a\n"
     "verify that found differences, and needed after a rollback to 'job' before\n"
-    "'dual-read'. Only in phase 'dual-write'.\n";
+    "'dual-read'. Only in phase 'dual-write'.\n"
+    "--dry-run writes nothing, walks the keys, and prints the memory preflight (used,\n"
+    "the copy's estimate, maxmemory) and its verdict: exit 4 when the real run would\n"
+    "be refused.\n";
 
 static char *backfill_summary(const stepq_backfill_result *r, int dry)
 {
@@ -96,6 +120,38 @@ static char *backfill_summary(const stepq_backfill_result *r, int dry)
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return s;
+}
+
+/* The memory preflight of a dry run, and its verdict: what the real run
+ * would meet. Returns EXIT_REFUSED when it would be refused. */
+static int print_preflight(const stepq_backfill_result *r, enum progress_mode mode)
+{
+    int refused = r->refusal[0] != '\0';
+
+    if (mode == PROGRESS_JSON) {
+        json_t *o =
+            json_pack("{s:s, s:I, s:I, s:I, s:s, s:s?}", "event", "preflight", "memory_used",
+                      (json_int_t)r->memory_used, "memory_estimate", (json_int_t)r->memory_estimate,
+                      "maxmemory", (json_int_t)r->memory_max, "verdict", refused ? "refused" : "ok",
+                      "refusal", refused ? r->refusal : NULL);
+        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (s != NULL)
+            puts(s);
+        free(s);
+        json_decref(o);
+    } else {
+        char max[64];
+        if (r->memory_max > 0)
+            snprintf(max, sizeof(max), "%.1f MiB", (double)r->memory_max / 1048576.0);
+        else
+            snprintf(max, sizeof(max), "none (0)");
+        printf("preflight: memory used %.1f MiB, copy adds about %.1f MiB, maxmemory %s\n"
+               "verdict:   %s%s\n",
+               (double)r->memory_used / 1048576.0, (double)r->memory_estimate / 1048576.0, max,
+               refused ? "the real run would be refused: " : "the real run would start",
+               refused ? r->refusal : "");
+    }
+    return refused ? EXIT_REFUSED : EXIT_DONE;
 }
 
 int migrate_backfill(struct cli *cli, int argc, char **argv)
@@ -161,17 +217,18 @@ int migrate_backfill(struct cli *cli, int argc, char **argv)
         return cli_usage_error(backfill_usage, "unexpected argument '%s'", argv[optind]);
     o.who = migrate_operator();
     stepq *q = cli_connect(cli, "stepq-backfill");
-    struct prog pr = {NULL, "backfill", mode, log_every, 0};
+    struct prog pr = {NULL, "backfill", mode, log_every, 0, cli, NULL};
     int rc = stepq_backfill(q, &o, on_progress, &pr, &res) == STEPQ_OK
                  ? EXIT_DONE
                  : cli_exit_code(stepq_err(q));
     /* A refusal did no work: its message is the whole story. */
     char *sum = rc == EXIT_REFUSED || rc == EXIT_USAGE ? NULL : backfill_summary(&res, o.dry_run);
-    if (pr.p != NULL)
-        progress_finish(pr.p, res.keys_done, sum);
+    prog_end(&pr, res.keys_done, sum, rc == EXIT_DONE);
     free(sum);
     if (rc != EXIT_DONE)
         cli_fail(q, "backfill");
+    else if (o.dry_run && !o.repair)
+        rc = print_preflight(&res, mode);
     stepq_free(q);
     return rc;
 }
@@ -279,12 +336,12 @@ int migrate_verify(struct cli *cli, int argc, char **argv)
     if (optind != argc)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
     stepq *q = cli_connect(cli, "stepq-verify");
-    struct prog pr = {NULL, "verify", as_json ? PROGRESS_QUIET : PROGRESS_AUTO, 10000, 0};
+    struct prog pr = {NULL, "verify", as_json ? PROGRESS_QUIET : PROGRESS_AUTO, 10000, 0,
+                      cli,  NULL};
     int rc = stepq_verify(q, &o, on_progress, &pr, &clean, &json) == STEPQ_OK
                  ? EXIT_DONE
                  : cli_fail(q, "verify");
-    if (pr.p != NULL)
-        progress_finish(pr.p, pr.done, NULL);
+    prog_end(&pr, pr.done, NULL, rc == EXIT_DONE);
     if (rc == EXIT_DONE) {
         if (as_json)
             puts(json);
@@ -426,9 +483,13 @@ int migrate_throttle(struct cli *cli, int argc, char **argv)
     if (rc == EXIT_DONE && stepq_status(q, &json) == STEPQ_OK) {
         json_t *o = json_loads(json, 0, NULL);
         json_t *t = json_object_get(o, "throttle");
-        char *s = t ? json_dumps(t, JSON_COMPACT) : NULL;
-        printf("throttle: %s\n", s ? s : "{}");
-        free(s);
+        if (cli->json) {
+            cli_print_value(status_throttle_record(t));
+        } else {
+            char *s = t ? json_dumps(t, JSON_COMPACT) : NULL;
+            printf("throttle: %s\n", s ? s : "{}");
+            free(s);
+        }
         json_decref(o);
         stepq_str_free(json);
     } else if (rc == EXIT_DONE) {

@@ -34,8 +34,9 @@ int cmd_submit(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
         "usage: stepq submit [--type T] [--priority N] [--require CAP,...] [--max-attempts N]\n"
-        "                    [--payload JSON]\n"
-        "Submits a step and prints its id alone. Higher priorities run first.\n";
+        "                    [--payload JSON|@FILE|-] [--json]\n"
+        "Submits a step and prints its id alone ({\"id\": ...} with --json). Higher\n"
+        "priorities run first. --payload @FILE reads the JSON from FILE, - from stdin.\n";
     static const struct option opts[] = {
         CLI_COMMON_OPTS,
         {"type", required_argument, NULL, 't'},
@@ -64,7 +65,7 @@ int cmd_submit(struct cli *cli, int argc, char **argv)
             o.max_attempts = cli_long(usage, "max attempts", optarg, 1, 1000);
             break;
         case 'd':
-            o.payload = optarg;
+            o.payload = cli_text_arg(usage, "the payload", optarg);
             break;
         default:
             if (!cli_common_opt(cli, c, usage))
@@ -75,7 +76,9 @@ int cmd_submit(struct cli *cli, int argc, char **argv)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
     stepq *q = cli_connect(cli, "stepq-submit");
     int rc = stepq_submit(q, &o, id) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "submit");
-    if (rc == EXIT_DONE)
+    if (rc == EXIT_DONE && cli->json)
+        cli_print_value(json_pack("{s:s}", "id", id));
+    else if (rc == EXIT_DONE)
         puts(id);
     stepq_free(q);
     return rc;
@@ -104,9 +107,10 @@ int cmd_get(struct cli *cli, int argc, char **argv)
 
 int cmd_list(struct cli *cli, int argc, char **argv)
 {
-    static const char usage[] = "usage: stepq list STATE [--limit N]\n"
+    static const char usage[] = "usage: stepq list STATE [--limit N] [--json]\n"
                                 "Prints the ids of steps in STATE (pending, active, completed, "
-                                "failed), one a line.\n";
+                                "failed), one a line\n(with --json: {\"state\", \"limit\", "
+                                "\"ids\"}, as GET /steps).\n";
     static const struct option opts[] = {
         CLI_COMMON_OPTS, {"limit", required_argument, NULL, 'n'}, {NULL, 0, NULL, 0}};
     long limit = 1000;
@@ -124,7 +128,11 @@ int cmd_list(struct cli *cli, int argc, char **argv)
     stepq *q = cli_connect(cli, "stepq-list");
     int rc =
         stepq_list(q, argv[optind], limit, &json) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "list");
-    if (rc == EXIT_DONE) {
+    if (rc == EXIT_DONE && cli->json) {
+        cli_print_value(json_pack("{s:s, s:I, s:o}", "state", argv[optind], "limit",
+                                  (json_int_t)limit, "ids", json_loads(json, 0, NULL)));
+        stepq_str_free(json);
+    } else if (rc == EXIT_DONE) {
         /* One id a line reads best in shell pipelines. */
         json_t *ids = json_loads(json, 0, NULL), *v;
         size_t i;
@@ -208,7 +216,7 @@ static int held(struct cli *cli, int argc, char **argv, const char *usage, const
         if (c == 'T')
             *token = optarg;
         else if (c == 'x')
-            *text = optarg;
+            *text = cli_text_arg(usage, textopt, optarg);
         else if (c == 'P' && percent != NULL)
             *percent = cli_long(usage, "percent", optarg, 0, 100);
         else if (!cli_common_opt(cli, c, usage))
@@ -263,7 +271,9 @@ int cmd_fail(struct cli *cli, int argc, char **argv)
         return rc;
     stepq *q = cli_connect(cli, "stepq-fail");
     rc = stepq_fail(q, id, token, error, &final) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "fail");
-    if (rc == EXIT_DONE)
+    if (rc == EXIT_DONE && cli->json)
+        cli_print_value(json_pack("{s:s, s:s}", "id", id, "outcome", final ? "failed" : "retry"));
+    else if (rc == EXIT_DONE)
         puts(final ? "failed" : "retry");
     stepq_free(q);
     return rc;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "cli.h"
@@ -24,10 +25,17 @@
 #define ANNOUNCE_TTL_MS   15000
 
 static const char usage[] =
-    "usage: stepq serve [--listen ADDR:PORT] [--threads N] [--no-auth] [--drain-timeout SECONDS]\n"
-    "Serves the HTTP API (docs/http.md) on ADDR:PORT (default 127.0.0.1:8080; port 0 picks a\n"
-    "free one). POST endpoints need 'Authorization: Bearer TOKEN' with TOKEN from\n"
-    "$STEPQ_API_TOKEN; without a token serve refuses to start unless given --no-auth.\n"
+    "usage: stepq serve [--listen ADDR:PORT] [--threads N] [--no-auth | --auth-reads]\n"
+    "                   [--drain-timeout S] [--max-connections N] [--max-per-address N]\n"
+    "                   [--idle-timeout S] [--head-timeout S]\n"
+    "Serves the HTTP API and the console (docs/http.md) on ADDR:PORT (default\n"
+    "127.0.0.1:8080; port 0 picks a free one). POST endpoints need 'Authorization:\n"
+    "Bearer TOKEN' with TOKEN from $STEPQ_API_TOKEN (16 bytes or more); --auth-reads\n"
+    "makes every GET need it too. Without a token serve refuses to start unless given\n"
+    "--no-auth, which only a loopback address takes. Limits: --max-connections in all\n"
+    "(default 4000), --max-per-address (64), --idle-timeout between bytes (30 s), and\n"
+    "--head-timeout for a whole request head however its bytes trickle (10 s; 1 s\n"
+    "while 4/5 of the connections are open).\n"
     "SIGTERM stops accepting, finishes requests in flight and exits 0.\n";
 
 struct listen_addr {
@@ -123,8 +131,9 @@ static void announcer_stop(struct announcer *an)
 struct serve_opts {
     const char *listen;
     long threads;
-    int no_auth;
+    int no_auth, auth_reads;
     long drain_s;
+    long max_conns, max_per_addr, idle_s, head_s;
 };
 
 static int parse_args(struct cli *cli, int argc, char **argv, struct serve_opts *o)
@@ -135,6 +144,11 @@ static int parse_args(struct cli *cli, int argc, char **argv, struct serve_opts 
         {"threads", required_argument, NULL, 't'},
         {"no-auth", no_argument, NULL, 'A'},
         {"drain-timeout", required_argument, NULL, 'D'},
+        {"auth-reads", no_argument, NULL, 'R'},
+        {"max-connections", required_argument, NULL, 'C'},
+        {"max-per-address", required_argument, NULL, 'P'},
+        {"idle-timeout", required_argument, NULL, 'I'},
+        {"head-timeout", required_argument, NULL, 'H'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -142,6 +156,10 @@ static int parse_args(struct cli *cli, int argc, char **argv, struct serve_opts 
     o->listen = "127.0.0.1:8080";
     o->threads = 4;
     o->drain_s = 30;
+    o->max_conns = 4000;
+    o->max_per_addr = 64;
+    o->idle_s = 30;
+    o->head_s = 10;
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT "l:t:", opts, NULL)) != -1) {
         if (c == 'l')
             o->listen = optarg;
@@ -151,11 +169,80 @@ static int parse_args(struct cli *cli, int argc, char **argv, struct serve_opts 
             o->no_auth = 1;
         else if (c == 'D')
             o->drain_s = cli_long(usage, "drain timeout", optarg, 0, 3600);
+        else if (c == 'R')
+            o->auth_reads = 1;
+        else if (c == 'C')
+            o->max_conns = cli_long(usage, "max-connections", optarg, 1, 100000);
+        else if (c == 'P')
+            o->max_per_addr = cli_long(usage, "max-per-address", optarg, 1, 100000);
+        else if (c == 'I')
+            o->idle_s = cli_long(usage, "idle-timeout", optarg, 1, 3600);
+        else if (c == 'H')
+            o->head_s = cli_long(usage, "head-timeout", optarg, 1, 3600);
         else if (!cli_common_opt(cli, c, usage))
             return cli_usage_error(usage, "unknown option");
     }
     if (optind != argc)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
+    if (o->no_auth && o->auth_reads)
+        return cli_usage_error(usage, "--auth-reads needs a token; drop --no-auth");
+    return EXIT_DONE;
+}
+
+/* Each connection is a file descriptor: raises the soft limit as far as
+ * the hard one allows, and holds the cap under what it gives (a server out
+ * of descriptors refuses everyone, /health too). */
+static unsigned fit_fd_limit(unsigned want)
+{
+    struct rlimit rl;
+    rlim_t need = (rlim_t)want + 64; /* Redis, the pool's pipes, the log */
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return want;
+    if (rl.rlim_cur < need) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur >= need)
+        return want;
+    unsigned fit = rl.rlim_cur > 128 ? (unsigned)(rl.rlim_cur - 64) : 64;
+    fprintf(stderr,
+            "stepq serve: the file descriptor limit (%llu) holds %u connections, not %u; raise "
+            "it (ulimit -n, LimitNOFILE=) for more\n",
+            (unsigned long long)rl.rlim_cur, fit, want);
+    return fit;
+}
+
+/* 127.0.0.0/8 or ::1: only this machine can connect. */
+static int is_loopback(const struct listen_addr *a)
+{
+    if (a->ipv6)
+        return IN6_IS_ADDR_LOOPBACK(&a->v6.sin6_addr);
+    return (ntohl(a->v4.sin_addr.s_addr) >> 24) == 127;
+}
+
+/* The auth rules: a token long enough to resist guessing, and no server
+ * without one where another machine can reach it. */
+static int check_auth_setup(const struct serve_opts *o, const struct listen_addr *a,
+                            const char *token)
+{
+    if (o->no_auth && !is_loopback(a))
+        return cli_usage_error(usage,
+                               "--no-auth on '%s', which is not a loopback address: anyone who "
+                               "reaches it could move the phase; set STEPQ_API_TOKEN, or listen "
+                               "on 127.0.0.1",
+                               a->host);
+    if (o->no_auth)
+        return EXIT_DONE;
+    if (token == NULL || *token == '\0')
+        return cli_usage_error(usage, "no API token; set STEPQ_API_TOKEN (POST endpoints then "
+                                      "need 'Authorization: Bearer TOKEN'), or pass --no-auth");
+    if (strlen(token) < HTTP_TOKEN_MIN)
+        return cli_usage_error(usage,
+                               "STEPQ_API_TOKEN is %zu bytes; use %d or more, e.g. "
+                               "$(head -c 32 /dev/urandom | base64)",
+                               strlen(token), HTTP_TOKEN_MIN);
     return EXIT_DONE;
 }
 
@@ -216,7 +303,8 @@ static int run(struct http_server *s, const struct serve_opts *o, const struct l
         return EXIT_FAILED;
     }
     fprintf(stderr, "stepq serve: listening on http://%s:%d (%ld threads, auth %s)\n", a->host,
-            http_server_port(s), o->threads, s->token ? "on" : "off (--no-auth)");
+            http_server_port(s), o->threads,
+            s->token ? (s->auth_reads ? "on, reads too" : "on") : "off (--no-auth)");
     int sig = wait_signal(set);
     fprintf(stderr, "stepq serve: %s: draining %d request(s) in flight\n",
             sig == SIGTERM ? "SIGTERM" : "SIGINT", atomic_load(&s->in_flight));
@@ -247,9 +335,13 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
                                "invalid --listen '%s'; use ADDR:PORT, e.g. 127.0.0.1:8080 or "
                                "[::1]:8080",
                                o.listen);
-    if ((token == NULL || *token == '\0') && !o.no_auth)
-        return cli_usage_error(usage, "no API token; set STEPQ_API_TOKEN (POST endpoints then need "
-                                      "'Authorization: Bearer TOKEN'), or pass --no-auth");
+    if ((rc = check_auth_setup(&o, &a, token)) != EXIT_DONE)
+        return rc;
+    s.auth_reads = o.auth_reads;
+    s.limits.max_connections = fit_fd_limit((unsigned)o.max_conns);
+    s.limits.max_per_address = (unsigned)o.max_per_addr;
+    s.limits.idle_timeout_s = (unsigned)o.idle_s;
+    s.limits.head_timeout_ms = o.head_s * 1000;
     s.url = cli->url ? cli->url : getenv("REDIS_URL");
     s.opts.namespace_ = cli->ns ? cli->ns : getenv("STEPQ_NAMESPACE");
     s.opts.rules_file = cli->rules ? cli->rules : getenv("STEPQ_RULES");

@@ -760,7 +760,8 @@ static long seconds_ms(const char *usage, const char *name, const char *s, doubl
 static const char worker_usage[] =
     "usage: stepq worker [--id W] [--capability C]... [--concurrency N] [--timeout S]\n"
     "                    [--grace S] [--heartbeat-ttl-ms N] [--reap-timeout-ms N]\n"
-    "                    [--retention D] [--keep-completed N] [--keep-failed N] -- CMD [ARG...]\n"
+    "                    [--retention D] [--keep-completed N] [--keep-failed N]\n"
+    "                    [--pass-env NAME]... -- CMD [ARG...]\n"
     "Registers worker W (default HOST-PID), claims the steps it can run and runs CMD\n"
     "for each (no shell): the payload on stdin, STEPQ_STEP_ID, STEPQ_STEP_TYPE and\n"
     "STEPQ_ATTEMPT in the environment. A stdout line 'progress N [message]' reports\n"
@@ -773,7 +774,10 @@ static const char worker_usage[] =
     "prunes the completed and failed sets: ids whose record is gone (kept --retention D,\n"
     "default $STEPQ_RETENTION, then 7d), and the oldest steps over --keep-completed N /\n"
     "--keep-failed N (default: no cap). Exit 4 when another live worker holds the id\n"
-    "(at start), or when another process took it over while this one stalled.\n";
+    "(at start), or when another process took it over while this one stalled.\n"
+    "CMD gets the worker's environment less its secrets: STEPQ_API_TOKEN,\n"
+    "STEPQ_REDIS_PASSWORD, STEPQ_REDIS_PASSWORD_FILE and a REDIS_URL that holds a\n"
+    "password are left out unless named with --pass-env NAME.\n";
 
 static int parse_args(struct cli *cli, struct worker *w, int argc, char **argv)
 {
@@ -788,6 +792,7 @@ static int parse_args(struct cli *cli, struct worker *w, int argc, char **argv)
         {"reap-timeout-ms", required_argument, NULL, 'R'},
         {"keep-completed", required_argument, NULL, 'K'},
         {"keep-failed", required_argument, NULL, 'F'},
+        {"pass-env", required_argument, NULL, 'E'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -822,6 +827,11 @@ static int parse_args(struct cli *cli, struct worker *w, int argc, char **argv)
             break;
         case 'F':
             w->keep_failed = cli_long(worker_usage, "keep-failed", optarg, 1, 1000000000);
+            break;
+        case 'E':
+            if (slot_env_pass(optarg) != 0)
+                return cli_usage_error(worker_usage, "--pass-env '%s': give at most 8 names",
+                                       optarg);
             break;
         default:
             if (!cli_common_opt(cli, c, worker_usage))

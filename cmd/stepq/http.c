@@ -105,6 +105,17 @@ static enum MHD_Result send_answer(struct http_server *s, struct MHD_Connection 
     MHD_add_response_header(resp, "Content-Type",
                             ans->content_type ? ans->content_type : "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (ans->page) {
+        /* The console runs only its own files: no inline script, no other
+         * origin, no framing (clickjacking its buttons). */
+        MHD_add_response_header(resp, "Content-Security-Policy",
+                                "default-src 'none'; script-src 'self'; style-src 'self'; "
+                                "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                                "base-uri 'none'; form-action 'none'");
+        MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+        MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    }
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     if (ans->location[0] != '\0')
         MHD_add_response_header(resp, "Location", ans->location);
     if (ans->status == 405)
@@ -133,13 +144,16 @@ static int token_equal(const char *got, size_t glen, const char *want, size_t wl
     return d == 0;
 }
 
-/* Returns 0 when the request may go on, else sets ans to a 401. */
+/* Returns 0 when the request may go on, else sets ans (when not NULL) to
+ * a 401. */
 static int check_auth(struct http_server *s, struct MHD_Connection *c, struct http_answer *ans)
 {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
 
     if (s->token == NULL)
         return 0;
+    if (ans == NULL && (h == NULL || strncasecmp(h, "Bearer ", 7) != 0))
+        return -1;
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0) {
         http_answer_error(ans, 401,
                           "missing bearer token; send 'Authorization: Bearer TOKEN' with the "
@@ -152,6 +166,8 @@ static int check_auth(struct http_server *s, struct MHD_Connection *c, struct ht
     size_t n = strlen(h);
     while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t'))
         n--;
+    if (!token_equal(h, n, s->token, s->token_len) && ans == NULL)
+        return -1;
     if (!token_equal(h, n, s->token, s->token_len)) {
         http_answer_error(ans, 401,
                           "invalid bearer token; use the token the server has in "
@@ -253,6 +269,40 @@ static void append_body(struct http_req *req, const char *data, size_t n)
     req->body[req->len] = '\0';
 }
 
+/* Whether the request says Content-Type: application/json (parameters such
+ * as charset allowed). */
+static int json_content_type(struct MHD_Connection *c)
+{
+    const char *t = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    size_t n = sizeof("application/json") - 1;
+
+    if (t == NULL)
+        return 0;
+    while (*t == ' ')
+        t++;
+    return strncasecmp(t, "application/json", n) == 0 &&
+           (t[n] == '\0' || t[n] == ';' || t[n] == ' ');
+}
+
+static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind, const char *k,
+                                       const char *v)
+{
+    (void)kind;
+    *(size_t *)cls += strlen(k) + (v ? strlen(v) : 0) + 4; /* ": " and CRLF */
+    return MHD_YES;
+}
+
+/* The bytes of the request head, about: the request line and the headers.
+ * MHD answers a head past its memory pool (HTTP_CONN_MEMORY) with its own
+ * 431 before we see it; below that, this one answers JSON. */
+static size_t head_size(struct MHD_Connection *c)
+{
+    size_t n = 64; /* the request line, whose target is capped apart (414) */
+
+    MHD_get_connection_values(c, MHD_HEADER_KIND, add_header_size, &n);
+    return n;
+}
+
 /* The first call: returns 1 when the request is refused at once (ans set). */
 static int first_call(struct http_server *s, struct MHD_Connection *c, struct http_req *req,
                       struct http_answer *ans)
@@ -263,8 +313,26 @@ static int first_call(struct http_server *s, struct MHD_Connection *c, struct ht
         http_answer_error(ans, req->route.status, "%s", req->route.error);
         return 1;
     }
-    if (req->route.mutating && check_auth(s, c, ans) != 0)
+    if (head_size(c) > HTTP_HEAD_MAX) {
+        http_answer_error(ans, 431,
+                          "the request head is larger than %d KiB; send fewer or shorter "
+                          "headers",
+                          HTTP_HEAD_MAX / 1024);
         return 1;
+    }
+    if ((req->route.mutating || s->auth_reads) && check_auth(s, c, ans) != 0)
+        return 1;
+    /* A read without --auth-reads may still carry the token: then it may
+     * see what only the token's holders see (claim tokens). */
+    req->authed = s->token != NULL && check_auth(s, c, NULL) == 0;
+    if (req->route.mutating && !json_content_type(c)) {
+        /* A browser sends a cross-site form post without asking first, but
+         * never with this type: refused even with --no-auth. */
+        http_answer_error(ans, 415,
+                          "a request that changes data must say 'Content-Type: "
+                          "application/json'");
+        return 1;
+    }
     cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     if (cl != NULL && strtoull(cl, NULL, 10) > HTTP_BODY_MAX) {
         http_answer_error(ans, 413, "the body is larger than 1 MiB; send a smaller one");
@@ -290,6 +358,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
         *con_cls = req;
         atomic_fetch_add(&s->in_flight, 1);
         req->start_us = http_now_us();
+        http_guard_head_done(c);
         parse_request_line(c, method, url, &req->route);
         if (first_call(s, c, req, &ans))
             return send_answer(s, c, req, &ans);
@@ -315,8 +384,8 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
     struct http_server *s = cls;
     struct http_req *req = *con_cls;
 
-    (void)c;
     (void)toe;
+    http_guard_request_done(c);
     if (req == NULL)
         return;
     if (req->status != 0)
@@ -332,6 +401,30 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls,
  * Lifecycle
  * ------------------------------------------------------------------------- */
 
+/* libmicrohttpd's own messages (a connection closed while its head was
+ * read, the limit reached): at most one a second, so that an attack cannot
+ * fill the log; the ones left out are counted in the next. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    static atomic_llong last_s;
+    static atomic_ullong dropped;
+    long long now = http_now_us() / 1000000;
+    long long prev = atomic_load(&last_s);
+
+    (void)cls;
+    if (now == prev || !atomic_compare_exchange_strong(&last_s, &prev, now)) {
+        atomic_fetch_add(&dropped, 1);
+        return;
+    }
+    unsigned long long n = atomic_exchange(&dropped, 0);
+    if (n > 0)
+        fprintf(stderr, "stepq serve: (%llu messages of libmicrohttpd left out)\n", n);
+    fputs("stepq serve: libmicrohttpd: ", stderr);
+    vfprintf(stderr, fmt, ap);
+}
+
 int http_server_start(struct http_server *s, const void *addr, int ipv6, int threads)
 {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
@@ -342,11 +435,21 @@ int http_server_start(struct http_server *s, const void *addr, int ipv6, int thr
         return STEPQ_ERR;
     }
     pthread_mutex_init(&s->health.mu, NULL);
+    if (http_guard_start(s) != STEPQ_OK) {
+        fputs("stepq: serve: cannot start the connection guard thread\n", stderr);
+        return STEPQ_ERR;
+    }
+    /* The limits against a client that holds connections (docs/http.md,
+     * "Limits"): all addresses, one address, idle time; http_guard.c adds
+     * the deadline for a whole request head. */
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, s, MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, completed, s,
-        MHD_OPTION_UNESCAPE_CALLBACK, raw_unescape, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, http_guard_notify, s, MHD_OPTION_UNESCAPE_CALLBACK,
+        raw_unescape, NULL, MHD_OPTION_CONNECTION_TIMEOUT, s->limits.idle_timeout_s,
+        MHD_OPTION_CONNECTION_LIMIT, s->limits.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        s->limits.max_per_address, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (s->daemon == NULL) {
         fprintf(stderr, "stepq: serve: cannot listen: %s; is the address in use or not local?\n",
                 errno ? strerror(errno) : "unknown error");
@@ -379,6 +482,7 @@ int http_server_drain(struct http_server *s, long drain_ms)
     }
     MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
+    http_guard_stop(s);
     return left;
 }
 
@@ -387,6 +491,9 @@ void http_server_release(struct http_server *s)
     if (s->daemon != NULL)
         MHD_stop_daemon(s->daemon);
     s->daemon = NULL;
+    http_guard_stop(s);
+    pthread_mutex_destroy(&s->guard.mu);
+    pthread_cond_destroy(&s->guard.cv);
     json_decref(s->health.doc);
     s->health.doc = NULL;
     pthread_mutex_destroy(&s->health.mu);

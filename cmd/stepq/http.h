@@ -7,6 +7,8 @@
  *   http_routes.c   the handlers: steps, workers, health
  *   http_health.c   the migration health document, its verdict and its cache
  *   http_metrics.c  counters, latency histograms, the Prometheus text
+ *   http_console.c  the console: its embedded page, its feed, its actions
+ *   status_doc.c    the typed status document (also `migrate status --json`)
  *   cmd_serve.c     flags, startup, signals, the announce thread
  */
 #ifndef STEPQ_HTTP_H
@@ -15,14 +17,20 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <sys/socket.h>
 #include <jansson.h>
+#include <microhttpd.h>
 
 #include "http_route.h"
 #include "stepq.h"
 
-#define HTTP_BODY_MAX        (1024 * 1024) /* larger bodies get 413 */
-#define HTTP_JSON_DEPTH_MAX  64            /* deeper JSON bodies get 400 */
-#define HTTP_HEALTH_CACHE_MS 2000          /* /health/redis-migration is cached this long */
+#define HTTP_BODY_MAX         (1024 * 1024) /* larger bodies get 413 */
+#define HTTP_JSON_DEPTH_MAX   64            /* deeper JSON bodies get 400 */
+#define HTTP_HEALTH_CACHE_MS  2000          /* /health/redis-migration is cached this long */
+#define HTTP_HEAD_MAX         (16 * 1024)   /* request heads larger get 431 (JSON) */
+#define HTTP_TOKEN_MIN        16            /* shorter API tokens are refused at startup */
+#define HTTP_CONN_MEMORY      (64 * 1024)   /* MHD's pool per connection (its own 431 past it) */
+#define HTTP_HEAD_PRESSURE_MS 1000          /* the head deadline near the connection cap */
 
 /* ---------------------------------------------------------------------------
  * Metrics (http_metrics.c)
@@ -50,12 +58,49 @@ struct http_health_cache {
 };
 
 /* ---------------------------------------------------------------------------
+ * Connections (http_guard.c): each open connection, so that a request head
+ * that takes longer than the deadline is cut, however its bytes trickle.
+ * ------------------------------------------------------------------------- */
+struct http_conn {
+    struct http_conn *prev, *next;
+    int fd;
+    struct sockaddr_storage peer; /* to check the fd is still this connection's */
+    socklen_t peerlen;
+    long long head_since_ms; /* when the current request's head began */
+    atomic_int head_done;    /* its head arrived (the access handler ran) */
+    int cut;                 /* shut down by the guard */
+};
+
+struct http_guard {
+    pthread_mutex_t mu;
+    struct http_conn *conns;
+    pthread_t tid;
+    pthread_cond_t cv;
+    int stop, running;
+    long head_timeout_ms;
+    unsigned max_conns;      /* the cap, for the pressure rule */
+    atomic_ullong cut_total; /* heads cut at the deadline */
+    atomic_int open;         /* connections open now */
+};
+
+/* The limits of `stepq serve` (flags). */
+struct http_limits {
+    unsigned max_connections; /* all addresses together */
+    unsigned max_per_address;
+    unsigned idle_timeout_s;
+    long head_timeout_ms;
+};
+
+/* ---------------------------------------------------------------------------
  * The server
  * ------------------------------------------------------------------------- */
 struct http_server {
     struct MHD_Daemon *daemon;
     const char *token; /* the bearer token; NULL with --no-auth */
     size_t token_len;
+    int auth_reads; /* --auth-reads: every GET needs the token too */
+    struct http_limits limits;
+    struct http_guard guard;
     const char *url; /* Redis URL for the per-thread handles */
     stepq_options opts;
     pthread_key_t qkey; /* each pool thread's own stepq handle */
@@ -72,6 +117,7 @@ struct http_req {
     char *body; /* the upload, capped at HTTP_BODY_MAX, NUL-terminated */
     size_t len, cap;
     int too_big; /* the upload went past HTTP_BODY_MAX: answer 413 */
+    int authed;  /* the request carried the server's token (or auth is off) */
     int status;  /* the status answered, for the metrics; 0: none yet */
 };
 
@@ -81,7 +127,18 @@ struct http_answer {
     char *body; /* malloc'd (free), NUL-terminated */
     const char *content_type;
     char location[96]; /* a Location header when not empty */
+    int page;          /* the console's page: send its Content-Security-Policy */
 };
+
+/* The connection guard (http_guard.c): MHD's connection notifications,
+ * the head-deadline thread, and marking a head as arrived or a request as
+ * answered (the next head on a kept-alive connection starts then). */
+void http_guard_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                       enum MHD_ConnectionNotificationCode toe);
+int http_guard_start(struct http_server *s);
+void http_guard_stop(struct http_server *s);
+void http_guard_head_done(struct MHD_Connection *c);
+void http_guard_request_done(struct MHD_Connection *c);
 
 /* Starts the daemon on `addr` (a struct sockaddr_in or _in6) with `threads`
  * pool threads. Returns STEPQ_OK, or STEPQ_ERR after printing why. */

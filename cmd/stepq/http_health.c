@@ -11,14 +11,7 @@
 #include <time.h>
 
 #include "http.h"
-
-static long long wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "status_doc.h"
 
 /* A number that may be stored as a JSON integer, real or decimal string
  * (hash fields come back as text unless stepq knows them); dflt when
@@ -150,35 +143,6 @@ json_t *http_health_verdict(const json_t *st)
     return a;
 }
 
-/* Builds a fresh document from Redis; returns its HTTP status. */
-static int build(stepq *q, json_t **ret_doc)
-{
-    char *json = NULL;
-    json_t *doc, *reasons;
-
-    if (stepq_status(q, &json) != STEPQ_OK) {
-        *ret_doc = json_pack("{s:b, s:s, s:[s], s:I}", "healthy", 0, "status", "unavailable",
-                             "reasons", stepq_errstr(q), "checked_at", (json_int_t)wall_ms());
-        return 503;
-    }
-    doc = json_loads(json, 0, NULL);
-    stepq_str_free(json);
-    reasons = doc ? http_health_verdict(doc) : NULL;
-    if (reasons == NULL) {
-        json_decref(doc);
-        *ret_doc = NULL;
-        return 500;
-    }
-    int healthy = json_array_size(reasons) == 0;
-    json_object_set_new(doc, "healthy", json_boolean(healthy));
-    json_object_set_new(doc, "status", json_string(healthy ? "healthy" : "unhealthy"));
-    json_object_set_new(doc, "reasons", reasons);
-    json_object_set_new(doc, "checked_at", json_integer(wall_ms()));
-    json_object_set_new(doc, "cache_ms", json_integer(HTTP_HEALTH_CACHE_MS));
-    *ret_doc = doc;
-    return healthy ? 200 : 503;
-}
-
 int http_health_migration(struct http_server *s, stepq *q, json_t **ret_doc)
 {
     struct http_health_cache *c = &s->health;
@@ -190,7 +154,7 @@ int http_health_migration(struct http_server *s, stepq *q, json_t **ret_doc)
     pthread_mutex_lock(&c->mu);
     if (c->doc == NULL || now - c->at_ms >= HTTP_HEALTH_CACHE_MS) {
         json_t *doc = NULL;
-        int st = build(q, &doc);
+        int st = status_doc_build(q, &doc);
         if (doc != NULL) {
             c->status = st;
             json_decref(c->doc);

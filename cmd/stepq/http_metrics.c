@@ -142,7 +142,7 @@ static sds render_migration(sds out, const json_t *doc)
     const json_t *counters = json_object_get(doc, "counters");
     const json_t *backfill = json_object_get(doc, "backfill");
     const json_t *verify = json_object_get(doc, "verify");
-    const char *phase = json_string_value(json_object_get(json_object_get(doc, "phase"), "phase"));
+    const char *phase = json_string_value(json_object_get(doc, "phase"));
 
     out = sdscat(out, "# HELP stepq_migration_phase The stored migration phase (1 for the "
                       "current one).\n# TYPE stepq_migration_phase gauge\n");
@@ -170,7 +170,8 @@ static sds render_migration(sds out, const json_t *doc)
                 jint(backfill, "errors"));
     out = gauge(out, "stepq_verify_clean", "gauge",
                 "1 when the last verify found no difference, 0 when it did, -1 before any.",
-                json_object_get(verify, "clean") ? jint(verify, "clean") : -1);
+                json_object_get(verify, "clean") ? json_is_true(json_object_get(verify, "clean"))
+                                                 : -1);
     out = gauge(out, "stepq_processes", "gauge", "Live stepq processes that announce themselves.",
                 (long long)json_array_size(json_object_get(doc, "processes")));
     return render_keys(out, json_object_get(doc, "keys"));
@@ -188,6 +189,11 @@ int http_metrics_render(struct http_server *s, stepq *q, char **ret_text)
     out = render_latency(out, &s->metrics);
     out = gauge(out, "stepq_http_in_flight", "gauge", "Requests being answered now.",
                 atomic_load(&s->in_flight));
+    out = gauge(out, "stepq_http_connections", "gauge", "Connections open now.",
+                atomic_load(&s->guard.open));
+    out = gauge(out, "stepq_http_head_timeouts_total", "counter",
+                "Connections cut because their request head took longer than --head-timeout.",
+                (long long)atomic_load(&s->guard.cut_total));
     out = gauge(out, "stepq_redis_up", "gauge", "1 when Redis answered the last status walk.", up);
     if (up)
         out = render_migration(out, doc);

@@ -14,8 +14,8 @@
 #define SEGMENT_MAX  128 /* decoded; longer is no route of ours */
 
 static const char *const op_names[HTTP_OP_COUNT] = {
-    "unknown", "submit",           "list",    "get", "cancel", "workers",
-    "health",  "health_migration", "metrics",
+    "unknown",          "submit",  "list",  "get",     "cancel", "workers",  "health",
+    "health_migration", "metrics", "asset", "console", "phase",  "throttle",
 };
 
 const char *stepq__http_op_name(enum http_op op)
@@ -141,6 +141,18 @@ static int match(struct http_route *r, char seg[SEGMENTS_MAX][SEGMENT_MAX], int 
     } else if (n == 1 && strcmp(seg[0], "metrics") == 0) {
         r->id = HTTP_ROUTE_METRICS;
         r->allowed = HTTP_M_GET | HTTP_M_HEAD;
+    } else if (n == 1 && (seg[0][0] == '\0' || strcmp(seg[0], "console.js") == 0 ||
+                          strcmp(seg[0], "console.css") == 0)) {
+        r->id = HTTP_ROUTE_ASSET;
+        r->allowed = HTTP_M_GET | HTTP_M_HEAD;
+        snprintf(r->asset, sizeof(r->asset), "%.24s", seg[0][0] ? seg[0] : "index.html");
+    } else if (n == 2 && strcmp(seg[0], "console") == 0 && strcmp(seg[1], "feed") == 0) {
+        r->id = HTTP_ROUTE_CONSOLE_FEED;
+        r->allowed = HTTP_M_GET | HTTP_M_HEAD;
+    } else if (n == 2 && strcmp(seg[0], "migrate") == 0 &&
+               (strcmp(seg[1], "phase") == 0 || strcmp(seg[1], "throttle") == 0)) {
+        r->id = seg[1][0] == 'p' ? HTTP_ROUTE_MIGRATE_PHASE : HTTP_ROUTE_MIGRATE_THROTTLE;
+        r->allowed = HTTP_M_POST;
     } else {
         return fail(r, 404, "no such path '%.64s'; see docs/http.md for the endpoints", path);
     }
@@ -248,6 +260,17 @@ int stepq__http_route_parse(const char *method, const char *path, size_t pathlen
         break;
     case HTTP_ROUTE_HEALTH_MIGRATION:
         ret->op = HTTP_OP_HEALTH_MIGRATION;
+        break;
+    case HTTP_ROUTE_ASSET:
+        ret->op = HTTP_OP_ASSET;
+        break;
+    case HTTP_ROUTE_CONSOLE_FEED:
+        ret->op = HTTP_OP_CONSOLE;
+        break;
+    case HTTP_ROUTE_MIGRATE_PHASE:
+    case HTTP_ROUTE_MIGRATE_THROTTLE:
+        ret->op = ret->id == HTTP_ROUTE_MIGRATE_PHASE ? HTTP_OP_PHASE : HTTP_OP_THROTTLE;
+        ret->mutating = 1;
         break;
     default:
         ret->op = HTTP_OP_METRICS;

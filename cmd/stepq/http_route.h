@@ -20,6 +20,10 @@ enum http_route_id {
     HTTP_ROUTE_HEALTH,           /* /health: GET */
     HTTP_ROUTE_HEALTH_MIGRATION, /* /health/redis-migration: GET */
     HTTP_ROUTE_METRICS,          /* /metrics: GET */
+    HTTP_ROUTE_ASSET,            /* /, /console.js, /console.css: GET (the console) */
+    HTTP_ROUTE_CONSOLE_FEED,     /* /console/feed: GET */
+    HTTP_ROUTE_MIGRATE_PHASE,    /* /migrate/phase: POST */
+    HTTP_ROUTE_MIGRATE_THROTTLE, /* /migrate/throttle: POST */
     HTTP_ROUTE_COUNT
 };
 
@@ -34,6 +38,10 @@ enum http_op {
     HTTP_OP_HEALTH,
     HTTP_OP_HEALTH_MIGRATION,
     HTTP_OP_METRICS,
+    HTTP_OP_ASSET,
+    HTTP_OP_CONSOLE,
+    HTTP_OP_PHASE,
+    HTTP_OP_THROTTLE,
     HTTP_OP_COUNT
 };
 
@@ -58,6 +66,7 @@ struct http_route {
     int mutating;               /* 1 for a route that changes data (needs the bearer token) */
     char step_id[STEPQ_ID_MAX]; /* HTTP_ROUTE_STEP, HTTP_ROUTE_STEP_CANCEL: decoded id */
     char state[16];             /* GET /steps: pending, active, completed or failed */
+    char asset[32];             /* HTTP_ROUTE_ASSET: the file of web/ ("index.html" for /) */
     long limit;                 /* GET /steps: 1..HTTP_LIMIT_MAX */
     char error[192];            /* when status != 0: what is wrong and what to do */
 };

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "http_console.h"
 #include "step_decode.h"
 
 _Static_assert(HTTP_JSON_DEPTH_MAX == STEP_JSON_DEPTH_MAX, "one depth cap for POST /steps");
@@ -15,19 +16,6 @@ _Static_assert(HTTP_JSON_DEPTH_MAX == STEP_JSON_DEPTH_MAX, "one depth cap for PO
 static void answer_lib_error(struct http_answer *ans, stepq *q)
 {
     http_answer_error(ans, http_status_of(stepq_err(q)), "%s", stepq_errstr(q));
-}
-
-/* Answers with a JSON text the library returned (freed here), or with
- * {key: value} when key is not NULL. */
-static void answer_lib_json(struct http_answer *ans, int status, char *json, const char *key)
-{
-    /* A step field may hold a NUL byte: stepq__step_object writes it as \u0000. */
-    json_t *v = json_loads(json, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-
-    stepq_str_free(json);
-    if (v != NULL && key != NULL)
-        v = json_pack("{s:o}", key, v);
-    http_answer_json(ans, status, v);
 }
 
 /* ---------------------------------------------------------------------------
@@ -56,14 +44,22 @@ static void route_submit(stepq *q, struct http_req *req, struct http_answer *ans
  * The other routes
  * ------------------------------------------------------------------------- */
 
+/* A claim token lets its holder complete or fail the step: only a request
+ * that carried the API token sees it. */
 static void route_get(stepq *q, struct http_req *req, struct http_answer *ans)
 {
     char *json;
+    json_t *v;
 
-    if (stepq_get(q, req->route.step_id, &json) != STEPQ_OK)
+    if (stepq_get(q, req->route.step_id, &json) != STEPQ_OK) {
         answer_lib_error(ans, q);
-    else
-        answer_lib_json(ans, 200, json, NULL);
+        return;
+    }
+    v = json_loads(json, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    stepq_str_free(json);
+    if (v != NULL && !req->authed)
+        json_object_del(v, "token");
+    http_answer_json(ans, 200, v);
 }
 
 static void route_list(stepq *q, struct http_req *req, struct http_answer *ans)
@@ -92,14 +88,25 @@ static void route_cancel(stepq *q, struct http_req *req, struct http_answer *ans
                          json_pack("{s:s, s:b}", "id", req->route.step_id, "cancelled", 1));
 }
 
-static void route_workers(stepq *q, struct http_answer *ans)
+/* A worker's instance token proves its registration: hidden likewise. */
+static void route_workers(stepq *q, struct http_req *req, struct http_answer *ans)
 {
     char *json;
+    json_t *a, *w;
+    size_t i;
 
-    if (stepq_workers(q, &json) != STEPQ_OK)
+    if (stepq_workers(q, &json) != STEPQ_OK) {
         answer_lib_error(ans, q);
-    else
-        answer_lib_json(ans, 200, json, "workers");
+        return;
+    }
+    a = json_loads(json, 0, NULL);
+    stepq_str_free(json);
+    json_array_foreach(a, i, w)
+    {
+        if (!req->authed)
+            json_object_del(w, "instance");
+    }
+    http_answer_json(ans, 200, a ? json_pack("{s:o}", "workers", a) : NULL);
 }
 
 /* GET /health: Redis answers a PING, and the stored phase reads. */
@@ -114,10 +121,11 @@ static void route_health(stepq *q, struct http_answer *ans)
         return;
     }
     int pin = stepq_phase_pin(q);
-    http_answer_json(ans, 200,
-                     json_pack("{s:s, s:s, s:s, s:s}", "status", "ok", "redis", "up", "phase",
-                               stepq_phase_name(ph), "pin",
-                               pin >= 0 ? stepq_phase_name((stepq_phase)pin) : "none"));
+    http_answer_json(
+        ans, 200,
+        json_pack("{s:s, s:s, s:s, s:o}", "status", "ok", "redis", "up", "phase",
+                  stepq_phase_name(ph), "pin",
+                  pin >= 0 ? json_string(stepq_phase_name((stepq_phase)pin)) : json_null()));
 }
 
 static void route_metrics(struct http_server *s, stepq *q, struct http_answer *ans)
@@ -156,7 +164,7 @@ void http_dispatch(struct http_server *s, stepq *q, struct http_req *req, struct
         route_cancel(q, req, ans);
         break;
     case HTTP_OP_WORKERS:
-        route_workers(q, ans);
+        route_workers(q, req, ans);
         break;
     case HTTP_OP_HEALTH:
         route_health(q, ans);
@@ -167,6 +175,18 @@ void http_dispatch(struct http_server *s, stepq *q, struct http_req *req, struct
         break;
     case HTTP_OP_METRICS:
         route_metrics(s, q, ans);
+        break;
+    case HTTP_OP_ASSET:
+        http_console_asset(req, ans);
+        break;
+    case HTTP_OP_CONSOLE:
+        http_console_feed(s, q, ans);
+        break;
+    case HTTP_OP_PHASE:
+        http_console_phase(q, req, ans);
+        break;
+    case HTTP_OP_THROTTLE:
+        http_console_throttle(q, req, ans);
         break;
     default:
         http_answer_error(ans, 404, "no such endpoint; see docs/http.md");

@@ -38,6 +38,7 @@ static const char main_usage[] =
 static void print_help(FILE *fp)
 {
     fputs(main_usage, fp);
+    fputs("       stepq --version\n", fp);
     fputs("\ncommands:\n", fp);
     for (size_t i = 0; i < sizeof(commands) / sizeof(*commands); i++)
         fprintf(fp, "  %-10s %s\n", commands[i].name, commands[i].help);
@@ -45,6 +46,7 @@ static void print_help(FILE *fp)
           "     (default $REDIS_URL, then redis://127.0.0.1:6379)\n"
           "--retention D: how long ended steps are kept (default $STEPQ_RETENTION, then 7d);\n"
           "     D is a number with a unit: ms, s, m, h, d (none: ms)\n"
+          "--json: every command that prints prints JSON\n"
           "exit codes: 0 done, 1 failed, 2 usage error, 3 not found or nothing to claim,\n"
           "            4 refused by a rule\n"
           "'stepq COMMAND --help' tells more.\n",
@@ -78,6 +80,9 @@ int cli_common_opt(struct cli *cli, int c, const char *usage)
         return 1;
     case 1002:
         cli->retention = optarg;
+        return 1;
+    case 'j':
+        cli->json = 1;
         return 1;
     case 'h':
         fputs(usage, stdout);
@@ -204,10 +209,72 @@ void cli_print_json(const char *json, int pretty)
     puts(json);
 }
 
+#define TEXT_ARG_MAX (1024 * 1024)
+
+/* The texts read by cli_text_arg, freed at exit (a command reads two at most). */
+static char *text_args[4];
+static size_t n_text_args;
+
+static void free_text_args(void)
+{
+    for (size_t i = 0; i < n_text_args; i++)
+        free(text_args[i]);
+}
+
+const char *cli_text_arg(const char *usage, const char *what, const char *v)
+{
+    FILE *fp;
+    char *buf;
+    size_t n;
+
+    if (strcmp(v, "-") != 0 && v[0] != '@')
+        return v;
+    fp = strcmp(v, "-") == 0 ? stdin : fopen(v + 1, "rb");
+    if (fp == NULL)
+        exit(cli_usage_error(usage, "cannot read %s from '%s': %s; name a readable file", what,
+                             v + 1, strerror(errno)));
+    buf = malloc(TEXT_ARG_MAX + 1);
+    if (buf == NULL)
+        exit(cli_usage_error(usage, "out of memory reading %s", what));
+    n = fread(buf, 1, TEXT_ARG_MAX + 1, fp);
+    if (ferror(fp) || n > TEXT_ARG_MAX)
+        exit(cli_usage_error(usage, "cannot read %s from '%s': %s", what,
+                             fp == stdin ? "standard input" : v + 1,
+                             n > TEXT_ARG_MAX ? "larger than 1 MiB" : strerror(errno)));
+    if (fp != stdin)
+        fclose(fp);
+    buf[n] = '\0';
+    if (strlen(buf) != n)
+        exit(cli_usage_error(usage, "%s from '%s' holds a NUL byte; send text", what,
+                             fp == stdin ? "standard input" : v + 1));
+    /* A file's final newline is not part of the value. */
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    char *fit = realloc(buf, n + 1);
+    buf = fit ? fit : buf;
+    if (n_text_args == sizeof(text_args) / sizeof(*text_args))
+        exit(cli_usage_error(usage, "too many arguments read from files"));
+    if (n_text_args == 0)
+        atexit(free_text_args);
+    text_args[n_text_args++] = buf;
+    return buf; /* freed at exit */
+}
+
+void cli_print_value(json_t *v)
+{
+    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+    if (s != NULL)
+        puts(s);
+    free(s);
+    json_decref(v);
+}
+
 int main(int argc, char **argv)
 {
     struct cli cli = {0};
-    static const struct option opts[] = {CLI_COMMON_OPTS, {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        CLI_COMMON_OPTS, {"version", no_argument, NULL, 'V'}, {NULL, 0, NULL, 0}};
     int c;
 
     /* A connection Redis closed must be an error the library reports, not
@@ -218,6 +285,13 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "+" CLI_COMMON_SHORT, opts, NULL)) != -1) {
         if (c == 'h') {
             print_help(stdout);
+            return EXIT_DONE;
+        }
+        if (c == 'V') {
+            if (cli.json)
+                cli_print_value(json_pack("{s:s}", "version", STEPQ_VERSION));
+            else
+                printf("stepq %s\n", STEPQ_VERSION);
             return EXIT_DONE;
         }
         if (!cli_common_opt(&cli, c, main_usage))

@@ -55,6 +55,12 @@ typedef void (*slot_progress_fn)(struct slot *s, long percent, const char *msg, 
  */
 int slot_spawn(struct slot *s, char *const *argv);
 
+/* Lets the secret variable `name` through to the children (--pass-env):
+ * by default slot_spawn leaves out STEPQ_API_TOKEN, STEPQ_REDIS_PASSWORD,
+ * STEPQ_REDIS_PASSWORD_FILE and a REDIS_URL holding a password. Returns 0,
+ * or -1 when too many names were given. */
+int slot_env_pass(const char *name);
+
 /* Reads what the child printed, without blocking; calls fn for each progress
  * line. Closes stdout at its end. */
 void slot_read(struct slot *s, slot_progress_fn fn, void *arg);

@@ -49,6 +49,61 @@ static int cloexec_pipe(int p[2])
     return 0;
 }
 
+/* ---------------------------------------------------------------------------
+ * The child's environment: the worker's, less its secrets. A step's command
+ * is often someone else's code; it gets what it needs to run, not the keys
+ * to the queue or the API.
+ * ------------------------------------------------------------------------- */
+#define ENV_PASS_MAX 8
+static const char *env_pass[ENV_PASS_MAX];
+static int env_npass;
+
+int slot_env_pass(const char *name)
+{
+    if (env_npass == ENV_PASS_MAX)
+        return -1;
+    env_pass[env_npass++] = name;
+    return 0;
+}
+
+static int env_passed(const char *name)
+{
+    for (int i = 0; i < env_npass; i++) {
+        if (strcmp(env_pass[i], name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether a Redis URL carries a password: user info with a ':' (or, in the
+ * old form redis://secret@host, any user info). */
+static int url_has_password(const char *url)
+{
+    const char *p = strstr(url, "://"), *at, *slash;
+
+    if (p == NULL)
+        return 0;
+    p += 3;
+    slash = strchr(p, '/');
+    at = memchr(p, '@', slash ? (size_t)(slash - p) : strlen(p));
+    return at != NULL && at > p;
+}
+
+/* In the child, after fork (single-threaded: unsetenv is safe). */
+static void scrub_env(void)
+{
+    static const char *const secrets[] = {"STEPQ_API_TOKEN", "STEPQ_REDIS_PASSWORD",
+                                          "STEPQ_REDIS_PASSWORD_FILE"};
+    const char *url = getenv("REDIS_URL");
+
+    for (size_t i = 0; i < sizeof(secrets) / sizeof(*secrets); i++) {
+        if (!env_passed(secrets[i]))
+            unsetenv(secrets[i]);
+    }
+    if (url != NULL && url_has_password(url) && !env_passed("REDIS_URL"))
+        unsetenv("REDIS_URL");
+}
+
 /* In the child, after fork: never returns. Only the error pipe (kept as fd
  * 3, closed by a successful exec) tells the parent why exec failed. */
 static void child_exec(const struct slot *s, char *const *argv, int in, int out, int ep,
@@ -80,6 +135,7 @@ static void child_exec(const struct slot *s, char *const *argv, int in, int out,
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     snprintf(attempt, sizeof(attempt), "%ld", s->attempt);
+    scrub_env();
     /* The worker is single-threaded, so setenv after fork is safe. */
     if (setenv("STEPQ_STEP_ID", s->id, 1) != 0 || setenv("STEPQ_STEP_TYPE", s->type, 1) != 0 ||
         setenv("STEPQ_ATTEMPT", attempt, 1) != 0)

@@ -86,7 +86,7 @@ x=$($S submit --type t)
 tok=$($S claim --worker W3 | jq -r .token)
 expect_ok "roll back to job, complete X there, forward to dual-write" \
     '$S migrate rollback && $S complete $x --token $tok && $S migrate phase dual-write'
-expect_ok "status says the new keys are untrusted" '$S migrate status --json | jq -e ".phase.untrusted_since > 0"'
+expect_ok "status says the new keys are untrusted" '$S migrate status --json | jq -e ".untrusted_since > 0"'
 expect_code 4 "backfill and verify do not open dual-read: the repair is named" \
     '$S migrate backfill >/dev/null; $S migrate verify; $S migrate phase dual-read >$tmp/dr 2>&1; rc=$?; cat $tmp/dr; grep -q -- "--repair" $tmp/dr || exit 9; exit $rc'
 expect_code 4 "repair is refused outside dual-write" \
@@ -94,7 +94,7 @@ expect_code 4 "repair is refused outside dual-write" \
 expect_ok "repair, then verify is clean and the sides agree" \
     '$S migrate backfill --repair && $S migrate verify && test "$(rcli HGET step:$x status)" = completed && test "$(rcli SCARD steps:active)" = 0'
 expect_ok "the untrusted mark is gone and dual-read opens" \
-    '$S migrate status --json | jq -e ".phase.untrusted_since == null" && $S migrate phase dual-read'
+    '$S migrate status --json | jq -e ".untrusted_since == null" && $S migrate phase dual-read'
 expect_ok "a reap does not bring X back" \
     '$S reap --timeout-ms 0; test "$($S get $x | jq -r .status)" = completed; test "$(rcli ZCARD steps:pending)" = 0'
 

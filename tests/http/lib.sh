@@ -56,12 +56,16 @@ start_server() {
 }
 
 # req METHOD PATH [curl args...]: prints the status; body in $tmp/body, headers in $tmp/hdr.
+# A POST says Content-Type: application/json (serve refuses one that does
+# not) unless NO_CT=1.
 req() {
-    local m=$1 p=$2
+    local m=$1 p=$2 ct=()
     shift 2
-    curl -s -o "$tmp/body" -D "$tmp/hdr" -w '%{http_code}' -X "$m" "$@" "$url$p"
+    [ "$m" = POST ] && [ "${NO_CT:-}" != 1 ] && ct=(-H "Content-Type: application/json")
+    curl -s -o "$tmp/body" -D "$tmp/hdr" -w '%{http_code}' -X "$m" "${ct[@]}" "$@" "$url$p"
 }
-AUTH=(-H "Authorization: Bearer t0ken-for-tests")
+AUTH=(-H "Authorization: Bearer t0ken-for-tests-16b")
+CT=(-H "Content-Type: application/json")
 # is STATUS WANT
 is() { [ "$1" = "$2" ] || { echo "     status $1, want $2" >&2; return 1; }; }
 # json PYEXPR: evaluates a Python expression over the body as `j`.

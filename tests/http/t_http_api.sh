@@ -16,13 +16,13 @@ done
 STEPQ_API_TOKEN=x "$STEPQ" serve --threads 0 2>/dev/null
 expect "--threads 0 exits 2" is $? 2
 
-export STEPQ_API_TOKEN=t0ken-for-tests
+export STEPQ_API_TOKEN=t0ken-for-tests-16b
 start_server "$tmp/serve.log"
 expect "serve starts and prints its port" test -n "$port"
 
 # --- health ---------------------------------------------------------------------
 expect "GET /health 200" is "$(req GET /health)" 200
-expect "/health has the phase" json 'j == {"status": "ok", "redis": "up", "phase": "job", "pin": "none"}'
+expect "/health has the phase" json 'j == {"status": "ok", "redis": "up", "phase": "job", "pin": None}'
 expect "HEAD /health 200" is "$(curl -s -o /dev/null -w '%{http_code}' -I "$url/health")" 200
 
 # --- auth -----------------------------------------------------------------------
@@ -33,7 +33,7 @@ expect "401 has WWW-Authenticate" hdr 'WWW-Authenticate: Bearer'
 expect "wrong token 401" is "$(req POST /steps -H 'Authorization: Bearer t0ken-for-testz' -d '{}')" 401
 expect "wrong token says invalid" json "j['error'].startswith('invalid bearer token')"
 expect "token prefix 401" is "$(req POST /steps -H 'Authorization: Bearer t0ken' -d '{}')" 401
-expect "longer token 401" is "$(req POST /steps -H 'Authorization: Bearer t0ken-for-tests1' -d '{}')" 401
+expect "longer token 401" is "$(req POST /steps -H 'Authorization: Bearer t0ken-for-tests-16b1' -d '{}')" 401
 expect "Basic scheme 401" is "$(req POST /steps -H 'Authorization: Basic dDBrZW4=' -d '{}')" 401
 expect "cancel without a token 401" is "$(req POST /steps/x1/cancel)" 401
 
@@ -140,7 +140,7 @@ expect "histogram +Inf bucket" grep -q 'stepq_http_request_duration_seconds_buck
 pending_before=$(rcli ZCARD jobs:pending)
 for w in 1 2 3 4 5 6 7 8; do
     (for i in $(seq 1 20); do
-        curl -s -X POST "${AUTH[@]}" -d "{\"type\":\"c$w\",\"payload\":{\"i\":$i}}" "$url/steps"
+        curl -s -X POST "${AUTH[@]}" "${CT[@]}" -d "{\"type\":\"c$w\",\"payload\":{\"i\":$i}}" "$url/steps"
         echo
     done >"$tmp/ids.$w") &
 done
@@ -155,7 +155,7 @@ expect "all 160 pending in Redis" is "$(rcli ZCARD jobs:pending)" $((pending_bef
 
 # --- SIGTERM drain: a slow request in flight completes, then exit 0 --------------
 python3 -I -S -c 'import sys; open(sys.argv[1], "w").write("{\"type\":\"slow\",\"payload\":\"" + "s" * 8000 + "\"}")' "$tmp/slow.json"
-curl -s -o "$tmp/slow.out" -w '%{http_code}' --limit-rate 2K -X POST "${AUTH[@]}" \
+curl -s -o "$tmp/slow.out" -w '%{http_code}' --limit-rate 2K -X POST "${AUTH[@]}" "${CT[@]}" \
     --data-binary @"$tmp/slow.json" "$url/steps" >"$tmp/slow.code" &
 slow=$!
 sleep 1

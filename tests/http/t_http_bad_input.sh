@@ -4,7 +4,7 @@
 # says what to do, including bodies that are not UTF-8 (found by fuzzing).
 . "$(dirname "$0")/lib.sh"
 
-export STEPQ_API_TOKEN=t0ken-for-tests
+export STEPQ_API_TOKEN=t0ken-for-tests-16b
 start_server "$tmp/serve.log"
 expect "serve starts" test -n "$port"
 bad() { req POST /steps "${AUTH[@]}" --data-binary "$1"; }

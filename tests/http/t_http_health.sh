@@ -4,13 +4,13 @@
 # behaviour with Redis down.
 . "$(dirname "$0")/lib.sh"
 
-export STEPQ_API_TOKEN=t0ken-for-tests
+export STEPQ_API_TOKEN=t0ken-for-tests-16b
 start_server "$tmp/serve.log"
 expect "serve starts and prints its port" test -n "$port"
 
 # --- /health/redis-migration ----------------------------------------------------
 expect "migration health 200 when clean" is "$(req GET /health/redis-migration)" 200
-expect "health document shape" json "j['healthy'] is True and j['reasons'] == [] and j['phase']['phase'] == 'job' and isinstance(j['keys'], list) and 'counters' in j and j['backfill'] == {} and j['verify'] == {} and any(p['kind'] == 'serve' for p in j['processes'])"
+expect "health document shape" json "j['healthy'] is True and j['reasons'] == [] and j['status'] == 'healthy' and list(j)[:3] == ['status', 'healthy', 'reasons'] and j['phase'] == 'job' and j['pin'] is None and isinstance(j['keys'], list) and 'counters' in j and j['backfill'] == {} and j['verify'] == {} and any(p['kind'] == 'serve' for p in j['processes'])"
 expect "migrate status lists the server" sh -c "'$STEPQ' migrate status --json | grep -q '\"kind\":\"serve\"'"
 # The cache: an answer is either the cached one (same checked_at, still 200)
 # or, when 2 s have passed, a rebuilt one; never rebuilt sooner.

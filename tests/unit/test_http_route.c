@@ -70,7 +70,20 @@ static const struct {
     {"GET", "/health/redis", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
     {"GET", "/metrics", NULL, 0, HTTP_ROUTE_METRICS, HTTP_OP_METRICS, "", "pending", 100, NULL},
     {"GET", "/metrics/", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
-    {"GET", "/", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
+    {"GET", "/", NULL, 0, HTTP_ROUTE_ASSET, HTTP_OP_ASSET, "", "pending", 100, NULL},
+    {"POST", "/", NULL, 405, HTTP_ROUTE_ASSET, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
+    {"GET", "/console.js", NULL, 0, HTTP_ROUTE_ASSET, HTTP_OP_ASSET, "", "pending", 100, NULL},
+    {"GET", "/console.exe", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
+    {"GET", "/console/feed", NULL, 0, HTTP_ROUTE_CONSOLE_FEED, HTTP_OP_CONSOLE, "", "pending", 100,
+     NULL},
+    {"POST", "/migrate/phase", NULL, 0, HTTP_ROUTE_MIGRATE_PHASE, HTTP_OP_PHASE, "", "pending", 100,
+     NULL},
+    {"GET", "/migrate/phase", NULL, 405, HTTP_ROUTE_MIGRATE_PHASE, HTTP_OP_UNKNOWN, "", "pending",
+     100, NULL},
+    {"POST", "/migrate/throttle", NULL, 0, HTTP_ROUTE_MIGRATE_THROTTLE, HTTP_OP_THROTTLE, "",
+     "pending", 100, NULL},
+    {"POST", "/migrate/rollback", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100,
+     NULL},
     {"GET", "", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
     {"GET", "steps", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
     {"GET", "/a/b/c/d/e", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
@@ -105,6 +118,13 @@ static void test_mutating_and_allow(void)
     ASSERT_EQ(r.mutating, 0);
     ASSERT_EQ(stepq__http_route_parse("POST", "/steps/x/cancel", 15, NULL, 0, &r), 0);
     ASSERT_EQ(r.mutating, 1);
+    /* The console's actions change data: the glue asks for the token. */
+    ASSERT_EQ(stepq__http_route_parse("POST", "/migrate/phase", 14, NULL, 0, &r), 0);
+    ASSERT_EQ(r.mutating, 1);
+    ASSERT_EQ(stepq__http_route_parse("POST", "/migrate/throttle", 17, NULL, 0, &r), 0);
+    ASSERT_EQ(r.mutating, 1);
+    ASSERT_EQ(stepq__http_route_parse("GET", "/console/feed", 13, NULL, 0, &r), 0);
+    ASSERT_EQ(r.mutating, 0);
     ASSERT_EQ(stepq__http_route_parse("PATCH", "/steps/x", 8, NULL, 0, &r), 405);
     ASSERT_EQ(r.allowed, HTTP_M_GET | HTTP_M_HEAD);
 }
