@@ -135,6 +135,15 @@ enum stepq_move_flags {
 STEPQ_API int stepq_phase_move(stepq *q, stepq_phase to, const char *who, const char *reason,
                                unsigned flags);
 
+/*
+ * Would stepq_phase_move(q, to, ...) pass the engine's rules now (the
+ * preconditions, the pinned processes, an unfinished rollback out of
+ * 'step')? Writes 1/0 into *ret_ok and, when 0, the refusal (what is
+ * missing and what to run) into why. Changes and audits nothing; the
+ * one-step rule is not part of it.
+ */
+STEPQ_API int stepq_move_allowed(stepq *q, stepq_phase to, int *ret_ok, char *why, size_t len);
+
 /* The audit log, newest last, as a JSON array of at most `limit` entries. */
 STEPQ_API int stepq_audit_tail(stepq *q, long limit, char **ret_json);
 
@@ -236,6 +245,9 @@ STEPQ_API int stepq_worker_heartbeat(stepq *q, const char *worker, long ttl_ms);
 STEPQ_API int stepq_worker_deregister(stepq *q, const char *worker);
 /* Workers and their state as a JSON array. */
 STEPQ_API int stepq_workers(stepq *q, char **ret_json);
+/* The queue's depth per state, on the old and the new keys:
+ * {"pending":{"old":N,"new":N},"active":...,"completed":...,"failed":...}. */
+STEPQ_API int stepq_queue_depth(stepq *q, char **ret_json);
 /* Requeues the steps of workers whose heartbeat is older than
  * timeout_ms (or gone); writes how many steps were requeued. One pass of
  * stepq_reap_pass with only a timeout. */
@@ -413,6 +425,8 @@ STEPQ_API int stepq_reconcile_old(stepq *q, stepq_progress_fn fn, void *arg, lon
  * to leave it) and rate (keys/s; 0: unlimited; -1: leave it; -2: clear the
  * override, back to the walk's own --rate). */
 STEPQ_API int stepq_throttle(stepq *q, int paused, double rate);
+/* Whether the throttle is paused now: 1/0 into *ret_paused. */
+STEPQ_API int stepq_throttle_paused(stepq *q, int *ret_paused);
 
 /* ---------------------------------------------------------------------------
  * Backup, restore and cleanup of the migration (docs/backup.md)

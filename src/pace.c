@@ -213,3 +213,15 @@ out:
     sdsfree(key);
     return rc;
 }
+
+int stepq_throttle_paused(stepq *q, int *ret_paused)
+{
+    stepq__clear_error(q);
+    redisReply *r = stepq__commandf(q, "HGET %sstepq:throttle paused", q->km.ns);
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    *ret_paused = r->type == REDIS_REPLY_STRING && strcmp(r->str, "1") == 0;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}

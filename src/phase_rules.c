@@ -251,3 +251,17 @@ int stepq__move_done(stepq *q, stepq_phase from, stepq_phase to)
         return stepq__rollback_reconcile(q, 2, 0);
     return STEPQ_OK;
 }
+
+int stepq_move_allowed(stepq *q, stepq_phase to, int *ret_ok, char *why, size_t len)
+{
+    stepq_phase from;
+
+    stepq__clear_error(q);
+    if ((unsigned)to >= STEPQ_PHASE_COUNT) {
+        stepq__set_error(q, STEPQ_E_INVALID, "unknown phase #%d", (int)to);
+        return STEPQ_ERR;
+    }
+    if (stepq_phase_get(q, &from) != STEPQ_OK)
+        return STEPQ_ERR;
+    return stepq__move_check(q, from, to, ret_ok, why, len);
+}

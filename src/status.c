@@ -217,3 +217,59 @@ fail:
     json_decref(o);
     return STEPQ_ERR;
 }
+
+/* The size of collection rule `r` on one side into *n (0 when absent or
+ * not a collection). */
+static int collection_size(stepq *q, int r, enum stepq__side side, long long *n)
+{
+    const stepq__rule *rule = &q->km.rules[r];
+    const char *cmd = rule->type == STEPQ_KT_ZSET   ? "ZCARD"
+                      : rule->type == STEPQ_KT_SET  ? "SCARD"
+                      : rule->type == STEPQ_KT_LIST ? "LLEN"
+                                                    : NULL;
+    *n = 0;
+    if (cmd == NULL)
+        return STEPQ_OK;
+    sds key = stepq__keymap_key(&q->km, (size_t)r, side, "");
+    if (key == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    redisReply *rep = stepq__commandf(q, "%s %b", cmd, key, sdslen(key));
+    sdsfree(key);
+    if (rep == NULL)
+        return STEPQ_ERR;
+    if (rep->type == REDIS_REPLY_INTEGER)
+        *n = rep->integer;
+    freeReplyObject(rep);
+    return STEPQ_OK;
+}
+
+int stepq_queue_depth(stepq *q, char **ret_json)
+{
+    static const struct {
+        const char *name;
+        enum stepq__role role;
+    } states[] = {{"pending", STEPQ_ROLE_PENDING},
+                  {"active", STEPQ_ROLE_ACTIVE},
+                  {"completed", STEPQ_ROLE_COMPLETED},
+                  {"failed", STEPQ_ROLE_FAILED}};
+    json_t *o = json_object();
+
+    stepq__clear_error(q);
+    for (size_t i = 0; o != NULL && i < sizeof(states) / sizeof(*states); i++) {
+        int r = q->km.role[states[i].role];
+        long long old_n, new_n;
+        if (r < 0)
+            continue;
+        if (collection_size(q, r, STEPQ_OLD, &old_n) != STEPQ_OK ||
+            collection_size(q, r, STEPQ_NEW, &new_n) != STEPQ_OK) {
+            json_decref(o);
+            return STEPQ_ERR;
+        }
+        json_object_set_new(
+            o, states[i].name,
+            json_pack("{s:I, s:I}", "old", (json_int_t)old_n, "new", (json_int_t)new_n));
+    }
+    return stepq__ret_json(q, o, ret_json);
+}

@@ -11,6 +11,7 @@
 #include <hiredis/sds.h>
 
 #include "stepq.h"
+#include "stepq_text.h"
 #include "scripts_gen.h"
 
 #if defined(__GNUC__)
@@ -333,24 +334,12 @@ int stepq__random_hex(char *out, size_t nbytes);
 long long stepq__now_ms(void);
 /* Sleeps ms milliseconds, through signals (conn.c). */
 void stepq__sleep_ms(long ms);
-/* The value of one hex digit, or -1 (percent-decoding in URLs and paths). */
-int stepq__hexval(char c);
-/* Checked decimal parse of the whole string into [min, max]. */
-int stepq__parse_long(const char *s, long min, long max, long *ret);
-/* A step id or worker id: 1..63 bytes of [A-Za-z0-9_.-] (no ':'). */
-int stepq__valid_id(const char *s);
 /* Returns a malloc'd copy of s (for ret_ strings freed with stepq_str_free). */
 char *stepq__strndup(const char *s, size_t n);
 /* ---------------------------------------------------------------------------
  * UTF-8 (utf8.c): bytes made safe for JSON text
  * ------------------------------------------------------------------------- */
-/* The length (1..4) of the valid UTF-8 sequence at s[0..len), or 0 when the
- * bytes there are not one (bad lead or continuation byte, cut short,
- * overlong, a surrogate, past U+10FFFF). */
-size_t stepq__utf8_seq(const char *s, size_t len);
-/* Replaces, in place, each byte of the NUL-terminated s that is not part
- * of a valid sequence with '?' (for error messages that quote input). */
-void stepq__utf8_scrub(char *s);
+/* stepq__utf8_seq, stepq__utf8_scrub: stepq_text.h */
 /* A valid UTF-8 copy of s[0..len), each bad byte replaced with U+FFFD: a
  * new sds (NULL on OOM). */
 sds stepq__utf8_repair(const char *s, size_t len);

@@ -21,7 +21,7 @@
 #include <microhttpd.h>
 
 #include "http.h"
-#include "stepq_private.h"
+#include "stepq_text.h"
 
 long long http_now_us(void)
 {

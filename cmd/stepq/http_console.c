@@ -6,7 +6,7 @@
  * The feed is the status document of /health/redis-migration (the same 2 s
  * cache, so a console left open costs Redis what a load balancer does)
  * plus what only an operator looks at: the next moves with the library's
- * own verdict on each (stepq__move_check, the rules `migrate phase`
+ * own verdict on each (stepq_move_allowed, the rules `migrate phase`
  * applies), the queue's depth per state on both sides, and the workers.
  * The actions are mutating routes: the glue has checked the token and the
  * Content-Type before they run, and a refusal answers the library's text.
@@ -18,7 +18,7 @@
 #include "http.h"
 #include "http_console.h"
 #include "status_doc.h"
-#include "stepq_private.h"
+#include "stepq_text.h"
 
 /* ---------------------------------------------------------------------------
  * The page
@@ -66,7 +66,7 @@ void http_console_asset(const struct http_req *req, struct http_answer *ans)
 
 /* ---------------------------------------------------------------------------
  * The preconditions of a move, one by one, read from the status document:
- * the rules of src/phase_rules.c (stepq__move_check) spelled out so that
+ * the rules of src/phase_rules.c (stepq_move_allowed) spelled out so that
  * an operator sees which hold. The library's verdict stays the one that
  * decides ("allowed"); a refusal for a rule not spelled out here (an
  * unfinished rollback, a pinned process) is added to the list in the
@@ -144,11 +144,11 @@ static json_t *next_moves(stepq *q, const json_t *doc)
         return a;
     for (int d = -1; d <= 1; d += 2) {
         int to = (int)from + d;
-        char why[STEPQ_ERRSTR_MAX];
+        char why[1024];
         int ok = 0;
         if (to < 0 || to >= STEPQ_PHASE_COUNT)
             continue;
-        if (stepq__move_check(q, from, (stepq_phase)to, &ok, why, sizeof(why)) != STEPQ_OK) {
+        if (stepq_move_allowed(q, (stepq_phase)to, &ok, why, sizeof(why)) != STEPQ_OK) {
             ok = 0;
             snprintf(why, sizeof(why), "%s", stepq_errstr(q));
         }
@@ -168,50 +168,16 @@ static json_t *next_moves(stepq *q, const json_t *doc)
     return a;
 }
 
-/* The size of collection `r` on one side (0 when absent or not one). */
-static long long collection_size(stepq *q, int r, enum stepq__side side)
-{
-    const stepq__rule *rule = &q->km.rules[r];
-    const char *cmd = rule->type == STEPQ_KT_ZSET   ? "ZCARD"
-                      : rule->type == STEPQ_KT_SET  ? "SCARD"
-                      : rule->type == STEPQ_KT_LIST ? "LLEN"
-                                                    : NULL;
-    sds key = cmd ? stepq__keymap_key(&q->km, (size_t)r, side, "") : NULL;
-    long long n = 0;
-
-    if (key != NULL) {
-        redisReply *rep = stepq__commandf(q, "%s %b", cmd, key, sdslen(key));
-        if (rep != NULL && rep->type == REDIS_REPLY_INTEGER)
-            n = rep->integer;
-        if (rep != NULL)
-            freeReplyObject(rep);
-    }
-    sdsfree(key);
-    return n;
-}
-
-/* The queue's depth per state, old and new side. */
+/* The queue's depth per state, old and new side (the library's). */
 static json_t *queue_depth(stepq *q)
 {
-    static const struct {
-        const char *name;
-        enum stepq__role role;
-    } states[] = {{"pending", STEPQ_ROLE_PENDING},
-                  {"active", STEPQ_ROLE_ACTIVE},
-                  {"completed", STEPQ_ROLE_COMPLETED},
-                  {"failed", STEPQ_ROLE_FAILED}};
-    json_t *o = json_object();
+    char *json = NULL;
+    json_t *o = NULL;
 
-    for (size_t i = 0; o != NULL && i < sizeof(states) / sizeof(*states); i++) {
-        int r = q->km.role[states[i].role];
-        if (r < 0)
-            continue;
-        json_object_set_new(o, states[i].name,
-                            json_pack("{s:I, s:I}", "old",
-                                      (json_int_t)collection_size(q, r, STEPQ_OLD), "new",
-                                      (json_int_t)collection_size(q, r, STEPQ_NEW)));
-    }
-    return o;
+    if (stepq_queue_depth(q, &json) == STEPQ_OK)
+        o = json_loads(json, 0, NULL);
+    stepq_str_free(json);
+    return o ? o : json_object();
 }
 
 static json_t *workers(stepq *q)

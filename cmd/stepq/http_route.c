@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "http_route.h"
-#include "stepq_private.h"
+#include "stepq_text.h"
 
 #define SEGMENTS_MAX 4
 #define SEGMENT_MAX  128 /* decoded; longer is no route of ours */

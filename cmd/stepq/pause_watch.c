@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "pause_watch.h"
-#include "stepq_private.h"
+#include "stepq_text.h"
 
 #define PAUSE_POLL_MS 500
 
@@ -28,17 +28,9 @@ struct pause_watch {
 /* 1 paused, 0 not, -1 unknown (Redis unreachable: say nothing new). */
 static int read_paused(stepq *q)
 {
-    redisReply *r = stepq__commandf(q, "HGET %sstepq:throttle paused", q->km.ns);
-    int paused = -1;
+    int paused;
 
-    if (r == NULL)
-        return -1;
-    if (r->type == REDIS_REPLY_NIL)
-        paused = 0;
-    else if (r->type == REDIS_REPLY_STRING)
-        paused = strcmp(r->str, "1") == 0;
-    freeReplyObject(r);
-    return paused;
+    return stepq_throttle_paused(q, &paused) == STEPQ_OK ? paused : -1;
 }
 
 static void *watch_loop(void *arg)

@@ -10,7 +10,7 @@
 #include <jansson.h>
 
 #include "step_decode.h"
-#include "stepq_private.h"
+#include "stepq_text.h"
 
 static const char submit_fields[] = "type, priority, requires, payload and max_attempts";
 
