@@ -3,6 +3,7 @@
  * written and read, which channels get the events; the partial-record trap;
  * TTLs kept; lazy migration and misses; data of the old system.
  */
+#include <time.h>
 #include <unistd.h>
 #include "test.h"
 #include "testlib.h"
@@ -354,6 +355,25 @@ static void test_step_to_job_refused(void)
     ASSERT_STR(t_str("HGET job:X status"), "pending");
 }
 
+/* A rollback out of 'step' that the move's rules refuse (a process pinned
+ * to 'job' cannot run beside step-primary) begins no reconcile: no
+ * `reconciling` left behind, the old keys untouched, the refusal audited. */
+static void test_rollback_refused_begins_nothing(void)
+{
+    t_flush();
+    t_phase("step");
+    freeReplyObject(t_cmd("HSET job:X id X status pending"));
+    freeReplyObject(t_cmd("HSET stepq:procs fake:1 {\"id\":\"fake:1\",\"kind\":\"worker\","
+                          "\"phase\":\"job\",\"seen\":%lld,\"ttl\":60000}",
+                          (long long)time(NULL) * 1000));
+    CHECK(stepq_rollback(Q, "t", NULL, 0, NULL, NULL, NULL) == STEPQ_ERR);
+    CHECK(strstr(stepq_errstr(Q), "pinned to phase 'job'") != NULL);
+    ASSERT_STR(t_str("HGET stepq:phase phase"), "step");
+    ASSERT_EQ(t_int("HEXISTS stepq:phase reconciling"), 0);
+    ASSERT_STR(t_str("HGET job:X status"), "pending");
+    CHECK(strstr(t_str("LINDEX stepq:audit -1"), "\"refused\"") != NULL);
+}
+
 int main(void)
 {
     t_setup();
@@ -368,6 +388,7 @@ int main(void)
     RUN(test_throttle_bad_rate);
     RUN(test_move_flags_masked);
     RUN(test_step_to_job_refused);
+    RUN(test_rollback_refused_begins_nothing);
     t_teardown();
     TEST_END();
 }
