@@ -74,8 +74,14 @@ export async function getJson(url, headers = {}) {
   return { status: r.status, body: await r.json() };
 }
 
-// Waits until fn() is truthy (polling every 100 ms), up to ms.
+// Waits until fn() is truthy (polling every 100 ms), up to ms times
+// STEPQ_TEST_WAIT_SCALE (default 4: a CI machine running the suite two tests
+// at a time, or a shared one, answers slower than a quiet laptop; a longer
+// wait costs nothing when the condition comes, and a CI run under load timed
+// a move out at 5 s).
+const WAIT_SCALE = Number(process.env.STEPQ_TEST_WAIT_SCALE || 4);
 export async function until(fn, ms = 10000, what = "a condition") {
+  ms *= WAIT_SCALE;
   const t0 = Date.now();
   for (;;) {
     const v = await fn();
