@@ -8,15 +8,20 @@
 S=$STEPQ
 own_server notnow --busy-reply-threshold 20
 export REDIS_URL
-busy() { # busy SECONDS: a read-only script that holds the server
+busy() { # busy SECONDS: a read-only script that holds the server; returns
+    # once the server answers BUSY (under load the script may start late:
+    # a fixed sleep let the call under test run before it, or after it)
     redis-cli -s "$REDIS_SOCK" EVAL "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2]
         repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > $1 * 1e6 return 1" 0 >/dev/null &
-    sleep 0.1
+    for _ in $(seq 100); do
+        redis-cli -s "$REDIS_SOCK" PING 2>&1 | grep -q BUSY && return 0
+        sleep 0.02
+    done
 }
 
 id=$($S submit)
 expect_ok "BUSY: an I/O error that says to retry, then the call goes through" '
-    busy 1
+    busy 3
     out=$($S get "$id" 2>&1) && exit 9
     echo "$out" | grep -q "redis cannot answer now (BUSY" || { echo "$out"; exit 8; }
     wait
