@@ -352,7 +352,7 @@ typedef struct stepq_backfill_result {
      * (maxmemory or opts->memory_limit; 0: none), and, for a dry run, why
      * the real run would be refused (empty: it would run). */
     long long memory_used, memory_max;
-    char refusal[256];
+    char refusal[1024];
 } stepq_backfill_result;
 
 /*
