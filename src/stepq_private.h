@@ -361,6 +361,9 @@ int stepq__window_push(stepq *q, stepq__window *w, stepq__reader_fn fn, void *ct
 /* Runs every reader left; on an error the connection is dropped and the
  * rest are aborted (the first error is kept). */
 int stepq__window_drain(stepq *q, stepq__window *w);
+/* Drops the connection (the replies on their way can no longer be matched)
+ * and tells every reader left to let go of its context; keeps the error. */
+void stepq__window_abort(stepq *q, stepq__window *w);
 void stepq__window_release(stepq__window *w);
 
 /* Pages of keys in flight at most in a walk without a latency bound. */

@@ -68,7 +68,7 @@ static int window_step(stepq *q, stepq__window *w)
 /* After an error: the connection is dropped (the replies still on their
  * way cannot be matched any more) and every reader left is told to let go
  * of its context; the first error is kept. */
-static void window_abort(stepq *q, stepq__window *w)
+void stepq__window_abort(stepq *q, stepq__window *w)
 {
     char keep[STEPQ_ERRSTR_MAX];
     int kind = q->err;
@@ -89,7 +89,7 @@ int stepq__window_drain(stepq *q, stepq__window *w)
 {
     while (w->n > 0)
         if (window_step(q, w) != STEPQ_OK) {
-            window_abort(q, w);
+            stepq__window_abort(q, w);
             return STEPQ_ERR;
         }
     return STEPQ_OK;
@@ -225,7 +225,7 @@ int stepq__walk_run(stepq *q, stepq__walk *w, const char *from, long count, long
             break;
     }
     if (rc != STEPQ_OK) {
-        window_abort(q, &w->win);
+        stepq__window_abort(q, &w->win);
         freeReplyObject(w->page);
         w->page = NULL;
     } else if (w->want_idle) {
