@@ -85,6 +85,16 @@ struct bk_run {
     char last_read_key[STEPQ_RULE_MAX];
     int idle_unknown;
     stepq__windows own; /* stepq's own earlier touches: not evidence of a reader */
+    stepq__walk walk;
+};
+
+/* One page's keys of the side backed up, on their way (src/walk_pipe.c):
+ * the reply objects of the SCAN page are not kept, so their names are. */
+struct bk_page {
+    struct bk_run *b;
+    size_t n;
+    redisReply *item;  /* the name of each as a string reply (str an sds) */
+    redisReply **keys; /* pointers to them, for dump_append and dump_read */
 };
 
 static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply *key)
@@ -168,25 +178,73 @@ static int dump_read(struct bk_run *b, const redisReply *const *keys, size_t n)
     return rc;
 }
 
-static int backup_batch(stepq *q, const redisReply *batch, void *arg)
+static void bk_page_free(struct bk_page *pg)
+{
+    for (size_t i = 0; i < pg->n; i++)
+        sdsfree(pg->item[i].str);
+    stepq__free(pg->item);
+    stepq__free(pg->keys);
+    stepq__free(pg);
+}
+
+/* The replies of one page: idle times, then the MULTI/EXEC of its DUMPs. */
+static int bk_reader(stepq *q, void *ctx, int abort)
+{
+    struct bk_page *pg = ctx;
+    struct bk_run *b = pg->b;
+    int rc = abort ? STEPQ_OK : dump_read(b, (const redisReply *const *)pg->keys, pg->n);
+
+    (void)q;
+    if (rc == STEPQ_OK && !abort && b->o->progress != NULL)
+        b->o->progress(b->keys, 0, NULL, NULL, b->o->arg);
+    bk_page_free(pg);
+    return rc;
+}
+
+static int backup_batch(stepq *q, const redisReply *batch, const char *cursor, void *arg)
 {
     struct bk_run *b = arg;
-    const redisReply *keys[SCAN_COUNT * 2];
-    size_t n = 0;
+    struct bk_page *pg = stepq__calloc(1, sizeof(*pg));
     enum stepq__side side;
 
-    for (size_t i = 0; i < batch->elements && n < sizeof(keys) / sizeof(*keys); i++) {
-        const redisReply *k = batch->element[i];
-        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) >= 0 && side == b->side)
-            keys[n++] = k;
-    }
-    if (n == 0)
-        return STEPQ_OK;
-    if (stepq__pace_wait(&b->pace, (long)n) != STEPQ_OK || stepq__ensure(q) != STEPQ_OK ||
-        dump_append(q, keys, n) != STEPQ_OK || dump_read(b, keys, n) != STEPQ_OK)
+    (void)cursor;
+    if (pg == NULL || (pg->keys = stepq__calloc(batch->elements + 1, sizeof(*pg->keys))) == NULL ||
+        (pg->item = stepq__calloc(batch->elements + 1, sizeof(*pg->item))) == NULL) {
+        if (pg != NULL)
+            stepq__free(pg->keys);
+        stepq__free(pg);
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
-    if (b->o->progress != NULL)
-        b->o->progress(b->keys, 0, NULL, NULL, b->o->arg);
+    }
+    pg->b = b;
+    for (size_t i = 0; i < batch->elements; i++) {
+        const redisReply *k = batch->element[i];
+        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) < 0 || side != b->side)
+            continue;
+        redisReply *x = &pg->item[pg->n];
+        x->type = REDIS_REPLY_STRING;
+        if ((x->str = sdsnewlen(k->str, k->len)) == NULL) {
+            bk_page_free(pg);
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            return STEPQ_ERR;
+        }
+        x->len = k->len;
+        pg->keys[pg->n++] = x;
+    }
+    if (pg->n == 0) {
+        bk_page_free(pg);
+        return STEPQ_OK;
+    }
+    if (stepq__walk_pace(q, &b->walk, &b->pace, (long)pg->n) != STEPQ_OK ||
+        stepq__ensure(q) != STEPQ_OK ||
+        dump_append(q, (const redisReply *const *)pg->keys, pg->n) != STEPQ_OK) {
+        bk_page_free(pg);
+        return STEPQ_ERR;
+    }
+    if (stepq__window_push(q, &b->walk.win, bk_reader, pg, (long)pg->n) != STEPQ_OK) {
+        bk_page_free(pg);
+        return STEPQ_ERR;
+    }
     return STEPQ_OK;
 }
 
@@ -226,7 +284,8 @@ static int backup_stream(struct bk_run *b, FILE *fp, stepq__bk_info *info,
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         goto out;
     }
-    if (stepq__scan(q, match, SCAN_COUNT, backup_batch, b) != STEPQ_OK)
+    if (stepq__walk_run(q, &b->walk, "0", SCAN_COUNT, STEPQ_WALK_PAGES * SCAN_COUNT, backup_batch,
+                        NULL, b) != STEPQ_OK)
         goto out;
     if (stepq__bk_writer_finish(b->w, count, sum) != 0 || fflush(fp) != 0 ||
         fsync(fileno(fp)) != 0) {
