@@ -17,9 +17,11 @@
  * check here reads the idle time of every old key, before anything else.
  *
  * Coverage: the backup's key names are kept as a set of their 64-bit xxh64
- * (16 bytes a key at most, at half load), not the names themselves
- * (docs/backup.md weighs this against counts and digests).
+ * in bounded memory (src/nameset.c: sorted on a temporary file, a block
+ * read a lookup), not the names themselves (docs/backup.md weighs this
+ * against counts, digests and an in-memory set).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,61 +37,10 @@
 #define READ_SLACK_MS 1500   /* OBJECT IDLETIME counts whole seconds */
 #define BIG_MEMBERS   "1000" /* larger collections are decided in chunks */
 
-/* ---------------------------------------------------------------------------
- * A set of 64-bit name hashes (open addressing; 0 marks an empty slot)
- * ------------------------------------------------------------------------- */
-
-struct keyset {
-    uint64_t *slot;
-    size_t cap, n; /* cap is a power of two */
-};
-
+/* A key name's 64-bit hash, as the coverage set (src/nameset.c) keeps it. */
 static uint64_t name_hash(const char *key, size_t len)
 {
-    uint64_t h = XXH64(key, len, 0);
-    return h ? h : 1;
-}
-
-static void set_put(uint64_t *slot, size_t cap, uint64_t h)
-{
-    size_t i = (size_t)h & (cap - 1);
-
-    while (slot[i] != 0 && slot[i] != h)
-        i = (i + 1) & (cap - 1);
-    slot[i] = h;
-}
-
-static int set_add(struct keyset *s, uint64_t h)
-{
-    if (2 * (s->n + 1) > s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 1024;
-        uint64_t *ns = stepq__calloc(cap, sizeof(*ns));
-        if (ns == NULL)
-            return -1;
-        for (size_t i = 0; i < s->cap; i++) {
-            if (s->slot[i] != 0)
-                set_put(ns, cap, s->slot[i]);
-        }
-        stepq__free(s->slot);
-        s->slot = ns;
-        s->cap = cap;
-    }
-    set_put(s->slot, s->cap, h);
-    s->n++; /* duplicates overcount n a little: it only sizes the table */
-    return 0;
-}
-
-static int set_has(const struct keyset *s, uint64_t h)
-{
-    size_t i;
-
-    if (s->cap == 0)
-        return 0;
-    for (i = (size_t)h & (s->cap - 1); s->slot[i] != 0; i = (i + 1) & (s->cap - 1)) {
-        if (s->slot[i] == h)
-            return 1;
-    }
-    return 0;
+    return XXH64(key, len, 0);
 }
 
 /* ---------------------------------------------------------------------------
@@ -99,7 +50,7 @@ static int set_has(const struct keyset *s, uint64_t h)
 struct cl_run {
     stepq *q;
     const stepq_cleanup_opts *o;
-    struct keyset set;
+    stepq__nameset *set; /* the xxh64 of every key name in the backup */
     char path[256];
     long long since;            /* when the phase became `step` */
     long long started;          /* when redis-server started (0: unknown) */
@@ -216,7 +167,7 @@ static int add_name(const stepq__bk_record *rec, void *arg)
 {
     struct cl_run *c = arg;
 
-    if (set_add(&c->set, name_hash(rec->key, rec->keylen)) != 0) {
+    if (stepq__nameset_add(c->set, name_hash(rec->key, rec->keylen)) != 0) {
         stepq__set_error(c->q, STEPQ_E_OOM, "out of memory while reading the backup's keys");
         return 1;
     }
@@ -292,8 +243,22 @@ static int check_backup(struct cl_run *c, const char *path)
 
     if (fp == NULL)
         return STEPQ_ERR;
-    rc = stepq__bk_check(c->q, fp, path, &info, add_name, c);
+    c->set = stepq__nameset_new();
+    rc = c->set != NULL ? stepq__bk_check(c->q, fp, path, &info, add_name, c) : STEPQ_ERR;
     fclose(fp);
+    if (c->set == NULL)
+        stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
+    if (rc == STEPQ_OK && stepq__nameset_seal(c->set) != 0) {
+        stepq__set_error(c->q, STEPQ_E_IO,
+                         "cannot sort the backup's key names in a temporary file: %s; check "
+                         "the space in TMPDIR",
+                         strerror(errno));
+        rc = STEPQ_ERR;
+    }
+    if (c->set == NULL) {
+        stepq__bk_info_release(&info);
+        return STEPQ_ERR;
+    }
     if (rc == STEPQ_OK)
         rc = check_header(c, &info);
     if (rc == STEPQ_OK)
@@ -345,6 +310,13 @@ static size_t old_keys(struct cl_run *c, const redisReply *batch, size_t *from,
     return n;
 }
 
+static int lookup_failed(struct cl_run *c)
+{
+    stepq__set_error(c->q, STEPQ_E_IO, "cannot read the backup's key names back: %s",
+                     strerror(errno));
+    return STEPQ_ERR;
+}
+
 static void judge_idle(struct cl_run *c, const redisReply *idle, const redisReply *key)
 {
     if (idle->type != REDIS_REPLY_INTEGER) {
@@ -373,7 +345,10 @@ static int check_batch(stepq *q, const redisReply *batch, void *arg)
     if (stepq__ensure(q) != STEPQ_OK)
         return STEPQ_ERR;
     for (size_t i = 0; i < n; i++) {
-        if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len)) && c->uncovered++ == 0)
+        int has = stepq__nameset_has(c->set, name_hash(keys[i]->str, keys[i]->len));
+        if (has < 0)
+            return lookup_failed(c);
+        if (!has && c->uncovered++ == 0)
             stepq__keyname_buf(c->uncovered_key, sizeof(c->uncovered_key), keys[i]->str,
                                keys[i]->len);
         if (redisAppendCommand(q->rc, "OBJECT IDLETIME %b", keys[i]->str, keys[i]->len) !=
@@ -585,7 +560,12 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
         const char *id;
         size_t idlen;
         int rule = stepq__keymap_match(&c->q->km, keys[i]->str, keys[i]->len, &side, &id, &idlen);
-        if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len))) {
+        int has = stepq__nameset_has(c->set, name_hash(keys[i]->str, keys[i]->len));
+        if (has < 0) {
+            lookup_failed(c);
+            goto out;
+        }
+        if (!has) {
             c->res.not_in_backup++; /* appeared after the check: not backed up, kept */
             continue;
         }
@@ -716,7 +696,7 @@ int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *o
         *ret = c->res;
 out:
     if (c != NULL) {
-        stepq__free(c->set.slot);
+        stepq__nameset_free(c->set);
         sdsfree(c->forced);
         sdsfree(c->tpl);
     }

@@ -338,6 +338,18 @@ typedef int (*stepq__page_fn)(stepq *q, const redisReply *keys, const char *curs
  * about `count` keys a page. */
 int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, void *arg);
 
+/* A set of 64-bit key-name hashes in bounded memory (nameset.c): sorted
+ * runs on a temporary file, merged when sealed, looked up with one read of
+ * a block. Add, then seal, then look up. -1 on I/O error or OOM. */
+typedef struct stepq__nameset stepq__nameset;
+stepq__nameset *stepq__nameset_new(void);
+int stepq__nameset_add(stepq__nameset *s, uint64_t h);
+int stepq__nameset_seal(stepq__nameset *s);
+/* 1 when h was added, 0 when not, -1 on a read error. */
+int stepq__nameset_has(stepq__nameset *s, uint64_t h);
+size_t stepq__nameset_count(const stepq__nameset *s);
+void stepq__nameset_free(stepq__nameset *s);
+
 /* The walks' pipeline (walk_pipe.c; docs/migration-engine.md,
  * "Pipelining"). A reader reads the reply (or replies) of the command(s) it
  * was pushed for, in order, and acts on them; it may queue more commands
