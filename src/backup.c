@@ -428,56 +428,66 @@ struct rs_run {
     unsigned flags;
     int writing; /* 0: the checking pass, 1: the writing pass */
     long long now;
-    sds names[RESTORE_BATCH];
+    sds names[RESTORE_BATCH]; /* the batch being queued */
     size_t n, bytes;
+    sds prev[RESTORE_BATCH]; /* the batch before it, its replies not yet read */
+    size_t nprev;
     sds first_existing; /* the checking pass: the first key that exists */
     stepq_restore_result res;
     stepq_progress_fn fn;
     void *arg;
 };
 
-static void rs_clear(struct rs_run *s)
-{
-    for (size_t i = 0; i < s->n; i++)
-        sdsfree(s->names[i]);
-    s->n = 0;
-    s->bytes = 0;
-}
-
-/* Reads the replies of one batch: EXISTS in the checking pass, RESTORE in
- * the writing pass. Returns 0, or 1 to stop with the error set. */
-static int rs_flush(struct rs_run *s)
+/* Reads the replies of one batch of n names: EXISTS in the checking pass,
+ * RESTORE in the writing pass; frees the names. Returns 0, or 1 to stop
+ * with the error set. */
+static int rs_read(struct rs_run *s, sds *names, size_t *n)
 {
     int stop = 0;
 
     /* An error already set (a defect found by the parser) is kept. */
     if (s->q->err != STEPQ_E_NONE)
         stop = 1;
-    for (size_t i = 0; i < s->n; i++) {
-        redisReply *r = stepq__read_raw(s->q);
+    for (size_t i = 0; i < *n; i++) {
+        redisReply *r = stop && s->q->rc == NULL ? NULL : stepq__read_raw(s->q);
         if (r == NULL) {
             stop = 1;
-            break;
+            continue; /* the names are still freed */
         }
         if (!s->writing && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
             s->res.existed++;
             if (s->first_existing == NULL)
-                s->first_existing = sdsdup(s->names[i]);
+                s->first_existing = sdsdup(names[i]);
         } else if (s->writing && r->type == REDIS_REPLY_ERROR &&
                    strncmp(r->str, "BUSYKEY", 7) == 0) {
             s->res.existed++; /* appeared after the check, or twice in the file: kept */
         } else if (s->writing && r->type == REDIS_REPLY_ERROR && !stop) {
             stepq__set_error(s->q, STEPQ_E_SERVER, "redis refused to restore key '%s': %s",
-                             s->names[i], r->str);
+                             names[i], r->str);
             stop = 1;
         } else if (s->writing) {
             s->res.restored++;
         }
         freeReplyObject(r);
     }
-    rs_clear(s);
+    for (size_t i = 0; i < *n; i++)
+        sdsfree(names[i]);
+    *n = 0;
     if (s->fn != NULL)
         s->fn(s->writing ? s->res.restored : s->res.records, 0, NULL, NULL, s->arg);
+    return stop;
+}
+
+/* A batch is queued: the replies of the one before it are read (which
+ * sends this one first), so one batch travels while the other is read. */
+static int rs_flush(struct rs_run *s)
+{
+    int stop = s->nprev > 0 ? rs_read(s, s->prev, &s->nprev) : 0;
+
+    memcpy(s->prev, s->names, s->n * sizeof(*s->names));
+    s->nprev = s->n;
+    s->n = 0;
+    s->bytes = 0;
     return stop;
 }
 
@@ -526,12 +536,12 @@ static int rs_pass(struct rs_run *s, FILE *fp, const char *path, stepq__bk_info 
 {
     int rc = stepq__bk_check(s->q, fp, path, info, rs_record, s);
 
-    if (s->n > 0) {
-        /* The replies of what was sent must be read, even after a defect. */
-        int stop = rs_flush(s);
-        if (rc == STEPQ_OK && stop)
-            rc = STEPQ_ERR;
-    }
+    /* The replies of what was sent must be read, even after a defect. */
+    int stop = rs_read(s, s->prev, &s->nprev);
+    stop |= rs_read(s, s->names, &s->n);
+    s->bytes = 0;
+    if (rc == STEPQ_OK && stop)
+        rc = STEPQ_ERR;
     return rc;
 }
 
@@ -655,7 +665,10 @@ int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_progress_fn 
 out:
     if (rc == STEPQ_OK && ret != NULL)
         *ret = s->res;
-    rs_clear(s);
+    for (size_t i = 0; i < s->n; i++)
+        sdsfree(s->names[i]);
+    for (size_t i = 0; i < s->nprev; i++)
+        sdsfree(s->prev[i]);
     sdsfree(s->first_existing);
     stepq__free(s);
     stepq__bk_info_release(&info);
