@@ -65,6 +65,18 @@ struct cl_run {
     const char *dry, *adopt; /* "1" or "0", as the script takes them */
     sds tpl;                 /* the step templates and new pending key, for the script */
     stepq__windows own;      /* stepq's own touches of old keys: not a reader */
+    stepq__walk walk;
+    sds *bigs; /* collections too big for one script, decided on an empty pipe */
+    size_t nbigs, capbigs;
+};
+
+/* The old keys of one SCAN page on their way (src/walk_pipe.c): the check
+ * pass keeps their names for the report of a read. */
+struct cl_page {
+    struct cl_run *c;
+    size_t n;
+    redisReply *item;  /* each name as a string reply (str an sds) */
+    redisReply **keys; /* pointers to them */
 };
 
 static int refuse(struct cl_run *c, const char *fmt, ...) STEPQ_PRINTF(2, 3);
@@ -333,44 +345,96 @@ static void judge_idle(struct cl_run *c, const redisReply *idle, const redisRepl
     }
 }
 
-/* The check pass over one SCAN batch: coverage and idle times. */
-static int check_batch(stepq *q, const redisReply *batch, void *arg)
+static void cl_page_free(struct cl_page *pg)
+{
+    for (size_t i = 0; i < pg->n; i++)
+        sdsfree(pg->item[i].str);
+    stepq__free(pg->item);
+    stepq__free(pg->keys);
+    stepq__free(pg);
+}
+
+/* The idle times of one page's old keys. */
+static int check_reader(stepq *q, void *ctx, int abort)
+{
+    struct cl_page *pg = ctx;
+    int rc = STEPQ_OK;
+
+    for (size_t i = 0; !abort && i < pg->n; i++) {
+        redisReply *r = stepq__read_raw(q);
+        if (r == NULL) {
+            rc = STEPQ_ERR;
+            break;
+        }
+        judge_idle(pg->c, r, pg->keys[i]);
+        freeReplyObject(r);
+    }
+    cl_page_free(pg);
+    return rc;
+}
+
+/* The check pass over one SCAN page: coverage here, the idle times queued. */
+static int check_batch(stepq *q, const redisReply *batch, const char *cursor, void *arg)
 {
     struct cl_run *c = arg;
-    const redisReply *keys[SCAN_COUNT * 2];
-    size_t from = 0, n = old_keys(c, batch, &from, keys, sizeof(keys) / sizeof(*keys));
+    struct cl_page *pg = stepq__calloc(1, sizeof(*pg));
+    enum stepq__side side;
 
-    if (n == 0)
-        return STEPQ_OK;
-    if (stepq__ensure(q) != STEPQ_OK)
+    (void)cursor;
+    if (pg == NULL || (pg->item = stepq__calloc(batch->elements + 1, sizeof(*pg->item))) == NULL ||
+        (pg->keys = stepq__calloc(batch->elements + 1, sizeof(*pg->keys))) == NULL) {
+        if (pg != NULL)
+            stepq__free(pg->item);
+        stepq__free(pg);
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
-    for (size_t i = 0; i < n; i++) {
-        int has = stepq__nameset_has(c->set, name_hash(keys[i]->str, keys[i]->len));
-        if (has < 0)
+    }
+    pg->c = c;
+    if (stepq__ensure(q) != STEPQ_OK) {
+        cl_page_free(pg);
+        return STEPQ_ERR;
+    }
+    for (size_t i = 0; i < batch->elements; i++) {
+        const redisReply *k = batch->element[i];
+        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) < 0 || side != STEPQ_OLD)
+            continue;
+        int has = stepq__nameset_has(c->set, name_hash(k->str, k->len));
+        if (has < 0) {
+            cl_page_free(pg);
             return lookup_failed(c);
+        }
         if (!has && c->uncovered++ == 0)
-            stepq__keyname_buf(c->uncovered_key, sizeof(c->uncovered_key), keys[i]->str,
-                               keys[i]->len);
-        if (redisAppendCommand(q->rc, "OBJECT IDLETIME %b", keys[i]->str, keys[i]->len) !=
-            REDIS_OK) {
+            stepq__keyname_buf(c->uncovered_key, sizeof(c->uncovered_key), k->str, k->len);
+        redisReply *x = &pg->item[pg->n];
+        x->type = REDIS_REPLY_STRING;
+        x->str = sdsnewlen(k->str, k->len);
+        x->len = k->len;
+        if (x->str == NULL ||
+            redisAppendCommand(q->rc, "OBJECT IDLETIME %b", k->str, k->len) != REDIS_OK) {
+            sdsfree(x->str);
+            cl_page_free(pg);
             stepq__set_error(q, STEPQ_E_OOM, "out of memory");
             return STEPQ_ERR;
         }
+        pg->keys[pg->n++] = x;
     }
-    for (size_t i = 0; i < n; i++) {
-        redisReply *r = stepq__read_raw(q);
-        if (r == NULL)
-            return STEPQ_ERR;
-        judge_idle(c, r, keys[i]);
-        freeReplyObject(r);
+    c->res.old_keys += (long long)pg->n;
+    if (pg->n == 0) {
+        cl_page_free(pg);
+        return STEPQ_OK;
     }
-    c->res.old_keys += (long long)n;
+    if (stepq__window_push(q, &c->walk.win, check_reader, pg, (long)pg->n) != STEPQ_OK) {
+        cl_page_free(pg);
+        return STEPQ_ERR;
+    }
     return STEPQ_OK;
 }
 
 static int check_keys(struct cl_run *c, sds match)
 {
-    if (stepq__scan(c->q, match, SCAN_COUNT, check_batch, c) != STEPQ_OK)
+    (void)match;
+    if (stepq__walk_run(c->q, &c->walk, "0", SCAN_COUNT, STEPQ_WALK_PAGES * SCAN_COUNT, check_batch,
+                        NULL, c) != STEPQ_OK)
         return STEPQ_ERR;
     if (c->uncovered > 0) {
         stepq__set_error(c->q, STEPQ_E_CONFLICT,
@@ -509,6 +573,22 @@ static int is_strings(const redisReply *r)
     return 1;
 }
 
+/* The collections too big for one script, on an empty pipe. */
+static int delete_bigs(stepq *q, void *arg)
+{
+    struct cl_run *c = arg;
+    int rc = STEPQ_OK;
+
+    (void)q;
+    for (size_t i = 0; i < c->nbigs; i++) {
+        if (rc == STEPQ_OK)
+            rc = decide_big(c, c->bigs[i], sdslen(c->bigs[i]));
+        sdsfree(c->bigs[i]);
+    }
+    c->nbigs = 0;
+    return rc;
+}
+
 static int delete_reply(struct cl_run *c, const redisReply *r)
 {
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 7 ||
@@ -525,12 +605,26 @@ static int delete_reply(struct cl_run *c, const redisReply *r)
     for (size_t i = 0; i < r->element[3]->elements; i++)
         kept_key(c, r->element[3]->element[i]->str, r->element[3]->element[i]->len,
                  r->element[4]->element[i]->str);
+    /* decide_big waits for replies of its own: after the pipe has drained. */
     for (size_t i = 0; i < r->element[6]->elements; i++) {
-        if (decide_big(c, r->element[6]->element[i]->str, r->element[6]->element[i]->len) !=
-            STEPQ_OK)
-            return STEPQ_ERR;
+        if (c->nbigs == c->capbigs) {
+            size_t cap = c->capbigs ? c->capbigs * 2 : 8;
+            sds *n = stepq__realloc(c->bigs, cap * sizeof(*n));
+            if (n == NULL)
+                goto oom;
+            c->bigs = n;
+            c->capbigs = cap;
+        }
+        const redisReply *k = r->element[6]->element[i];
+        if ((c->bigs[c->nbigs] = sdsnewlen(k->str, k->len)) == NULL)
+            goto oom;
+        c->nbigs++;
+        stepq__walk_idle(&c->walk);
     }
     return STEPQ_OK;
+oom:
+    stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
+    return STEPQ_ERR;
 }
 
 /* What the script does with an old key of rule r: 'r' a step record, 'c' a
@@ -544,7 +638,26 @@ static char key_kind(const stepq__keymap *km, int r)
     return 'o';
 }
 
-/* Deletes one chunk of old keys, as the records say (lua/cleanup_batch.lua). */
+/* The reply of one cleanup_batch script. */
+static int delete_reader(stepq *q, void *ctx, int abort)
+{
+    struct cl_run *c = ctx;
+
+    if (abort)
+        return STEPQ_OK;
+    redisReply *r = stepq__read_reply(q);
+    if (r == NULL)
+        return STEPQ_ERR;
+    int rc = delete_reply(c, r);
+    freeReplyObject(r);
+    if (c->o->progress != NULL)
+        c->o->progress(c->res.deleted + c->res.kept + c->res.gone + c->res.not_in_backup,
+                       c->res.old_keys, NULL, NULL, c->o->arg);
+    return rc;
+}
+
+/* Queues the deletion of one chunk of old keys, as the records say
+ * (lua/cleanup_batch.lua); its reply is read in turn (delete_reader). */
 static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
 {
     enum { FIXED_ARGS = 6 };
@@ -587,7 +700,7 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
         m++;
     }
     kinds[m] = '\0';
-    if (m == 0 || stepq__pace_wait(&c->pace, (long)m) != STEPQ_OK) {
+    if (m == 0 || stepq__walk_pace(c->q, &c->walk, &c->pace, (long)m) != STEPQ_OK) {
         rc = m == 0 ? STEPQ_OK : STEPQ_ERR;
         goto out;
     }
@@ -596,12 +709,9 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
         args[i] = fixed[i];
         al[i] = i == 3 ? sdslen(c->tpl) : strlen(fixed[i]);
     }
-    redisReply *r = stepq__eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, kl,
-                                     (int)(FIXED_ARGS + m), args, al);
-    if (r != NULL) {
-        rc = delete_reply(c, r);
-        freeReplyObject(r);
-    }
+    if (stepq__append_eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, kl,
+                                (int)(FIXED_ARGS + m), args, al) == STEPQ_OK)
+        rc = stepq__window_push(c->q, &c->walk.win, delete_reader, c, (long)m);
 out:
     while (m > 0) {
         m--;
@@ -611,19 +721,17 @@ out:
     return rc;
 }
 
-static int delete_batch(stepq *q, const redisReply *batch, void *arg)
+static int delete_batch(stepq *q, const redisReply *batch, const char *cursor, void *arg)
 {
     struct cl_run *c = arg;
     const redisReply *keys[CLEAN_BATCH];
     size_t from = 0, n;
 
     (void)q;
+    (void)cursor;
     while ((n = old_keys(c, batch, &from, keys, CLEAN_BATCH)) > 0) {
         if (delete_chunk(c, keys, n) != STEPQ_OK)
             return STEPQ_ERR;
-        if (c->o->progress != NULL)
-            c->o->progress(c->res.deleted + c->res.kept + c->res.gone + c->res.not_in_backup,
-                           c->res.old_keys, NULL, NULL, c->o->arg);
     }
     return STEPQ_OK;
 }
@@ -689,7 +797,10 @@ int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *o
     /* The delete pass reads the records and collections it keeps: a later
      * run must not take that for a reader, even if this one fails. */
     long long began = stepq__now_ms();
-    rc = stepq__own_reads_note(q, began, stepq__scan(q, match, SCAN_COUNT, delete_batch, c));
+    rc = stepq__own_reads_note(q, began,
+                               stepq__walk_run(q, &c->walk, "0", SCAN_COUNT,
+                                               STEPQ_WALK_PAGES * SCAN_COUNT, delete_batch,
+                                               delete_bigs, c));
     if (rc != STEPQ_OK)
         goto out;
     if (ret != NULL)
@@ -697,6 +808,9 @@ int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *o
 out:
     if (c != NULL) {
         stepq__nameset_free(c->set);
+        for (size_t i = 0; i < c->nbigs; i++)
+            sdsfree(c->bigs[i]);
+        stepq__free(c->bigs);
         sdsfree(c->forced);
         sdsfree(c->tpl);
     }
