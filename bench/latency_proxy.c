@@ -20,6 +20,7 @@
  * bytes leave in the order they came. Reading stops while a direction
  * holds more than QUEUE_MAX bytes (backpressure, bounded memory).
  */
+#define _GNU_SOURCE /* ppoll */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -220,11 +221,14 @@ static int serve(int port, const char *target, double rtt_ms)
                 map[np++] = i * 2 + j;
             }
         }
-        int timeout = next < 0 ? -1 : (int)((next - now + 999) / 1000);
-        /* Sub-millisecond delays: spin-poll rather than oversleep. */
-        if (next >= 0 && next - now < 1000)
-            timeout = 0;
-        if (poll(pf, (nfds_t)np, timeout) < 0 && errno != EINTR)
+        /* ppoll sleeps to the microsecond: no busy loop (a spinning proxy
+         * would take a core from the contenders it measures). */
+        struct timespec ts = {0, 0};
+        if (next > now) {
+            ts.tv_sec = (time_t)((next - now) / 1000000);
+            ts.tv_nsec = (long)((next - now) % 1000000) * 1000;
+        }
+        if (ppoll(pf, (nfds_t)np, next < 0 ? NULL : &ts, NULL) < 0 && errno != EINTR)
             return 1;
         if (pf[0].revents & POLLIN) {
             int c = accept(ls, NULL, NULL);

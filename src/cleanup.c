@@ -493,61 +493,117 @@ static void kept_key(struct cl_run *c, const char *key, size_t len, const char *
  * none is unsafe. A member a writer adds between two chunks is not seen:
  * nothing but the old application writes old keys in 'step', and its writes
  * show in the idle times the check pass read. */
+/* A big collection decided member by member: the SSCAN/ZSCAN pages and the
+ * scripts over them on a window of their own (1 round trip a chunk, not 2:
+ * the next page is asked for before this one's script is read). */
+struct big_walk {
+    struct cl_run *c;
+    const char *key;
+    size_t len;
+    char type, cursor[32], first[STEPQ_RULE_MAX + 48];
+    long long unsafe;
+    int done;
+    stepq__window win;
+};
+
+static int big_eval_reader(stepq *q, void *ctx, int abort)
+{
+    struct big_walk *g = ctx;
+
+    if (abort)
+        return STEPQ_OK;
+    redisReply *r = stepq__read_reply(q);
+    if (r == NULL)
+        return STEPQ_ERR;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[2]->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(r);
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply from cleanup_batch");
+        return STEPQ_ERR;
+    }
+    if (g->unsafe == 0 && r->element[0]->integer > 0) {
+        char id[STEPQ_RULE_MAX];
+        stepq__keyname_buf(id, sizeof(id), r->element[1]->str, r->element[1]->len);
+        snprintf(g->first, sizeof(g->first), "it holds step '%s' that the new side lacks", id);
+    }
+    g->unsafe += r->element[0]->integer;
+    g->c->res.adopted += r->element[2]->integer;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+static int big_send_scan(stepq *q, struct big_walk *g);
+
+static int big_scan_reader(stepq *q, void *ctx, int abort)
+{
+    struct big_walk *g = ctx;
+    struct cl_run *c = g->c;
+    const char *args[4 + CLEAN_BATCH] = {"members", c->dry, c->adopt, c->tpl};
+    size_t lens[4 + CLEAN_BATCH] = {7, 1, 1, sdslen(c->tpl)};
+
+    if (abort)
+        return STEPQ_OK;
+    redisReply *page = stepq__read_reply(q);
+    if (page == NULL)
+        return STEPQ_ERR;
+    if (page->type != REDIS_REPLY_ARRAY || page->elements != 2 ||
+        page->element[0]->type != REDIS_REPLY_STRING || page->element[0]->len >= 32 ||
+        page->element[1]->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(page);
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected SSCAN/ZSCAN reply");
+        return STEPQ_ERR;
+    }
+    memcpy(g->cursor, page->element[0]->str, page->element[0]->len + 1);
+    g->done = strcmp(g->cursor, "0") == 0;
+    int rc = g->done ? STEPQ_OK : big_send_scan(q, g);
+    /* COUNT is a hint: a page may hold more than one script's members. */
+    const redisReply *m = page->element[1];
+    size_t step = g->type == 'z' ? 2 : 1;
+    for (size_t i = 0; rc == STEPQ_OK && i < m->elements;) {
+        size_t n = 0;
+        for (; i < m->elements && n < CLEAN_BATCH; i += step) {
+            args[4 + n] = m->element[i]->str;
+            lens[4 + n++] = m->element[i]->len;
+        }
+        if ((rc = stepq__append_eval_keys(q, STEPQ_SCRIPT_CLEANUP_BATCH, 1, &g->key, &g->len,
+                                          (int)(4 + n), args, lens)) == STEPQ_OK)
+            rc = stepq__window_push(q, &g->win, big_eval_reader, g, (long)n);
+    }
+    freeReplyObject(page);
+    return rc;
+}
+
+static int big_send_scan(stepq *q, struct big_walk *g)
+{
+    if (stepq__ensure(q) != STEPQ_OK ||
+        redisAppendCommand(q->rc, "%s %b %s COUNT 100", g->type == 's' ? "SSCAN" : "ZSCAN", g->key,
+                           g->len, g->cursor) != REDIS_OK) {
+        if (q->rc != NULL)
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    return stepq__window_push(q, &g->win, big_scan_reader, g, 0);
+}
+
 static int decide_big(struct cl_run *c, const char *key, size_t len)
 {
-    const char *args[4 + CLEAN_BATCH];
-    size_t lens[4 + CLEAN_BATCH];
-    char cursor[32] = "0", type = 's', first[STEPQ_RULE_MAX + 48] = "";
-    long long unsafe = 0;
+    struct big_walk g = {.c = c, .key = key, .len = len, .type = 's', .cursor = "0"};
     redisReply *t = stepq__commandf(c->q, "TYPE %b", key, len);
 
     if (t == NULL)
         return STEPQ_ERR;
     if (t->type == REDIS_REPLY_STATUS && strcmp(t->str, "zset") == 0)
-        type = 'z';
+        g.type = 'z';
     freeReplyObject(t);
-    args[0] = "members";
-    args[1] = c->dry;
-    args[2] = c->adopt;
-    args[3] = c->tpl;
-    lens[0] = 7;
-    lens[1] = lens[2] = 1;
-    lens[3] = sdslen(c->tpl);
-    do {
-        redisReply *page = stepq__scan_members_n(c->q, key, len, type, cursor, "100");
-        if (page == NULL)
-            return STEPQ_ERR;
-        const redisReply *m = page->element[1];
-        size_t n = 0;
-        for (size_t i = 0; i < m->elements && n < CLEAN_BATCH; i += type == 'z' ? 2 : 1) {
-            args[4 + n] = m->element[i]->str;
-            lens[4 + n++] = m->element[i]->len;
-        }
-        redisReply *r = n ? stepq__eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, 1, &key, &len,
-                                             (int)(4 + n), args, lens)
-                          : NULL;
-        freeReplyObject(page);
-        if (n && r == NULL)
-            return STEPQ_ERR;
-        if (r != NULL && (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-                          r->element[0]->type != REDIS_REPLY_INTEGER ||
-                          r->element[1]->type != REDIS_REPLY_STRING ||
-                          r->element[2]->type != REDIS_REPLY_INTEGER)) {
-            freeReplyObject(r);
-            stepq__set_error(c->q, STEPQ_E_PROTOCOL, "unexpected reply from cleanup_batch");
-            return STEPQ_ERR;
-        }
-        if (r != NULL) {
-            if (unsafe == 0 && r->element[0]->integer > 0) {
-                char id[STEPQ_RULE_MAX];
-                stepq__keyname_buf(id, sizeof(id), r->element[1]->str, r->element[1]->len);
-                snprintf(first, sizeof(first), "it holds step '%s' that the new side lacks", id);
-            }
-            unsafe += r->element[0]->integer;
-            c->res.adopted += r->element[2]->integer;
-            freeReplyObject(r);
-        }
-    } while (strcmp(cursor, "0") != 0);
+    int rc = big_send_scan(c->q, &g);
+    rc = rc == STEPQ_OK ? stepq__window_drain(c->q, &g.win)
+                        : (stepq__window_abort(c->q, &g.win), rc);
+    stepq__window_release(&g.win);
+    if (rc != STEPQ_OK)
+        return STEPQ_ERR;
+    long long unsafe = g.unsafe;
+    const char *first = g.first;
     if (unsafe > 0) {
         kept_key(c, key, len, first);
         return STEPQ_OK;
