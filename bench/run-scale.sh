@@ -163,17 +163,18 @@ if [[ "$skip" != *" sizes "* ]]; then
     largest=$(echo "$sizes" | tr ' ' '\n' | sort -n | tail -1)
     per_step=0
     for n in $sizes; do
+        cli FLUSHALL >/dev/null
         avail=$(awk '/MemAvailable/ {printf "%d", $2 * 1024}' /proc/meminfo)
-        # Old keys, their copy, the backup's temporary file in the page
-        # cache: about 2.5 times the loaded data, from the last load's size.
-        need=$(py "print(int($n * ${per_step:-0} * 2.5))")
+        # The old keys and their copy, 2.2 times the loaded data (from the
+        # last load, per step), and room to spare for everything else.
+        need=$(py "print(int($n * ${per_step:-0} * 2.2 + (2 << 30)))")
         if [ "$per_step" != 0 ] && [ "$need" -gt "$avail" ]; then
             echo "$n steps: skipped: Redis would need about $((need >> 30)) GiB, $((avail >> 30)) GiB available"
             continue
         fi
         keys=$(fresh "$n")
-        raw size "$n" "$direct" "$keys"
         per_step=$(py "print(int($(cli INFO memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p') / $n))")
+        raw size "$n" "$direct" "$keys"
         if [ "$n" = "$largest" ] && [[ "$skip" != *" lifecycle "* ]]; then
             cli FLUSHALL >/dev/null
             "$B/load_legacy" "$direct" "$n" >/dev/null

@@ -55,10 +55,10 @@ FILE *stepq__bk_open(stepq *q, const char *path)
     return fp;
 }
 
-int stepq__bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, stepq__bk_fn fn,
-                    void *arg)
+static int bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, stepq__bk_fn fn,
+                    void *arg, int names_only)
 {
-    stepq__bk_src src = {.fp = fp};
+    stepq__bk_src src = {.fp = fp, .names_only = names_only};
     char err[STEPQ_ERRSTR_MAX];
 
     rewind(fp);
@@ -68,6 +68,19 @@ int stepq__bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, 
                          "backup '%s' is refused: %s; nothing was written (take a new backup)",
                          path, err);
     return rc == 0 ? STEPQ_OK : STEPQ_ERR;
+}
+
+int stepq__bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, stepq__bk_fn fn,
+                    void *arg)
+{
+    /* Without a callback nobody reads the payloads. */
+    return bk_check(q, fp, path, info, fn, arg, fn == NULL);
+}
+
+int stepq__bk_check_names(stepq *q, FILE *fp, const char *path, stepq__bk_info *info,
+                          stepq__bk_fn fn, void *arg)
+{
+    return bk_check(q, fp, path, info, fn, arg, 1);
 }
 
 /* ---------------------------------------------------------------------------
@@ -534,7 +547,8 @@ static int rs_record(const stepq__bk_record *rec, void *arg)
 /* One pass over the file; the batch left at the end is flushed. */
 static int rs_pass(struct rs_run *s, FILE *fp, const char *path, stepq__bk_info *info)
 {
-    int rc = stepq__bk_check(s->q, fp, path, info, rs_record, s);
+    int rc = s->writing ? stepq__bk_check(s->q, fp, path, info, rs_record, s)
+                        : stepq__bk_check_names(s->q, fp, path, info, rs_record, s);
 
     /* The replies of what was sent must be read, even after a defect. */
     int stop = rs_read(s, s->prev, &s->nprev);

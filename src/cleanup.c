@@ -36,6 +36,9 @@
 #define CLEAN_BATCH   100    /* key pairs per script call: under the EVAL argument cap */
 #define READ_SLACK_MS 1500   /* OBJECT IDLETIME counts whole seconds */
 #define BIG_MEMBERS   "1000" /* larger collections are decided in chunks */
+/* A big collection's SSCAN page: ten scripts of CLEAN_BATCH members, one
+ * round trip. */
+#define BIG_SCAN_COUNT "1000"
 
 /* A key name's 64-bit hash, as the coverage set (src/nameset.c) keeps it. */
 static uint64_t name_hash(const char *key, size_t len)
@@ -256,7 +259,7 @@ static int check_backup(struct cl_run *c, const char *path)
     if (fp == NULL)
         return STEPQ_ERR;
     c->set = stepq__nameset_new();
-    rc = c->set != NULL ? stepq__bk_check(c->q, fp, path, &info, add_name, c) : STEPQ_ERR;
+    rc = c->set != NULL ? stepq__bk_check_names(c->q, fp, path, &info, add_name, c) : STEPQ_ERR;
     fclose(fp);
     if (c->set == NULL)
         stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
@@ -576,9 +579,9 @@ static int big_scan_reader(stepq *q, void *ctx, int abort)
 
 static int big_send_scan(stepq *q, struct big_walk *g)
 {
-    if (stepq__ensure(q) != STEPQ_OK ||
-        redisAppendCommand(q->rc, "%s %b %s COUNT 100", g->type == 's' ? "SSCAN" : "ZSCAN", g->key,
-                           g->len, g->cursor) != REDIS_OK) {
+    if (stepq__ensure(q) != STEPQ_OK || redisAppendCommand(q->rc, "%s %b %s COUNT " BIG_SCAN_COUNT,
+                                                           g->type == 's' ? "SSCAN" : "ZSCAN",
+                                                           g->key, g->len, g->cursor) != REDIS_OK) {
         if (q->rc != NULL)
             stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
