@@ -161,6 +161,17 @@ static int settle(stepq *q, stepq__walk *w)
 
 int stepq__walk_pace(stepq *q, stepq__walk *w, stepq__pace *p, long n)
 {
+    /* What was queued goes out now, not after the wait: a rate spreads the
+     * commands over time instead of sending a page's worth at once. */
+    if (q->rc != NULL) {
+        int done = 0;
+        while (!done)
+            if (redisBufferWrite(q->rc, &done) != REDIS_OK) {
+                stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s", q->rc->errstr);
+                stepq__drop(q);
+                return STEPQ_ERR;
+            }
+    }
     /* Pacing reads the throttle hash, PINGs, reads INFO: on an empty pipe. */
     if (stepq__pace_io_due(p)) {
         w->hold = 1;
