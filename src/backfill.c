@@ -419,59 +419,116 @@ static int start_or_resume(struct bf *b, json_t **ret_rec)
  * The walk
  * ------------------------------------------------------------------------- */
 
+/* Queues one backfill_members.lua over a page of members; with
+ * `checkpoint`, it records `next` (where the chunk after it starts). */
+static int members_append(struct bf *b, const char *src, const char *dst, char type,
+                          const redisReply *m, int checkpoint, const char *next)
+{
+    stepq *q = b->q;
+    size_t step = type == 's' ? 1 : 2, nm = m->elements / step;
+    const char **args = stepq__calloc(nm + 8, sizeof(*args));
+    int na = 0;
+
+    if (args == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    args[na++] = b->owner;
+    args[na++] = b->dry;
+    args[na++] = type == 's' ? "set" : "zset";
+    args[na++] = checkpoint ? "1" : "0";
+    if (checkpoint) {
+        args[na++] = "member_cursor";
+        args[na++] = next;
+    }
+    for (size_t i = 0; i < nm; i++)
+        args[na++] = m->element[i * step]->str;
+    const char *keys[] = {q->k_backfill, q->k_phase, src, dst};
+    int rc = stepq__append_eval(q, STEPQ_SCRIPT_BACKFILL_MEMBERS, 4, keys, na, args, NULL);
+    stepq__free(args);
+    return rc;
+}
+
+/* Reads the reply of one members_append of nm members. */
+static int members_read(struct bf *b, long long nm)
+{
+    redisReply *x = stepq__read_reply(b->q);
+
+    if (x == NULL)
+        return STEPQ_ERR;
+    if (stepq__reply_shape(b->q, x, "ii", "backfill_members.lua") != STEPQ_OK) {
+        freeReplyObject(x);
+        return STEPQ_ERR;
+    }
+    b->res.keys_done += nm;
+    b->res.merged += x->element[0]->integer;
+    freeReplyObject(x);
+    report(b, NULL, NULL);
+    return STEPQ_OK;
+}
+
 /* Merges a big set or zset in chunks from member cursor `from`; with
- * `checkpoint`, each chunk records where the next one starts. */
+ * `checkpoint`, each chunk records where the next one starts. Pipelined:
+ * the next SSCAN/ZSCAN page is asked for before a chunk's script is read,
+ * so a chunk costs one round trip, not two; Redis runs them in order, so a
+ * recorded member cursor still only covers chunks that were merged. */
 static int merge_big(struct bf *b, const char *src, const char *dst, char type, const char *from,
                      int checkpoint)
 {
     stepq *q = b->q;
-    char cursor[32], cnt[24];
-    const char *tname = type == 's' ? "set" : "zset";
+    char cursor[32], next[32], cnt[24];
+    long long pending = -1; /* members of the script whose reply is unread */
+    int rc = STEPQ_OK, more = 1;
 
     snprintf(cursor, sizeof(cursor), "%s", from);
     snprintf(cnt, sizeof(cnt), "%ld", b->o.batch);
-    do {
-        redisReply *r = stepq__scan_members(q, src, type, cursor, cnt);
-        if (r == NULL)
-            return STEPQ_ERR;
-        redisReply *m = r->element[1];
-        size_t step = type == 's' ? 1 : 2, nm = m->elements / step;
-        const char **args = stepq__calloc(nm + 8, sizeof(*args));
-        if (args == NULL) {
+    if (stepq__ensure(q) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (redisAppendCommand(q->rc, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", src,
+                           sdslen((sds)src), cursor, cnt) != REDIS_OK) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    while (rc == STEPQ_OK && more) {
+        redisReply *r = stepq__read_reply(q);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof(next) ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            if (r != NULL)
+                stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected SSCAN/ZSCAN reply");
             freeReplyObject(r);
+            rc = STEPQ_ERR;
+            break;
+        }
+        memcpy(next, r->element[0]->str, r->element[0]->len + 1);
+        more = strcmp(next, "0") != 0;
+        long long nm = (long long)(r->element[1]->elements / (type == 's' ? 1 : 2));
+        /* Pacing that talks to Redis wants an empty pipe. */
+        if (pending >= 0 && stepq__pace_io_due(&b->pace)) {
+            rc = members_read(b, pending);
+            pending = -1;
+        }
+        if (rc == STEPQ_OK)
+            rc = stepq__pace_wait(&b->pace, (long)nm);
+        if (rc == STEPQ_OK && more &&
+            redisAppendCommand(q->rc, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", src,
+                               sdslen((sds)src), next, cnt) != REDIS_OK) {
             stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-            return STEPQ_ERR;
+            rc = STEPQ_ERR;
         }
-        int na = 0;
-        args[na++] = b->owner;
-        args[na++] = b->dry;
-        args[na++] = tname;
-        args[na++] = checkpoint ? "1" : "0";
-        if (checkpoint) {
-            args[na++] = "member_cursor";
-            args[na++] = cursor;
-        }
-        for (size_t i = 0; i < nm; i++)
-            args[na++] = m->element[i * step]->str;
-        const char *keys[] = {q->k_backfill, q->k_phase, src, dst};
-        int rc = stepq__pace_wait(&b->pace, (long)nm);
-        redisReply *x = rc == STEPQ_OK
-                            ? stepq__eval(q, STEPQ_SCRIPT_BACKFILL_MEMBERS, 4, keys, na, args, NULL)
-                            : NULL;
-        stepq__free(args);
+        if (rc == STEPQ_OK)
+            rc = members_append(b, src, dst, type, r->element[1], checkpoint, next);
         freeReplyObject(r);
-        if (x == NULL)
-            return STEPQ_ERR;
-        if (stepq__reply_shape(q, x, "ii", "backfill_members.lua") != STEPQ_OK) {
-            freeReplyObject(x);
-            return STEPQ_ERR;
-        }
-        b->res.keys_done += (long long)nm;
-        b->res.merged += x->element[0]->integer;
-        freeReplyObject(x);
-        report(b, NULL, NULL);
-    } while (strcmp(cursor, "0") != 0);
-    return STEPQ_OK;
+        if (rc == STEPQ_OK && pending >= 0)
+            rc = members_read(b, pending);
+        pending = rc == STEPQ_OK ? nm : -1;
+        memcpy(cursor, next, sizeof(cursor));
+    }
+    if (rc == STEPQ_OK && pending >= 0)
+        rc = members_read(b, pending);
+    if (rc != STEPQ_OK && q->rc != NULL)
+        stepq__drop(q); /* replies still on their way cannot be matched */
+    return rc;
 }
 
 /* Keeps a big collection for bf_idle (copies of its names). */
