@@ -482,25 +482,15 @@ static int merge_big(struct bf *b, const char *src, const char *dst, char type, 
 
     snprintf(cursor, sizeof(cursor), "%s", from);
     snprintf(cnt, sizeof(cnt), "%ld", b->o.batch);
-    if (stepq__ensure(q) != STEPQ_OK)
+    size_t slen = sdslen((sds)src);
+    if (stepq__queue_members(q, src, slen, type, cursor, cnt) != STEPQ_OK)
         return STEPQ_ERR;
-    if (redisAppendCommand(q->rc, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", src,
-                           sdslen((sds)src), cursor, cnt) != REDIS_OK) {
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        return STEPQ_ERR;
-    }
     while (rc == STEPQ_OK && more) {
-        redisReply *r = stepq__read_reply(q);
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof(next) ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
-            if (r != NULL)
-                stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected SSCAN/ZSCAN reply");
-            freeReplyObject(r);
+        redisReply *r = stepq__read_members(q, next);
+        if (r == NULL) {
             rc = STEPQ_ERR;
             break;
         }
-        memcpy(next, r->element[0]->str, r->element[0]->len + 1);
         more = strcmp(next, "0") != 0;
         long long nm = (long long)(r->element[1]->elements / (type == 's' ? 1 : 2));
         /* Pacing that talks to Redis wants an empty pipe. */
@@ -510,12 +500,8 @@ static int merge_big(struct bf *b, const char *src, const char *dst, char type, 
         }
         if (rc == STEPQ_OK)
             rc = stepq__pace_wait(&b->pace, (long)nm);
-        if (rc == STEPQ_OK && more &&
-            redisAppendCommand(q->rc, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", src,
-                               sdslen((sds)src), next, cnt) != REDIS_OK) {
-            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-            rc = STEPQ_ERR;
-        }
+        if (rc == STEPQ_OK && more)
+            rc = stepq__queue_members(q, src, slen, type, next, cnt);
         if (rc == STEPQ_OK)
             rc = members_append(b, src, dst, type, r->element[1], checkpoint, next);
         freeReplyObject(r);

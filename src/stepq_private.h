@@ -424,6 +424,12 @@ redisReply *stepq__scan_members(stepq *q, const char *key, char type, char curso
 redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type, char cursor[32],
                                   const char *count);
 
+/* The same, pipelined: queues the SSCAN/ZSCAN of a member page, and reads
+ * such a reply in turn, updating cursor (NULL with the error set). */
+int stepq__queue_members(stepq *q, const char *key, size_t len, char type, const char *cursor,
+                         const char *count);
+redisReply *stepq__read_members(stepq *q, char cursor[32]);
+
 /* Pairs of key names (one rule, one id, two sides) for the batch scripts. */
 typedef struct stepq__pairs {
     sds *keys;   /* 2 per pair: the side walked first, then its twin */

@@ -164,20 +164,6 @@ static int members_read(struct big *g, size_t n)
     return rc;
 }
 
-static int queue_scan(struct big *g, const char *cursor, const char *cnt)
-{
-    stepq *q = g->v->q;
-
-    if (stepq__ensure(q) != STEPQ_OK)
-        return STEPQ_ERR;
-    if (redisAppendCommand(q->rc, "%s %b %s COUNT %s", g->type == 's' ? "SSCAN" : "ZSCAN", g->a,
-                           sdslen((const sds)g->a), cursor, cnt) != REDIS_OK) {
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        return STEPQ_ERR;
-    }
-    return STEPQ_OK;
-}
-
 /* Every member, page by page (SSCAN/ZSCAN of the key verified), pipelined:
  * the next page is asked for before this page's scripts are read, so a
  * page costs one round trip; the sizes-and-expiry script is still the
@@ -191,19 +177,14 @@ static int members_all(struct big *g)
     int rc, more = 1;
 
     snprintf(cnt, sizeof(cnt), "%ld", stepq__walk_count(v->o.batch, v->o.max_latency_ms));
-    rc = queue_scan(g, cursor, cnt);
+    size_t alen = sdslen((const sds)g->a);
+    rc = stepq__queue_members(q, g->a, alen, g->type, cursor, cnt);
     while (rc == STEPQ_OK && more) {
-        redisReply *r = stepq__read_reply(q);
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof(cursor) ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
-            if (r != NULL)
-                stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected SSCAN/ZSCAN reply");
-            freeReplyObject(r);
+        redisReply *r = stepq__read_members(q, cursor);
+        if (r == NULL) {
             rc = STEPQ_ERR;
             break;
         }
-        memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
         more = strcmp(cursor, "0") != 0;
         /* Pacing that talks to Redis wants an empty pipe. */
         if (pending > 0 && stepq__pace_io_due(&v->pace)) {
@@ -213,7 +194,7 @@ static int members_all(struct big *g)
         if (rc == STEPQ_OK)
             rc = stepq__pace_wait(&v->pace, (long)(r->element[1]->elements / step));
         if (rc == STEPQ_OK && more)
-            rc = queue_scan(g, cursor, cnt);
+            rc = stepq__queue_members(q, g->a, alen, g->type, cursor, cnt);
         size_t queued = 0;
         if (rc == STEPQ_OK)
             rc = members_chunk(g, r->element[1], step, !more, &queued);

@@ -88,6 +88,36 @@ redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char ty
     return r;
 }
 
+int stepq__queue_members(stepq *q, const char *key, size_t len, char type, const char *cursor,
+                         const char *count)
+{
+    if (stepq__ensure(q) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (redisAppendCommand(q->rc, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", key, len,
+                           cursor, count) != REDIS_OK) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+redisReply *stepq__read_members(stepq *q, char cursor[32])
+{
+    redisReply *r = stepq__read_reply(q);
+
+    if (r == NULL)
+        return NULL;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= 32 ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(r);
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected SSCAN/ZSCAN reply");
+        return NULL;
+    }
+    memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
+    return r;
+}
+
 /* ---------------------------------------------------------------------------
  * Pairs
  * ------------------------------------------------------------------------- */
