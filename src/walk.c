@@ -72,20 +72,10 @@ redisReply *stepq__scan_members(stepq *q, const char *key, char type, char curso
 redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type, char cursor[32],
                                   const char *count)
 {
-    redisReply *r = stepq__commandf(q, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", key,
-                                    len, cursor, count);
-
-    if (r == NULL)
+    stepq__clear_error(q);
+    if (stepq__queue_members(q, key, len, type, cursor, count) != STEPQ_OK)
         return NULL;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= 32 ||
-        r->element[1]->type != REDIS_REPLY_ARRAY) {
-        freeReplyObject(r);
-        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected SSCAN/ZSCAN reply");
-        return NULL;
-    }
-    memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
-    return r;
+    return stepq__read_members(q, cursor);
 }
 
 int stepq__queue_members(stepq *q, const char *key, size_t len, char type, const char *cursor,
