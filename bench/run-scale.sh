@@ -164,7 +164,8 @@ if [[ "$skip" != *" sizes "* ]]; then
     per_step=0
     for n in $sizes; do
         cli FLUSHALL >/dev/null
-        avail=$(awk '/MemAvailable/ {printf "%d", $2 * 1024}' /proc/meminfo)
+        # (kB times 1024 in python: mawk's %d stops at 2^31)
+        avail=$(py "print($(awk '/MemAvailable/ {print $2}' /proc/meminfo) * 1024)")
         # The old keys and their copy, 2.2 times the loaded data (from the
         # last load, per step), and room to spare for everything else.
         # Before any load: 1300 bytes a step, as load_legacy's were measured.
