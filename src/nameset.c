@@ -27,6 +27,7 @@
 #define MERGE_BUF 4096       /* hashes read at a time from each run */
 
 struct stepq__nameset {
+    size_t run;    /* hashes a run holds (RUN; smaller in tests) */
     uint64_t *buf; /* the run being filled; when small, the whole set */
     size_t n;
     FILE *runs; /* sorted runs, RUN hashes each but the last */
@@ -55,18 +56,25 @@ static size_t sort_unique(uint64_t *buf, size_t n)
     return w;
 }
 
-stepq__nameset *stepq__nameset_new(void)
+stepq__nameset *stepq__nameset_new_run(size_t run)
 {
     stepq__nameset *s = stepq__calloc(1, sizeof(*s));
 
-    if (s != NULL && (s->buf = stepq__malloc(RUN * sizeof(*s->buf))) == NULL) {
+    if (s != NULL && (s->buf = stepq__malloc(run * sizeof(*s->buf))) == NULL) {
         stepq__free(s);
         s = NULL;
     }
+    if (s != NULL)
+        s->run = run;
     return s;
 }
 
-/* Writes the full buffer out as one sorted run (padded to RUN with its last
+stepq__nameset *stepq__nameset_new(void)
+{
+    return stepq__nameset_new_run(RUN);
+}
+
+/* Writes the full buffer out as one sorted run (padded to s->run with its last
  * hash, so that every run has the same length and a reader knows where it
  * ends: duplicates vanish in the merge). */
 static int spill(stepq__nameset *s)
@@ -74,9 +82,9 @@ static int spill(stepq__nameset *s)
     if (s->runs == NULL && (s->runs = tmpfile()) == NULL)
         return -1;
     size_t m = sort_unique(s->buf, s->n);
-    for (size_t i = m; i < RUN; i++)
+    for (size_t i = m; i < s->run; i++)
         s->buf[i] = s->buf[m - 1];
-    if (fwrite(s->buf, sizeof(*s->buf), RUN, s->runs) != RUN)
+    if (fwrite(s->buf, sizeof(*s->buf), s->run, s->runs) != s->run)
         return -1;
     s->nruns++;
     s->n = 0;
@@ -85,7 +93,7 @@ static int spill(stepq__nameset *s)
 
 int stepq__nameset_add(stepq__nameset *s, uint64_t h)
 {
-    if (s->n == RUN && spill(s) != 0)
+    if (s->n == s->run && spill(s) != 0)
         return -1;
     s->buf[s->n++] = h;
     return 0;
@@ -149,8 +157,8 @@ static int merge(stepq__nameset *s)
         goto out;
     for (size_t i = 0; i < s->nruns; i++) {
         c[i].b = stepq__malloc(MERGE_BUF * sizeof(uint64_t));
-        c[i].next = (off_t)(i * RUN * sizeof(uint64_t));
-        c[i].end = c[i].next + (off_t)(RUN * sizeof(uint64_t));
+        c[i].next = (off_t)(i * s->run * sizeof(uint64_t));
+        c[i].end = c[i].next + (off_t)(s->run * sizeof(uint64_t));
         if (c[i].b == NULL || rcur_fill(s->runs, &c[i]) != 0)
             goto out;
     }

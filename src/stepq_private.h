@@ -343,6 +343,8 @@ int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, vo
  * a block. Add, then seal, then look up. -1 on I/O error or OOM. */
 typedef struct stepq__nameset stepq__nameset;
 stepq__nameset *stepq__nameset_new(void);
+/* The same with runs of `run` hashes (tests: many runs from few hashes). */
+stepq__nameset *stepq__nameset_new_run(size_t run);
 int stepq__nameset_add(stepq__nameset *s, uint64_t h);
 int stepq__nameset_seal(stepq__nameset *s);
 /* 1 when h was added, 0 when not, -1 on a read error. */

@@ -18,9 +18,9 @@ static uint64_t mix(uint64_t x)
 
 /* n hashes mix(0..n), each added twice (the second time much later, in
  * another run), plus 0 and UINT64_MAX; looks up all and n others. */
-static void check_set(uint64_t n)
+static void check_set(uint64_t n, size_t run)
 {
-    stepq__nameset *s = stepq__nameset_new();
+    stepq__nameset *s = run ? stepq__nameset_new_run(run) : stepq__nameset_new();
     REQUIRE(s != NULL);
     for (uint64_t i = 0; i < n; i++)
         REQUIRE(stepq__nameset_add(s, mix(i)) == 0);
@@ -45,12 +45,12 @@ static void check_set(uint64_t n)
 
 static void test_in_memory(void)
 {
-    check_set(1000);
+    check_set(1000, 0);
 }
 
 static void test_spilled(void)
 {
-    check_set(1300000); /* two full runs of 2^19 and a partial one */
+    check_set(50000, 4096); /* 16 full runs (duplicates across them) and a partial one */
 }
 
 static void test_empty(void)
