@@ -13,7 +13,9 @@
 -- KEYS[1] the backfill record  KEYS[2] the phase hash; then source,
 -- destination pairs
 -- ARGV[1] owner token of the run (the record's `owner`)  ARGV[2] '1': dry run
--- ARGV[3] cursor to checkpoint ('' none: it only ever names work already done)
+-- ARGV[3] cursor to checkpoint ('' none: it only ever names work already done;
+-- with a 'big' pair it is also kept in `cursor_held`, which the run resumes
+-- from until the client has merged that collection in chunks and cleared it)
 -- ARGV[4] largest collection merged here  ARGV[5] the expected type of each
 -- pair, one letter each: h hash, s set, z zset, l list, t string
 -- Reply: one status string per pair, 'error:<text>' for a per-key error.
@@ -112,9 +114,11 @@ local function one(src, dst, want)
     return 'merged:' .. added
 end
 
+local big = false
 for i = 3, #KEYS, 2 do
     local want = TYPES[string.sub(ARGV[5], (i - 1) / 2, (i - 1) / 2)] or 'unknown'
     out[#out + 1] = one(KEYS[i], KEYS[i + 1], want)
+    big = big or out[#out] == 'big'
 end
 if not dry then
     redis.call('HINCRBY', rec, 'keys_done', (#KEYS - 2) / 2)
@@ -125,6 +129,9 @@ if not dry then
     end
     if ARGV[3] ~= '' then
         redis.call('HSET', rec, 'cursor', ARGV[3])
+        if big then
+            redis.call('HSETNX', rec, 'cursor_held', ARGV[3])
+        end
     end
 end
 return out

@@ -32,6 +32,25 @@ struct bf {
     char big[24];
     const char *dry;
     int member_ckpt; /* big collections checkpoint their member cursor */
+    stepq__walk walk;
+    /* Big collections found by the scan stage's scripts, merged in chunks
+     * once the pipe is empty (bf_idle). */
+    struct bf_big {
+        sds src, dst;
+        char type;
+    } * bigs;
+    size_t nbigs, capbigs;
+};
+
+/* One page of the scan stage in flight: its scripts' readers share it. */
+struct bf_page {
+    struct bf *b;
+    stepq__pairs pairs;
+    size_t left; /* scripts whose reply is still to read */
+    struct bf_batch {
+        struct bf_page *pg;
+        size_t lo;
+    } * bat;
 };
 
 static void report(struct bf *b, const char *key, const char *msg)
@@ -341,6 +360,12 @@ static int resume(struct bf *b, json_t *rec, const char *server)
     json_object_set_new(rec, "cursor", json_integer(0));
     const char *fv[] = {"owner",      b->owner, "server",        server, "stage",  "fixed",
                         "fixed_rule", "0",      "member_cursor", "0",    "cursor", "0"};
+    json_object_del(rec, "cursor_held");
+    redisReply *r =
+        stepq__commandf(b->q, "HDEL %b cursor_held", b->q->k_backfill, sdslen(b->q->k_backfill));
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
     return hset(b->q, b->q->k_backfill, (int)(sizeof(fv) / sizeof(*fv)), fv);
 }
 
@@ -396,112 +421,195 @@ static int start_or_resume(struct bf *b, json_t **ret_rec)
  * The walk
  * ------------------------------------------------------------------------- */
 
+/* Queues one backfill_members.lua over a page of members; with
+ * `checkpoint`, it records `next` (where the chunk after it starts). */
+static int members_append(struct bf *b, const char *src, const char *dst, char type,
+                          const redisReply *m, int checkpoint, const char *next)
+{
+    stepq *q = b->q;
+    size_t step = type == 's' ? 1 : 2, nm = m->elements / step;
+    const char **args = stepq__calloc(nm + 8, sizeof(*args));
+    int na = 0;
+
+    if (args == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    args[na++] = b->owner;
+    args[na++] = b->dry;
+    args[na++] = type == 's' ? "set" : "zset";
+    args[na++] = checkpoint ? "1" : "0";
+    if (checkpoint) {
+        args[na++] = "member_cursor";
+        args[na++] = next;
+    }
+    for (size_t i = 0; i < nm; i++)
+        args[na++] = m->element[i * step]->str;
+    const char *keys[] = {q->k_backfill, q->k_phase, src, dst};
+    int rc = stepq__append_eval(q, STEPQ_SCRIPT_BACKFILL_MEMBERS, 4, keys, na, args, NULL);
+    stepq__free(args);
+    return rc;
+}
+
+/* Reads the reply of one members_append of nm members. */
+static int members_read(struct bf *b, long long nm)
+{
+    redisReply *x = stepq__read_reply(b->q);
+
+    if (x == NULL)
+        return STEPQ_ERR;
+    if (stepq__reply_shape(b->q, x, "ii", "backfill_members.lua") != STEPQ_OK) {
+        freeReplyObject(x);
+        return STEPQ_ERR;
+    }
+    b->res.keys_done += nm;
+    b->res.merged += x->element[0]->integer;
+    freeReplyObject(x);
+    report(b, NULL, NULL);
+    return STEPQ_OK;
+}
+
 /* Merges a big set or zset in chunks from member cursor `from`; with
- * `checkpoint`, each chunk records where the next one starts. */
+ * `checkpoint`, each chunk records where the next one starts. Pipelined:
+ * the next SSCAN/ZSCAN page is asked for before a chunk's script is read,
+ * so a chunk costs one round trip, not two; Redis runs them in order, so a
+ * recorded member cursor still only covers chunks that were merged. */
 static int merge_big(struct bf *b, const char *src, const char *dst, char type, const char *from,
                      int checkpoint)
 {
     stepq *q = b->q;
-    char cursor[32], cnt[24];
-    const char *tname = type == 's' ? "set" : "zset";
+    char cursor[32], next[32], cnt[24];
+    long long pending = -1; /* members of the script whose reply is unread */
+    int rc = STEPQ_OK, more = 1;
 
     snprintf(cursor, sizeof(cursor), "%s", from);
     snprintf(cnt, sizeof(cnt), "%ld", b->o.batch);
-    do {
-        redisReply *r = stepq__scan_members(q, src, type, cursor, cnt);
-        if (r == NULL)
-            return STEPQ_ERR;
-        redisReply *m = r->element[1];
-        size_t step = type == 's' ? 1 : 2, nm = m->elements / step;
-        const char **args = stepq__calloc(nm + 8, sizeof(*args));
-        if (args == NULL) {
-            freeReplyObject(r);
-            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-            return STEPQ_ERR;
+    size_t slen = sdslen((sds)src);
+    if (stepq__queue_members(q, src, slen, type, cursor, cnt) != STEPQ_OK)
+        return STEPQ_ERR;
+    while (rc == STEPQ_OK && more) {
+        redisReply *r = stepq__read_members(q, next);
+        if (r == NULL) {
+            rc = STEPQ_ERR;
+            break;
         }
-        int na = 0;
-        args[na++] = b->owner;
-        args[na++] = b->dry;
-        args[na++] = tname;
-        args[na++] = checkpoint ? "1" : "0";
-        if (checkpoint) {
-            args[na++] = "member_cursor";
-            args[na++] = cursor;
+        more = strcmp(next, "0") != 0;
+        long long nm = (long long)(r->element[1]->elements / (type == 's' ? 1 : 2));
+        /* Pacing that talks to Redis wants an empty pipe. */
+        if (pending >= 0 && stepq__pace_io_due(&b->pace)) {
+            rc = members_read(b, pending);
+            pending = -1;
         }
-        for (size_t i = 0; i < nm; i++)
-            args[na++] = m->element[i * step]->str;
-        const char *keys[] = {q->k_backfill, q->k_phase, src, dst};
-        int rc = stepq__pace_wait(&b->pace, (long)nm);
-        redisReply *x = rc == STEPQ_OK
-                            ? stepq__eval(q, STEPQ_SCRIPT_BACKFILL_MEMBERS, 4, keys, na, args, NULL)
-                            : NULL;
-        stepq__free(args);
+        if (rc == STEPQ_OK)
+            rc = stepq__pace_wait(&b->pace, (long)nm);
+        if (rc == STEPQ_OK && more)
+            rc = stepq__queue_members(q, src, slen, type, next, cnt);
+        if (rc == STEPQ_OK)
+            rc = members_append(b, src, dst, type, r->element[1], checkpoint, next);
         freeReplyObject(r);
-        if (x == NULL)
+        if (rc == STEPQ_OK && pending >= 0)
+            rc = members_read(b, pending);
+        pending = rc == STEPQ_OK ? nm : -1;
+        memcpy(cursor, next, sizeof(cursor));
+    }
+    if (rc == STEPQ_OK && pending >= 0)
+        rc = members_read(b, pending);
+    if (rc != STEPQ_OK && q->rc != NULL)
+        stepq__drop(q); /* replies still on their way cannot be matched */
+    return rc;
+}
+
+/* Keeps a big collection for bf_idle (copies of its names). */
+static int defer_big(struct bf *b, const sds src, const sds dst, char type)
+{
+    if (b->nbigs == b->capbigs) {
+        size_t cap = b->capbigs ? b->capbigs * 2 : 8;
+        struct bf_big *n = stepq__realloc(b->bigs, cap * sizeof(*n));
+        if (n == NULL)
             return STEPQ_ERR;
-        if (stepq__reply_shape(q, x, "ii", "backfill_members.lua") != STEPQ_OK) {
-            freeReplyObject(x);
-            return STEPQ_ERR;
-        }
-        b->res.keys_done += (long long)nm;
-        b->res.merged += x->element[0]->integer;
-        freeReplyObject(x);
-        report(b, NULL, NULL);
-    } while (strcmp(cursor, "0") != 0);
+        b->bigs = n;
+        b->capbigs = cap;
+    }
+    struct bf_big *x = &b->bigs[b->nbigs];
+    x->src = sdsdup(src);
+    x->dst = sdsdup(dst);
+    x->type = type;
+    if (x->src == NULL || x->dst == NULL) {
+        sdsfree(x->src);
+        sdsfree(x->dst);
+        return STEPQ_ERR;
+    }
+    b->nbigs++;
+    stepq__walk_idle(&b->walk);
     return STEPQ_OK;
 }
 
-/* Applies the replies of one set of batches: counters, errors, big ones. */
+/* Applies the reply of the script over pairs [lo, lo + batch) of p:
+ * counters, errors, big ones (merged now, or with `defer` once the pipe is
+ * empty). Frees the reply. */
+static int apply_batch(struct bf *b, const stepq__pairs *p, size_t lo, redisReply *rep, int defer)
+{
+    size_t want = p->n - lo < (size_t)b->o.batch ? p->n - lo : (size_t)b->o.batch;
+    int rc = STEPQ_OK;
+
+    /* One status string per pair sent, or the reply is not ours. */
+    int shape = rep->type == REDIS_REPLY_ARRAY && rep->elements == want;
+    for (size_t i = 0; shape && i < want; i++)
+        shape = rep->element[i]->type == REDIS_REPLY_STRING;
+    if (!shape) {
+        stepq__set_error(b->q, STEPQ_E_PROTOCOL,
+                         "unexpected reply from backfill_batch.lua: expected %zu statuses", want);
+        rc = STEPQ_ERR;
+    }
+    for (size_t i = 0; shape && i < want; i++) {
+        size_t k = lo + i;
+        const char *v = rep->element[i]->str;
+        long long added;
+        b->res.keys_done++;
+        if (strcmp(v, "copied") == 0) {
+            b->res.copied++;
+        } else if (strcmp(v, "skipped") == 0 || strcmp(v, "merged:0") == 0) {
+            b->res.skipped++;
+        } else if (strncmp(v, "merged:", 7) == 0) {
+            if (stepq__parse_ll(b->q, v + 7, rep->element[i]->len - 7,
+                                "backfill_batch.lua (merged:N)", &added) != STEPQ_OK) {
+                rc = STEPQ_ERR;
+                break;
+            }
+            b->res.merged += added;
+        } else if (strcmp(v, "gone") == 0) {
+            b->res.gone++;
+        } else if (strcmp(v, "big") == 0) {
+            if (rc == STEPQ_OK && defer &&
+                defer_big(b, p->keys[2 * k], p->keys[2 * k + 1], p->types[k]) != STEPQ_OK) {
+                stepq__set_error(b->q, STEPQ_E_OOM, "out of memory");
+                rc = STEPQ_ERR;
+            } else if (rc == STEPQ_OK && !defer) {
+                rc = merge_big(b, p->keys[2 * k], p->keys[2 * k + 1], p->types[k], "0",
+                               b->member_ckpt);
+            }
+        } else {
+            /* Named as verify names keys (src/keyname.c): a NUL or a
+             * newline in the name would cut or break the line. */
+            sds name = stepq__keyname_quote(sdsempty(), p->keys[2 * k], sdslen(p->keys[2 * k]), 0);
+            b->res.errors++;
+            report(b, name ? name : "?", strncmp(v, "error:", 6) == 0 ? v + 6 : v);
+            sdsfree(name);
+        }
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+/* Applies the replies of one set of batches of b->pairs. */
 static int apply_replies(struct bf *b, redisReply **rep, size_t nrep)
 {
     int rc = STEPQ_OK;
 
     for (size_t s = 0; s < nrep; s++) {
-        size_t lo = s * (size_t)b->o.batch,
-               want = b->pairs.n - lo < (size_t)b->o.batch ? b->pairs.n - lo : (size_t)b->o.batch;
-        /* One status string per pair sent, or the reply is not ours. */
-        int shape = rep[s]->type == REDIS_REPLY_ARRAY && rep[s]->elements == want;
-        for (size_t i = 0; shape && i < want; i++)
-            shape = rep[s]->element[i]->type == REDIS_REPLY_STRING;
-        if (!shape && rc == STEPQ_OK) {
-            stepq__set_error(b->q, STEPQ_E_PROTOCOL,
-                             "unexpected reply from backfill_batch.lua: expected %zu statuses",
-                             want);
-            rc = STEPQ_ERR;
-        }
-        for (size_t i = 0; shape && i < want; i++) {
-            size_t k = lo + i;
-            const char *v = rep[s]->element[i]->str;
-            long long added;
-            b->res.keys_done++;
-            if (strcmp(v, "copied") == 0) {
-                b->res.copied++;
-            } else if (strcmp(v, "skipped") == 0 || strcmp(v, "merged:0") == 0) {
-                b->res.skipped++;
-            } else if (strncmp(v, "merged:", 7) == 0) {
-                if (stepq__parse_ll(b->q, v + 7, rep[s]->element[i]->len - 7,
-                                    "backfill_batch.lua (merged:N)", &added) != STEPQ_OK) {
-                    rc = STEPQ_ERR;
-                    break;
-                }
-                b->res.merged += added;
-            } else if (strcmp(v, "gone") == 0) {
-                b->res.gone++;
-            } else if (strcmp(v, "big") == 0) {
-                if (rc == STEPQ_OK)
-                    rc = merge_big(b, b->pairs.keys[2 * k], b->pairs.keys[2 * k + 1],
-                                   b->pairs.types[k], "0", b->member_ckpt);
-            } else {
-                /* Named as verify names keys (src/keyname.c): a NUL or a
-                 * newline in the name would cut or break the line. */
-                sds name = stepq__keyname_quote(sdsempty(), b->pairs.keys[2 * k],
-                                                sdslen(b->pairs.keys[2 * k]), 0);
-                b->res.errors++;
-                report(b, name ? name : "?", strncmp(v, "error:", 6) == 0 ? v + 6 : v);
-                sdsfree(name);
-            }
-        }
-        freeReplyObject(rep[s]);
+        int one = apply_batch(b, &b->pairs, s * (size_t)b->o.batch, rep[s], 0);
+        if (rc == STEPQ_OK)
+            rc = one;
     }
     report(b, NULL, NULL);
     return rc;
@@ -576,21 +684,108 @@ static int stage_fixed(struct bf *b, const json_t *rec)
     return STEPQ_OK;
 }
 
+static void page_free(struct bf_page *pg)
+{
+    stepq__pairs_release(&pg->pairs);
+    stepq__free(pg->bat);
+    stepq__free(pg);
+}
+
+/* The reply of one script of a page in flight. */
+static int page_reader(stepq *q, void *ctx, int abort)
+{
+    struct bf_batch *x = ctx;
+    struct bf_page *pg = x->pg;
+    int rc = STEPQ_OK;
+
+    if (!abort) {
+        redisReply *r = stepq__read_reply(q);
+        rc = r == NULL ? STEPQ_ERR : apply_batch(pg->b, &pg->pairs, x->lo, r, 1);
+        report(pg->b, NULL, NULL);
+    }
+    if (--pg->left == 0)
+        page_free(pg);
+    return rc;
+}
+
+/* Once the pipe is empty: the big collections the scripts found, merged in
+ * chunks; then the hold on the checkpoint is let go (backfill_batch.lua
+ * keeps the cursor of the first page with a big collection in
+ * `cursor_held` until then, so a kill before the merge redoes that page). */
+static int bf_idle(stepq *q, void *arg)
+{
+    struct bf *b = arg;
+    int rc = STEPQ_OK;
+
+    for (size_t i = 0; i < b->nbigs; i++) {
+        if (rc == STEPQ_OK)
+            rc = merge_big(b, b->bigs[i].src, b->bigs[i].dst, b->bigs[i].type, "0", 0);
+        sdsfree(b->bigs[i].src);
+        sdsfree(b->bigs[i].dst);
+    }
+    int any = b->nbigs > 0;
+    b->nbigs = 0;
+    if (rc != STEPQ_OK || !any || b->o.dry_run)
+        return rc;
+    redisReply *r = stepq__commandf(q, "HDEL %b cursor_held", q->k_backfill, sdslen(q->k_backfill));
+    if (r == NULL)
+        return STEPQ_ERR;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+/* A page of the scan stage: its old per-id keys in backfill_batch.lua
+ * scripts of `batch` pairs, queued without waiting (walk_pipe.c); each
+ * records `cursor`, the cursor that produced the page, as the checkpoint. */
 static int scan_page(stepq *q, const redisReply *keys, const char *cursor, void *arg)
 {
     struct bf *b = arg;
+    const char *prefix[] = {q->k_backfill, q->k_phase};
+    const char *args[] = {b->owner, b->dry, b->o.dry_run ? "" : cursor, b->big};
 
     /* A key that looks old but that no rule maps is never copied: named,
      * and counted as an error, so the run fails instead of leaving it. */
     b->res.errors +=
         stepq__walk_strays(q, keys, b->fn, b->arg, b->res.keys_done, b->res.keys_total);
-    if (stepq__pairs_from_page(&b->pairs, &q->km, keys, STEPQ_OLD) < 0) {
+    struct bf_page *pg = stepq__calloc(1, sizeof(*pg));
+    if (pg == NULL || stepq__pairs_from_page(&pg->pairs, &q->km, keys, STEPQ_OLD) < 0) {
+        if (pg != NULL)
+            page_free(pg);
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    if (b->pairs.n == 0)
-        return STEPQ_OK;
-    return run_pairs(b, b->o.dry_run ? "" : cursor);
+    size_t batch = (size_t)b->o.batch, n = pg->pairs.n, nscripts = (n + batch - 1) / batch;
+    if (n == 0 || (pg->bat = stepq__calloc(nscripts, sizeof(*pg->bat))) == NULL) {
+        page_free(pg);
+        if (n == 0)
+            return STEPQ_OK;
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    pg->b = b;
+    if (stepq__walk_pace(q, &b->walk, &b->pace, (long)n) != STEPQ_OK) {
+        page_free(pg);
+        return STEPQ_ERR;
+    }
+    for (size_t s = 0; s < nscripts; s++) {
+        size_t lo = s * batch, hi = lo + batch < n ? lo + batch : n;
+        pg->bat[s] = (struct bf_batch){pg, lo};
+        if (stepq__pairs_append(q, STEPQ_SCRIPT_BACKFILL_BATCH, &pg->pairs, lo, hi, 2, prefix, 4,
+                                args, 1) != STEPQ_OK) {
+            if (pg->left == 0)
+                page_free(pg);
+            return STEPQ_ERR; /* the scripts queued are read by the walk's abort */
+        }
+        pg->left++;
+        if (stepq__window_push(q, &b->walk.win, page_reader, &pg->bat[s], (long)(hi - lo)) !=
+            STEPQ_OK) {
+            pg->left--;
+            if (pg->left == 0)
+                page_free(pg);
+            return STEPQ_ERR;
+        }
+    }
+    return STEPQ_OK;
 }
 
 static int finish(struct bf *b)
@@ -603,7 +798,8 @@ static int finish(struct bf *b)
     const char *fv[] = {"state", state, "finished_at", now, "stage", "done", "cursor", "0"};
     if (hset(q, q->k_backfill, 8, fv) != STEPQ_OK)
         return STEPQ_ERR;
-    redisReply *r = stepq__commandf(q, "HDEL %b owner", q->k_backfill, sdslen(q->k_backfill));
+    redisReply *r =
+        stepq__commandf(q, "HDEL %b owner cursor_held", q->k_backfill, sdslen(q->k_backfill));
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);
@@ -671,11 +867,16 @@ static int walk(struct bf *b)
     const char *fv[] = {"stage", "scan"};
     if (!b->o.dry_run && hset(q, q->k_backfill, 2, fv) != STEPQ_OK)
         goto out;
-    json_t *c = json_object_get(rec, "cursor");
+    /* A page whose big collection was not merged yet holds the checkpoint
+     * back (bf_idle): resume from there. */
+    json_t *c = json_object_get(rec, "cursor_held");
+    if (!json_is_integer(c))
+        c = json_object_get(rec, "cursor");
     char from[32];
     snprintf(from, sizeof(from), "%lld", json_is_integer(c) ? (long long)json_integer_value(c) : 0);
-    if (stepq__walk_ns(q, from, stepq__walk_count(b->o.batch, b->o.max_latency_ms), scan_page, b) !=
-        STEPQ_OK)
+    long count = stepq__walk_count(b->o.batch, b->o.max_latency_ms);
+    if (stepq__walk_run(q, &b->walk, from, count, stepq__walk_cap(count, b->o.max_latency_ms),
+                        scan_page, bf_idle, b) != STEPQ_OK)
         goto out;
     rc = b->o.dry_run ? STEPQ_OK : finish(b);
 out:
@@ -809,6 +1010,11 @@ int stepq_backfill(stepq *q, const stepq_backfill_opts *opts, stepq_progress_fn 
     if (ret != NULL)
         *ret = b->res;
     stepq__pairs_release(&b->pairs);
+    for (size_t i = 0; i < b->nbigs; i++) {
+        sdsfree(b->bigs[i].src);
+        sdsfree(b->bigs[i].dst);
+    }
+    stepq__free(b->bigs);
     stepq__free(b);
     return rc;
 }

@@ -55,10 +55,10 @@ FILE *stepq__bk_open(stepq *q, const char *path)
     return fp;
 }
 
-int stepq__bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, stepq__bk_fn fn,
-                    void *arg)
+static int bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, stepq__bk_fn fn,
+                    void *arg, int names_only)
 {
-    stepq__bk_src src = {.fp = fp};
+    stepq__bk_src src = {.fp = fp, .names_only = names_only};
     char err[STEPQ_ERRSTR_MAX];
 
     rewind(fp);
@@ -68,6 +68,19 @@ int stepq__bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, 
                          "backup '%s' is refused: %s; nothing was written (take a new backup)",
                          path, err);
     return rc == 0 ? STEPQ_OK : STEPQ_ERR;
+}
+
+int stepq__bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, stepq__bk_fn fn,
+                    void *arg)
+{
+    /* Without a callback nobody reads the payloads. */
+    return bk_check(q, fp, path, info, fn, arg, fn == NULL);
+}
+
+int stepq__bk_check_names(stepq *q, FILE *fp, const char *path, stepq__bk_info *info,
+                          stepq__bk_fn fn, void *arg)
+{
+    return bk_check(q, fp, path, info, fn, arg, 1);
 }
 
 /* ---------------------------------------------------------------------------
@@ -85,6 +98,16 @@ struct bk_run {
     char last_read_key[STEPQ_RULE_MAX];
     int idle_unknown;
     stepq__windows own; /* stepq's own earlier touches: not evidence of a reader */
+    stepq__walk walk;
+};
+
+/* One page's keys of the side backed up, on their way (src/walk_pipe.c):
+ * the reply objects of the SCAN page are not kept, so their names are. */
+struct bk_page {
+    struct bk_run *b;
+    size_t n;
+    redisReply *item;  /* the name of each as a string reply (str an sds) */
+    redisReply **keys; /* pointers to them, for dump_append and dump_read */
 };
 
 static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply *key)
@@ -168,25 +191,73 @@ static int dump_read(struct bk_run *b, const redisReply *const *keys, size_t n)
     return rc;
 }
 
-static int backup_batch(stepq *q, const redisReply *batch, void *arg)
+static void bk_page_free(struct bk_page *pg)
+{
+    for (size_t i = 0; i < pg->n; i++)
+        sdsfree(pg->item[i].str);
+    stepq__free(pg->item);
+    stepq__free(pg->keys);
+    stepq__free(pg);
+}
+
+/* The replies of one page: idle times, then the MULTI/EXEC of its DUMPs. */
+static int bk_reader(stepq *q, void *ctx, int abort)
+{
+    struct bk_page *pg = ctx;
+    struct bk_run *b = pg->b;
+    int rc = abort ? STEPQ_OK : dump_read(b, (const redisReply *const *)pg->keys, pg->n);
+
+    (void)q;
+    if (rc == STEPQ_OK && !abort && b->o->progress != NULL)
+        b->o->progress(b->keys, 0, NULL, NULL, b->o->arg);
+    bk_page_free(pg);
+    return rc;
+}
+
+static int backup_batch(stepq *q, const redisReply *batch, const char *cursor, void *arg)
 {
     struct bk_run *b = arg;
-    const redisReply *keys[SCAN_COUNT * 2];
-    size_t n = 0;
+    struct bk_page *pg = stepq__calloc(1, sizeof(*pg));
     enum stepq__side side;
 
-    for (size_t i = 0; i < batch->elements && n < sizeof(keys) / sizeof(*keys); i++) {
-        const redisReply *k = batch->element[i];
-        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) >= 0 && side == b->side)
-            keys[n++] = k;
-    }
-    if (n == 0)
-        return STEPQ_OK;
-    if (stepq__pace_wait(&b->pace, (long)n) != STEPQ_OK || stepq__ensure(q) != STEPQ_OK ||
-        dump_append(q, keys, n) != STEPQ_OK || dump_read(b, keys, n) != STEPQ_OK)
+    (void)cursor;
+    if (pg == NULL || (pg->keys = stepq__calloc(batch->elements + 1, sizeof(*pg->keys))) == NULL ||
+        (pg->item = stepq__calloc(batch->elements + 1, sizeof(*pg->item))) == NULL) {
+        if (pg != NULL)
+            stepq__free(pg->keys);
+        stepq__free(pg);
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
-    if (b->o->progress != NULL)
-        b->o->progress(b->keys, 0, NULL, NULL, b->o->arg);
+    }
+    pg->b = b;
+    for (size_t i = 0; i < batch->elements; i++) {
+        const redisReply *k = batch->element[i];
+        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) < 0 || side != b->side)
+            continue;
+        redisReply *x = &pg->item[pg->n];
+        x->type = REDIS_REPLY_STRING;
+        if ((x->str = sdsnewlen(k->str, k->len)) == NULL) {
+            bk_page_free(pg);
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            return STEPQ_ERR;
+        }
+        x->len = k->len;
+        pg->keys[pg->n++] = x;
+    }
+    if (pg->n == 0) {
+        bk_page_free(pg);
+        return STEPQ_OK;
+    }
+    if (stepq__walk_pace(q, &b->walk, &b->pace, (long)pg->n) != STEPQ_OK ||
+        stepq__ensure(q) != STEPQ_OK ||
+        dump_append(q, (const redisReply *const *)pg->keys, pg->n) != STEPQ_OK) {
+        bk_page_free(pg);
+        return STEPQ_ERR;
+    }
+    if (stepq__window_push(q, &b->walk.win, bk_reader, pg, (long)pg->n) != STEPQ_OK) {
+        bk_page_free(pg);
+        return STEPQ_ERR;
+    }
     return STEPQ_OK;
 }
 
@@ -226,7 +297,8 @@ static int backup_stream(struct bk_run *b, FILE *fp, stepq__bk_info *info,
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         goto out;
     }
-    if (stepq__scan(q, match, SCAN_COUNT, backup_batch, b) != STEPQ_OK)
+    if (stepq__walk_run(q, &b->walk, "0", SCAN_COUNT, STEPQ_WALK_PAGES * SCAN_COUNT, backup_batch,
+                        NULL, b) != STEPQ_OK)
         goto out;
     if (stepq__bk_writer_finish(b->w, count, sum) != 0 || fflush(fp) != 0 ||
         fsync(fileno(fp)) != 0) {
@@ -369,56 +441,66 @@ struct rs_run {
     unsigned flags;
     int writing; /* 0: the checking pass, 1: the writing pass */
     long long now;
-    sds names[RESTORE_BATCH];
+    sds names[RESTORE_BATCH]; /* the batch being queued */
     size_t n, bytes;
+    sds prev[RESTORE_BATCH]; /* the batch before it, its replies not yet read */
+    size_t nprev;
     sds first_existing; /* the checking pass: the first key that exists */
     stepq_restore_result res;
     stepq_progress_fn fn;
     void *arg;
 };
 
-static void rs_clear(struct rs_run *s)
-{
-    for (size_t i = 0; i < s->n; i++)
-        sdsfree(s->names[i]);
-    s->n = 0;
-    s->bytes = 0;
-}
-
-/* Reads the replies of one batch: EXISTS in the checking pass, RESTORE in
- * the writing pass. Returns 0, or 1 to stop with the error set. */
-static int rs_flush(struct rs_run *s)
+/* Reads the replies of one batch of n names: EXISTS in the checking pass,
+ * RESTORE in the writing pass; frees the names. Returns 0, or 1 to stop
+ * with the error set. */
+static int rs_read(struct rs_run *s, sds *names, size_t *n)
 {
     int stop = 0;
 
     /* An error already set (a defect found by the parser) is kept. */
     if (s->q->err != STEPQ_E_NONE)
         stop = 1;
-    for (size_t i = 0; i < s->n; i++) {
-        redisReply *r = stepq__read_raw(s->q);
+    for (size_t i = 0; i < *n; i++) {
+        redisReply *r = stop && s->q->rc == NULL ? NULL : stepq__read_raw(s->q);
         if (r == NULL) {
             stop = 1;
-            break;
+            continue; /* the names are still freed */
         }
         if (!s->writing && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
             s->res.existed++;
             if (s->first_existing == NULL)
-                s->first_existing = sdsdup(s->names[i]);
+                s->first_existing = sdsdup(names[i]);
         } else if (s->writing && r->type == REDIS_REPLY_ERROR &&
                    strncmp(r->str, "BUSYKEY", 7) == 0) {
             s->res.existed++; /* appeared after the check, or twice in the file: kept */
         } else if (s->writing && r->type == REDIS_REPLY_ERROR && !stop) {
             stepq__set_error(s->q, STEPQ_E_SERVER, "redis refused to restore key '%s': %s",
-                             s->names[i], r->str);
+                             names[i], r->str);
             stop = 1;
         } else if (s->writing) {
             s->res.restored++;
         }
         freeReplyObject(r);
     }
-    rs_clear(s);
+    for (size_t i = 0; i < *n; i++)
+        sdsfree(names[i]);
+    *n = 0;
     if (s->fn != NULL)
         s->fn(s->writing ? s->res.restored : s->res.records, 0, NULL, NULL, s->arg);
+    return stop;
+}
+
+/* A batch is queued: the replies of the one before it are read (which
+ * sends this one first), so one batch travels while the other is read. */
+static int rs_flush(struct rs_run *s)
+{
+    int stop = s->nprev > 0 ? rs_read(s, s->prev, &s->nprev) : 0;
+
+    memcpy(s->prev, s->names, s->n * sizeof(*s->names));
+    s->nprev = s->n;
+    s->n = 0;
+    s->bytes = 0;
     return stop;
 }
 
@@ -465,14 +547,15 @@ static int rs_record(const stepq__bk_record *rec, void *arg)
 /* One pass over the file; the batch left at the end is flushed. */
 static int rs_pass(struct rs_run *s, FILE *fp, const char *path, stepq__bk_info *info)
 {
-    int rc = stepq__bk_check(s->q, fp, path, info, rs_record, s);
+    int rc = s->writing ? stepq__bk_check(s->q, fp, path, info, rs_record, s)
+                        : stepq__bk_check_names(s->q, fp, path, info, rs_record, s);
 
-    if (s->n > 0) {
-        /* The replies of what was sent must be read, even after a defect. */
-        int stop = rs_flush(s);
-        if (rc == STEPQ_OK && stop)
-            rc = STEPQ_ERR;
-    }
+    /* The replies of what was sent must be read, even after a defect. */
+    int stop = rs_read(s, s->prev, &s->nprev);
+    stop |= rs_read(s, s->names, &s->n);
+    s->bytes = 0;
+    if (rc == STEPQ_OK && stop)
+        rc = STEPQ_ERR;
     return rc;
 }
 
@@ -596,7 +679,10 @@ int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_progress_fn 
 out:
     if (rc == STEPQ_OK && ret != NULL)
         *ret = s->res;
-    rs_clear(s);
+    for (size_t i = 0; i < s->n; i++)
+        sdsfree(s->names[i]);
+    for (size_t i = 0; i < s->nprev; i++)
+        sdsfree(s->prev[i]);
     sdsfree(s->first_existing);
     stepq__free(s);
     stepq__bk_info_release(&info);

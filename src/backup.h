@@ -60,6 +60,9 @@ typedef struct stepq__bk_src {
     FILE *fp;
     const unsigned char *mem;
     size_t len, pos;
+    /* The DUMP payloads are read, checked and hashed but not kept (the
+     * records' dump is NULL): memory stays flat whatever the largest key. */
+    int names_only;
 } stepq__bk_src;
 
 /*
@@ -107,6 +110,10 @@ sds stepq__bk_rules_text(const stepq__keymap *km);
 FILE *stepq__bk_open(stepq *q, const char *path);
 /* Validates the file at fp from its start, calling fn with each record.
  * On a defect sets STEPQ_E_INVALID naming the file and the defect. */
+/* stepq__bk_check for callers that need the key names only (cleanup, the
+ * restore's checking pass): the DUMP payloads are not kept. */
+int stepq__bk_check_names(stepq *q, FILE *fp, const char *path, stepq__bk_info *info,
+                          stepq__bk_fn fn, void *arg);
 int stepq__bk_check(stepq *q, FILE *fp, const char *path, stepq__bk_info *info, stepq__bk_fn fn,
                     void *arg);
 

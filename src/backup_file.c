@@ -437,10 +437,22 @@ static int parse_record(struct rd *r, struct recbuf *b, stepq__bk_record *rec)
     if (rec->dumplen > STEPQ_BK_DUMP_MAX)
         return fail(r, "a DUMP length of %zu at byte %llu is over the cap of %u", rec->dumplen,
                     r->off - 4, STEPQ_BK_DUMP_MAX);
-    if (need_grow(r, &b->dump, &b->dumpcap, rec->dumplen) != 0 || need(r, exp, 8, 1) != 0)
+    if (r->src->names_only) {
+        /* Checked and hashed a piece at a time, not kept. */
+        unsigned char scratch[4096];
+        for (size_t left = rec->dumplen; left > 0;) {
+            size_t k = left < sizeof(scratch) ? left : sizeof(scratch);
+            if (need(r, scratch, k, 1) != 0)
+                return -1;
+            left -= k;
+        }
+    } else if (need_grow(r, &b->dump, &b->dumpcap, rec->dumplen) != 0) {
+        return -1;
+    }
+    if (need(r, exp, 8, 1) != 0)
         return -1;
     rec->key = b->key;
-    rec->dump = b->dump;
+    rec->dump = r->src->names_only ? NULL : b->dump;
     rec->pexpireat = (long long)get_u64(exp);
     if (rec->pexpireat < -1)
         return fail(r, "key '%.*s' has an impossible expiry %lld", (int)rec->keylen, rec->key,

@@ -17,9 +17,11 @@
  * check here reads the idle time of every old key, before anything else.
  *
  * Coverage: the backup's key names are kept as a set of their 64-bit xxh64
- * (16 bytes a key at most, at half load), not the names themselves
- * (docs/backup.md weighs this against counts and digests).
+ * in bounded memory (src/nameset.c: sorted on a temporary file, a block
+ * read a lookup), not the names themselves (docs/backup.md weighs this
+ * against counts, digests and an in-memory set).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,62 +36,14 @@
 #define CLEAN_BATCH   100    /* key pairs per script call: under the EVAL argument cap */
 #define READ_SLACK_MS 1500   /* OBJECT IDLETIME counts whole seconds */
 #define BIG_MEMBERS   "1000" /* larger collections are decided in chunks */
+/* A big collection's SSCAN page: ten scripts of CLEAN_BATCH members, one
+ * round trip. */
+#define BIG_SCAN_COUNT "1000"
 
-/* ---------------------------------------------------------------------------
- * A set of 64-bit name hashes (open addressing; 0 marks an empty slot)
- * ------------------------------------------------------------------------- */
-
-struct keyset {
-    uint64_t *slot;
-    size_t cap, n; /* cap is a power of two */
-};
-
+/* A key name's 64-bit hash, as the coverage set (src/nameset.c) keeps it. */
 static uint64_t name_hash(const char *key, size_t len)
 {
-    uint64_t h = XXH64(key, len, 0);
-    return h ? h : 1;
-}
-
-static void set_put(uint64_t *slot, size_t cap, uint64_t h)
-{
-    size_t i = (size_t)h & (cap - 1);
-
-    while (slot[i] != 0 && slot[i] != h)
-        i = (i + 1) & (cap - 1);
-    slot[i] = h;
-}
-
-static int set_add(struct keyset *s, uint64_t h)
-{
-    if (2 * (s->n + 1) > s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 1024;
-        uint64_t *ns = stepq__calloc(cap, sizeof(*ns));
-        if (ns == NULL)
-            return -1;
-        for (size_t i = 0; i < s->cap; i++) {
-            if (s->slot[i] != 0)
-                set_put(ns, cap, s->slot[i]);
-        }
-        stepq__free(s->slot);
-        s->slot = ns;
-        s->cap = cap;
-    }
-    set_put(s->slot, s->cap, h);
-    s->n++; /* duplicates overcount n a little: it only sizes the table */
-    return 0;
-}
-
-static int set_has(const struct keyset *s, uint64_t h)
-{
-    size_t i;
-
-    if (s->cap == 0)
-        return 0;
-    for (i = (size_t)h & (s->cap - 1); s->slot[i] != 0; i = (i + 1) & (s->cap - 1)) {
-        if (s->slot[i] == h)
-            return 1;
-    }
-    return 0;
+    return XXH64(key, len, 0);
 }
 
 /* ---------------------------------------------------------------------------
@@ -99,7 +53,7 @@ static int set_has(const struct keyset *s, uint64_t h)
 struct cl_run {
     stepq *q;
     const stepq_cleanup_opts *o;
-    struct keyset set;
+    stepq__nameset *set; /* the xxh64 of every key name in the backup */
     char path[256];
     long long since;            /* when the phase became `step` */
     long long started;          /* when redis-server started (0: unknown) */
@@ -114,6 +68,18 @@ struct cl_run {
     const char *dry, *adopt; /* "1" or "0", as the script takes them */
     sds tpl;                 /* the step templates and new pending key, for the script */
     stepq__windows own;      /* stepq's own touches of old keys: not a reader */
+    stepq__walk walk;
+    sds *bigs; /* collections too big for one script, decided on an empty pipe */
+    size_t nbigs, capbigs;
+};
+
+/* The old keys of one SCAN page on their way (src/walk_pipe.c): the check
+ * pass keeps their names for the report of a read. */
+struct cl_page {
+    struct cl_run *c;
+    size_t n;
+    redisReply *item;  /* each name as a string reply (str an sds) */
+    redisReply **keys; /* pointers to them */
 };
 
 static int refuse(struct cl_run *c, const char *fmt, ...) STEPQ_PRINTF(2, 3);
@@ -216,7 +182,7 @@ static int add_name(const stepq__bk_record *rec, void *arg)
 {
     struct cl_run *c = arg;
 
-    if (set_add(&c->set, name_hash(rec->key, rec->keylen)) != 0) {
+    if (stepq__nameset_add(c->set, name_hash(rec->key, rec->keylen)) != 0) {
         stepq__set_error(c->q, STEPQ_E_OOM, "out of memory while reading the backup's keys");
         return 1;
     }
@@ -292,8 +258,22 @@ static int check_backup(struct cl_run *c, const char *path)
 
     if (fp == NULL)
         return STEPQ_ERR;
-    rc = stepq__bk_check(c->q, fp, path, &info, add_name, c);
+    c->set = stepq__nameset_new();
+    rc = c->set != NULL ? stepq__bk_check_names(c->q, fp, path, &info, add_name, c) : STEPQ_ERR;
     fclose(fp);
+    if (c->set == NULL)
+        stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
+    if (rc == STEPQ_OK && stepq__nameset_seal(c->set) != 0) {
+        stepq__set_error(c->q, STEPQ_E_IO,
+                         "cannot sort the backup's key names in a temporary file: %s; check "
+                         "the space in TMPDIR",
+                         strerror(errno));
+        rc = STEPQ_ERR;
+    }
+    if (c->set == NULL) {
+        stepq__bk_info_release(&info);
+        return STEPQ_ERR;
+    }
     if (rc == STEPQ_OK)
         rc = check_header(c, &info);
     if (rc == STEPQ_OK)
@@ -345,6 +325,13 @@ static size_t old_keys(struct cl_run *c, const redisReply *batch, size_t *from,
     return n;
 }
 
+static int lookup_failed(struct cl_run *c)
+{
+    stepq__set_error(c->q, STEPQ_E_IO, "cannot read the backup's key names back: %s",
+                     strerror(errno));
+    return STEPQ_ERR;
+}
+
 static void judge_idle(struct cl_run *c, const redisReply *idle, const redisReply *key)
 {
     if (idle->type != REDIS_REPLY_INTEGER) {
@@ -361,41 +348,96 @@ static void judge_idle(struct cl_run *c, const redisReply *idle, const redisRepl
     }
 }
 
-/* The check pass over one SCAN batch: coverage and idle times. */
-static int check_batch(stepq *q, const redisReply *batch, void *arg)
+static void cl_page_free(struct cl_page *pg)
+{
+    for (size_t i = 0; i < pg->n; i++)
+        sdsfree(pg->item[i].str);
+    stepq__free(pg->item);
+    stepq__free(pg->keys);
+    stepq__free(pg);
+}
+
+/* The idle times of one page's old keys. */
+static int check_reader(stepq *q, void *ctx, int abort)
+{
+    struct cl_page *pg = ctx;
+    int rc = STEPQ_OK;
+
+    for (size_t i = 0; !abort && i < pg->n; i++) {
+        redisReply *r = stepq__read_raw(q);
+        if (r == NULL) {
+            rc = STEPQ_ERR;
+            break;
+        }
+        judge_idle(pg->c, r, pg->keys[i]);
+        freeReplyObject(r);
+    }
+    cl_page_free(pg);
+    return rc;
+}
+
+/* The check pass over one SCAN page: coverage here, the idle times queued. */
+static int check_batch(stepq *q, const redisReply *batch, const char *cursor, void *arg)
 {
     struct cl_run *c = arg;
-    const redisReply *keys[SCAN_COUNT * 2];
-    size_t from = 0, n = old_keys(c, batch, &from, keys, sizeof(keys) / sizeof(*keys));
+    struct cl_page *pg = stepq__calloc(1, sizeof(*pg));
+    enum stepq__side side;
 
-    if (n == 0)
-        return STEPQ_OK;
-    if (stepq__ensure(q) != STEPQ_OK)
+    (void)cursor;
+    if (pg == NULL || (pg->item = stepq__calloc(batch->elements + 1, sizeof(*pg->item))) == NULL ||
+        (pg->keys = stepq__calloc(batch->elements + 1, sizeof(*pg->keys))) == NULL) {
+        if (pg != NULL)
+            stepq__free(pg->item);
+        stepq__free(pg);
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
-    for (size_t i = 0; i < n; i++) {
-        if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len)) && c->uncovered++ == 0)
-            stepq__keyname_buf(c->uncovered_key, sizeof(c->uncovered_key), keys[i]->str,
-                               keys[i]->len);
-        if (redisAppendCommand(q->rc, "OBJECT IDLETIME %b", keys[i]->str, keys[i]->len) !=
-            REDIS_OK) {
+    }
+    pg->c = c;
+    if (stepq__ensure(q) != STEPQ_OK) {
+        cl_page_free(pg);
+        return STEPQ_ERR;
+    }
+    for (size_t i = 0; i < batch->elements; i++) {
+        const redisReply *k = batch->element[i];
+        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) < 0 || side != STEPQ_OLD)
+            continue;
+        int has = stepq__nameset_has(c->set, name_hash(k->str, k->len));
+        if (has < 0) {
+            cl_page_free(pg);
+            return lookup_failed(c);
+        }
+        if (!has && c->uncovered++ == 0)
+            stepq__keyname_buf(c->uncovered_key, sizeof(c->uncovered_key), k->str, k->len);
+        redisReply *x = &pg->item[pg->n];
+        x->type = REDIS_REPLY_STRING;
+        x->str = sdsnewlen(k->str, k->len);
+        x->len = k->len;
+        if (x->str == NULL ||
+            redisAppendCommand(q->rc, "OBJECT IDLETIME %b", k->str, k->len) != REDIS_OK) {
+            sdsfree(x->str);
+            cl_page_free(pg);
             stepq__set_error(q, STEPQ_E_OOM, "out of memory");
             return STEPQ_ERR;
         }
+        pg->keys[pg->n++] = x;
     }
-    for (size_t i = 0; i < n; i++) {
-        redisReply *r = stepq__read_raw(q);
-        if (r == NULL)
-            return STEPQ_ERR;
-        judge_idle(c, r, keys[i]);
-        freeReplyObject(r);
+    c->res.old_keys += (long long)pg->n;
+    if (pg->n == 0) {
+        cl_page_free(pg);
+        return STEPQ_OK;
     }
-    c->res.old_keys += (long long)n;
+    if (stepq__window_push(q, &c->walk.win, check_reader, pg, (long)pg->n) != STEPQ_OK) {
+        cl_page_free(pg);
+        return STEPQ_ERR;
+    }
     return STEPQ_OK;
 }
 
 static int check_keys(struct cl_run *c, sds match)
 {
-    if (stepq__scan(c->q, match, SCAN_COUNT, check_batch, c) != STEPQ_OK)
+    (void)match;
+    if (stepq__walk_run(c->q, &c->walk, "0", SCAN_COUNT, STEPQ_WALK_PAGES * SCAN_COUNT, check_batch,
+                        NULL, c) != STEPQ_OK)
         return STEPQ_ERR;
     if (c->uncovered > 0) {
         stepq__set_error(c->q, STEPQ_E_CONFLICT,
@@ -454,61 +496,117 @@ static void kept_key(struct cl_run *c, const char *key, size_t len, const char *
  * none is unsafe. A member a writer adds between two chunks is not seen:
  * nothing but the old application writes old keys in 'step', and its writes
  * show in the idle times the check pass read. */
+/* A big collection decided member by member: the SSCAN/ZSCAN pages and the
+ * scripts over them on a window of their own (1 round trip a chunk, not 2:
+ * the next page is asked for before this one's script is read). */
+struct big_walk {
+    struct cl_run *c;
+    const char *key;
+    size_t len;
+    char type, cursor[32], first[STEPQ_RULE_MAX + 48];
+    long long unsafe;
+    int done;
+    stepq__window win;
+};
+
+static int big_eval_reader(stepq *q, void *ctx, int abort)
+{
+    struct big_walk *g = ctx;
+
+    if (abort)
+        return STEPQ_OK;
+    redisReply *r = stepq__read_reply(q);
+    if (r == NULL)
+        return STEPQ_ERR;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[2]->type != REDIS_REPLY_INTEGER) {
+        freeReplyObject(r);
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected reply from cleanup_batch");
+        return STEPQ_ERR;
+    }
+    if (g->unsafe == 0 && r->element[0]->integer > 0) {
+        char id[STEPQ_RULE_MAX];
+        stepq__keyname_buf(id, sizeof(id), r->element[1]->str, r->element[1]->len);
+        snprintf(g->first, sizeof(g->first), "it holds step '%s' that the new side lacks", id);
+    }
+    g->unsafe += r->element[0]->integer;
+    g->c->res.adopted += r->element[2]->integer;
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
+static int big_send_scan(stepq *q, struct big_walk *g);
+
+static int big_scan_reader(stepq *q, void *ctx, int abort)
+{
+    struct big_walk *g = ctx;
+    struct cl_run *c = g->c;
+    const char *args[4 + CLEAN_BATCH] = {"members", c->dry, c->adopt, c->tpl};
+    size_t lens[4 + CLEAN_BATCH] = {7, 1, 1, sdslen(c->tpl)};
+
+    if (abort)
+        return STEPQ_OK;
+    redisReply *page = stepq__read_reply(q);
+    if (page == NULL)
+        return STEPQ_ERR;
+    if (page->type != REDIS_REPLY_ARRAY || page->elements != 2 ||
+        page->element[0]->type != REDIS_REPLY_STRING || page->element[0]->len >= 32 ||
+        page->element[1]->type != REDIS_REPLY_ARRAY) {
+        freeReplyObject(page);
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected SSCAN/ZSCAN reply");
+        return STEPQ_ERR;
+    }
+    memcpy(g->cursor, page->element[0]->str, page->element[0]->len + 1);
+    g->done = strcmp(g->cursor, "0") == 0;
+    int rc = g->done ? STEPQ_OK : big_send_scan(q, g);
+    /* COUNT is a hint: a page may hold more than one script's members. */
+    const redisReply *m = page->element[1];
+    size_t step = g->type == 'z' ? 2 : 1;
+    for (size_t i = 0; rc == STEPQ_OK && i < m->elements;) {
+        size_t n = 0;
+        for (; i < m->elements && n < CLEAN_BATCH; i += step) {
+            args[4 + n] = m->element[i]->str;
+            lens[4 + n++] = m->element[i]->len;
+        }
+        if ((rc = stepq__append_eval_keys(q, STEPQ_SCRIPT_CLEANUP_BATCH, 1, &g->key, &g->len,
+                                          (int)(4 + n), args, lens)) == STEPQ_OK)
+            rc = stepq__window_push(q, &g->win, big_eval_reader, g, (long)n);
+    }
+    freeReplyObject(page);
+    return rc;
+}
+
+static int big_send_scan(stepq *q, struct big_walk *g)
+{
+    if (stepq__ensure(q) != STEPQ_OK || redisAppendCommand(q->rc, "%s %b %s COUNT " BIG_SCAN_COUNT,
+                                                           g->type == 's' ? "SSCAN" : "ZSCAN",
+                                                           g->key, g->len, g->cursor) != REDIS_OK) {
+        if (q->rc != NULL)
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    return stepq__window_push(q, &g->win, big_scan_reader, g, 0);
+}
+
 static int decide_big(struct cl_run *c, const char *key, size_t len)
 {
-    const char *args[4 + CLEAN_BATCH];
-    size_t lens[4 + CLEAN_BATCH];
-    char cursor[32] = "0", type = 's', first[STEPQ_RULE_MAX + 48] = "";
-    long long unsafe = 0;
+    struct big_walk g = {.c = c, .key = key, .len = len, .type = 's', .cursor = "0"};
     redisReply *t = stepq__commandf(c->q, "TYPE %b", key, len);
 
     if (t == NULL)
         return STEPQ_ERR;
     if (t->type == REDIS_REPLY_STATUS && strcmp(t->str, "zset") == 0)
-        type = 'z';
+        g.type = 'z';
     freeReplyObject(t);
-    args[0] = "members";
-    args[1] = c->dry;
-    args[2] = c->adopt;
-    args[3] = c->tpl;
-    lens[0] = 7;
-    lens[1] = lens[2] = 1;
-    lens[3] = sdslen(c->tpl);
-    do {
-        redisReply *page = stepq__scan_members_n(c->q, key, len, type, cursor, "100");
-        if (page == NULL)
-            return STEPQ_ERR;
-        const redisReply *m = page->element[1];
-        size_t n = 0;
-        for (size_t i = 0; i < m->elements && n < CLEAN_BATCH; i += type == 'z' ? 2 : 1) {
-            args[4 + n] = m->element[i]->str;
-            lens[4 + n++] = m->element[i]->len;
-        }
-        redisReply *r = n ? stepq__eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, 1, &key, &len,
-                                             (int)(4 + n), args, lens)
-                          : NULL;
-        freeReplyObject(page);
-        if (n && r == NULL)
-            return STEPQ_ERR;
-        if (r != NULL && (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-                          r->element[0]->type != REDIS_REPLY_INTEGER ||
-                          r->element[1]->type != REDIS_REPLY_STRING ||
-                          r->element[2]->type != REDIS_REPLY_INTEGER)) {
-            freeReplyObject(r);
-            stepq__set_error(c->q, STEPQ_E_PROTOCOL, "unexpected reply from cleanup_batch");
-            return STEPQ_ERR;
-        }
-        if (r != NULL) {
-            if (unsafe == 0 && r->element[0]->integer > 0) {
-                char id[STEPQ_RULE_MAX];
-                stepq__keyname_buf(id, sizeof(id), r->element[1]->str, r->element[1]->len);
-                snprintf(first, sizeof(first), "it holds step '%s' that the new side lacks", id);
-            }
-            unsafe += r->element[0]->integer;
-            c->res.adopted += r->element[2]->integer;
-            freeReplyObject(r);
-        }
-    } while (strcmp(cursor, "0") != 0);
+    int rc = big_send_scan(c->q, &g);
+    rc = rc == STEPQ_OK ? stepq__window_drain(c->q, &g.win)
+                        : (stepq__window_abort(c->q, &g.win), rc);
+    stepq__window_release(&g.win);
+    if (rc != STEPQ_OK)
+        return STEPQ_ERR;
+    long long unsafe = g.unsafe;
+    const char *first = g.first;
     if (unsafe > 0) {
         kept_key(c, key, len, first);
         return STEPQ_OK;
@@ -534,6 +632,22 @@ static int is_strings(const redisReply *r)
     return 1;
 }
 
+/* The collections too big for one script, on an empty pipe. */
+static int delete_bigs(stepq *q, void *arg)
+{
+    struct cl_run *c = arg;
+    int rc = STEPQ_OK;
+
+    (void)q;
+    for (size_t i = 0; i < c->nbigs; i++) {
+        if (rc == STEPQ_OK)
+            rc = decide_big(c, c->bigs[i], sdslen(c->bigs[i]));
+        sdsfree(c->bigs[i]);
+    }
+    c->nbigs = 0;
+    return rc;
+}
+
 static int delete_reply(struct cl_run *c, const redisReply *r)
 {
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 7 ||
@@ -550,12 +664,26 @@ static int delete_reply(struct cl_run *c, const redisReply *r)
     for (size_t i = 0; i < r->element[3]->elements; i++)
         kept_key(c, r->element[3]->element[i]->str, r->element[3]->element[i]->len,
                  r->element[4]->element[i]->str);
+    /* decide_big waits for replies of its own: after the pipe has drained. */
     for (size_t i = 0; i < r->element[6]->elements; i++) {
-        if (decide_big(c, r->element[6]->element[i]->str, r->element[6]->element[i]->len) !=
-            STEPQ_OK)
-            return STEPQ_ERR;
+        if (c->nbigs == c->capbigs) {
+            size_t cap = c->capbigs ? c->capbigs * 2 : 8;
+            sds *n = stepq__realloc(c->bigs, cap * sizeof(*n));
+            if (n == NULL)
+                goto oom;
+            c->bigs = n;
+            c->capbigs = cap;
+        }
+        const redisReply *k = r->element[6]->element[i];
+        if ((c->bigs[c->nbigs] = sdsnewlen(k->str, k->len)) == NULL)
+            goto oom;
+        c->nbigs++;
+        stepq__walk_idle(&c->walk);
     }
     return STEPQ_OK;
+oom:
+    stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
+    return STEPQ_ERR;
 }
 
 /* What the script does with an old key of rule r: 'r' a step record, 'c' a
@@ -569,7 +697,26 @@ static char key_kind(const stepq__keymap *km, int r)
     return 'o';
 }
 
-/* Deletes one chunk of old keys, as the records say (lua/cleanup_batch.lua). */
+/* The reply of one cleanup_batch script. */
+static int delete_reader(stepq *q, void *ctx, int abort)
+{
+    struct cl_run *c = ctx;
+
+    if (abort)
+        return STEPQ_OK;
+    redisReply *r = stepq__read_reply(q);
+    if (r == NULL)
+        return STEPQ_ERR;
+    int rc = delete_reply(c, r);
+    freeReplyObject(r);
+    if (c->o->progress != NULL)
+        c->o->progress(c->res.deleted + c->res.kept + c->res.gone + c->res.not_in_backup,
+                       c->res.old_keys, NULL, NULL, c->o->arg);
+    return rc;
+}
+
+/* Queues the deletion of one chunk of old keys, as the records say
+ * (lua/cleanup_batch.lua); its reply is read in turn (delete_reader). */
 static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
 {
     enum { FIXED_ARGS = 6 };
@@ -585,7 +732,12 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
         const char *id;
         size_t idlen;
         int rule = stepq__keymap_match(&c->q->km, keys[i]->str, keys[i]->len, &side, &id, &idlen);
-        if (!set_has(&c->set, name_hash(keys[i]->str, keys[i]->len))) {
+        int has = stepq__nameset_has(c->set, name_hash(keys[i]->str, keys[i]->len));
+        if (has < 0) {
+            lookup_failed(c);
+            goto out;
+        }
+        if (!has) {
             c->res.not_in_backup++; /* appeared after the check: not backed up, kept */
             continue;
         }
@@ -607,7 +759,7 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
         m++;
     }
     kinds[m] = '\0';
-    if (m == 0 || stepq__pace_wait(&c->pace, (long)m) != STEPQ_OK) {
+    if (m == 0 || stepq__walk_pace(c->q, &c->walk, &c->pace, (long)m) != STEPQ_OK) {
         rc = m == 0 ? STEPQ_OK : STEPQ_ERR;
         goto out;
     }
@@ -616,12 +768,9 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
         args[i] = fixed[i];
         al[i] = i == 3 ? sdslen(c->tpl) : strlen(fixed[i]);
     }
-    redisReply *r = stepq__eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, kl,
-                                     (int)(FIXED_ARGS + m), args, al);
-    if (r != NULL) {
-        rc = delete_reply(c, r);
-        freeReplyObject(r);
-    }
+    if (stepq__append_eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, kl,
+                                (int)(FIXED_ARGS + m), args, al) == STEPQ_OK)
+        rc = stepq__window_push(c->q, &c->walk.win, delete_reader, c, (long)m);
 out:
     while (m > 0) {
         m--;
@@ -631,19 +780,17 @@ out:
     return rc;
 }
 
-static int delete_batch(stepq *q, const redisReply *batch, void *arg)
+static int delete_batch(stepq *q, const redisReply *batch, const char *cursor, void *arg)
 {
     struct cl_run *c = arg;
     const redisReply *keys[CLEAN_BATCH];
     size_t from = 0, n;
 
     (void)q;
+    (void)cursor;
     while ((n = old_keys(c, batch, &from, keys, CLEAN_BATCH)) > 0) {
         if (delete_chunk(c, keys, n) != STEPQ_OK)
             return STEPQ_ERR;
-        if (c->o->progress != NULL)
-            c->o->progress(c->res.deleted + c->res.kept + c->res.gone + c->res.not_in_backup,
-                           c->res.old_keys, NULL, NULL, c->o->arg);
     }
     return STEPQ_OK;
 }
@@ -709,14 +856,20 @@ int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *o
     /* The delete pass reads the records and collections it keeps: a later
      * run must not take that for a reader, even if this one fails. */
     long long began = stepq__now_ms();
-    rc = stepq__own_reads_note(q, began, stepq__scan(q, match, SCAN_COUNT, delete_batch, c));
+    rc = stepq__own_reads_note(q, began,
+                               stepq__walk_run(q, &c->walk, "0", SCAN_COUNT,
+                                               STEPQ_WALK_PAGES * SCAN_COUNT, delete_batch,
+                                               delete_bigs, c));
     if (rc != STEPQ_OK)
         goto out;
     if (ret != NULL)
         *ret = c->res;
 out:
     if (c != NULL) {
-        stepq__free(c->set.slot);
+        stepq__nameset_free(c->set);
+        for (size_t i = 0; i < c->nbigs; i++)
+            sdsfree(c->bigs[i]);
+        stepq__free(c->bigs);
         sdsfree(c->forced);
         sdsfree(c->tpl);
     }

@@ -129,10 +129,12 @@ static int wait_conditions(stepq__pace *p, long long now)
             p->probe_ms = now;
             slow = rtt > p->max_latency_ms;
         }
-        if (!p->paused && !slow && p->max_replica_lag > 0) {
+        /* As often as the latency probe: a walk drains its pipeline first. */
+        if (!p->paused && !slow && p->max_replica_lag > 0 && now - p->lag_ms >= PROBE_EVERY_MS) {
             long lag = replica_lag(p);
             if (lag < 0)
                 return STEPQ_ERR;
+            p->lag_ms = now;
             slow = lag > p->max_replica_lag;
         }
         if (!p->paused && !slow)
@@ -141,7 +143,17 @@ static int wait_conditions(stepq__pace *p, long long now)
         nap_ms(p->paused ? THROTTLE_EVERY_MS : BACKOFF_MS);
         now = mono_ms();
         p->probe_ms = 0; /* probe again right after a back-off */
+        p->lag_ms = 0;
     }
+}
+
+int stepq__pace_io_due(const stepq__pace *p)
+{
+    long long now = mono_ms();
+
+    return p->paused || now - p->throttle_ms >= THROTTLE_EVERY_MS ||
+           (p->max_latency_ms > 0 && now - p->probe_ms >= PROBE_EVERY_MS) ||
+           (p->max_replica_lag > 0 && now - p->lag_ms >= PROBE_EVERY_MS);
 }
 
 int stepq__pace_wait(stepq__pace *p, long n)

@@ -311,7 +311,7 @@ typedef struct stepq__pace {
     long max_replica_lag; /* back off while a replica lags more (s); 0: off */
     int paused;
     double tokens;
-    long long last_ms, throttle_ms, probe_ms;
+    long long last_ms, throttle_ms, probe_ms, lag_ms;
     long backoffs; /* how often it waited for pause, latency or lag */
 } stepq__pace;
 
@@ -323,6 +323,8 @@ void stepq__pace_init(stepq__pace *p, stepq *q, double rate, long max_latency_ms
 /* Blocks until n more keys may be processed. STEPQ_ERR on a lost
  * connection (the error is set on p->q). */
 int stepq__pace_wait(stepq__pace *p, long n);
+/* Will the next stepq__pace_wait send a command (throttle hash, PING, INFO)? */
+int stepq__pace_io_due(const stepq__pace *p);
 
 /* ---------------------------------------------------------------------------
  * Helpers (util.c)
@@ -375,6 +377,79 @@ typedef int (*stepq__page_fn)(stepq *q, const redisReply *keys, const char *curs
  * about `count` keys a page. */
 int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, void *arg);
 
+/* A set of 64-bit key-name hashes in bounded memory (nameset.c): sorted
+ * runs on a temporary file, merged when sealed, looked up with one read of
+ * a block. Add, then seal, then look up. -1 on I/O error or OOM. */
+typedef struct stepq__nameset stepq__nameset;
+stepq__nameset *stepq__nameset_new(void);
+/* The same with runs of `run` hashes (tests: many runs from few hashes). */
+stepq__nameset *stepq__nameset_new_run(size_t run);
+int stepq__nameset_add(stepq__nameset *s, uint64_t h);
+int stepq__nameset_seal(stepq__nameset *s);
+/* 1 when h was added, 0 when not, -1 on a read error. */
+int stepq__nameset_has(stepq__nameset *s, uint64_t h);
+size_t stepq__nameset_count(const stepq__nameset *s);
+void stepq__nameset_free(stepq__nameset *s);
+
+/* The walks' pipeline (walk_pipe.c; docs/migration-engine.md,
+ * "Pipelining"). A reader reads the reply (or replies) of the command(s) it
+ * was pushed for, in order, and acts on them; it may queue more commands
+ * and push their readers, but never wait for a reply of its own. With
+ * `abort` set it reads nothing and only lets go of ctx (the connection was
+ * dropped after an error). */
+typedef int (*stepq__reader_fn)(stepq *q, void *ctx, int abort);
+struct stepq__wentry {
+    stepq__reader_fn fn;
+    void *ctx;
+    long keys;
+};
+typedef struct stepq__window {
+    struct stepq__wentry *e; /* a ring */
+    size_t head, n, cap;
+    long keys; /* keys whose replies are still to read */
+} stepq__window;
+/* Pushes the reader of a command just queued (redisAppendCommand...),
+ * weighing `keys` until it has run. */
+int stepq__window_push(stepq *q, stepq__window *w, stepq__reader_fn fn, void *ctx, long keys);
+/* Runs every reader left; on an error the connection is dropped and the
+ * rest are aborted (the first error is kept). */
+int stepq__window_drain(stepq *q, stepq__window *w);
+/* Drops the connection (the replies on their way can no longer be matched)
+ * and tells every reader left to let go of its context; keeps the error. */
+void stepq__window_abort(stepq *q, stepq__window *w);
+void stepq__window_release(stepq__window *w);
+
+/* Pages of keys in flight at most in a walk without a latency bound. */
+#define STEPQ_WALK_PAGES 4
+/* Work a reader leaves for when the pipe is empty (see stepq__walk_idle). */
+typedef int (*stepq__idle_fn)(stepq *q, void *arg);
+typedef struct stepq__walk {
+    stepq__window win;
+    char cursor[32], page_cursor[32], count[24];
+    sds match;
+    long cap; /* no new SCAN while this many keys are in flight */
+    int scan_out, scan_done, hold, want_idle;
+    redisReply *page; /* a SCAN reply waiting for the driver */
+    stepq__idle_fn idle;
+    void *arg;
+} stepq__walk;
+/* A pipelined SCAN of the namespace from `from` (walk_pipe.c): fn gets each
+ * page and the cursor that produced it, and queues the page's commands on
+ * w->win (stepq__window_push) without waiting for them; at most `cap` keys
+ * in flight (stepq__walk_cap). `idle` (may be NULL) runs on an empty pipe
+ * whenever a reader asked for it (stepq__walk_idle) and at the end. */
+int stepq__walk_run(stepq *q, stepq__walk *w, const char *from, long count, long cap,
+                    stepq__page_fn fn, stepq__idle_fn idle, void *arg);
+/* Asks for the walk's idle work once the pipe has drained (a reader that
+ * must wait for replies of its own, e.g. a big collection merged in chunks). */
+void stepq__walk_idle(stepq__walk *w);
+/* stepq__pace_wait from inside a walk: drains the pipe first when the
+ * pacing will talk to Redis (the throttle hash, a PING, INFO). */
+int stepq__walk_pace(stepq *q, stepq__walk *w, stepq__pace *p, long n);
+/* Keys in flight at most for a walk of `count`-key pages: STEPQ_WALK_PAGES
+ * pages; with a latency bound two (one script running, one behind it). */
+long stepq__walk_cap(long count, long max_latency_ms);
+
 /* The SCAN COUNT of a walk of `batch`-pair scripts: ten batches a page, so
  * that one round trip carries ten scripts (at most 5000 names); one batch a
  * page when the walk watches latency (max_latency_ms > 0), so that a
@@ -389,6 +464,12 @@ redisReply *stepq__scan_members(stepq *q, const char *key, char type, char curso
 /* The same for a binary-safe key name of `len` bytes. */
 redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type, char cursor[32],
                                   const char *count);
+
+/* The same, pipelined: queues the SSCAN/ZSCAN of a member page, and reads
+ * such a reply in turn, updating cursor (NULL with the error set). */
+int stepq__queue_members(stepq *q, const char *key, size_t len, char type, const char *cursor,
+                         const char *count);
+redisReply *stepq__read_members(stepq *q, char cursor[32]);
 
 /* Pairs of key names (one rule, one id, two sides) for the batch scripts. */
 typedef struct stepq__pairs {
@@ -424,6 +505,11 @@ long stepq__walk_strays(stepq *q, const redisReply *page, stepq_progress_fn fn, 
 int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, long batch,
                      int nprefix, const char **prefix, int nargs, const char **args, int with_types,
                      redisReply **replies);
+/* Queues one script s over pairs [lo, hi) of p (at most 1000), laid out as
+ * stepq__pairs_run lays them; its reply is for the caller to read. */
+int stepq__pairs_append(stepq *q, enum stepq__script_id s, const stepq__pairs *p, size_t lo,
+                        size_t hi, int nprefix, const char **prefix, int nargs, const char **args,
+                        int with_types);
 /* Makes every key of the other side equal to its twin on side `truth`
  * (reconcile.c): COPY REPLACE where the truth exists, DEL where it does
  * not; with `dry`, counts only. `mode` (lua/reconcile_batch.lua): 'plain';

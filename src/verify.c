@@ -101,12 +101,78 @@ static void nap(long ms)
  * Pairs
  * ------------------------------------------------------------------------- */
 
-/* Gives pair k its verdict from its element of a verify_batch reply:
- * {verdict, digest of the key, digest of the twin}; a big collection is
- * compared here, member by member. */
-static int script_verdict(stepq__vf *v, size_t k, const redisReply *e, stepq__verdict_fn each)
+/*
+ * A page of pairs on its way through the pipe (src/walk_pipe.c): its hash
+ * pairs in MULTI/EXEC blocks first (one reader for them all), then the
+ * pairs not decided there in verify_batch scripts (one reader each); the
+ * big pairs the scripts find are compared member by member once the pipe
+ * is empty (the page is held meanwhile).
+ */
+struct vf_page {
+    stepq__vf *v;
+    stepq__pairs pairs;
+    stepq__verdict_fn each;
+    size_t nhash;
+    char *done;        /* decided in the client */
+    size_t *at;        /* pair j of rest is pairs' at[j] */
+    stepq__pairs rest; /* borrowed keys, their own arrays */
+    size_t left;       /* readers still to run */
+    struct vf_batch {
+        struct vf_page *pg;
+        size_t lo;
+    } * bat;
+    struct vf_big { /* a big pair: pairs' index, the type both keys had */
+        size_t k;
+        char type[8];
+    } * bigs;
+    size_t nbigs;
+    struct vf_page *next; /* on v->held */
+};
+
+static void page_free(struct vf_page *pg)
 {
-    const sds a = v->pairs.keys[2 * k], b = v->pairs.keys[2 * k + 1];
+    stepq__pairs_release(&pg->pairs);
+    stepq__free(pg->done);
+    stepq__free(pg->at);
+    stepq__free(pg->rest.keys);
+    stepq__free(pg->rest.types);
+    stepq__free(pg->bat);
+    stepq__free(pg->bigs);
+    stepq__free(pg);
+}
+
+/* A page whose every reader ran: counted, or held for its big pairs. */
+static void page_done(struct vf_page *pg)
+{
+    stepq__vf *v = pg->v;
+
+    if (pg->nbigs > 0) {
+        pg->next = v->held;
+        v->held = pg;
+        stepq__walk_idle(&v->walk);
+        return;
+    }
+    v->done += (long long)pg->pairs.n;
+    if (v->fn != NULL)
+        v->fn(v->done, 0, NULL, NULL, v->arg);
+    page_free(pg);
+}
+
+/* The reader's end: the page goes when its last reader has run. */
+static int page_left(struct vf_page *pg, int rc)
+{
+    if (--pg->left == 0)
+        page_done(pg);
+    return rc;
+}
+
+/* Gives pair k of the page its verdict from its element of a verify_batch
+ * reply: {verdict, digest of the key, digest of the twin}; a big
+ * collection waits for an empty pipe. */
+static int script_verdict(struct vf_page *pg, size_t k, const redisReply *e)
+{
+    stepq__vf *v = pg->v;
+    const sds a = pg->pairs.keys[2 * k];
     int vd = -1;
 
     if (e->type == REDIS_REPLY_ARRAY && e->elements == 3 &&
@@ -118,97 +184,198 @@ static int script_verdict(stepq__vf *v, size_t k, const redisReply *e, stepq__ve
                          "unexpected reply from script 'verify_batch'; " STEPQ_VERIFY_SERVER);
         return STEPQ_ERR;
     }
-    enum stepq__verdict verdict = (enum stepq__verdict)vd;
+    /* A big pair's reply carries the type both keys have, not a digest. */
+    if (vd == STEPQ_V_BIG) {
+        struct vf_big *x = &pg->bigs[pg->nbigs++];
+        x->k = k;
+        snprintf(x->type, sizeof(x->type), "%s", e->element[1]->str);
+        return STEPQ_OK;
+    }
     uint64_t ca = stepq__verify_share(a, e->element[1]->str);
     uint64_t cb = stepq__verify_share(a, e->element[2]->str);
-    /* A big pair's reply carries the type both keys have, not a digest. */
-    if (verdict == STEPQ_V_BIG &&
-        stepq__verify_big(v, a, b, e->element[1]->str, &verdict, &ca, &cb) != STEPQ_OK)
-        return STEPQ_ERR;
-    return each(v, k, verdict, ca, cb);
+    v->cur = &pg->pairs;
+    return pg->each(v, k, (enum stepq__verdict)vd, ca, cb);
 }
 
-/* The verdicts of the pairs left to the script: nrep replies of `batch`
- * pairs each (the last may be short); pair j of them is pairs' at[j]. */
-static int script_verdicts(stepq__vf *v, redisReply **rep, size_t nrep, const size_t *at, size_t n,
-                           stepq__verdict_fn each)
+/* The reply of one verify_batch script of a page. */
+static int script_reader(stepq *q, void *ctx, int abort)
 {
+    struct vf_batch *x = ctx;
+    struct vf_page *pg = x->pg;
+    size_t batch = (size_t)pg->v->o.batch;
+    size_t want = pg->rest.n - x->lo < batch ? pg->rest.n - x->lo : batch;
+    int rc = STEPQ_OK;
+
+    if (abort)
+        return page_left(pg, STEPQ_OK);
+    redisReply *r = stepq__read_reply(q);
+    if (r == NULL)
+        return page_left(pg, STEPQ_ERR);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != want) {
+        stepq__set_error(q, STEPQ_E_PROTOCOL,
+                         "unexpected reply from script 'verify_batch': %zu verdicts for %zu "
+                         "pairs; " STEPQ_VERIFY_SERVER,
+                         r->elements, want);
+        rc = STEPQ_ERR;
+    }
+    for (size_t i = 0; rc == STEPQ_OK && i < want; i++)
+        rc = script_verdict(pg, pg->at[x->lo + i], r->element[i]);
+    freeReplyObject(r);
+    return page_left(pg, rc);
+}
+
+/* Queues the scripts for the pairs the client did not decide. */
+static int send_scripts(stepq *q, stepq__window *w, struct vf_page *pg)
+{
+    stepq__vf *v = pg->v;
+    const char *args[] = {v->big, v->tol};
     size_t batch = (size_t)v->o.batch;
 
-    for (size_t s = 0; s < nrep; s++) {
-        size_t want = n - s * batch < batch ? n - s * batch : batch;
-        if (rep[s]->type != REDIS_REPLY_ARRAY || rep[s]->elements != want) {
-            stepq__set_error(v->q, STEPQ_E_PROTOCOL,
-                             "unexpected reply from script 'verify_batch': %zu verdicts for %zu "
-                             "pairs; " STEPQ_VERIFY_SERVER,
-                             rep[s]->elements, want);
+    for (size_t k = 0; k < pg->pairs.n; k++) {
+        if (pg->done[k])
+            continue;
+        pg->rest.keys[2 * pg->rest.n] = pg->pairs.keys[2 * k];
+        pg->rest.keys[2 * pg->rest.n + 1] = pg->pairs.keys[2 * k + 1];
+        pg->rest.types[pg->rest.n] = pg->pairs.types[k];
+        pg->at[pg->rest.n++] = k;
+    }
+    for (size_t lo = 0; lo < pg->rest.n; lo += batch) {
+        size_t hi = lo + batch < pg->rest.n ? lo + batch : pg->rest.n;
+        struct vf_batch *x = &pg->bat[lo / batch];
+        *x = (struct vf_batch){pg, lo};
+        if (stepq__pairs_append(q, STEPQ_SCRIPT_VERIFY_BATCH, &pg->rest, lo, hi, 0, NULL, 2, args,
+                                1) != STEPQ_OK)
+            return STEPQ_ERR;
+        pg->left++;
+        if (stepq__window_push(q, w, script_reader, x, (long)(hi - lo)) != STEPQ_OK) {
+            pg->left--;
             return STEPQ_ERR;
         }
-        for (size_t i = 0; i < want; i++)
-            if (script_verdict(v, at[s * batch + i], rep[s]->element[i], each) != STEPQ_OK)
-                return STEPQ_ERR;
     }
     return STEPQ_OK;
 }
 
-/* Compares the current pairs: the hash pairs in the client first, then
- * every pair not decided there in verify_batch scripts. Calls `each` with
- * every verdict. */
-static int compare_pairs(stepq__vf *v, stepq__verdict_fn each)
+/* The window the page's readers go on: the walk's, or one of its own. */
+static stepq__window *page_window(struct vf_page *pg)
+{
+    return &pg->v->walk.win;
+}
+
+/* The MULTI/EXEC blocks of a page's hash pairs; then its scripts go out. */
+static int hash_reader(stepq *q, void *ctx, int abort)
+{
+    struct vf_page *pg = ctx;
+    stepq__vf *v = pg->v;
+
+    if (abort)
+        return page_left(pg, STEPQ_OK);
+    v->cur = &pg->pairs;
+    int rc = stepq__verify_hashes_read(v, pg->nhash, pg->each, pg->done);
+    if (rc == STEPQ_OK)
+        rc = send_scripts(q, page_window(pg), pg);
+    return page_left(pg, rc);
+}
+
+/* Sends a page of pairs (taken from *pairs, which is left empty): its hash
+ * blocks, or straight its scripts when it has no hash pair. */
+static int page_send(stepq__vf *v, stepq__pairs *pairs, stepq__verdict_fn each)
 {
     stepq *q = v->q;
-    const char *args[] = {v->big, v->tol};
-    char *done = stepq__calloc(v->pairs.n + 1, 1);
-    /* The pairs left to the script: borrowed keys, their own arrays. */
-    stepq__pairs rest = {0};
-    size_t *at = stepq__calloc(v->pairs.n + 1, sizeof(*at));
-    rest.keys = stepq__calloc(2 * v->pairs.n + 1, sizeof(*rest.keys));
-    rest.types = stepq__calloc(v->pairs.n + 1, 1);
-    redisReply **rep = stepq__calloc(v->pairs.n / (size_t)v->o.batch + 2, sizeof(*rep));
+    struct vf_page *pg = stepq__calloc(1, sizeof(*pg));
+    size_t n = pairs->n, batch = (size_t)v->o.batch;
+
+    if (pg == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    pg->v = v;
+    pg->pairs = *pairs;
+    memset(pairs, 0, sizeof(*pairs));
+    pg->each = each;
+    pg->done = stepq__calloc(n + 1, 1);
+    pg->at = stepq__calloc(n + 1, sizeof(*pg->at));
+    pg->rest.keys = stepq__calloc(2 * n + 1, sizeof(*pg->rest.keys));
+    pg->rest.types = stepq__calloc(n + 1, 1);
+    pg->bat = stepq__calloc(n / batch + 2, sizeof(*pg->bat));
+    pg->bigs = stepq__calloc(n + 1, sizeof(*pg->bigs));
+    if (pg->done == NULL || pg->at == NULL || pg->rest.keys == NULL || pg->rest.types == NULL ||
+        pg->bat == NULL || pg->bigs == NULL) {
+        page_free(pg);
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    /* One reference of the sender's own, so that the page cannot go while
+     * its readers are being pushed. */
+    pg->left = 1;
+    v->cur = &pg->pairs;
+    size_t nh = stepq__verify_hashes_append(v);
+    int rc = STEPQ_OK;
+    if (nh == (size_t)-1) {
+        rc = STEPQ_ERR;
+    } else if (nh > 0) {
+        pg->nhash = nh;
+        pg->left++;
+        if (stepq__window_push(q, page_window(pg), hash_reader, pg, (long)n) != STEPQ_OK) {
+            pg->left--;
+            rc = STEPQ_ERR;
+        }
+    } else {
+        rc = send_scripts(q, page_window(pg), pg);
+    }
+    return page_left(pg, rc);
+}
+
+/* Compares the big pairs of the held pages, on an empty pipe. */
+static int held_pages(stepq *q, void *arg)
+{
+    stepq__vf *v = arg;
     int rc = STEPQ_OK;
 
-    if (done == NULL || at == NULL || rest.keys == NULL || rest.types == NULL || rep == NULL) {
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        rc = STEPQ_ERR;
+    (void)q;
+    while (v->held != NULL) {
+        struct vf_page *pg = v->held;
+        v->held = pg->next;
+        for (size_t i = 0; rc == STEPQ_OK && i < pg->nbigs; i++) {
+            size_t k = pg->bigs[i].k;
+            enum stepq__verdict verdict;
+            uint64_t ca, cb;
+            rc = stepq__verify_big(v, pg->pairs.keys[2 * k], pg->pairs.keys[2 * k + 1],
+                                   pg->bigs[i].type, &verdict, &ca, &cb);
+            v->cur = &pg->pairs;
+            if (rc == STEPQ_OK)
+                rc = pg->each(v, k, verdict, ca, cb);
+        }
+        pg->nbigs = 0;
+        if (rc == STEPQ_OK)
+            page_done(pg);
+        else
+            page_free(pg);
     }
-    if (rc == STEPQ_OK && (stepq__pace_wait(&v->pace, (long)v->pairs.n) != STEPQ_OK ||
-                           stepq__verify_hashes(v, each, done) != STEPQ_OK))
-        rc = STEPQ_ERR;
-    for (size_t k = 0; rc == STEPQ_OK && k < v->pairs.n; k++) {
-        if (done[k])
-            continue;
-        rest.keys[2 * rest.n] = v->pairs.keys[2 * k];
-        rest.keys[2 * rest.n + 1] = v->pairs.keys[2 * k + 1];
-        rest.types[rest.n] = v->pairs.types[k];
-        at[rest.n++] = k;
-    }
-    size_t nrep = rc == STEPQ_OK ? (rest.n + (size_t)v->o.batch - 1) / (size_t)v->o.batch : 0;
-    if (nrep > 0 && stepq__pairs_run(q, STEPQ_SCRIPT_VERIFY_BATCH, &rest, v->o.batch, 0, NULL, 2,
-                                     args, 1, rep) != STEPQ_OK) {
-        rc = STEPQ_ERR;
-        nrep = 0; /* pairs_run freed the replies */
-    }
-    if (rc == STEPQ_OK)
-        rc = script_verdicts(v, rep, nrep, at, rest.n, each);
-    for (size_t s = 0; s < nrep; s++)
-        freeReplyObject(rep[s]);
-    stepq__free(rep);
-    stepq__free(rest.keys);
-    stepq__free(rest.types);
-    stepq__free(at);
-    stepq__free(done);
+    return rc;
+}
+
+/* Compares the current pairs (v->pairs, left empty) and waits for every
+ * verdict: the fixed keys and the re-checks, outside the walk. */
+static int compare_pairs(stepq__vf *v, stepq__verdict_fn each)
+{
+    if (v->pairs.n == 0)
+        return STEPQ_OK;
+    memset(&v->walk.win, 0, sizeof(v->walk.win));
+    int rc = page_send(v, &v->pairs, each);
     if (rc != STEPQ_OK)
-        return STEPQ_ERR;
-    v->done += (long long)v->pairs.n;
-    if (v->fn != NULL)
-        v->fn(v->done, 0, NULL, NULL, v->arg);
+        stepq__window_abort(v->q, &v->walk.win);
+    else
+        rc = stepq__window_drain(v->q, &v->walk.win);
+    if (rc == STEPQ_OK)
+        rc = held_pages(v->q, v);
+    stepq__window_release(&v->walk.win);
     return rc;
 }
 
 /* First pass: equal pairs count now; mismatches wait for the re-checks. */
 static int first_verdict(stepq__vf *v, size_t k, enum stepq__verdict vd, uint64_t ca, uint64_t cb)
 {
-    int r = v->pairs.rule[k];
+    int r = v->cur->rule[k];
 
     if (vd == STEPQ_V_GONE)
         return STEPQ_OK;
@@ -218,8 +385,8 @@ static int first_verdict(stepq__vf *v, size_t k, enum stepq__verdict vd, uint64_
         v->per[r].equal++;
         return STEPQ_OK;
     }
-    if (add_bad(v, r, v->pairs.keys[2 * k], v->pairs.keys[2 * k + 1], v->pairs.types[k], vd, ca,
-                cb) != STEPQ_OK) {
+    if (add_bad(v, r, v->cur->keys[2 * k], v->cur->keys[2 * k + 1], v->cur->types[k], vd, ca, cb) !=
+        STEPQ_OK) {
         stepq__set_error(v->q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
@@ -229,7 +396,7 @@ static int first_verdict(stepq__vf *v, size_t k, enum stepq__verdict vd, uint64_
 /* A re-check replaces the pair's share of the digests. */
 static int recheck_verdict(stepq__vf *v, size_t k, enum stepq__verdict vd, uint64_t ca, uint64_t cb)
 {
-    struct stepq__vbad *x = &v->bad[v->pairs.rule[k]]; /* rule[] holds the index into bad[] here */
+    struct stepq__vbad *x = &v->bad[v->cur->rule[k]]; /* rule[] holds the index into bad[] here */
 
     if (vd == STEPQ_V_GONE)
         ca = cb = 0;
@@ -334,9 +501,15 @@ static int verify_page(stepq *q, const redisReply *keys, const char *cursor, voi
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
     }
-    int rc = v->pairs.n ? compare_pairs(v, first_verdict) : STEPQ_OK;
-    stepq__pairs_clear(&v->pairs);
-    return rc;
+    if (v->pairs.n == 0)
+        return STEPQ_OK;
+    if (v->in_walk)
+        return stepq__walk_pace(q, &v->walk, &v->pace, (long)v->pairs.n) != STEPQ_OK
+                   ? STEPQ_ERR
+                   : page_send(v, &v->pairs, first_verdict);
+    if (stepq__pace_wait(&v->pace, (long)v->pairs.n) != STEPQ_OK)
+        return STEPQ_ERR;
+    return compare_pairs(v, first_verdict);
 }
 
 static int cmp_sds(const void *a, const void *b)
@@ -455,8 +628,8 @@ static sds bad_message(const struct stepq__vbad *x)
     if (x->v == STEPQ_V_MISSING)
         return cat(cat_name(sdsnew("its twin "), x->b, '\''), " is missing");
     return cat_name(sdsnew(x->v == STEPQ_V_TTL ? "its expiry is off from its twin "
-                                                      : "different from its twin "),
-                           x->b, '\'');
+                                               : "different from its twin "),
+                    x->b, '\'');
 }
 
 /* The report's line for a pair that still differs. */
@@ -647,10 +820,14 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
     stepq__pace_init(&v->pace, q, v->o.rate, v->o.max_latency_ms, 0);
     if (count_fixed(v) != STEPQ_OK)
         goto out;
-    if (v->o.sample > 0 ? verify_sample(v) != STEPQ_OK
-                        : stepq__walk_ns(q, "0", stepq__walk_count(v->o.batch, v->o.max_latency_ms),
-                                         verify_page, v) != STEPQ_OK)
+    long count = stepq__walk_count(v->o.batch, v->o.max_latency_ms);
+    v->in_walk = v->o.sample == 0;
+    if (v->o.sample > 0
+            ? verify_sample(v) != STEPQ_OK
+            : stepq__walk_run(q, &v->walk, "0", count, stepq__walk_cap(count, v->o.max_latency_ms),
+                              verify_page, held_pages, v) != STEPQ_OK)
         goto out;
+    v->in_walk = 0;
     if (recheck(v) != STEPQ_OK)
         goto out;
     json_t *first = tell_bad(v);
@@ -682,6 +859,11 @@ out:
     }
     stepq__free(v->bad);
     stepq__pairs_release(&v->pairs);
+    while (v->held != NULL) {
+        struct vf_page *pg = v->held;
+        v->held = pg->next;
+        page_free(pg);
+    }
     stepq__free(v);
     return rc;
 }

@@ -39,6 +39,8 @@ struct stepq__vbad {
     uint64_t ca, cb; /* this pair's share of the two digests */
 };
 
+struct vf_page;
+
 /* One verify run: its options, counters, digests and the pairs at hand. */
 typedef struct stepq__vf {
     stepq *q;
@@ -51,7 +53,11 @@ typedef struct stepq__vf {
     struct stepq__vbad *bad;
     size_t nbad, capbad;
     stepq__pairs pairs;
+    const stepq__pairs *cur; /* the pairs the verdicts at hand are of */
     stepq__pace pace;
+    stepq__walk walk;
+    int in_walk;          /* pages go through the walk's pipe */
+    struct vf_page *held; /* pages with big pairs to compare on an empty pipe */
     long long done;
     long long unmapped; /* old-looking keys no rule maps (stepq__walk_strays) */
     char big[24], tol[24];
@@ -60,7 +66,7 @@ typedef struct stepq__vf {
     char misses_at_start[24]; /* the stats' primary_misses when it began */
 } stepq__vf;
 
-/* Called with the verdict of pair k of v->pairs and its two digest shares. */
+/* Called with the verdict of pair k of v->cur and its two digest shares. */
 typedef int (*stepq__verdict_fn)(stepq__vf *v, size_t k, enum stepq__verdict verdict, uint64_t ca,
                                  uint64_t cb);
 
@@ -68,10 +74,13 @@ typedef int (*stepq__verdict_fn)(stepq__vf *v, size_t k, enum stepq__verdict ver
  * and its content digest; 0 for an empty digest (verify.c). */
 uint64_t stepq__verify_share(const sds name, const char *digest);
 
-/* Reads the hash pairs of v->pairs (MULTI/EXEC blocks of `batch` pairs) and
- * calls `each` with each one found equal, marking it in done[]; the others
- * are left to the script (verify_hash.c). STEPQ_ERR with the error set. */
-int stepq__verify_hashes(stepq__vf *v, stepq__verdict_fn each, char *done);
+/* Queues the hash pairs of v->cur as MULTI/EXEC blocks of `batch` pairs
+ * (verify_hash.c); returns how many pairs, (size_t)-1 with the error set. */
+size_t stepq__verify_hashes_append(stepq__vf *v);
+/* Reads the blocks of the n hash pairs queued and calls `each` with each
+ * one found equal, marking it in done[]; the others are left to the
+ * script. STEPQ_ERR with the error set. */
+int stepq__verify_hashes_read(stepq__vf *v, size_t n, stepq__verdict_fn each, char *done);
 
 /* Compares a big set or zset a with its twin b (both of `type`, "set" or
  * "zset", as verify_batch.lua found them) member by member; writes the

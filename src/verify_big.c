@@ -73,7 +73,7 @@ static int members_add(struct big *g, const redisReply *r)
  * (a member every `step` elements): members travel with their lengths, so
  * a member with a NUL byte is itself, not its prefix. */
 static int members_script(struct big *g, const redisReply *m, size_t step, size_t off, size_t cnt,
-                          int last)
+                          int last, size_t *queued)
 {
     const char *args[MEMBERS_PER_SCRIPT + 3];
     size_t lens[MEMBERS_PER_SCRIPT + 3];
@@ -90,6 +90,11 @@ static int members_script(struct big *g, const redisReply *m, size_t step, size_
         args[3 + i] = e->str;
         lens[3 + i] = e->len;
     }
+    if (queued != NULL) { /* pipelined: the caller reads the reply */
+        (*queued)++;
+        return stepq__append_eval_keys(g->v->q, STEPQ_SCRIPT_VERIFY_MEMBERS, 2, keys, klens,
+                                       (int)cnt + 3, args, lens);
+    }
     redisReply *r = stepq__eval_keys(g->v->q, STEPQ_SCRIPT_VERIFY_MEMBERS, 2, keys, klens,
                                      (int)cnt + 3, args, lens);
     if (r == NULL)
@@ -101,8 +106,9 @@ static int members_script(struct big *g, const redisReply *m, size_t step, size_
 
 /* Runs verify_members over a page of members (m may be NULL: none), at
  * most MEMBERS_PER_SCRIPT members a script; the last script of the last
- * page compares the sizes and the expiry too. */
-static int members_chunk(struct big *g, const redisReply *m, size_t step, int last)
+ * page compares the sizes and the expiry too. With `queued`, the scripts
+ * are only queued and counted there. */
+static int members_chunk(struct big *g, const redisReply *m, size_t step, int last, size_t *queued)
 {
     size_t nm = m ? m->elements / step : 0, off = 0;
 
@@ -118,7 +124,7 @@ static int members_chunk(struct big *g, const redisReply *m, size_t step, int la
     }
     do {
         size_t cnt = nm - off < MEMBERS_PER_SCRIPT ? nm - off : MEMBERS_PER_SCRIPT;
-        if (members_script(g, m, step, off, cnt, last && off + cnt >= nm) != STEPQ_OK)
+        if (members_script(g, m, step, off, cnt, last && off + cnt >= nm, queued) != STEPQ_OK)
             return STEPQ_ERR;
         off += cnt;
     } while (off < nm);
@@ -137,32 +143,71 @@ static int members_sample(struct big *g)
     redisReply *r = stepq__command(g->v->q, 3, argv, lens);
     if (r == NULL)
         return STEPQ_ERR;
-    int rc = members_chunk(g, r, 1, 1);
+    int rc = members_chunk(g, r, 1, 1, NULL);
     freeReplyObject(r);
     return rc;
 }
 
-/* Every member, page by page (SSCAN/ZSCAN of the key verified). */
+/* Reads the replies of n queued verify_members scripts. */
+static int members_read(struct big *g, size_t n)
+{
+    int rc = STEPQ_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        redisReply *r = stepq__read_reply(g->v->q);
+        if (r == NULL)
+            return STEPQ_ERR;
+        if (rc == STEPQ_OK)
+            rc = members_add(g, r);
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+/* Every member, page by page (SSCAN/ZSCAN of the key verified), pipelined:
+ * the next page is asked for before this page's scripts are read, so a
+ * page costs one round trip; the sizes-and-expiry script is still the
+ * last to run (Redis runs them in order). */
 static int members_all(struct big *g)
 {
     stepq__vf *v = g->v;
+    stepq *q = v->q;
     char cursor[32] = "0", cnt[24];
-    size_t step = g->type == 's' ? 1 : 2;
+    size_t step = g->type == 's' ? 1 : 2, pending = 0;
+    int rc, more = 1;
 
     snprintf(cnt, sizeof(cnt), "%ld", stepq__walk_count(v->o.batch, v->o.max_latency_ms));
-    do {
-        redisReply *r = stepq__scan_members(v->q, g->a, g->type, cursor, cnt);
-        if (r == NULL)
-            return STEPQ_ERR;
-        int last = strcmp(cursor, "0") == 0;
-        int rc = stepq__pace_wait(&v->pace, (long)(r->element[1]->elements / step));
+    size_t alen = sdslen((const sds)g->a);
+    rc = stepq__queue_members(q, g->a, alen, g->type, cursor, cnt);
+    while (rc == STEPQ_OK && more) {
+        redisReply *r = stepq__read_members(q, cursor);
+        if (r == NULL) {
+            rc = STEPQ_ERR;
+            break;
+        }
+        more = strcmp(cursor, "0") != 0;
+        /* Pacing that talks to Redis wants an empty pipe. */
+        if (pending > 0 && stepq__pace_io_due(&v->pace)) {
+            rc = members_read(g, pending);
+            pending = 0;
+        }
         if (rc == STEPQ_OK)
-            rc = members_chunk(g, r->element[1], step, last);
+            rc = stepq__pace_wait(&v->pace, (long)(r->element[1]->elements / step));
+        if (rc == STEPQ_OK && more)
+            rc = stepq__queue_members(q, g->a, alen, g->type, cursor, cnt);
+        size_t queued = 0;
+        if (rc == STEPQ_OK)
+            rc = members_chunk(g, r->element[1], step, !more, &queued);
         freeReplyObject(r);
-        if (rc != STEPQ_OK)
-            return STEPQ_ERR;
-    } while (strcmp(cursor, "0") != 0);
-    return STEPQ_OK;
+        if (rc == STEPQ_OK)
+            rc = members_read(g, pending);
+        pending = queued;
+    }
+    if (rc == STEPQ_OK)
+        rc = members_read(g, pending);
+    if (rc != STEPQ_OK && q->rc != NULL)
+        stepq__drop(q); /* replies still on their way cannot be matched */
+    return rc;
 }
 
 int stepq__verify_big(stepq__vf *v, const sds a, const sds b, const char *type,

@@ -137,10 +137,10 @@ static int append_hashes(stepq__vf *v, size_t per)
     size_t in = 0;
     int ok = REDIS_OK;
 
-    for (size_t k = 0; k < v->pairs.n && ok == REDIS_OK; k++) {
-        if (v->pairs.types[k] != 'h')
+    for (size_t k = 0; k < v->cur->n && ok == REDIS_OK; k++) {
+        if (v->cur->types[k] != 'h')
             continue;
-        const sds a = v->pairs.keys[2 * k], b = v->pairs.keys[2 * k + 1];
+        const sds a = v->cur->keys[2 * k], b = v->cur->keys[2 * k + 1];
         size_t la = sdslen(a), lb = sdslen(b);
         if (in == 0)
             ok = redisAppendCommand(q->rc, "MULTI");
@@ -179,20 +179,25 @@ static redisReply *read_block(stepq *q, size_t m)
     return exec;
 }
 
-/* Reads the hash pairs of the current pairs (MULTI/EXEC blocks) and gives
- * each one found equal its verdict; marks them in done[]. */
-int stepq__verify_hashes(stepq__vf *v, stepq__verdict_fn each, char *done)
+size_t stepq__verify_hashes_append(stepq__vf *v)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < v->cur->n; i++)
+        n += v->cur->types[i] == 'h';
+    if (n == 0)
+        return 0;
+    if (stepq__ensure(v->q) != STEPQ_OK || append_hashes(v, (size_t)v->o.batch) != STEPQ_OK)
+        return (size_t)-1;
+    return n;
+}
+
+int stepq__verify_hashes_read(stepq__vf *v, size_t n, stepq__verdict_fn each, char *done)
 {
     stepq *q = v->q;
-    size_t n = 0, per = (size_t)v->o.batch, k = 0;
+    size_t per = (size_t)v->o.batch, k = 0;
     int rc = STEPQ_OK, oom = 0;
 
-    for (size_t i = 0; i < v->pairs.n; i++)
-        n += v->pairs.types[i] == 'h';
-    if (n == 0)
-        return STEPQ_OK;
-    if (stepq__ensure(q) != STEPQ_OK || append_hashes(v, per) != STEPQ_OK)
-        return STEPQ_ERR;
     for (size_t first = 0; first < n; first += per) {
         size_t m = n - first < per ? n - first : per;
         redisReply *exec = read_block(q, m);
@@ -203,11 +208,11 @@ int stepq__verify_hashes(stepq__vf *v, stepq__verdict_fn each, char *done)
             continue;
         }
         for (size_t j = 0; rc == STEPQ_OK && j < m; j++, k++) {
-            while (v->pairs.types[k] != 'h')
+            while (v->cur->types[k] != 'h')
                 k++;
             char d[64];
             if (hash_equal(v, exec->element + 4 * j, d, &oom)) {
-                uint64_t c = stepq__verify_share(v->pairs.keys[2 * k], d);
+                uint64_t c = stepq__verify_share(v->cur->keys[2 * k], d);
                 done[k] = 1;
                 rc = each(v, k, STEPQ_V_EQUAL, c, c);
             } else if (oom) {

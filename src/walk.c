@@ -137,8 +137,28 @@ redisReply *stepq__scan_members(stepq *q, const char *key, char type, char curso
 redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type, char cursor[32],
                                   const char *count)
 {
-    redisReply *r = stepq__commandf(q, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", key,
-                                    len, cursor, count);
+    stepq__clear_error(q);
+    if (stepq__queue_members(q, key, len, type, cursor, count) != STEPQ_OK)
+        return NULL;
+    return stepq__read_members(q, cursor);
+}
+
+int stepq__queue_members(stepq *q, const char *key, size_t len, char type, const char *cursor,
+                         const char *count)
+{
+    if (stepq__ensure(q) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (redisAppendCommand(q->rc, "%s %b %s COUNT %s", type == 's' ? "SSCAN" : "ZSCAN", key, len,
+                           cursor, count) != REDIS_OK) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
+redisReply *stepq__read_members(stepq *q, char cursor[32])
+{
+    redisReply *r = stepq__read_reply(q);
 
     if (r == NULL)
         return NULL;
@@ -295,40 +315,53 @@ long stepq__walk_strays(stepq *q, const redisReply *page, stepq_progress_fn fn, 
     return n;
 }
 
+int stepq__pairs_append(stepq *q, enum stepq__script_id s, const stepq__pairs *p, size_t lo,
+                        size_t hi, int nprefix, const char **prefix, int nargs, const char **args,
+                        int with_types)
+{
+    const char *keys[2 * 1000 + 8];
+    size_t lens[2 * 1000 + 8];
+    const char *argv[16];
+    char types[1001];
+    int nk = 0, na = 0;
+
+    if (hi - lo > 1000 || nprefix > 8 || nargs > 14) {
+        stepq__set_error(q, STEPQ_E_INVALID, "batch over 1000 pairs");
+        return STEPQ_ERR;
+    }
+    for (int i = 0; i < nprefix; i++) {
+        lens[nk] = strlen(prefix[i]);
+        keys[nk++] = prefix[i];
+    }
+    for (size_t i = 2 * lo; i < 2 * hi; i++) {
+        lens[nk] = sdslen(p->keys[i]); /* a name may hold any byte */
+        keys[nk++] = p->keys[i];
+    }
+    for (int i = 0; i < nargs; i++)
+        argv[na++] = args[i];
+    if (with_types) {
+        memcpy(types, p->types + lo, hi - lo);
+        types[hi - lo] = '\0';
+        argv[na++] = types;
+    }
+    return stepq__append_eval_keys(q, s, nk, keys, lens, na, argv, NULL);
+}
+
 int stepq__pairs_run(stepq *q, enum stepq__script_id s, const stepq__pairs *p, long batch,
                      int nprefix, const char **prefix, int nargs, const char **args, int with_types,
                      redisReply **replies)
 {
     size_t nscripts = (p->n + (size_t)batch - 1) / (size_t)batch;
-    const char *keys[2 * 1000 + 8];
-    size_t lens[2 * 1000 + 8];
-    const char *argv[16];
     int rc = STEPQ_OK;
 
-    if (batch > 1000 || nprefix > 8 || nargs > 14) {
+    if (batch > 1000) {
         stepq__set_error(q, STEPQ_E_INVALID, "batch over 1000 pairs");
         return STEPQ_ERR;
     }
     for (size_t b = 0; b < nscripts; b++) {
         size_t lo = b * (size_t)batch, hi = lo + (size_t)batch < p->n ? lo + (size_t)batch : p->n;
-        int nk = 0, na = 0;
-        char types[1001];
-        for (int i = 0; i < nprefix; i++) {
-            lens[nk] = strlen(prefix[i]);
-            keys[nk++] = prefix[i];
-        }
-        for (size_t i = 2 * lo; i < 2 * hi; i++) {
-            lens[nk] = sdslen(p->keys[i]); /* a name may hold any byte */
-            keys[nk++] = p->keys[i];
-        }
-        for (int i = 0; i < nargs; i++)
-            argv[na++] = args[i];
-        if (with_types) {
-            memcpy(types, p->types + lo, hi - lo);
-            types[hi - lo] = '\0';
-            argv[na++] = types;
-        }
-        if (stepq__append_eval_keys(q, s, nk, keys, lens, na, argv, NULL) != STEPQ_OK)
+        if (stepq__pairs_append(q, s, p, lo, hi, nprefix, prefix, nargs, args, with_types) !=
+            STEPQ_OK)
             return STEPQ_ERR;
     }
     /* Read every reply, even after an error, so the connection stays in step. */

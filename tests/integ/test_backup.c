@@ -185,6 +185,18 @@ static void test_new_side_and_memory_source(void)
     ASSERT_EQ(stepq__bk_parse(&src, &info, NULL, NULL, err, sizeof(err)), 0);
     ASSERT_EQ(info.count, 1);
     ASSERT_STR(info.side, "new");
+    uint64_t sum = info.checksum;
+    stepq__bk_info_release(&info);
+    /* Names only (cleanup, the restore's check): the payloads are still
+     * read and hashed, so the checksum agrees and a cut in a payload is
+     * found. */
+    stepq__bk_src names = {.mem = buf, .len = len, .names_only = 1};
+    ASSERT_EQ(stepq__bk_parse(&names, &info, NULL, NULL, err, sizeof(err)), 0);
+    ASSERT_EQ(info.count, 1);
+    CHECK(info.checksum == sum);
+    stepq__bk_info_release(&info);
+    stepq__bk_src cut = {.mem = buf, .len = len - 40, .names_only = 1};
+    ASSERT_EQ(stepq__bk_parse(&cut, &info, NULL, NULL, err, sizeof(err)), -1);
     stepq__bk_info_release(&info);
     free(buf);
 }

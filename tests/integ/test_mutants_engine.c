@@ -322,6 +322,62 @@ static void test_backfill_resumes_cut_page(void)
     ASSERT_EQ(m_sides_equal(), 0);
 }
 
+/* Cuts the connection at the first chunk of a big per-id collection
+ * (backfill_members.lua on a worker set): the pages queued after the one
+ * that found it have run by then, their checkpoints recorded. */
+static enum relay_action cut_first_chunk(int argc, const char *const *argv, const size_t *lens,
+                                         void *arg)
+{
+    struct cut *c = arg;
+
+    if (argc > 5 && relay_arg_is(argc, argv, lens, 2, "4") &&
+        relay_arg_is(argc, argv, lens, 3, "stepq:backfill") && lens[5] > 7 &&
+        memcmp(argv[5], "worker:", 7) == 0) {
+        atomic_store(&c->cut, 1);
+        return RELAY_CUT;
+    }
+    return RELAY_FORWARD;
+}
+
+/* mutation backfill_big_not_held: the walk keeps several pages in flight,
+ * so when a script finds a big collection (merged in chunks by the client
+ * later) the pages behind it have already moved the checkpoint on. The
+ * script holds the cursor of its page (`cursor_held`) until the merge is
+ * done: a run killed before it resumes at that page, and every member
+ * arrives. */
+static void test_backfill_big_held(void)
+{
+    struct cut c = {.cut = 0};
+    stepq_backfill_opts bo = {.batch = 5, .big = 10};
+    stepq_backfill_result res = {0};
+
+    t_flush();
+    m_seed(300);
+    for (int w = 0; w < 10; w++) {
+        for (int i = 0; i < 40; i++)
+            freeReplyObject(t_cmd("SADD worker:W%d:jobs m%d", w, i));
+        freeReplyObject(t_cmd("SADD worker:W%d:steps m0", w));
+    }
+    move(STEPQ_PHASE_DUAL_WRITE);
+    relay *rl;
+    stepq *q = via_relay(&rl, cut_first_chunk, &c);
+    REQUIRE(q != NULL);
+    CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_ERR);
+    stepq_free(q);
+    relay_stop(rl);
+    REQUIRE(atomic_load(&c.cut) == 1);
+    /* The premise: pages behind the big one ran and recorded their cursor. */
+    char held[32];
+    snprintf(held, sizeof(held), "%s", t_str("HGET stepq:backfill cursor_held"));
+    REQUIRE(held[0] != '\0');
+    CHECK(strcmp(held, t_str("HGET stepq:backfill cursor")) != 0);
+    REQUIRE(stepq_backfill(Q, &bo, NULL, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(res.resumed, 1);
+    for (int w = 0; w < 10; w++)
+        ASSERT_EQ(t_int("SCARD worker:W%d:steps", w), 40);
+    CHECK(t_int("HEXISTS stepq:backfill cursor_held") == 0);
+}
+
 /* mutation backfill_replaces_newer_twin: a twin that exists is the dual
  * writes' (newer than the old key when they differ: a repair is another
  * command); the backfill leaves it as it is, with its own TTL. */
@@ -580,6 +636,7 @@ int main(void)
     RUN(test_move_back_needs_reverse_verify);
     RUN(test_move_needs_backup_after_step_primary);
     RUN(test_backfill_resumes_cut_page);
+    RUN(test_backfill_big_held);
     RUN(test_backfill_keeps_existing_twin);
     RUN(test_backfill_members_recheck);
     RUN(test_backfill_refused_before_start);
