@@ -25,6 +25,10 @@
  * usage: bench_queue URL STEPS
  *        bench_queue URL STEPS CONTENDER CLIENTS   one run of one contender
  *        (same, data, job, dual-write), for bench/callgrind.sh
+ *        bench_queue URL STEPS cluster NS[,NS...] CLIENTS   on a Redis Cluster
+ *        (URL any node): CLIENTS stepq clients per namespace, STEPS in all,
+ *        phase job; prints steps/s and the Redis CPU per step of each master
+ *        (INFO cpu before and after) and of all of them (bench/run-cluster.sh).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,9 +249,11 @@ static void data_only_client(int n, int steps)
 }
 
 /* ---- stepq: the library's calls, one round trip each ---- */
+static const char *client_ns[64]; /* client n's namespace (the cluster runs); NULL: none */
+
 static void stepq_client(int n, int steps)
 {
-    stepq_options o = {.ignore_env_pin = 1};
+    stepq_options o = {.ignore_env_pin = 1, .namespace_ = client_ns[n]};
     stepq *q = stepq_connect(url, &o);
     char w[32];
     int done = 0, submitted = 0;
@@ -271,8 +277,14 @@ static void stepq_client(int n, int steps)
             submitted += batch;
         }
         char *json;
-        if (stepq_claim(q, w, NULL, 0, BATCH, &json) != STEPQ_OK)
-            continue; /* another client took them: submit more */
+        if (stepq_claim(q, w, NULL, 0, BATCH, &json) != STEPQ_OK) {
+            /* Other clients took them. With all of ours submitted, nothing
+             * is left for us: the others complete what they took (looping
+             * on would never end when they took more than their share). */
+            if (submitted >= steps)
+                break;
+            continue; /* submit more */
+        }
         /* Pull "id" and "token" pairs out of the array. */
         static char sids[BATCH][64], toks[BATCH][64];
         stepq_ack acks[BATCH];
@@ -348,8 +360,111 @@ static double run(void (*client)(int, int), const char *phase, int steps, int cl
     return (double)completed / el;
 }
 
+/* ---- a cluster: namespaces on masters ---- */
+#define MASTERS_MAX 16
+
+struct master {
+    char host[64];
+    int port;
+    redisContext *c;
+    double cpu0;
+};
+
+/* The masters of the cluster the URL's node belongs to (CLUSTER NODES). */
+static int find_masters(struct master *m)
+{
+    redisContext *c = raw();
+    redisReply *r = redisCommand(c, "CLUSTER NODES");
+    int n = 0;
+
+    for (char *line = r && r->type == REDIS_REPLY_STRING ? r->str : NULL; line && *line;) {
+        char *end = strchr(line, '\n'), addr[128], flags[128];
+        if (sscanf(line, "%*s %127s %127s", addr, flags) == 2 && strstr(flags, "master") &&
+            !strstr(flags, "fail") && n < MASTERS_MAX &&
+            sscanf(addr, "%63[^:]:%d", m[n].host, &m[n].port) == 2) {
+            m[n].c = redisConnect(m[n].host, m[n].port);
+            if (m[n].c && !m[n].c->err)
+                n++;
+        }
+        line = end ? end + 1 : NULL;
+    }
+    freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+/* One run: `per` clients per namespace, `steps` in all, after FLUSHALL of
+ * every master; prints one line and returns the steps per second. */
+static double run_cluster(const char *list, int per, int steps)
+{
+    struct master m[MASTERS_MAX];
+    char buf[1024], *nss[16];
+    int nns = 0, nm = find_masters(m), clients = 0;
+    pid_t pids[64];
+
+    snprintf(buf, sizeof(buf), "%s", list);
+    for (char *t = buf; t != NULL && nns < 16;) {
+        char *comma = strchr(t, ',');
+        if (comma != NULL)
+            *comma = '\0';
+        nss[nns++] = t;
+        t = comma ? comma + 1 : NULL;
+    }
+    for (int i = 0; i < nm; i++) {
+        freeReplyObject(redisCommand(m[i].c, "FLUSHALL"));
+        m[i].cpu0 = redis_cpu(m[i].c);
+    }
+    for (int i = 0; i < nns; i++)
+        for (int j = 0; j < per && clients < 64; j++)
+            client_ns[clients++] = nss[i];
+    double t0 = now_s();
+    for (int i = 0; i < clients; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            stepq_client(i, steps / clients);
+            _exit(0);
+        }
+    }
+    int ok = 1;
+    for (int i = 0; i < clients; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    }
+    double el = now_s() - t0, total_us = 0;
+    long long completed = 0;
+    printf("%-34s %8d %12s", list, clients, "");
+    for (int i = 0; i < nm; i++) {
+        double us = (redis_cpu(m[i].c) - m[i].cpu0) * 1e6;
+        total_us += us;
+        printf("  %d:%.1f", m[i].port, us / steps);
+        for (int k = 0; k < nns; k++) {
+            /* Only the owner answers with a number (the others: MOVED). */
+            redisReply *r = redisCommand(m[i].c, "SCARD %sjobs:completed", nss[k]);
+            completed += r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+            freeReplyObject(r);
+        }
+        redisFree(m[i].c);
+    }
+    printf("\n");
+    if (!ok || completed != (steps / clients) * clients) {
+        fprintf(stderr, "run failed: %lld completed of %d\n", completed, steps);
+        exit(1);
+    }
+    double rate = (double)completed / el;
+    printf("%-34s %8d %12.0f %14.1f  (redis us/step: all masters)\n", "  =", clients, rate,
+           total_us / steps);
+    fflush(stdout);
+    return rate;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 6 && strcmp(argv[3], "cluster") == 0) {
+        url = argv[1];
+        run_cluster(argv[4], atoi(argv[5]), atoi(argv[2]));
+        return 0;
+    }
     if (argc != 3 && argc != 5) {
         fprintf(stderr, "usage: bench_queue URL STEPS [same|data|job|dual-write CLIENTS]\n");
         return 2;

@@ -302,6 +302,17 @@ STEPQ_API int stepq_proc_withdraw(stepq *q);
  * processes, counters, audit tail) as one JSON object. */
 STEPQ_API int stepq_status(stepq *q, char **ret_json);
 
+/* The namespaces stepq has written to on this server (this database) or
+ * this cluster, as a sorted JSON array of strings: each adds itself to the
+ * registry `{stepq}:namespaces` at its first submit, worker registration or
+ * phase move (docs/cluster.md). Any handle lists them, whatever its own
+ * namespace. */
+STEPQ_API int stepq_namespaces(stepq *q, char **ret_json);
+/* Where this handle's namespace is served, into buf: "host:port" (on a
+ * cluster, the master that owns the namespace's slot, as last known) or the
+ * socket path. */
+STEPQ_API void stepq_server(const stepq *q, char *buf, size_t len);
+
 /* The channels the phase publishes to, as a JSON array of names. */
 STEPQ_API int stepq_event_channels(stepq *q, char **ret_json);
 

@@ -126,7 +126,10 @@ int stepq__phase_move(stepq *q, stepq_phase to, const char *who, const char *rea
     if (r == NULL)
         return STEPQ_ERR;
     freeReplyObject(r);
-    return stepq__move_done(q, from, to);
+    if (stepq__move_done(q, from, to) != STEPQ_OK)
+        return STEPQ_ERR;
+    stepq__ns_register(q);
+    return STEPQ_OK;
 }
 
 int stepq_audit_tail(stepq *q, long limit, char **ret_json)

@@ -192,6 +192,7 @@ int stepq_submit_many(stepq *q, const stepq_submit_opts *o, size_t n, char (*ret
     freeReplyObject(r);
     for (size_t i = 0; i < n; i++)
         memcpy(ret_ids[i], ids[i], sizeof(ids[i]));
+    stepq__ns_register(q);
     return STEPQ_OK;
 }
 

@@ -185,9 +185,18 @@ struct stepq {
      * first connection found out; cluster_known says whether it did. */
     struct stepq__cluster *cl;
     int cluster_known;
+    int ns_registered; /* the namespace is in the registry (registry.c) */
 };
 
 void stepq__set_error(stepq *q, int code, const char *fmt, ...) STEPQ_PRINTF(3, 4);
+
+/* The registry of namespaces (registry.c): one set per server or cluster,
+ * with a hash tag of its own. */
+#define STEPQ_REGISTRY_KEY "{stepq}:namespaces"
+/* Adds the handle's namespace to the registry, once per handle; best
+ * effort: leaves the handle's error as it was (a failed try is made again
+ * at the next write). Called after a write succeeded. */
+void stepq__ns_register(stepq *q);
 void stepq__clear_error(stepq *q);
 /* Makes sure the connection is up, reconnecting with backoff. */
 int stepq__ensure(stepq *q);

@@ -72,6 +72,8 @@ int stepq_worker_register(stepq *q, const char *worker, const char *const *caps,
         rc = STEPQ_ERR;
     }
     freeReplyObject(r);
+    if (rc == STEPQ_OK)
+        stepq__ns_register(q);
     return rc;
 }
 

@@ -21,10 +21,14 @@ enum {
     EXIT_REFUSED = 4,
 };
 
+#define CLI_NS_MAX 64 /* namespaces one worker or serve takes */
+
 struct cli {
-    const char *url;   /* -u/--url, else $REDIS_URL */
-    const char *ns;    /* --namespace, else $STEPQ_NAMESPACE */
-    const char *rules; /* --rules, else $STEPQ_RULES */
+    const char *url;             /* -u/--url, else $REDIS_URL */
+    const char *ns;              /* --namespace, else $STEPQ_NAMESPACE */
+    const char *nss[CLI_NS_MAX]; /* every --namespace given, in order (worker, serve) */
+    size_t nns;
+    const char *rules;     /* --rules, else $STEPQ_RULES */
     const char *retention; /* --retention, else $STEPQ_RETENTION; NULL: the library's 7 days */
     int json;              /* --json: print JSON (every command that prints takes it) */
 };
@@ -44,7 +48,14 @@ struct cli {
 int cli_common_opt(struct cli *cli, int c, const char *usage);
 /* Prints "stepq: <msg>" and the usage line to stderr, returns EXIT_USAGE. */
 int cli_usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Connects, or prints why not; returns NULL after printing. */
+/* The namespaces of a command that takes several (worker, serve): every
+ * --namespace, each split at commas, else $STEPQ_NAMESPACE split likewise;
+ * none given: one, NULL (no prefix). Writes at most CLI_NS_MAX into ret
+ * (strings that live until exit) and returns the count; exits with a usage
+ * error on an empty name, a repeated one, or too many. */
+size_t cli_namespaces(const struct cli *cli, const char *usage, const char **ret);
+/* Connects, or prints why not; returns NULL after printing. A command that
+ * takes one namespace refuses several (exit 2). */
 stepq *cli_connect(const struct cli *cli, const char *client_name);
 /* Prints the handle's error and returns its exit code. */
 int cli_fail(stepq *q, const char *what);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <jansson.h>
 
+#include "all_ns.h"
 #include "cli.h"
 #include "migrate_engine.h"
 #include "status_doc.h"
@@ -152,25 +153,119 @@ static void print_status_text(const char *json)
     json_decref(o);
 }
 
+/* One namespace's row of `status --all-namespaces`: its phase and key
+ * counts from stepq_status, and the node that serves it. NULL (with *rc
+ * set, the error printed) when it could not be read. */
+static json_t *status_row(const struct cli *cli, const char *ns, int *rc)
+{
+    stepq_options o = {.namespace_ = ns, .client_name = "stepq-migrate"};
+    char *json = NULL, node[300] = "";
+    json_t *row = NULL, *v;
+    size_t i;
+
+    o.rules_file = cli->rules ? cli->rules : getenv("STEPQ_RULES");
+    stepq *q = stepq_connect(cli->url ? cli->url : getenv("REDIS_URL"), &o);
+    if (q == NULL || stepq_status(q, &json) != STEPQ_OK) {
+        fprintf(stderr, "stepq: status of namespace '%s': %s\n", ns,
+                q ? stepq_errstr(q) : "out of memory");
+        *rc = q ? cli_exit_code(stepq_err(q)) : EXIT_FAILED;
+        stepq_free(q);
+        return NULL;
+    }
+    stepq_server(q, node, sizeof(node));
+    json_t *st = json_loads(json, 0, NULL), *ph = json_object_get(st, "phase");
+    json_int_t old_keys = 0, new_keys = 0;
+    json_array_foreach(json_object_get(st, "keys"), i, v)
+    {
+        old_keys += json_integer_value(json_object_get(v, "old_keys"));
+        new_keys += json_integer_value(json_object_get(v, "new_keys"));
+    }
+    row = json_pack("{s:s, s:s, s:O?, s:I, s:I, s:b, s:b}", "namespace", ns, "server", node,
+                    "phase", json_object_get(ph, "phase"), "old_keys", old_keys, "new_keys",
+                    new_keys, "reconciling", json_object_get(ph, "reconciling") != NULL,
+                    "untrusted", json_object_get(ph, "untrusted_since") != NULL);
+    json_decref(st);
+    stepq_str_free(json);
+    stepq_free(q);
+    return row;
+}
+
+/* `migrate status --all-namespaces`: one row per registered namespace. */
+static int status_all(struct cli *cli, int as_json, const char *usage)
+{
+    json_t *list = NULL, *rows = json_array(), *v;
+    size_t i;
+    int worst = EXIT_DONE;
+
+    if (cli->nns > 0)
+        return cli_usage_error(usage, "give either --namespace or --all-namespaces");
+    int rc = all_ns_list(cli, &list);
+    if (rc != EXIT_DONE) {
+        json_decref(rows);
+        return rc;
+    }
+    if (!as_json)
+        printf("%-24s %-21s %-13s %10s %10s\n", "namespace", "server", "phase", "old keys",
+               "new keys");
+    json_array_foreach(list, i, v)
+    {
+        const char *ns = json_string_value(v);
+        json_t *row = status_row(cli, ns, &rc);
+        if (row == NULL) {
+            worst = worst == EXIT_DONE ? rc : worst;
+            json_array_append_new(
+                rows, json_pack("{s:s, s:s}", "namespace", ns, "error", "unreadable (see stderr)"));
+            continue;
+        }
+        if (!as_json)
+            printf("%-24s %-21s %-13s %10lld %10lld%s%s\n", *ns ? ns : "(default)",
+                   json_string_value(json_object_get(row, "server")),
+                   json_string_value(json_object_get(row, "phase")),
+                   (long long)json_integer_value(json_object_get(row, "old_keys")),
+                   (long long)json_integer_value(json_object_get(row, "new_keys")),
+                   json_is_true(json_object_get(row, "reconciling")) ? "  reconciling" : "",
+                   json_is_true(json_object_get(row, "untrusted")) ? "  new keys untrusted" : "");
+        json_array_append_new(rows, row);
+    }
+    if (as_json)
+        cli_print_value(json_pack("{s:o}", "namespaces", rows));
+    else
+        json_decref(rows);
+    if (!as_json && json_array_size(list) == 0)
+        puts("(no namespace is registered yet: a namespace registers at its first submit, "
+             "worker or phase move)");
+    json_decref(list);
+    return worst;
+}
+
 static int migrate_status(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
-        "usage: stepq migrate status [--json]\n"
+        "usage: stepq migrate status [--json] [--all-namespaces]\n"
         "Prints the phase, key counts per rule for both sides, counters (fallback reads,\n"
-        "lazy migrations, misses), live processes with their phase, and the audit tail.\n";
-    static const struct option opts[] = {
-        CLI_COMMON_OPTS, {"json", no_argument, NULL, 'j'}, {NULL, 0, NULL, 0}};
-    int as_json = 0, c;
+        "lazy migrations, misses), live processes with their phase, and the audit tail.\n"
+        "--all-namespaces: one line per namespace of the registry (every namespace stepq\n"
+        "wrote to on this server or cluster): the node serving it, its phase, its old\n"
+        "and new keys.\n";
+    static const struct option opts[] = {CLI_COMMON_OPTS,
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"all-namespaces", no_argument, NULL, 'A'},
+                                         {NULL, 0, NULL, 0}};
+    int as_json = 0, all = 0, c;
     char *json;
 
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT "j", opts, NULL)) != -1) {
         if (c == 'j')
             as_json = 1;
+        else if (c == 'A')
+            all = 1;
         else if (!cli_common_opt(cli, c, usage))
             return cli_usage_error(usage, "unknown option");
     }
     if (optind != argc)
         return cli_usage_error(usage, "unexpected argument '%s'", argv[optind]);
+    if (all)
+        return status_all(cli, as_json || cli->json, usage);
     stepq *q = cli_connect(cli, "stepq-migrate");
     if (as_json) {
         /* The typed document of /health/redis-migration (status_doc.c). */
@@ -226,9 +321,19 @@ int cmd_migrate(struct cli *cli, int argc, char **argv)
             fprintf(fp, "  %-10s %s\n", subcommands[i].name, subcommands[i].help);
         return argc < 2 ? EXIT_USAGE : EXIT_DONE;
     }
+    static const char all_usage[] =
+        "usage: stepq migrate SUBCOMMAND --all-namespaces [--keep-going] [--parallel N] [ARGS]\n"
+        "Runs SUBCOMMAND with ARGS once per namespace of the registry, N at a time (default\n"
+        "1), one line each and a summary; stops at the first refusal or failure unless\n"
+        "--keep-going. A file argument gets one file per namespace: a directory\n"
+        "(DIR/NAMESPACE.stepqbak) or a template with %n. Exit: the worst of the runs,\n"
+        "in the order 0 < 3 < 4 < 1 < 2.\n";
     for (size_t i = 0; i < sizeof(subcommands) / sizeof(*subcommands); i++) {
         if (strcmp(argv[1], subcommands[i].name) == 0) {
             optind = 0;
+            if (subcommands[i].fn != migrate_status && all_ns_wanted(argc - 1, argv + 1))
+                return all_ns_run(cli, subcommands[i].name, argc - 1, argv + 1, subcommands[i].fn,
+                                  all_usage);
             return subcommands[i].fn(cli, argc - 1, argv + 1);
         }
     }

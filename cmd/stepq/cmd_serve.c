@@ -36,7 +36,10 @@ static const char usage[] =
     "(default 4000), --max-per-address (64), --idle-timeout between bytes (30 s), and\n"
     "--head-timeout for a whole request head however its bytes trickle (10 s; 1 s\n"
     "while 4/5 of the connections are open).\n"
-    "SIGTERM stops accepting, finishes requests in flight and exits 0.\n";
+    "SIGTERM stops accepting, finishes requests in flight and exits 0.\n"
+    "Several namespaces (--namespace A --namespace B, or A,B): each is served under\n"
+    "/q/NAMESPACE/ (percent-encoded: /q/%7Bemails%7D:/steps); the first also on the\n"
+    "old paths, and the console and /metrics are the first's.\n";
 
 struct listen_addr {
     char host[64]; /* as given, without brackets */
@@ -92,7 +95,8 @@ struct announcer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stop;
-    stepq *q;
+    stepq *q[HTTP_SERVE_NS_MAX]; /* one per namespace: each namespace's status lists us */
+    size_t n;
 };
 
 static void *announce_loop(void *arg)
@@ -104,7 +108,8 @@ static void *announce_loop(void *arg)
     while (!an->stop) {
         pthread_mutex_unlock(&an->mu);
         /* A failure (Redis down) is retried on the next tick. */
-        stepq_proc_announce(an->q, "serve", ANNOUNCE_TTL_MS);
+        for (size_t i = 0; i < an->n; i++)
+            stepq_proc_announce(an->q[i], "serve", ANNOUNCE_TTL_MS);
         pthread_mutex_lock(&an->mu);
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += ANNOUNCE_EVERY_MS / 1000;
@@ -112,7 +117,8 @@ static void *announce_loop(void *arg)
             ;
     }
     pthread_mutex_unlock(&an->mu);
-    stepq_proc_withdraw(an->q);
+    for (size_t i = 0; i < an->n; i++)
+        stepq_proc_withdraw(an->q[i]);
     return NULL;
 }
 
@@ -252,7 +258,7 @@ static int check_auth_setup(const struct serve_opts *o, const struct listen_addr
  * unreachable Redis is not: serve starts, /health answers 503 until Redis
  * answers, and every handle reconnects by itself.
  */
-static stepq *serve_connect(struct http_server *s)
+static stepq *serve_connect(struct http_server *s, size_t ns)
 {
     char err[512];
     stepq *q;
@@ -262,7 +268,7 @@ static stepq *serve_connect(struct http_server *s)
         fprintf(stderr, "stepq: %s\n", err);
         return NULL;
     }
-    q = stepq_connect(s->url, &s->opts);
+    q = stepq_connect(s->url, &s->opts[ns]);
     if (q == NULL) {
         fputs("stepq: out of memory\n", stderr);
         return NULL;
@@ -343,12 +349,19 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
     s.limits.idle_timeout_s = (unsigned)o.idle_s;
     s.limits.head_timeout_ms = o.head_s * 1000;
     s.url = cli->url ? cli->url : getenv("REDIS_URL");
-    s.opts.namespace_ = cli->ns ? cli->ns : getenv("STEPQ_NAMESPACE");
-    s.opts.rules_file = cli->rules ? cli->rules : getenv("STEPQ_RULES");
-    s.opts.client_name = "stepq-serve";
-    s.opts.retention_ms = cli_retention_ms(cli);
-    if ((an.q = serve_connect(&s)) == NULL)
-        return EXIT_USAGE;
+    s.nns = cli_namespaces(cli, usage, s.nss);
+    for (size_t i = 0; i < s.nns; i++) {
+        s.opts[i].namespace_ = s.nss[i];
+        s.opts[i].rules_file = cli->rules ? cli->rules : getenv("STEPQ_RULES");
+        s.opts[i].client_name = "stepq-serve";
+        s.opts[i].retention_ms = cli_retention_ms(cli);
+        if ((an.q[i] = serve_connect(&s, i)) == NULL) {
+            while (an.n > 0)
+                stepq_free(an.q[--an.n]);
+            return EXIT_USAGE;
+        }
+        an.n++;
+    }
     s.token = o.no_auth ? NULL : token;
     s.token_len = s.token ? strlen(s.token) : 0;
     signal(SIGPIPE, SIG_IGN);
@@ -358,6 +371,7 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     rc = run(&s, &o, &a, &an, &set);
     http_server_release(&s);
-    stepq_free(an.q);
+    for (size_t i = 0; i < an.n; i++)
+        stepq_free(an.q[i]);
     return rc;
 }

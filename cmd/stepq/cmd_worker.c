@@ -4,6 +4,15 @@
  * the end of every attempt, and runs the reaper so that the steps of a worker
  * that died come back without an operator.
  *
+ * Several namespaces (--namespace A --namespace B, or A,B) make one lane
+ * each: its own handle (on a cluster, a connection to the master of its
+ * slot), registration, heartbeat, reaper and claim back-off. The slots are
+ * shared: each claim round offers the free slots to the lanes in turn,
+ * starting one further each round, split evenly among the lanes due, and a
+ * lane with nothing pending gives its share to the others (docs/cluster.md,
+ * "Many queues, one fleet"). A slot remembers its lane, so its progress and
+ * its end go to the namespace its step came from.
+ *
  * One thread, one poll() loop: the children's pipes plus a self-pipe that
  * the SIGCHLD/SIGTERM/SIGINT handlers write to. Nothing in the loop waits on
  * a child; Redis calls are short (the library's command timeout) and a lost
@@ -34,8 +43,17 @@
 #define IDLE_MAX_MS     200  /* ... doubling up to this */
 #define RETRY_MS        1000 /* after a Redis error */
 
-struct worker {
+/* One namespace the worker claims from. */
+struct lane {
     stepq *q;
+    const char *ns; /* NULL: no prefix */
+    int registered, redis_down;
+    long long next_hb, next_claim, next_reap, idle_ms;
+};
+
+struct worker {
+    struct lane lanes[CLI_NS_MAX];
+    size_t nlanes, rr; /* rr: the lane offered the free slots first next round */
     const char *id;
     const char *caps[CAPS_MAX];
     size_t ncaps;
@@ -43,9 +61,9 @@ struct worker {
     long concurrency, ttl_ms, reap_timeout_ms, timeout_ms, grace_ms;
     long keep_completed, keep_failed; /* caps of the ended sets, held by the reaper */
     struct slot *slots;
-    int registered, draining, redis_down;
-    int taken_over; /* another process registered our id: we stop (exit 4) */
-    long long drain_deadline, next_hb, next_claim, next_reap, idle_ms;
+    int draining;
+    int taken_over; /* another process registered our id in a namespace: we stop (exit 4) */
+    long long drain_deadline;
     long claimed, completed, failed, lost;
 };
 
@@ -83,26 +101,44 @@ static void wlog(const struct worker *w, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* A Redis call failed: connection errors are logged once per outage and
- * retried later; anything else is logged every time. */
-static void redis_error(struct worker *w, const char *what)
+/* What a lane's messages start with when there are several: its namespace. */
+static const char *lane_tag(const struct worker *w, const struct lane *l, char *buf, size_t len)
 {
-    int e = stepq_err(w->q);
-
-    if (e == STEPQ_E_IO || e == STEPQ_E_EOF) {
-        if (!w->redis_down)
-            wlog(w, "%s: %s; retrying", what, stepq_errstr(w->q));
-        w->redis_down = 1;
-        return;
-    }
-    wlog(w, "%s: %s", what, stepq_errstr(w->q));
+    if (w->nlanes < 2)
+        return "";
+    snprintf(buf, len, "[%s] ", l->ns ? l->ns : "");
+    return buf;
 }
 
-static void redis_ok(struct worker *w)
+/* A Redis call failed: connection errors are logged once per outage and
+ * retried later; anything else is logged every time. */
+static void redis_error(struct worker *w, struct lane *l, const char *what)
 {
-    if (w->redis_down)
-        wlog(w, "redis is back");
-    w->redis_down = 0;
+    int e = stepq_err(l->q);
+    char tag[80];
+
+    if (e == STEPQ_E_IO || e == STEPQ_E_EOF) {
+        if (!l->redis_down)
+            wlog(w, "%s%s: %s; retrying", lane_tag(w, l, tag, sizeof(tag)), what,
+                 stepq_errstr(l->q));
+        l->redis_down = 1;
+        return;
+    }
+    wlog(w, "%s%s: %s", lane_tag(w, l, tag, sizeof(tag)), what, stepq_errstr(l->q));
+}
+
+static void redis_ok(struct worker *w, struct lane *l)
+{
+    char tag[80];
+
+    if (l->redis_down)
+        wlog(w, "%sredis is back", lane_tag(w, l, tag, sizeof(tag)));
+    l->redis_down = 0;
+}
+
+static struct lane *lane_of(struct worker *w, const struct slot *s)
+{
+    return &w->lanes[s->lane];
 }
 
 static long jitter(long ms)
@@ -121,10 +157,11 @@ static long jitter(long ms)
  * or fail at its end checks the token anyway). */
 static int still_held(struct worker *w, const struct slot *s)
 {
+    stepq *q = lane_of(w, s)->q;
     char *json = NULL;
 
-    if (stepq_get(w->q, s->id, &json) != STEPQ_OK)
-        return stepq_err(w->q) == STEPQ_E_NOTFOUND ? 0 : -1;
+    if (stepq_get(q, s->id, &json) != STEPQ_OK)
+        return stepq_err(q) == STEPQ_E_NOTFOUND ? 0 : -1;
     json_t *o = json_loads(json, 0, NULL);
     stepq_str_free(json);
     const char *st = json_string_value(json_object_get(o, "status"));
@@ -138,14 +175,14 @@ static int still_held(struct worker *w, const struct slot *s)
  * The worker was reaped: the steps it held then were requeued, but steps it
  * claimed after the reap (a claim does not need the registration) are still
  * its own. Stop only the commands whose step is no longer held with their
- * token.
+ * token. Only the slots of lane `l` (all lanes when NULL).
  */
-static void drop_all_held(struct worker *w, long long now)
+static void drop_all_held(struct worker *w, const struct lane *l, long long now)
 {
     for (long i = 0; i < w->concurrency; i++) {
         struct slot *s = &w->slots[i];
         if ((s->state != SLOT_RUNNING && s->state != SLOT_DONE) || s->killed != KILL_NONE ||
-            still_held(w, s) != 0)
+            (l != NULL && lane_of(w, s) != l) || still_held(w, s) != 0)
             continue;
         if (s->state == SLOT_RUNNING) {
             wlog(w, "step %s was requeued while it ran here; stopping its command", s->id);
@@ -163,71 +200,80 @@ static void drop_all_held(struct worker *w, long long now)
  * more, let the others finish within the grace, and exit 4 without
  * deregistering (that would release its registration).
  */
-static void taken_over(struct worker *w, long long now)
+static void taken_over(struct worker *w, struct lane *l, long long now)
 {
-    wlog(w, "%s; stopping", stepq_errstr(w->q));
+    char tag[80];
+
+    wlog(w, "%s%s; stopping", lane_tag(w, l, tag, sizeof(tag)), stepq_errstr(l->q));
     w->taken_over = 1;
-    w->registered = 0;
-    drop_all_held(w, now);
+    /* The id is another's in that namespace; in the others it is still
+     * ours, and deregistering there requeues what we leave behind. */
+    l->registered = 0;
+    drop_all_held(w, NULL, now);
     if (!w->draining) {
         w->draining = 1;
         w->drain_deadline = now + w->grace_ms;
     }
 }
 
-static void heartbeat(struct worker *w, long long now)
+static void heartbeat(struct worker *w, struct lane *l, long long now)
 {
-    w->next_hb = now + (w->registered ? w->ttl_ms / 3 : RETRY_MS);
+    char tag[80];
+
+    l->next_hb = now + (l->registered ? w->ttl_ms / 3 : RETRY_MS);
     if (w->taken_over)
         return;
-    if (!w->registered) {
-        if (stepq_worker_register(w->q, w->id, w->caps, w->ncaps, w->ttl_ms) != STEPQ_OK) {
-            if (stepq_err(w->q) == STEPQ_E_CONFLICT)
-                taken_over(w, now);
+    if (!l->registered) {
+        if (stepq_worker_register(l->q, w->id, w->caps, w->ncaps, w->ttl_ms) != STEPQ_OK) {
+            if (stepq_err(l->q) == STEPQ_E_CONFLICT)
+                taken_over(w, l, now);
             else
-                redis_error(w, "register");
+                redis_error(w, l, "register");
             return;
         }
-        w->registered = 1;
-        w->next_hb = now + w->ttl_ms / 3;
-    } else if (stepq_worker_heartbeat(w->q, w->id, w->ttl_ms) != STEPQ_OK) {
-        if (stepq_err(w->q) == STEPQ_E_CONFLICT) {
-            taken_over(w, now);
+        l->registered = 1;
+        l->next_hb = now + w->ttl_ms / 3;
+    } else if (stepq_worker_heartbeat(l->q, w->id, w->ttl_ms) != STEPQ_OK) {
+        if (stepq_err(l->q) == STEPQ_E_CONFLICT) {
+            taken_over(w, l, now);
             return;
         }
-        if (stepq_err(w->q) != STEPQ_E_NOTFOUND) {
-            redis_error(w, "heartbeat");
+        if (stepq_err(l->q) != STEPQ_E_NOTFOUND) {
+            redis_error(w, l, "heartbeat");
             return;
         }
-        wlog(w, "this worker was reaped (no heartbeat in time); registering again");
-        w->registered = 0;
-        drop_all_held(w, now);
-        heartbeat(w, now);
+        wlog(w, "%sthis worker was reaped (no heartbeat in time); registering again",
+             lane_tag(w, l, tag, sizeof(tag)));
+        l->registered = 0;
+        drop_all_held(w, l, now);
+        heartbeat(w, l, now);
         return;
     }
-    redis_ok(w);
+    redis_ok(w, l);
     /* Long-running processes show up in `stepq migrate status`. */
-    if (stepq_proc_announce(w->q, "worker", w->ttl_ms * 2) != STEPQ_OK)
-        redis_error(w, "announce");
+    if (stepq_proc_announce(l->q, "worker", w->ttl_ms * 2) != STEPQ_OK)
+        redis_error(w, l, "announce");
 }
 
-static void reap(struct worker *w, long long now)
+static void reap(struct worker *w, struct lane *l, long long now)
 {
     stepq_reap_opts o = {.timeout_ms = w->reap_timeout_ms,
                          .keep_completed = w->keep_completed,
                          .keep_failed = w->keep_failed};
     stepq_reap_result res;
+    char tag[80];
 
-    w->next_reap = now + jitter(w->ttl_ms / 2 < 5000 ? w->ttl_ms / 2 : 5000);
-    if (stepq_reap_pass(w->q, &o, &res) != STEPQ_OK) {
-        redis_error(w, "reap");
+    l->next_reap = now + jitter(w->ttl_ms / 2 < 5000 ? w->ttl_ms / 2 : 5000);
+    if (stepq_reap_pass(l->q, &o, &res) != STEPQ_OK) {
+        redis_error(w, l, "reap");
         return;
     }
+    lane_tag(w, l, tag, sizeof(tag));
     if (res.requeued > 0)
-        wlog(w, "requeued %ld step(s) of dead workers", res.requeued);
+        wlog(w, "%srequeued %ld step(s) of dead workers", w->nlanes > 1 ? tag : "", res.requeued);
     if (res.stale > 0)
-        wlog(w, "dropped %ld stale entr%s (set members whose record says otherwise)", res.stale,
-             res.stale == 1 ? "y" : "ies");
+        wlog(w, "%sdropped %ld stale entr%s (set members whose record says otherwise)",
+             w->nlanes > 1 ? tag : "", res.stale, res.stale == 1 ? "y" : "ies");
 }
 
 /* ---------------------------------------------------------------------------
@@ -237,24 +283,26 @@ static void reap(struct worker *w, long long now)
 static void on_progress(struct slot *s, long pct, const char *msg, void *arg)
 {
     struct worker *w = arg;
+    struct lane *l = lane_of(w, s);
 
     if (s->killed != KILL_NONE)
         return;
-    if (stepq_progress(w->q, s->id, s->token, pct, msg) == STEPQ_OK) {
-        redis_ok(w);
+    if (stepq_progress(l->q, s->id, s->token, pct, msg) == STEPQ_OK) {
+        redis_ok(w, l);
         return;
     }
-    int e = stepq_err(w->q);
+    int e = stepq_err(l->q);
     if (e == STEPQ_E_CONFLICT || e == STEPQ_E_NOTFOUND) {
-        wlog(w, "step %s: %s; stopping its command", s->id, stepq_errstr(w->q));
+        wlog(w, "step %s: %s; stopping its command", s->id, stepq_errstr(l->q));
         slot_stop(s, KILL_STALE, now_ms(), KILL_GRACE_MS);
         return;
     }
-    redis_error(w, "progress");
+    redis_error(w, l, "progress");
 }
 
 /* Takes one claimed step (a JSON object) into a free slot and starts it. */
-static void start_step(struct worker *w, struct slot *s, json_t *step, long long now)
+static void start_step(struct worker *w, struct lane *l, struct slot *s, json_t *step,
+                       long long now)
 {
     json_t *payload = json_object_get(step, "payload");
     char *p = payload ? json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
@@ -271,18 +319,22 @@ static void start_step(struct worker *w, struct slot *s, json_t *step, long long
     s->last = sdsempty();
     s->started = now;
     s->deadline = w->timeout_ms > 0 ? now + w->timeout_ms : 0;
+    s->lane = (int)(l - w->lanes);
+    s->ns = l->ns;
     w->claimed++;
     if (slot_spawn(s, w->argv) != 0) {
         char why[160];
         int final = 0;
         snprintf(why, sizeof(why), "cannot start '%s': %s", w->argv[0], strerror(errno));
         wlog(w, "step %s: %s", s->id, why);
-        if (stepq_fail(w->q, s->id, s->token, why, &final) != STEPQ_OK)
-            redis_error(w, "fail");
+        if (stepq_fail(l->q, s->id, s->token, why, &final) != STEPQ_OK)
+            redis_error(w, l, "fail");
         slot_release(s);
         return;
     }
-    wlog(w, "step %s (%s, attempt %ld) started, pid %d", s->id, s->type, s->attempt, (int)s->pid);
+    char tag[80];
+    wlog(w, "%sstep %s (%s, attempt %ld) started, pid %d", lane_tag(w, l, tag, sizeof(tag)), s->id,
+         s->type, s->attempt, (int)s->pid);
 }
 
 /*
@@ -314,7 +366,7 @@ static int runnable(json_t *step, char *why, size_t len)
 /* A claimed step the worker cannot run is failed with the reason (retried
  * until its max attempts, like any failed attempt), never dropped in
  * silence; one whose id or token cannot even be handed back is logged. */
-static void refuse_step(struct worker *w, json_t *step, const char *why)
+static void refuse_step(struct worker *w, struct lane *l, json_t *step, const char *why)
 {
     json_t *id = json_object_get(step, "id"), *tok = json_object_get(step, "token");
     int final = 0;
@@ -332,8 +384,8 @@ static void refuse_step(struct worker *w, json_t *step, const char *why)
     char text[200];
     snprintf(text, sizeof(text), "the worker cannot run it: %s", why);
     wlog(w, "step %s cannot run here: %s; failing it", sid, why);
-    if (stepq_fail(w->q, sid, json_string_value(tok), text, &final) != STEPQ_OK) {
-        redis_error(w, "fail");
+    if (stepq_fail(l->q, sid, json_string_value(tok), text, &final) != STEPQ_OK) {
+        redis_error(w, l, "fail");
         return;
     }
     w->failed++;
@@ -349,28 +401,29 @@ static long free_slots(const struct worker *w)
     return n;
 }
 
-static void claim(struct worker *w, long long now)
+/* Claims up to `want` steps of lane l into free slots; returns 1 when it
+ * got any. */
+static int claim(struct worker *w, struct lane *l, long want, long long now)
 {
-    long want = free_slots(w);
     char *json = NULL;
 
-    if (want == 0 || w->draining || !w->registered)
-        return;
-    if (stepq_claim(w->q, w->id, w->caps, w->ncaps, want, &json) != STEPQ_OK) {
-        if (stepq_err(w->q) == STEPQ_E_NOTFOUND) {
-            redis_ok(w);
+    if (want == 0 || w->draining || !l->registered)
+        return 0;
+    if (stepq_claim(l->q, w->id, w->caps, w->ncaps, want, &json) != STEPQ_OK) {
+        if (stepq_err(l->q) == STEPQ_E_NOTFOUND) {
+            redis_ok(w, l);
             /* Idle: back off a little, so an empty queue costs little. */
-            w->next_claim = now + w->idle_ms;
-            w->idle_ms = w->idle_ms * 2 > IDLE_MAX_MS ? IDLE_MAX_MS : w->idle_ms * 2;
+            l->next_claim = now + l->idle_ms;
+            l->idle_ms = l->idle_ms * 2 > IDLE_MAX_MS ? IDLE_MAX_MS : l->idle_ms * 2;
         } else {
-            redis_error(w, "claim");
-            w->next_claim = now + RETRY_MS;
+            redis_error(w, l, "claim");
+            l->next_claim = now + RETRY_MS;
         }
-        return;
+        return 0;
     }
-    redis_ok(w);
-    w->idle_ms = IDLE_MIN_MS;
-    w->next_claim = now;
+    redis_ok(w, l);
+    l->idle_ms = IDLE_MIN_MS;
+    l->next_claim = now;
     /* Records of the old system may hold any byte: NULs are allowed. */
     json_error_t jerr;
     json_t *a = json_loads(json, JSON_ALLOW_NUL, &jerr), *step;
@@ -386,29 +439,60 @@ static void claim(struct worker *w, long long now)
     {
         char why[120];
         if (!runnable(step, why, sizeof(why))) {
-            refuse_step(w, step, why);
+            refuse_step(w, l, step, why);
             continue;
         }
         while (k < w->concurrency && w->slots[k].state != SLOT_FREE)
             k++;
         if (k == w->concurrency)
             break; /* cannot happen: we asked for no more than the free slots */
-        start_step(w, &w->slots[k], step, now);
+        start_step(w, l, &w->slots[k], step, now);
     }
     json_decref(a);
+    return 1;
+}
+
+/*
+ * One claim round: the free slots are offered to the lanes whose claim is
+ * due, starting with w->rr, each taking an even share of what is still free
+ * (at least one). A lane with nothing pending backs off and its share goes
+ * to the lanes after it, so no slot idles while any namespace has work, and
+ * a busy namespace cannot starve another: the next round starts after the
+ * last lane that got steps, so with one slot the busy lanes take turns.
+ */
+static void claim_round(struct worker *w, long long now)
+{
+    struct lane *due[CLI_NS_MAX];
+    size_t n = 0;
+
+    if (w->draining || free_slots(w) == 0)
+        return;
+    for (size_t k = 0; k < w->nlanes; k++) {
+        struct lane *l = &w->lanes[(w->rr + k) % w->nlanes];
+        if (l->registered && now >= l->next_claim)
+            due[n++] = l;
+    }
+    for (size_t i = 0; i < n; i++) {
+        long left = free_slots(w);
+        if (left == 0)
+            break;
+        long share = left / (long)(n - i);
+        if (claim(w, due[i], share > 0 ? share : 1, now_ms()))
+            w->rr = ((size_t)(due[i] - w->lanes) + 1) % w->nlanes;
+    }
 }
 
 /* A report failed for the whole call: Redis is away (try again later), or
  * anything else (logged; the slot is freed). Returns -1 to retry, else 0. */
-static int report_error(struct worker *w, const char *what)
+static int report_error(struct worker *w, struct lane *l, const char *what)
 {
-    int e = stepq_err(w->q);
+    int e = stepq_err(l->q);
 
     if (e == STEPQ_E_IO || e == STEPQ_E_EOF) {
-        redis_error(w, what);
+        redis_error(w, l, what);
         return -1;
     }
-    wlog(w, "%s: %s", what, stepq_errstr(w->q));
+    wlog(w, "%s: %s", what, stepq_errstr(l->q));
     return 0;
 }
 
@@ -424,20 +508,21 @@ static void report_lost(struct worker *w, const struct slot *s, const char *why)
  * again later (Redis is away). */
 static int report_fail(struct worker *w, struct slot *s, const char *text)
 {
+    struct lane *l = lane_of(w, s);
     int final = 0;
 
-    if (stepq_fail(w->q, s->id, s->token, text, &final) == STEPQ_OK) {
-        redis_ok(w);
+    if (stepq_fail(l->q, s->id, s->token, text, &final) == STEPQ_OK) {
+        redis_ok(w, l);
         w->failed++;
         wlog(w, "step %s failed (%s): %s", s->id, final ? "no attempts left" : "will retry", text);
         return 0;
     }
-    int e = stepq_err(w->q);
+    int e = stepq_err(l->q);
     if (e == STEPQ_E_CONFLICT || e == STEPQ_E_NOTFOUND) {
-        report_lost(w, s, stepq_errstr(w->q));
+        report_lost(w, s, stepq_errstr(l->q));
         return 0;
     }
-    return report_error(w, "fail");
+    return report_error(w, l, "fail");
 }
 
 /*
@@ -445,17 +530,19 @@ static int report_fail(struct worker *w, struct slot *s, const char *text)
  * under load many commands end between two looks, and one call for all of
  * them spares Redis a script call each. Each ack gets its own answer; a
  * refused one does not stop the others. Slots whose report is settled are
- * freed; on a connection error all are tried again later.
+ * freed; on a connection error all are tried again later. All n slots are
+ * of one lane.
  */
 static void report_completed(struct worker *w, struct slot **who, sds *texts, size_t n,
                              long long now)
 {
     stepq_ack acks[REPORT_BATCH];
+    struct lane *l = lane_of(w, who[0]);
 
     for (size_t i = 0; i < n; i++)
         acks[i] = (stepq_ack){.id = who[i]->id, .token = who[i]->token, .result = texts[i]};
-    int rc = stepq_complete_many(w->q, acks, n);
-    int e = stepq_err(w->q);
+    int rc = stepq_complete_many(l->q, acks, n);
+    int e = stepq_err(l->q);
     if (rc != STEPQ_OK && e != STEPQ_E_CONFLICT && e != STEPQ_E_NOTFOUND) {
         if (n > 1 && e != STEPQ_E_IO && e != STEPQ_E_EOF) {
             /* The batch was refused whole (a bad ack): one by one, so
@@ -464,7 +551,7 @@ static void report_completed(struct worker *w, struct slot **who, sds *texts, si
                 report_completed(w, who + i, texts + i, 1, now);
             return;
         }
-        int retry = report_error(w, "complete");
+        int retry = report_error(w, l, "complete");
         for (size_t i = 0; i < n; i++) {
             if (retry)
                 who[i]->report_at = now + RETRY_MS;
@@ -473,7 +560,7 @@ static void report_completed(struct worker *w, struct slot **who, sds *texts, si
         }
         return;
     }
-    redis_ok(w);
+    redis_ok(w, l);
     for (size_t i = 0; i < n; i++) {
         if (acks[i].status == STEPQ_E_NONE) {
             w->completed++;
@@ -488,9 +575,9 @@ static void report_completed(struct worker *w, struct slot **who, sds *texts, si
     }
 }
 
-/* Reports the ends of the attempts that are due: failures one by one,
- * successes in batches. */
-static void report_due(struct worker *w, long long now)
+/* Reports the ends of the attempts of lane `lane` that are due: failures
+ * one by one, successes in batches. */
+static void report_due_lane(struct worker *w, int lane, long long now)
 {
     struct slot *who[REPORT_BATCH];
     sds texts[REPORT_BATCH];
@@ -499,7 +586,7 @@ static void report_due(struct worker *w, long long now)
     for (long i = 0; i < w->concurrency; i++) {
         struct slot *s = &w->slots[i];
         sds text = NULL;
-        if (s->state != SLOT_DONE || now < s->report_at)
+        if (s->state != SLOT_DONE || now < s->report_at || s->lane != lane)
             continue;
         if (s->killed == KILL_DRAIN && w->taken_over) {
             /* No deregister will requeue it (the id is another's now): its
@@ -535,6 +622,12 @@ static void report_due(struct worker *w, long long now)
         report_completed(w, who, texts, n, now);
     while (n > 0)
         sdsfree(texts[--n]);
+}
+
+static void report_due(struct worker *w, long long now)
+{
+    for (size_t l = 0; l < w->nlanes; l++)
+        report_due_lane(w, (int)l, now);
 }
 
 /* Moves children along: timeouts, kills, ends, reports. */
@@ -620,7 +713,7 @@ static void drain_expired(struct worker *w, long long now)
                  s->id);
             s->killed = KILL_NONE;
             slot_stop(s, KILL_DRAIN, now, 200);
-        } else if (s->state == SLOT_DONE && w->redis_down) {
+        } else if (s->state == SLOT_DONE && lane_of(w, s)->redis_down) {
             s->killed = KILL_DRAIN; /* cannot report it; deregister requeues it */
         }
     }
@@ -636,10 +729,13 @@ static int poll_timeout(const struct worker *w, long long now)
 {
     long long t = now + 1000;
 
-    t = min_ll(t, w->next_hb);
-    t = min_ll(t, w->next_reap);
-    if (!w->draining && free_slots(w) > 0)
-        t = min_ll(t, w->next_claim);
+    for (size_t i = 0; i < w->nlanes; i++) {
+        const struct lane *l = &w->lanes[i];
+        t = min_ll(t, l->next_hb);
+        t = min_ll(t, l->next_reap);
+        if (!w->draining && free_slots(w) > 0 && l->registered)
+            t = min_ll(t, l->next_claim);
+    }
     if (w->draining)
         t = min_ll(t, w->drain_deadline);
     for (long i = 0; i < w->concurrency; i++) {
@@ -696,8 +792,11 @@ static void run(struct worker *w)
 {
     long long now = now_ms();
 
-    w->next_hb = w->next_reap = w->next_claim = now;
-    w->idle_ms = IDLE_MIN_MS;
+    for (size_t i = 0; i < w->nlanes; i++) {
+        struct lane *l = &w->lanes[i];
+        l->next_hb = l->next_reap = l->next_claim = now;
+        l->idle_ms = IDLE_MIN_MS;
+    }
     for (;;) {
         now = now_ms();
         on_signals(w, now);
@@ -706,12 +805,14 @@ static void run(struct worker *w)
             break;
         if (w->draining && now >= w->drain_deadline)
             drain_expired(w, now);
-        if (now >= w->next_hb)
-            heartbeat(w, now);
-        if (!w->draining && now >= w->next_reap)
-            reap(w, now);
-        if (!w->draining && now >= w->next_claim)
-            claim(w, now_ms());
+        for (size_t i = 0; i < w->nlanes; i++) {
+            struct lane *l = &w->lanes[i];
+            if (now >= l->next_hb)
+                heartbeat(w, l, now);
+            if (!w->draining && now >= l->next_reap)
+                reap(w, l, now);
+        }
+        claim_round(w, now_ms());
         tend(w, now_ms());
         poll_once(w, now_ms());
     }
@@ -758,26 +859,30 @@ static long seconds_ms(const char *usage, const char *name, const char *s, doubl
 }
 
 static const char worker_usage[] =
-    "usage: stepq worker [--id W] [--capability C]... [--concurrency N] [--timeout S]\n"
-    "                    [--grace S] [--heartbeat-ttl-ms N] [--reap-timeout-ms N]\n"
+    "usage: stepq worker [--namespace NS]... [--id W] [--capability C]... [--concurrency N]\n"
+    "                    [--timeout S] [--grace S] [--heartbeat-ttl-ms N] [--reap-timeout-ms N]\n"
     "                    [--retention D] [--keep-completed N] [--keep-failed N]\n"
     "                    [--pass-env NAME]... -- CMD [ARG...]\n"
     "Registers worker W (default HOST-PID), claims the steps it can run and runs CMD\n"
-    "for each (no shell): the payload on stdin, STEPQ_STEP_ID, STEPQ_STEP_TYPE and\n"
-    "STEPQ_ATTEMPT in the environment. A stdout line 'progress N [message]' reports\n"
-    "progress. Exit 0 completes the step with the last stdout line as result when it\n"
-    "is JSON, else the stdout tail (64 KiB); a non-zero exit, a signal or --timeout S\n"
-    "(default 3600, 0: none) fails the attempt and the step is retried until its\n"
-    "max attempts. SIGTERM: no new claims, running steps get --grace S (default 30),\n"
-    "then the worker deregisters and exits 0. The worker also requeues the steps of\n"
-    "workers whose heartbeat is older than --reap-timeout-ms (default: the ttl), and\n"
-    "prunes the completed and failed sets: ids whose record is gone (kept --retention D,\n"
-    "default $STEPQ_RETENTION, then 7d), and the oldest steps over --keep-completed N /\n"
-    "--keep-failed N (default: no cap). Exit 4 when another live worker holds the id\n"
-    "(at start), or when another process took it over while this one stalled.\n"
+    "for each (no shell): the payload on stdin, STEPQ_STEP_ID, STEPQ_STEP_TYPE,\n"
+    "STEPQ_ATTEMPT and STEPQ_NAMESPACE (the step's) in the environment. A stdout line\n"
+    "'progress N [message]' reports progress. Exit 0 completes the step with the last\n"
+    "stdout line as result when it is JSON, else the stdout tail (64 KiB); a non-zero\n"
+    "exit, a signal or --timeout S (default 3600, 0: none) fails the attempt and the\n"
+    "step is retried until its max attempts. SIGTERM: no new claims, running steps get\n"
+    "--grace S (default 30), then the worker deregisters and exits 0. The worker also\n"
+    "requeues the steps of workers whose heartbeat is older than --reap-timeout-ms\n"
+    "(default: the ttl), and prunes the completed and failed sets: ids whose record is\n"
+    "gone (kept --retention D, default $STEPQ_RETENTION, then 7d), and the oldest steps\n"
+    "over --keep-completed N / --keep-failed N (default: no cap). Exit 4 when another\n"
+    "live worker holds the id (at start), or when another process took it over while\n"
+    "this one stalled.\n"
     "CMD gets the worker's environment less its secrets: STEPQ_API_TOKEN,\n"
     "STEPQ_REDIS_PASSWORD, STEPQ_REDIS_PASSWORD_FILE and a REDIS_URL that holds a\n"
-    "password are left out unless named with --pass-env NAME.\n";
+    "password are left out unless named with --pass-env NAME.\n"
+    "Several namespaces (--namespace A --namespace B, or A,B): the worker registers in\n"
+    "each and shares its slots among them in turn; a namespace with nothing pending\n"
+    "leaves its share to the others.\n";
 
 static int parse_args(struct cli *cli, struct worker *w, int argc, char **argv)
 {
@@ -855,19 +960,56 @@ static void shutdown_worker(struct worker *w)
         }
         slot_release(s);
     }
-    if (!w->taken_over && stepq_worker_deregister(w->q, w->id) != STEPQ_OK)
-        redis_error(w, "deregister");
-    if (stepq_proc_withdraw(w->q) != STEPQ_OK)
-        redis_error(w, "withdraw");
+    for (size_t i = 0; i < w->nlanes; i++) {
+        struct lane *l = &w->lanes[i];
+        /* Not where another process took the id over: that would release
+         * its registration. */
+        if (l->registered && stepq_worker_deregister(l->q, w->id) != STEPQ_OK)
+            redis_error(w, l, "deregister");
+        if (stepq_proc_withdraw(l->q) != STEPQ_OK)
+            redis_error(w, l, "withdraw");
+    }
     wlog(w, "stopped: %ld claimed, %ld completed, %ld failed, %ld lost", w->claimed, w->completed,
          w->failed, w->lost);
 }
 
+/* Connects and registers every lane; returns EXIT_DONE or an exit code
+ * after printing why (the lanes connected so far stay for stepq_free). */
+static int lanes_start(struct cli *cli, struct worker *w)
+{
+    const char *nss[CLI_NS_MAX];
+
+    w->nlanes = cli_namespaces(cli, worker_usage, nss);
+    for (size_t i = 0; i < w->nlanes; i++) {
+        struct cli one = *cli;
+        struct lane *l = &w->lanes[i];
+        one.ns = l->ns = nss[i];
+        one.nns = nss[i] ? 1 : 0;
+        l->q = cli_connect(&one, "stepq-worker");
+        /* Check the id and capabilities before anything runs. */
+        if (stepq_worker_register(l->q, w->id, w->caps, w->ncaps, w->ttl_ms) != STEPQ_OK) {
+            if (w->nlanes > 1)
+                fprintf(stderr, "stepq: worker: in namespace '%s':\n", l->ns ? l->ns : "");
+            return cli_fail(l->q, "worker");
+        }
+        l->registered = 1;
+    }
+    return EXIT_DONE;
+}
+
+static void lanes_free(struct worker *w)
+{
+    for (size_t i = 0; i < w->nlanes; i++)
+        stepq_free(w->lanes[i].q);
+}
+
 int cmd_worker(struct cli *cli, int argc, char **argv)
 {
-    struct worker w = {.concurrency = 1, .ttl_ms = 15000, .timeout_ms = 3600000, .grace_ms = 30000};
+    static struct worker w; /* the lanes are big; not on the stack */
     char default_id[STEPQ_ID_MAX], host[64] = "";
 
+    w = (struct worker){
+        .concurrency = 1, .ttl_ms = 15000, .timeout_ms = 3600000, .grace_ms = 30000};
     int rc = parse_args(cli, &w, argc, argv);
     if (rc != EXIT_DONE)
         return rc;
@@ -880,28 +1022,33 @@ int cmd_worker(struct cli *cli, int argc, char **argv)
     }
     if (w.reap_timeout_ms == 0)
         w.reap_timeout_ms = w.ttl_ms;
-    w.q = cli_connect(cli, "stepq-worker");
-    /* Check the id and capabilities before anything runs. */
-    if (stepq_worker_register(w.q, w.id, w.caps, w.ncaps, w.ttl_ms) != STEPQ_OK) {
-        rc = cli_fail(w.q, "worker");
-        stepq_free(w.q);
+    if ((rc = lanes_start(cli, &w)) != EXIT_DONE) {
+        /* Registered in some namespaces before one refused: undo those. */
+        for (size_t i = 0; i < w.nlanes; i++) {
+            if (w.lanes[i].registered)
+                stepq_worker_deregister(w.lanes[i].q, w.id);
+        }
+        lanes_free(&w);
         return rc;
     }
-    w.registered = 1;
     w.slots = calloc((size_t)w.concurrency, sizeof(*w.slots));
     if (w.slots == NULL || setup_signals() != 0) {
         fprintf(stderr, "stepq: worker: cannot set up: %s\n", strerror(errno));
         free(w.slots);
-        stepq_free(w.q);
+        lanes_free(&w);
         return EXIT_FAILED;
     }
     for (long i = 0; i < w.concurrency; i++)
         slot_init(&w.slots[i]);
     srandom((unsigned)(getpid() ^ now_ms()));
-    wlog(&w, "running '%s' for up to %ld step(s) at a time", w.argv[0], w.concurrency);
+    if (w.nlanes > 1)
+        wlog(&w, "running '%s' for up to %ld step(s) at a time, from %zu namespaces", w.argv[0],
+             w.concurrency, w.nlanes);
+    else
+        wlog(&w, "running '%s' for up to %ld step(s) at a time", w.argv[0], w.concurrency);
     run(&w);
     shutdown_worker(&w);
     free(w.slots);
-    stepq_free(w.q);
+    lanes_free(&w);
     return w.taken_over ? EXIT_REFUSED : EXIT_DONE;
 }

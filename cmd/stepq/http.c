@@ -227,22 +227,54 @@ static void parse_request_line(struct MHD_Connection *c, const char *method, con
  * The access handler
  * ------------------------------------------------------------------------- */
 
-static void handle_free(void *q)
+/* A pool thread's handles, one per namespace, each connected on first use. */
+struct thread_handles {
+    stepq *q[HTTP_SERVE_NS_MAX];
+};
+
+static void handles_free(void *p)
 {
-    stepq_free(q);
+    struct thread_handles *h = p;
+
+    for (size_t i = 0; i < HTTP_SERVE_NS_MAX; i++)
+        stepq_free(h->q[i]);
+    free(h);
 }
 
-/* The calling pool thread's handle, connected on first use. */
-static stepq *thread_handle(struct http_server *s)
+/* The calling pool thread's handle of namespace `ns`; NULL on OOM. */
+static stepq *thread_handle(struct http_server *s, size_t ns)
 {
-    stepq *q = pthread_getspecific(s->qkey);
+    struct thread_handles *h = pthread_getspecific(s->qkey);
 
-    if (q == NULL) {
-        q = stepq_connect(s->url, &s->opts);
-        if (q != NULL)
-            pthread_setspecific(s->qkey, q);
+    if (h == NULL) {
+        h = calloc(1, sizeof(*h));
+        if (h == NULL)
+            return NULL;
+        pthread_setspecific(s->qkey, h);
     }
-    return q;
+    if (h->q[ns] == NULL)
+        h->q[ns] = stepq_connect(s->url, &s->opts[ns]);
+    return h->q[ns];
+}
+
+/* Which of the served namespaces the request names: 0 (the default) on the
+ * old paths. Returns 1 after answering 404 when it is not served here. */
+static int find_ns(struct http_server *s, struct http_req *req, struct http_answer *ans)
+{
+    if (!req->route.has_ns)
+        return 0;
+    for (size_t i = 0; i < s->nns; i++) {
+        const char *ns = s->nss[i] ? s->nss[i] : "";
+        if (strcmp(ns, req->route.ns) == 0) {
+            req->ns = i;
+            return 0;
+        }
+    }
+    http_answer_error(ans, 404,
+                      "namespace '%.63s' is not served here; start serve with --namespace for "
+                      "it (docs/http.md)",
+                      req->route.ns);
+    return 1;
 }
 
 /* Appends an upload chunk, keeping at most HTTP_BODY_MAX bytes. */
@@ -322,6 +354,8 @@ static int first_call(struct http_server *s, struct MHD_Connection *c, struct ht
     }
     if ((req->route.mutating || s->auth_reads) && check_auth(s, c, ans) != 0)
         return 1;
+    if (find_ns(s, req, ans) != 0)
+        return 1;
     /* A read without --auth-reads may still carry the token: then it may
      * see what only the token's holders see (claim tokens). */
     req->authed = s->token != NULL && check_auth(s, c, NULL) == 0;
@@ -374,7 +408,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *c, const
     if (req->too_big)
         http_answer_error(&ans, 413, "the body is larger than 1 MiB; send a smaller one");
     else
-        http_dispatch(s, thread_handle(s), req, &ans);
+        http_dispatch(s, thread_handle(s, req->ns), req, &ans);
     return send_answer(s, c, req, &ans);
 }
 
@@ -430,11 +464,12 @@ int http_server_start(struct http_server *s, const void *addr, int ipv6, int thr
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
                      MHD_USE_AUTO | (ipv6 ? MHD_USE_IPv6 : 0);
 
-    if (pthread_key_create(&s->qkey, handle_free) != 0) {
+    if (pthread_key_create(&s->qkey, handles_free) != 0) {
         fputs("stepq: serve: cannot create a thread key\n", stderr);
         return STEPQ_ERR;
     }
-    pthread_mutex_init(&s->health.mu, NULL);
+    for (size_t i = 0; i < HTTP_SERVE_NS_MAX; i++)
+        pthread_mutex_init(&s->health[i].mu, NULL);
     if (http_guard_start(s) != STEPQ_OK) {
         fputs("stepq: serve: cannot start the connection guard thread\n", stderr);
         return STEPQ_ERR;
@@ -494,8 +529,10 @@ void http_server_release(struct http_server *s)
     http_guard_stop(s);
     pthread_mutex_destroy(&s->guard.mu);
     pthread_cond_destroy(&s->guard.cv);
-    json_decref(s->health.doc);
-    s->health.doc = NULL;
-    pthread_mutex_destroy(&s->health.mu);
+    for (size_t i = 0; i < HTTP_SERVE_NS_MAX; i++) {
+        json_decref(s->health[i].doc);
+        s->health[i].doc = NULL;
+        pthread_mutex_destroy(&s->health[i].mu);
+    }
     pthread_key_delete(s->qkey);
 }

@@ -31,6 +31,7 @@
 #define HTTP_TOKEN_MIN        16            /* shorter API tokens are refused at startup */
 #define HTTP_CONN_MEMORY      (64 * 1024)   /* MHD's pool per connection (its own 431 past it) */
 #define HTTP_HEAD_PRESSURE_MS 1000          /* the head deadline near the connection cap */
+#define HTTP_SERVE_NS_MAX     64            /* namespaces one serve takes (CLI_NS_MAX) */
 
 /* ---------------------------------------------------------------------------
  * Metrics (http_metrics.c)
@@ -96,23 +97,29 @@ struct http_limits {
  * ------------------------------------------------------------------------- */
 struct http_server {
     struct MHD_Daemon *daemon;
+    /* The namespaces served: the first is the default, served on the old
+     * paths too; each, by name, under /q/{namespace}/. nss[0] may be NULL
+     * (no prefix). */
+    const char *nss[HTTP_SERVE_NS_MAX];
+    size_t nns;
     const char *token; /* the bearer token; NULL with --no-auth */
     size_t token_len;
     int auth_reads; /* --auth-reads: every GET needs the token too */
     struct http_limits limits;
     struct http_guard guard;
-    const char *url; /* Redis URL for the per-thread handles */
-    stepq_options opts;
-    pthread_key_t qkey; /* each pool thread's own stepq handle */
+    const char *url;                       /* Redis URL for the per-thread handles */
+    stepq_options opts[HTTP_SERVE_NS_MAX]; /* one per namespace */
+    pthread_key_t qkey; /* each pool thread's own stepq handles, one per namespace */
     atomic_int in_flight;
     atomic_int draining;
     struct http_metrics metrics;
-    struct http_health_cache health;
+    struct http_health_cache health[HTTP_SERVE_NS_MAX]; /* per namespace */
 };
 
 /* One request, from its first access-handler call to its completion. */
 struct http_req {
     struct http_route route;
+    size_t ns; /* the index of its namespace in the server's */
     long long start_us;
     char *body; /* the upload, capped at HTTP_BODY_MAX, NUL-terminated */
     size_t len, cap;
@@ -126,8 +133,8 @@ struct http_answer {
     int status;
     char *body; /* malloc'd (free), NUL-terminated */
     const char *content_type;
-    char location[96]; /* a Location header when not empty */
-    int page;          /* the console's page: send its Content-Security-Policy */
+    char location[288]; /* a Location header when not empty (a /q/{namespace}/ path fits) */
+    int page;           /* the console's page: send its Content-Security-Policy */
 };
 
 /* The connection guard (http_guard.c): MHD's connection notifications,
@@ -164,9 +171,10 @@ void http_answer_json(struct http_answer *ans, int status, json_t *v);
 /* The HTTP status for a library error kind. */
 int http_status_of(int err);
 
-/* The /health/redis-migration document and status, from the cache when it
- * is fresh (a new reference in *ret_doc). */
-int http_health_migration(struct http_server *s, stepq *q, json_t **ret_doc);
+/* The /health/redis-migration document and status of namespace `ns` (an
+ * index of s->nss; q is a handle of it), from the cache when it is fresh (a
+ * new reference in *ret_doc). */
+int http_health_migration(struct http_server *s, size_t ns, stepq *q, json_t **ret_doc);
 /* The reasons the status document `st` is unhealthy, as a new JSON array of
  * strings (empty when healthy). Pure: reads only st. */
 json_t *http_health_verdict(const json_t *st);

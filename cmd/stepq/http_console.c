@@ -204,7 +204,7 @@ static json_t *workers(stepq *q)
 void http_console_feed(struct http_server *s, stepq *q, struct http_answer *ans)
 {
     json_t *doc = NULL;
-    int st = http_health_migration(s, q, &doc);
+    int st = http_health_migration(s, 0, q, &doc);
 
     if (doc == NULL) {
         http_answer_error(ans, 500, "out of memory; retry later");

@@ -143,9 +143,9 @@ json_t *http_health_verdict(const json_t *st)
     return a;
 }
 
-int http_health_migration(struct http_server *s, stepq *q, json_t **ret_doc)
+int http_health_migration(struct http_server *s, size_t ns, stepq *q, json_t **ret_doc)
 {
-    struct http_health_cache *c = &s->health;
+    struct http_health_cache *c = &s->health[ns];
     long long now = http_now_us() / 1000;
     int status;
 

@@ -180,7 +180,7 @@ static sds render_migration(sds out, const json_t *doc)
 int http_metrics_render(struct http_server *s, stepq *q, char **ret_text)
 {
     json_t *doc = NULL;
-    int st = http_health_migration(s, q, &doc);
+    int st = http_health_migration(s, 0, q, &doc);
     const char *status = json_string_value(json_object_get(doc, "status"));
     int up = st != 500 && status != NULL && strcmp(status, "unavailable") != 0;
     sds out = sdsempty();

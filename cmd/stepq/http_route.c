@@ -10,7 +10,7 @@
 #include "http_route.h"
 #include "stepq_text.h"
 
-#define SEGMENTS_MAX 4
+#define SEGMENTS_MAX 6
 #define SEGMENT_MAX  128 /* decoded; longer is no route of ours */
 
 static const char *const op_names[HTTP_OP_COUNT] = {
@@ -233,8 +233,27 @@ int stepq__http_route_parse(const char *method, const char *path, size_t pathlen
     if (n < 0)
         return fail(ret, 404, "no such path '%.64s'; see docs/http.md for the endpoints",
                     path_head(head, sizeof(head), path, pathlen));
-    if (match(ret, seg, n, path_head(head, sizeof(head), path, pathlen)) != 0)
+    int first = 0;
+    if (n >= 1 && strcmp(seg[0], "q") == 0) {
+        if (n < 3 || seg[1][0] == '\0' || strlen(seg[1]) >= sizeof(ret->ns))
+            return fail(ret, 404,
+                        "no such path '%.64s'; a queue's paths are /q/NAMESPACE/steps, ... "
+                        "(the namespace percent-encoded, at most 63 bytes)",
+                        path_head(head, sizeof(head), path, pathlen));
+        ret->has_ns = 1;
+        snprintf(ret->ns, sizeof(ret->ns), "%s", seg[1]);
+        first = 2;
+    }
+    if (match(ret, seg + first, n - first, path_head(head, sizeof(head), path, pathlen)) != 0)
         return ret->status;
+    if (ret->has_ns && (ret->id == HTTP_ROUTE_METRICS || ret->id == HTTP_ROUTE_ASSET ||
+                        ret->id == HTTP_ROUTE_CONSOLE_FEED)) {
+        ret->id = HTTP_ROUTE_NONE;
+        return fail(ret, 404,
+                    "no such path '%.64s'; the console and /metrics are served once, without "
+                    "/q/NAMESPACE",
+                    path_head(head, sizeof(head), path, pathlen));
+    }
     if ((ret->method & ret->allowed) == 0)
         return fail(ret, 405, "method '%.64s' is not allowed here; see the Allow header",
                     method ? method : "");

@@ -56,6 +56,7 @@ enum http_method_flags {
 #define HTTP_LIMIT_MAX     10000
 #define HTTP_PATH_MAX      1024 /* longer paths are refused before parsing */
 #define HTTP_QUERY_MAX     1024
+#define HTTP_NS_MAX        64 /* bytes of a namespace in /q/{namespace}/..., NUL included */
 
 struct http_route {
     enum http_route_id id;
@@ -68,6 +69,8 @@ struct http_route {
     char state[16];             /* GET /steps: pending, active, completed or failed */
     char asset[32];             /* HTTP_ROUTE_ASSET: the file of web/ ("index.html" for /) */
     long limit;                 /* GET /steps: 1..HTTP_LIMIT_MAX */
+    int has_ns;                 /* the path began with /q/{namespace}/ */
+    char ns[HTTP_NS_MAX];       /* that namespace, decoded */
     char error[192];            /* when status != 0: what is wrong and what to do */
 };
 
@@ -85,6 +88,11 @@ struct http_route {
  * too long) and ret->error says why, lowercase, naming the subject in single
  * quotes. ret->id and ret->allowed are set whenever the path matched, even
  * when the status is not 0.
+ *
+ * A path may begin with /q/{namespace}/ (the namespace percent-decoded,
+ * 1 to 63 bytes, no NUL): then has_ns and ns are set and the rest is
+ * matched as a path of its own, among the routes of one queue (steps,
+ * workers, health, migrate); the console and /metrics have no such form.
  *
  * Rules: ids are percent-decoded and must then be 1 to 63 characters of
  * A-Z a-z 0-9 _ . - ; %00 and malformed escapes are refused. GET /steps takes

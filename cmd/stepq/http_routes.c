@@ -22,6 +22,26 @@ static void answer_lib_error(struct http_answer *ans, stepq *q)
  * POST /steps: the body is one JSON object (decoded by step_decode.c).
  * ------------------------------------------------------------------------- */
 
+/* The path prefix of the request's queue into buf: "" on the old paths,
+ * else /q/ and the namespace percent-encoded (all but A-Z a-z 0-9 - . _ ~ :). */
+static void queue_prefix(const struct http_req *req, char *buf, size_t len)
+{
+    size_t n = 0;
+
+    buf[0] = '\0';
+    if (!req->route.has_ns || len < 8)
+        return;
+    n = (size_t)snprintf(buf, len, "/q/");
+    for (const unsigned char *p = (const unsigned char *)req->route.ns; *p && n + 4 < len; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("-._~:", *p) != NULL)
+            buf[n++] = (char)*p;
+        else
+            n += (size_t)snprintf(buf + n, len - n, "%%%02X", *p);
+    }
+    buf[n] = '\0';
+}
+
 static void route_submit(stepq *q, struct http_req *req, struct http_answer *ans)
 {
     struct step_decoded d;
@@ -34,7 +54,9 @@ static void route_submit(stepq *q, struct http_req *req, struct http_answer *ans
     if (stepq_submit(q, &d.opts, id) != STEPQ_OK) {
         answer_lib_error(ans, q);
     } else {
-        snprintf(ans->location, sizeof(ans->location), "/steps/%s", id);
+        char prefix[200];
+        queue_prefix(req, prefix, sizeof(prefix));
+        snprintf(ans->location, sizeof(ans->location), "%s/steps/%s", prefix, id);
         http_answer_json(ans, 201, json_pack("{s:s}", "id", id));
     }
     stepq__step_decoded_release(&d);
@@ -170,7 +192,7 @@ void http_dispatch(struct http_server *s, stepq *q, struct http_req *req, struct
         route_health(q, ans);
         break;
     case HTTP_OP_HEALTH_MIGRATION:
-        st = http_health_migration(s, q, &doc);
+        st = http_health_migration(s, req->ns, q, &doc);
         http_answer_json(ans, st, doc);
         break;
     case HTTP_OP_METRICS:

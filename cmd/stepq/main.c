@@ -73,6 +73,11 @@ int cli_common_opt(struct cli *cli, int c, const char *usage)
         cli->url = optarg;
         return 1;
     case 1000:
+        if (cli->nns == CLI_NS_MAX) {
+            cli_usage_error(usage, "at most %d namespaces", CLI_NS_MAX);
+            exit(EXIT_USAGE);
+        }
+        cli->nss[cli->nns++] = optarg;
         cli->ns = optarg;
         return 1;
     case 1001:
@@ -114,6 +119,59 @@ int cli_fail(stepq *q, const char *what)
     return cli_exit_code(stepq_err(q));
 }
 
+/* The copies cli_namespaces made, freed at exit. */
+static char *ns_copies[CLI_NS_MAX];
+static size_t n_ns_copies;
+
+static void free_ns_copies(void)
+{
+    for (size_t i = 0; i < n_ns_copies; i++)
+        free(ns_copies[i]);
+}
+
+/* Splits one comma list into ret[*n...]; exits on an empty name. */
+static void split_ns(const char *usage, const char *list, const char **ret, size_t *n)
+{
+    const char *p = list;
+
+    for (;;) {
+        size_t len = strcspn(p, ",");
+        if (len == 0)
+            exit(cli_usage_error(usage, "empty namespace in '%s'; give names separated by commas",
+                                 list));
+        if (*n == CLI_NS_MAX || n_ns_copies == CLI_NS_MAX)
+            exit(cli_usage_error(usage, "at most %d namespaces", CLI_NS_MAX));
+        char *c = strndup(p, len);
+        if (c == NULL)
+            exit(cli_usage_error(usage, "out of memory"));
+        if (n_ns_copies == 0)
+            atexit(free_ns_copies);
+        ns_copies[n_ns_copies++] = c;
+        for (size_t i = 0; i < *n; i++) {
+            if (strcmp(ret[i], c) == 0)
+                exit(cli_usage_error(usage, "namespace '%s' is given twice; give it once", c));
+        }
+        ret[(*n)++] = c;
+        if (p[len] == '\0')
+            return;
+        p += len + 1;
+    }
+}
+
+size_t cli_namespaces(const struct cli *cli, const char *usage, const char **ret)
+{
+    const char *env = getenv("STEPQ_NAMESPACE");
+    size_t n = 0;
+
+    for (size_t i = 0; i < cli->nns; i++)
+        split_ns(usage, cli->nss[i], ret, &n);
+    if (n == 0 && env != NULL && *env != '\0')
+        split_ns(usage, env, ret, &n);
+    if (n == 0)
+        ret[n++] = NULL;
+    return n;
+}
+
 stepq *cli_connect(const struct cli *cli, const char *client_name)
 {
     stepq_options o = {0};
@@ -122,6 +180,13 @@ stepq *cli_connect(const struct cli *cli, const char *client_name)
 
     if (url != NULL && *url != '\0' && stepq_url_check(url, err, sizeof(err)) != STEPQ_OK) {
         fprintf(stderr, "stepq: %s\n", err);
+        exit(EXIT_USAGE);
+    }
+    if (cli->nns > 1) {
+        fprintf(stderr,
+                "stepq: %zu namespaces given; this command works on one (only 'worker' and "
+                "'serve' take several; 'migrate' takes --all-namespaces)\n",
+                cli->nns);
         exit(EXIT_USAGE);
     }
     o.namespace_ = cli->ns ? cli->ns : getenv("STEPQ_NAMESPACE");

@@ -42,6 +42,8 @@ struct slot {
     long long started, deadline, term_at, kill_at, exited_at, report_at;
     int exited, status, exec_errno;
     enum slot_kill killed;
+    int lane;       /* the namespace its step came from (cmd_worker.c) */
+    const char *ns; /* that namespace, STEPQ_NAMESPACE of the command; NULL: none */
 };
 
 /* A `progress N [message]` line; called for each one the child prints. */
@@ -50,8 +52,9 @@ typedef void (*slot_progress_fn)(struct slot *s, long percent, const char *msg, 
 /*
  * Starts argv[0] (PATH lookup, no shell) for the step in `s` (id, type,
  * attempt and payload set by the caller) in its own process group, with the
- * payload on stdin, stdout on a pipe and STEPQ_STEP_ID, STEPQ_STEP_TYPE and
- * STEPQ_ATTEMPT in its environment. Returns 0, or -1 with errno set.
+ * payload on stdin, stdout on a pipe and STEPQ_STEP_ID, STEPQ_STEP_TYPE,
+ * STEPQ_ATTEMPT (and STEPQ_NAMESPACE when s->ns is set) in its environment. Returns 0, or -1 with
+ * errno set.
  */
 int slot_spawn(struct slot *s, char *const *argv);
 

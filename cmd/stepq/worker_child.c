@@ -138,7 +138,8 @@ static void child_exec(const struct slot *s, char *const *argv, int in, int out,
     scrub_env();
     /* The worker is single-threaded, so setenv after fork is safe. */
     if (setenv("STEPQ_STEP_ID", s->id, 1) != 0 || setenv("STEPQ_STEP_TYPE", s->type, 1) != 0 ||
-        setenv("STEPQ_ATTEMPT", attempt, 1) != 0)
+        setenv("STEPQ_ATTEMPT", attempt, 1) != 0 ||
+        (s->ns != NULL && setenv("STEPQ_NAMESPACE", s->ns, 1) != 0))
         _exit(126);
     execvp(argv[0], argv);
     int e = errno;

@@ -87,6 +87,27 @@ static const struct {
     {"GET", "", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
     {"GET", "steps", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
     {"GET", "/a/b/c/d/e", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
+    {"GET", "/a/b/c/d/e/f/g", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100,
+     NULL},
+    /* A queue's paths under /q/{namespace}/ (issue 12). */
+    {"GET", "/q/%7Bemails%7D:/steps/abc", NULL, 0, HTTP_ROUTE_STEP, HTTP_OP_GET, "abc", "pending",
+     100, NULL},
+    {"POST", "/q/e/steps/abc/cancel", NULL, 0, HTTP_ROUTE_STEP_CANCEL, HTTP_OP_CANCEL, "abc",
+     "pending", 100, NULL},
+    {"GET", "/q/e/steps", "state=failed", 0, HTTP_ROUTE_STEPS, HTTP_OP_LIST, "", "failed", 100,
+     NULL},
+    {"GET", "/q/e/health/redis-migration", NULL, 0, HTTP_ROUTE_HEALTH_MIGRATION,
+     HTTP_OP_HEALTH_MIGRATION, "", "pending", 100, NULL},
+    {"GET", "/q/e/metrics", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100,
+     "served once"},
+    {"GET", "/q/e/", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100,
+     "served once"},
+    {"GET", "/q//steps", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100,
+     "/q/NAMESPACE"},
+    {"GET", "/q/e", NULL, 404, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100,
+     "/q/NAMESPACE"},
+    {"GET", "/q/e%00x/steps", NULL, 400, HTTP_ROUTE_NONE, HTTP_OP_UNKNOWN, "", "pending", 100,
+     NULL},
     {NULL, "/health", NULL, 405, HTTP_ROUTE_HEALTH, HTTP_OP_UNKNOWN, "", "pending", 100, NULL},
 };
 
@@ -106,6 +127,23 @@ static void test_table(void)
                   i, cases[i].method ? cases[i].method : "(null)", cases[i].path, q ? q : "", st,
                   r.id, r.op, r.step_id, r.state, r.limit, r.error);
     }
+}
+
+/* The namespace of /q/{namespace}/ comes out decoded; the old paths have none. */
+static void test_namespace(void)
+{
+    struct http_route r;
+    const char *p = "/q/%7Bemails%7D:/steps";
+
+    ASSERT_EQ(stepq__http_route_parse("GET", p, strlen(p), NULL, 0, &r), 0);
+    ASSERT_EQ(r.has_ns, 1);
+    ASSERT_EQ(strcmp(r.ns, "{emails}:"), 0);
+    ASSERT_EQ(stepq__http_route_parse("GET", "/steps", 6, NULL, 0, &r), 0);
+    ASSERT_EQ(r.has_ns, 0);
+    /* 64 bytes: one more than a namespace may have. */
+    char longp[96];
+    snprintf(longp, sizeof(longp), "/q/%064d/steps", 0);
+    ASSERT_EQ(stepq__http_route_parse("GET", longp, strlen(longp), NULL, 0, &r), 404);
 }
 
 static void test_mutating_and_allow(void)
@@ -165,6 +203,7 @@ static void test_pct_decode(void)
 int main(void)
 {
     RUN(test_table);
+    RUN(test_namespace);
     RUN(test_mutating_and_allow);
     RUN(test_lengths_and_limits);
     RUN(test_pct_decode);
