@@ -241,7 +241,7 @@ int stepq__http_route_parse(const char *method, const char *path, size_t pathlen
                         "(the namespace percent-encoded, at most 63 bytes)",
                         path_head(head, sizeof(head), path, pathlen));
         ret->has_ns = 1;
-        snprintf(ret->ns, sizeof(ret->ns), "%s", seg[1]);
+        memcpy(ret->ns, seg[1], strlen(seg[1]) + 1); /* fits: checked above */
         first = 2;
     }
     if (match(ret, seg + first, n - first, path_head(head, sizeof(head), path, pathlen)) != 0)
