@@ -94,14 +94,15 @@ restart)
     start_node "${3:?usage: $0 restart DIR PORT}"
     ;;
 stop)
+    # The pids are read once: a node removes its pid file as it exits, so a
+    # second read could find it gone.
+    pids=()
     for pf in "$dir"/node-*/redis.pid; do
-        [ -f "$pf" ] || continue
-        pid=$(cat "$pf")
+        pid=$(cat "$pf" 2>/dev/null) || continue
+        pids+=("$pid")
         kill "$pid" 2>/dev/null || true
     done
-    for pf in "$dir"/node-*/redis.pid; do
-        [ -f "$pf" ] || continue
-        pid=$(cat "$pf")
+    for pid in "${pids[@]}"; do
         for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
         kill -9 "$pid" 2>/dev/null || true
     done
