@@ -9,7 +9,9 @@
 --   zset of at most ARGV[4]     -> members merged (ZADD NX keeps the live score),
 --                                  the source TTL carried when the destination has
 --                                  none: 'merged:N'
---   a larger set or zset        -> 'big' (the caller merges it in chunks)
+--   a set or zset larger than
+--   ARGV[4], destination there
+--   or not                      -> 'big' (the caller merges it in chunks)
 -- KEYS[1] the backfill record  KEYS[2] the phase hash; then source,
 -- destination pairs
 -- ARGV[1] owner token of the run (the record's `owner`)  ARGV[2] '1': dry run
@@ -58,6 +60,16 @@ local function merge(src, dst, t)
 end
 
 local function one(src, dst, want)
+    -- A set or zset above the limit is never copied whole, even to an
+    -- absent destination: one COPY of millions of members would hold Redis
+    -- for seconds. The caller merges it in chunks (a source of another
+    -- type than the map's goes on to be reported below).
+    if (want == 'set' or want == 'zset') and redis.call('TYPE', src).ok == want then
+        local card = want == 'set' and redis.call('SCARD', src) or redis.call('ZCARD', src)
+        if card > limit then
+            return 'big'
+        end
+    end
     -- The common case first, in two calls: the destination absent. COPY
     -- refuses a destination that exists and copies all of the key with its
     -- TTL; a source of another type than the key map's is taken back out

@@ -378,6 +378,26 @@ static void test_backfill_big_held(void)
     CHECK(t_int("HEXISTS stepq:backfill cursor_held") == 0);
 }
 
+/* mutation backfill_copies_big_whole: a collection above --big is merged
+ * in chunks even when its twin is absent (a COPY of millions of members
+ * holds Redis for seconds), and arrives whole, with its TTL. */
+static void test_backfill_big_absent_twin_chunked(void)
+{
+    stepq_backfill_opts bo = {.batch = 5, .big = 10};
+    stepq_backfill_result res = {0};
+
+    t_flush();
+    t_phase("dual-write");
+    for (int i = 0; i < 50; i++)
+        freeReplyObject(t_cmd("SADD jobs:completed m%d", i));
+    freeReplyObject(t_cmd("EXPIRE jobs:completed 86400"));
+    REQUIRE(stepq_backfill(Q, &bo, NULL, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(res.merged, 50);
+    ASSERT_EQ(res.copied, 0);
+    ASSERT_EQ(t_int("SCARD steps:completed"), 50);
+    CHECK(t_int("TTL steps:completed") > 86000);
+}
+
 /* mutation backfill_replaces_newer_twin: a twin that exists is the dual
  * writes' (newer than the old key when they differ: a repair is another
  * command); the backfill leaves it as it is, with its own TTL. */
@@ -637,6 +657,7 @@ int main(void)
     RUN(test_move_needs_backup_after_step_primary);
     RUN(test_backfill_resumes_cut_page);
     RUN(test_backfill_big_held);
+    RUN(test_backfill_big_absent_twin_chunked);
     RUN(test_backfill_keeps_existing_twin);
     RUN(test_backfill_members_recheck);
     RUN(test_backfill_refused_before_start);
