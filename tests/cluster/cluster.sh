@@ -20,9 +20,15 @@ cmd=${1:-}
 dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 
+# Both the port and its bus port (+10000) bound as redis-server binds them,
+# with SO_REUSEADDR: without it a bus port in the ephemeral range was taken
+# for "in use" by any outgoing connection's TIME_WAIT there, and on a busy
+# machine every candidate failed.
 port_free() {
-    python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null &&
-        python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$(( $1 + 10000 ))" 2>/dev/null
+    python3 -c 'import socket,sys
+for p in sys.argv[1:]:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(p)))' "$1" "$(( $1 + 10000 ))" 2>/dev/null
 }
 
 start_node() { # port
