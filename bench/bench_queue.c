@@ -324,6 +324,28 @@ static double redis_cpu(redisContext *c)
 
 static double last_cpu_us; /* Redis CPU per step of the last run */
 
+/* Runs client(i, steps / clients) in `clients` processes (at most 64);
+ * returns 1 when every one exited 0. */
+static int run_clients(void (*client)(int, int), int clients, int steps)
+{
+    pid_t pids[64];
+    int ok = 1;
+
+    for (int i = 0; i < clients; i++) {
+        pids[i] = fork();
+        if (pids[i] == 0) {
+            client(i, steps / clients);
+            _exit(0);
+        }
+    }
+    for (int i = 0; i < clients; i++) {
+        int st;
+        waitpid(pids[i], &st, 0);
+        ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    }
+    return ok;
+}
+
 static double run(void (*client)(int, int), const char *phase, int steps, int clients)
 {
     redisContext *c = raw();
@@ -332,20 +354,7 @@ static double run(void (*client)(int, int), const char *phase, int steps, int cl
         freeReplyObject(redisCommand(c, "HSET stepq:phase phase %s", phase));
     double cpu0 = redis_cpu(c);
     double t0 = now_s();
-    pid_t pids[64];
-    for (int i = 0; i < clients; i++) {
-        pids[i] = fork();
-        if (pids[i] == 0) {
-            client(i, steps / clients);
-            _exit(0);
-        }
-    }
-    int ok = 1;
-    for (int i = 0; i < clients; i++) {
-        int st;
-        waitpid(pids[i], &st, 0);
-        ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
-    }
+    int ok = run_clients(client, clients, steps);
     double el = now_s() - t0;
     last_cpu_us = (redis_cpu(c) - cpu0) * 1e6 / steps;
     redisReply *r = redisCommand(
@@ -400,7 +409,6 @@ static double run_cluster(const char *list, int per, int steps)
     struct master m[MASTERS_MAX];
     char buf[1024], *nss[16];
     int nns = 0, nm = find_masters(m), clients = 0;
-    pid_t pids[64];
 
     snprintf(buf, sizeof(buf), "%s", list);
     for (char *t = buf; t != NULL && nns < 16;) {
@@ -418,19 +426,7 @@ static double run_cluster(const char *list, int per, int steps)
         for (int j = 0; j < per && clients < 64; j++)
             client_ns[clients++] = nss[i];
     double t0 = now_s();
-    for (int i = 0; i < clients; i++) {
-        pids[i] = fork();
-        if (pids[i] == 0) {
-            stepq_client(i, steps / clients);
-            _exit(0);
-        }
-    }
-    int ok = 1;
-    for (int i = 0; i < clients; i++) {
-        int st;
-        waitpid(pids[i], &st, 0);
-        ok &= WIFEXITED(st) && WEXITSTATUS(st) == 0;
-    }
+    int ok = run_clients(stepq_client, clients, steps);
     double el = now_s() - t0, total_us = 0;
     long long completed = 0;
     printf("%-34s %8d %12s", list, clients, "");
