@@ -229,17 +229,26 @@ int stepq__move_guard(stepq *q, stepq_phase from, stepq_phase to, const char *wh
     if (!ok && (flags & STEPQ_MOVE_FORCE)) {
         snprintf(skipped, len, "%s", why);
     } else if (!ok) {
-        json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "action", "refused", "from",
-                              stepq_phase_name(from), "to", stepq_phase_name(to), "who",
-                              who ? who : "unknown", "rule", why, "force", 0);
-        if (stepq__audit(q, e) != STEPQ_OK)
-            return STEPQ_ERR;
         stepq__set_error(q, STEPQ_E_CONFLICT, "%s", why);
+        stepq__audit_refusal(q, from, to, who);
         return STEPQ_ERR;
     }
     if (from == STEPQ_PHASE_STEP && to < from && !reconciled)
         return stepq__rollback_reconcile(q, 1, (flags & STEPQ_MOVE_FORCE) != 0);
     return STEPQ_OK;
+}
+
+void stepq__audit_refusal(stepq *q, stepq_phase from, stepq_phase to, const char *who)
+{
+    char keep[STEPQ_ERRSTR_MAX];
+
+    if (q->err != STEPQ_E_CONFLICT)
+        return;
+    snprintf(keep, sizeof(keep), "%s", q->errstr);
+    stepq__audit(q, json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "action", "refused", "from",
+                              stepq_phase_name(from), "to", stepq_phase_name(to), "who",
+                              who ? who : "unknown", "rule", keep, "force", 0));
+    stepq__set_error(q, STEPQ_E_CONFLICT, "%s", keep);
 }
 
 /* After a move out of 'step': writers that still ran in 'step' until the

@@ -131,22 +131,6 @@ static void rc_report(json_t *out, const stepq__rc_result *res, const char *what
     }
 }
 
-/* A rollback refused by a rule (STEPQ_E_CONFLICT set) goes into the audit
- * log with the rule's text, as phase_rules.c does for a refused move; the
- * error is kept. Other errors are not refusals and are not audited. */
-static void audit_refusal(stepq *q, stepq_phase from, stepq_phase to, const char *who)
-{
-    char keep[STEPQ_ERRSTR_MAX];
-
-    if (q->err != STEPQ_E_CONFLICT)
-        return;
-    snprintf(keep, sizeof(keep), "%s", q->errstr);
-    stepq__audit(q, json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "action", "refused", "from",
-                              stepq_phase_name(from), "to", stepq_phase_name(to), "who",
-                              who ? who : "unknown", "rule", keep, "force", 0));
-    stepq__set_error(q, STEPQ_E_CONFLICT, "%s", keep);
-}
-
 static int reverse_verify(stepq *q, stepq_progress_fn fn, void *arg, json_t *out)
 {
     stepq_verify_opts vo = {.reverse = 1};
@@ -217,7 +201,7 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
     }
     if (from == STEPQ_PHASE_DUAL_READ && !(flags & STEPQ_MOVE_FORCE) &&
         reverse_verify(q, fn, arg, out) != STEPQ_OK) {
-        audit_refusal(q, from, to, who);
+        stepq__audit_refusal(q, from, to, who);
         goto fail;
     }
     /* Out of 'step': the move's own rules (a pinned process, say) first, so
@@ -230,13 +214,13 @@ int stepq_rollback(stepq *q, const char *who, const char *reason, unsigned flags
             goto fail;
         if (!ok) {
             stepq__set_error(q, STEPQ_E_CONFLICT, "%s", why);
-            audit_refusal(q, from, to, who);
+            stepq__audit_refusal(q, from, to, who);
             goto fail;
         }
     }
     if (from == STEPQ_PHASE_STEP &&
         reconcile_pass(q, 1, (flags & STEPQ_MOVE_FORCE) != 0, fn, arg, &res) != STEPQ_OK) {
-        audit_refusal(q, from, to, who);
+        stepq__audit_refusal(q, from, to, who);
         goto fail;
     }
     if (stepq__phase_move(q, to, who, reason ? reason : "rollback", flags & STEPQ_MOVE_FORCE,

@@ -536,6 +536,10 @@ int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, const char *mode
 void stepq__rc_result_release(stepq__rc_result *res);
 /* Appends an entry to the audit log: `o` (consumed) gets ts, host and pid. */
 int stepq__audit(stepq *q, json_t *o);
+/* A move or rollback refused by a rule (STEPQ_E_CONFLICT set) goes into the
+ * audit log with the rule's text (phase_rules.c); the error is kept. Other
+ * errors are not refusals and are not audited. */
+void stepq__audit_refusal(stepq *q, stepq_phase from, stepq_phase to, const char *who);
 
 /* ---------------------------------------------------------------------------
  * Phase moves (phase.c) and the rules they meet (phase_rules.c)
