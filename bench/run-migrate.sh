@@ -40,29 +40,11 @@ url=$(sed -n 's/^REDIS_URL=//p' "$tmp/redis/env")
 sock=$(sed -n 's/^REDIS_SOCK=//p' "$tmp/redis/env")
 cli() { redis-cli -s "$sock" "$@"; }
 stepq() { "$build/stepq" -u "$url" "$@"; }
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" "$2"; } # field NAME FILE
+. "$(dirname "$0")/lib.sh"
 rows=$tmp/rows
 
 # fresh N: an empty server loaded with N steps; prints the old key count.
-fresh() {
-    cli FLUSHALL >/dev/null
-    "$B/load_legacy" "$url" "$1" >"$tmp/load"
-    field keys "$tmp/load"
-}
-
-# timed NAME CMD...: runs CMD under GNU time; NAME.out, NAME.wall, NAME.rss (KiB).
-timed() {
-    local name=$1
-    shift
-    /usr/bin/time -f '%e %M' -o "$tmp/$name.time" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || {
-        echo "benchmark step '$name' failed:" >&2
-        tail -5 "$tmp/$name.err" >&2
-        exit 1
-    }
-    read -r wall rss <"$tmp/$name.time"
-    echo "$wall" >"$tmp/$name.wall"
-    echo "$rss" >"$tmp/$name.rss"
-}
+fresh() { fresh_at "$url" "$1"; }
 rate() { python3 -c "print(round($1 / max($2, 1e-9)))"; }
 row() { printf '%-40s %12s %9s %8s  %s\n' "$@" >>"$rows"; }
 mib() { python3 -c "print('%.1f' % ($1 / 1024))"; }

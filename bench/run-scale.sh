@@ -45,7 +45,7 @@ trap cleanup EXIT
 port=$(sed -n 's/^REDIS_PORT=//p' "$tmp/redis/env")
 direct=redis://127.0.0.1:$port/0
 cli() { redis-cli -p "$port" "$@"; }
-field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" "$2"; } # field NAME FILE
+. "$(dirname "$0")/lib.sh"
 py() { python3 -c "$1"; }
 res=$tmp/results # lines: KIND RTT_OR_N CONTENDER KEYS_PER_S RSS_KIB
 : >"$res"
@@ -67,25 +67,7 @@ for r in $rtts; do
 done
 
 # fresh N: an empty server loaded with N steps; prints the old key count.
-fresh() {
-    cli FLUSHALL >/dev/null
-    "$B/load_legacy" "$direct" "$1" >"$tmp/load"
-    field keys "$tmp/load"
-}
-
-# timed NAME CMD...: CMD under GNU time; NAME.wall (s), NAME.rss (KiB).
-timed() {
-    local name=$1
-    shift
-    /usr/bin/time -f '%e %M' -o "$tmp/$name.time" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" || {
-        echo "benchmark step '$name' failed:" >&2
-        tail -5 "$tmp/$name.err" >&2
-        exit 1
-    }
-    read -r wall rss <"$tmp/$name.time"
-    echo "$wall" >"$tmp/$name.wall"
-    echo "$rss" >"$tmp/$name.rss"
-}
+fresh() { fresh_at "$direct" "$1"; }
 
 # note KIND KEY CONTENDER KEYS NAME: a result line from NAME's timing.
 note() {
