@@ -474,8 +474,8 @@ static int members_read(struct bf *b, long long nm)
  * the next SSCAN/ZSCAN page is asked for before a chunk's script is read,
  * so a chunk costs one round trip, not two; Redis runs them in order, so a
  * recorded member cursor still only covers chunks that were merged. */
-static int merge_big(struct bf *b, const char *src, const char *dst, char type, const char *from,
-                     int checkpoint)
+static int merge_pages(struct bf *b, const char *src, const char *dst, char type, const char *from,
+                       int checkpoint)
 {
     stepq *q = b->q;
     char cursor[32], next[32], cnt[24];
@@ -516,6 +516,20 @@ static int merge_big(struct bf *b, const char *src, const char *dst, char type, 
         rc = members_read(b, pending);
     if (rc != STEPQ_OK && q->rc != NULL)
         stepq__drop(q); /* replies still on their way cannot be matched */
+    return rc;
+}
+
+/* merge_pages, started over from member 0 when the slot moved (walk.c):
+ * every chunk is idempotent, so members merged twice are harmless. */
+static int merge_big(struct bf *b, const char *src, const char *dst, char type, const char *from,
+                     int checkpoint)
+{
+    long long deadline = 0;
+    int rc;
+
+    while ((rc = merge_pages(b, src, dst, type, from, checkpoint)) != STEPQ_OK &&
+           stepq__members_retry(b->q, &deadline))
+        from = "0";
     return rc;
 }
 

@@ -50,6 +50,7 @@ struct stepq__cluster {
     struct cl_node seeds[SEEDS_MAX]; /* every node seen, the URL's first */
     size_t nseeds;
     int stale;          /* re-read the map before the next connection */
+    int moved;          /* a command was answered by another node since the last look */
     long wait_ms;       /* how long a command waits out a moving slot */
     long wait_replicas; /* WAIT after each script (0: off) */
     long wait_replicas_ms;
@@ -206,6 +207,10 @@ static int read_slots(stepq *q, redisContext *c)
             m->type != REDIS_REPLY_ARRAY || !str_elem(m, 0) || m->element[0]->len >= HOST_MAX ||
             m->elements < 2 || m->element[1]->type != REDIS_REPLY_INTEGER)
             continue;
+        if (cl->owner.port != (int)m->element[1]->integer ||
+            strlen(cl->owner.host) != m->element[0]->len ||
+            memcmp(cl->owner.host, m->element[0]->str, m->element[0]->len) != 0)
+            cl->moved = 1; /* a failover or a finished reshard */
         memcpy(cl->owner.host, m->element[0]->str, m->element[0]->len + 1);
         cl->owner.port = (int)m->element[1]->integer;
         if (str_elem(m, 2))
@@ -416,10 +421,12 @@ redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_sc
         }
         if (how == R_ASK && !is_script) {
             freeReplyObject(r);
+            cl->moved = 1;
             return send_to(q, &node, cmd, len, 1);
         }
         if (how == R_MOVED && ++moves <= 16) {
             freeReplyObject(r);
+            cl->moved = 1;
             cl->owner = node;
             cl->owner_id[0] = '\0';
             stepq__drop(q);
@@ -440,6 +447,15 @@ redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_sc
         stepq__sleep_ms(delay);
         delay = delay * 2 > 500 ? 500 : delay * 2;
     }
+}
+
+int stepq__cluster_moved(stepq *q)
+{
+    int m = q->cl != NULL && q->cl->moved;
+
+    if (q->cl != NULL)
+        q->cl->moved = 0;
+    return m;
 }
 
 /* ---------------------------------------------------------------------------

@@ -185,7 +185,8 @@ struct stepq {
      * first connection found out; cluster_known says whether it did. */
     struct stepq__cluster *cl;
     int cluster_known;
-    int ns_registered; /* the namespace is in the registry (registry.c) */
+    int ns_registered;             /* the namespace is in the registry (registry.c) */
+    unsigned long member_restarts; /* member scans started over from 0 (walk.c) */
 };
 
 void stepq__set_error(stepq *q, int code, const char *fmt, ...) STEPQ_PRINTF(3, 4);
@@ -293,6 +294,11 @@ redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_sc
  * script never starts while its slot migrates (cluster.c explains). NULL
  * on one server. */
 const char *stepq__cluster_guard(const stepq *q);
+/* Whether, since the last call, a command was answered by another node than
+ * the one the handle was on (ASK, MOVED), or the slot's owner changed (a
+ * failover): a member cursor of SSCAN/ZSCAN means nothing there (walk.c).
+ * Clears the mark. 0 on one server. */
+int stepq__cluster_moved(stepq *q);
 /* Waits (bounded) until the namespace's slot is neither migrating nor
  * importing, and writes the id of the node that owns it (41 bytes): a
  * walk whose owner changed between two pages starts over. STEPQ_OK at
@@ -441,7 +447,19 @@ typedef struct stepq__walk {
     redisReply *page; /* a SCAN reply waiting for the driver */
     stepq__idle_fn idle;
     void *arg;
+    /* On a cluster: the slot's owner when the walk began, the cursor of
+     * the page in flight (redone after a redirection), the retry budget. */
+    char owner[41], sent_cursor[32];
+    long long deadline;
+    int redo;
 } stepq__walk;
+/* On a cluster (nothing on one server): waits until the namespace's slot
+ * is settled and sets cursor to "0" (*ret_restarted) when its owner is not
+ * `owner` (41 bytes, "" at first; updated). walk.c explains. */
+int stepq__walk_settle(stepq *q, char owner[41], char cursor[32], int *ret_restarted);
+/* May a failed page be redone? 1 on a cluster, for a lost connection or a
+ * redirection, within the wait budget counted from *deadline (0: now). */
+int stepq__walk_retry(stepq *q, long long *deadline);
 /* A pipelined SCAN of the namespace from `from` (walk_pipe.c): fn gets each
  * page and the cursor that produced it, and queues the page's commands on
  * w->win (stepq__window_push) without waiting for them; at most `cap` keys
@@ -479,6 +497,12 @@ redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char ty
 int stepq__queue_members(stepq *q, const char *key, size_t len, char type, const char *cursor,
                          const char *count);
 redisReply *stepq__read_members(stepq *q, char cursor[32]);
+/* After a member scan failed: 1 when it may start over from member cursor
+ * 0 (a cluster, a lost connection or a redirection, within the wait budget
+ * counted from *deadline (0: now), the slot settled; member_restarts counts
+ * it), else 0 with the error standing. A member cursor is worth nothing on
+ * another node (walk.c). */
+int stepq__members_retry(stepq *q, long long *deadline);
 
 /* Pairs of key names (one rule, one id, two sides) for the batch scripts. */
 typedef struct stepq__pairs {

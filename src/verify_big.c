@@ -168,7 +168,7 @@ static int members_read(struct big *g, size_t n)
  * the next page is asked for before this page's scripts are read, so a
  * page costs one round trip; the sizes-and-expiry script is still the
  * last to run (Redis runs them in order). */
-static int members_all(struct big *g)
+static int members_pages(struct big *g)
 {
     stepq__vf *v = g->v;
     stepq *q = v->q;
@@ -207,6 +207,18 @@ static int members_all(struct big *g)
         rc = members_read(g, pending);
     if (rc != STEPQ_OK && q->rc != NULL)
         stepq__drop(q); /* replies still on their way cannot be matched */
+    return rc;
+}
+
+/* members_pages, started over from member 0 when the slot moved (walk.c),
+ * with its sums: a member read twice must not count twice. */
+static int members_all(struct big *g)
+{
+    long long deadline = 0;
+    int rc;
+
+    while ((rc = members_pages(g)) != STEPQ_OK && stepq__members_retry(g->v->q, &deadline))
+        g->n = 0, g->l1 = 0, g->l2 = 0, g->nbad = 0, g->different = 0, g->ttl = 0;
     return rc;
 }
 

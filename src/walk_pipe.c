@@ -137,6 +137,7 @@ static int send_scan(stepq *q, stepq__walk *w)
 
     if (stepq__ensure(q) != STEPQ_OK)
         return STEPQ_ERR;
+    memcpy(w->sent_cursor, w->cursor, sizeof(w->cursor));
     /* Without a namespace every key may be ours: no MATCH to filter. */
     if (redisAppendCommandArgv(q->rc, q->km.ns[0] ? 6 : 4, argv, NULL) != REDIS_OK) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory while queueing a command");
@@ -195,12 +196,61 @@ long stepq__walk_cap(long count, long max_latency_ms)
     return max_latency_ms > 0 ? 2 * count : STEPQ_WALK_PAGES * count;
 }
 
+/*
+ * On a cluster a SCAN cursor belongs to one node, and a page read while the
+ * slot migrates lacks the keys already moved (walk.c). So there the walk
+ * reads one page at a time: each SCAN goes out on an empty pipe, after the
+ * slot is settled, and starts over from 0 when the owner changed; after the
+ * last page the owner is checked once more. A page whose commands failed on
+ * a lost connection or a redirection (pipelined commands get MOVED and ASK
+ * as errors) is redone from its cursor: every page function is idempotent.
+ * Pipelining within a page stays; across pages it would hide a migration.
+ */
+static int cluster_scan(stepq *q, stepq__walk *w)
+{
+    int restarted;
+
+    if (!w->redo)
+        w->deadline = 0; /* the page before was acknowledged whole */
+    w->redo = 0;
+    if (stepq__walk_settle(q, w->owner, w->cursor, &restarted) != STEPQ_OK)
+        return STEPQ_ERR;
+    return send_scan(q, w);
+}
+
+/* After the last page on a cluster: 1 when the owner changed during the
+ * walk, which then starts over from 0. */
+static int cluster_restart(stepq *q, stepq__walk *w, int *rc)
+{
+    int restarted = 0;
+
+    *rc = stepq__walk_settle(q, w->owner, w->cursor, &restarted);
+    if (*rc == STEPQ_OK && restarted)
+        w->scan_done = 0;
+    return *rc == STEPQ_OK && restarted;
+}
+
+/* After a failed page on a cluster: 1 when it is redone. */
+static int cluster_redo(stepq *q, stepq__walk *w)
+{
+    if (q->cl == NULL || !stepq__walk_retry(q, &w->deadline))
+        return 0;
+    stepq__window_abort(q, &w->win);
+    freeReplyObject(w->page);
+    w->page = NULL;
+    memcpy(w->cursor, w->sent_cursor, sizeof(w->cursor));
+    w->scan_out = w->scan_done = w->hold = 0;
+    w->redo = 1;
+    stepq__clear_error(q);
+    return 1;
+}
+
 int stepq__walk_run(stepq *q, stepq__walk *w, const char *from, long count, long cap,
                     stepq__page_fn fn, stepq__idle_fn idle, void *arg)
 {
     int rc = STEPQ_OK;
 
-    memset(w, 0, sizeof(*w));
+    memset(w, 0, sizeof(*w)); /* owner "": the first page on a cluster records it */
     w->match = sdscatfmt(sdsempty(), "%s*", q->km.ns);
     if (w->match == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
@@ -217,23 +267,26 @@ int stepq__walk_run(stepq *q, stepq__walk *w, const char *from, long count, long
             char cur[32];
             memcpy(cur, w->page_cursor, sizeof(cur));
             w->page = NULL;
-            /* The next page is asked for before this one's commands go out. */
-            if (!w->scan_done && !w->scan_out && w->win.keys < w->cap)
+            /* The next page is asked for before this one's commands go out
+             * (on one server: a cluster reads one page at a time). */
+            if (q->cl == NULL && !w->scan_done && !w->scan_out && w->win.keys < w->cap)
                 rc = send_scan(q, w);
             if (rc == STEPQ_OK)
                 rc = fn(q, page->element[1], cur, arg);
             freeReplyObject(page);
         } else if (w->want_idle) {
             rc = settle(q, w);
-        } else if (!w->scan_done && !w->scan_out && !w->hold && w->win.keys < w->cap) {
-            rc = send_scan(q, w);
+        } else if (!w->scan_done && !w->scan_out && !w->hold && w->win.keys < w->cap &&
+                   (q->cl == NULL || w->win.n == 0)) {
+            rc = q->cl == NULL ? send_scan(q, w) : cluster_scan(q, w);
         } else if (w->win.n > 0) {
             rc = window_step(q, &w->win);
-        } else {
-            break;
+        } else if (q->cl == NULL || !cluster_restart(q, w, &rc)) {
+            break; /* the end, or the slot never settled */
         }
-        if (rc != STEPQ_OK)
+        if (rc != STEPQ_OK && !cluster_redo(q, w))
             break;
+        rc = STEPQ_OK;
     }
     if (rc != STEPQ_OK) {
         stepq__window_abort(q, &w->win);
