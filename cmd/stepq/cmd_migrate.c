@@ -316,6 +316,10 @@ int cmd_migrate(struct cli *cli, int argc, char **argv)
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         FILE *fp = argc < 2 ? stderr : stdout;
         fputs(usage, fp);
+        fputs("Every subcommand also runs over every namespace of the registry (one line\n"
+              "per namespace and a summary; docs/cluster.md):\n"
+              "  stepq migrate SUBCOMMAND --all-namespaces [--keep-going] [--parallel N] [ARGS]\n",
+              fp);
         fputs("\nsubcommands:\n", fp);
         for (size_t i = 0; i < sizeof(subcommands) / sizeof(*subcommands); i++)
             fprintf(fp, "  %-10s %s\n", subcommands[i].name, subcommands[i].help);

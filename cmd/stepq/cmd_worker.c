@@ -860,8 +860,9 @@ static long seconds_ms(const char *usage, const char *name, const char *s, doubl
 
 static const char worker_usage[] =
     "usage: stepq worker [--namespace NS]... [--id W] [--capability C]... [--concurrency N]\n"
-    "                    [--timeout S] [--grace S] [--heartbeat-ttl-ms N] [--reap-timeout-ms N]\n"
-    "                    [--retention D] [--keep-completed N] [--keep-failed N]\n"
+    "                    [--timeout S] [--grace S] [--heartbeat-ttl-ms N]\n"
+    "                    [--reap-timeout-ms N] [--retention D] [--keep-completed N]\n"
+    "                    [--keep-failed N]\n"
     "                    [--pass-env NAME]... -- CMD [ARG...]\n"
     "Registers worker W (default HOST-PID), claims the steps it can run and runs CMD\n"
     "for each (no shell): the payload on stdin, STEPQ_STEP_ID, STEPQ_STEP_TYPE,\n"
