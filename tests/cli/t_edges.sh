@@ -131,4 +131,16 @@ expect_code 4 "dual-read refused while a process is pinned to job, naming it and
 kill -TERM $pj; wait $pj
 expect_ok "with the pinned process gone, the move is allowed" '$S migrate phase dual-read'
 
+# step -> job is refused even forced; its advice (roll back one phase at a
+# time with 'stepq migrate rollback') is allowed at each phase and reaches
+# job, with a step written in step on both sides at the end.
+rcli FLUSHDB >/dev/null
+expect_ok "walk to step, a step submitted there" 'walk_to step && $S submit --type t >$tmp/sj'
+expect_code 4 "phase job --force is refused in step and names the way back" \
+    '$S migrate phase job --force >$tmp/j 2>&1; rc=$?; cat $tmp/j; grep -q "roll back one phase at a time with .stepq migrate rollback." $tmp/j && test "$(rcli HGET stepq:phase phase)" = step || exit 9; exit $rc'
+expect_ok "the advised rollbacks, one phase at a time, reach job" \
+    'for p in step-primary dual-read dual-write job; do $S migrate rollback >/dev/null && test "$(rcli HGET stepq:phase phase)" = $p || exit 1; done'
+expect_ok "the step submitted in step is on the old side, pending" \
+    'test "$(rcli HGET job:$(cat $tmp/sj) status)" = pending && test -n "$(rcli ZSCORE jobs:pending $(cat $tmp/sj))"'
+
 finish

@@ -94,6 +94,23 @@ expect "the advised rollback runs" sh -c "'$STEPQ' migrate rollback | grep -q '^
 sleep 2.1
 expect "and clears it, in the same phase" is "$(req GET /health/redis-migration)" 200
 expect "still step-primary" is "$(rcli HGET stepq:phase phase)" step-primary
+# In step-primary a verify that keeps finding differences: the advice (roll
+# back to dual-read, then rollback --reconcile) is allowed at each step and
+# clears it, with the old key made equal to the new one.
+rcli HSET stepq:verify clean 0 different 1 missing 0 >/dev/null
+rcli HSET step:G id G status completed >/dev/null
+rcli HSET job:G id G status pending >/dev/null
+sleep 2.1
+expect "step-primary differences 503" is "$(req GET /health/redis-migration)" 503
+expect "its reason names the rollback to dual-read, then --reconcile" json "j['reasons'][0].startswith('the last verify found differences') and \"'stepq migrate rollback' to 'dual-read', then 'stepq migrate rollback --reconcile'\" in j['reasons'][0]"
+expect "the advised rollback runs" sh -c "'$STEPQ' migrate rollback >/dev/null"
+expect "and reaches dual-read" is "$(rcli HGET stepq:phase phase)" dual-read
+expect "the advised rollback --reconcile runs" sh -c "'$STEPQ' migrate rollback --reconcile >/dev/null"
+expect "the old key now equals the new one" is "$(rcli HGET job:G status)" completed
+sleep 2.1
+expect "and health is clean, in dual-write" is "$(req GET /health/redis-migration):$(rcli HGET stepq:phase phase)" 200:dual-write
+rcli DEL step:G job:G >/dev/null
+rcli HSET stepq:phase phase step-primary >/dev/null
 now=$(python3 -I -S -c 'import time; print(int(time.time()*1000))')
 rcli HSET stepq:procs fake:1 "{\"id\":\"fake:1\",\"kind\":\"worker\",\"phase\":\"dual-write\",\"seen\":$now,\"ttl\":60000}" >/dev/null
 sleep 2.1
