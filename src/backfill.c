@@ -261,7 +261,9 @@ static int estimate(struct bf *b, long long *ret_used, long long *ret_max)
             continue;
         if (fixed_size(b, k, &units, &kb) != STEPQ_OK)
             return STEPQ_ERR;
-        total += units;
+        /* As keys_done will count it: one pair (there or not), and a
+         * collection merged in chunks its members too. */
+        total += 1 + (units > b->o.big ? units : 0);
         bytes += kb;
     }
     if ((r = stepq__commandf(q, "INFO memory")) == NULL)

@@ -44,6 +44,8 @@ static void test_copies_every_rule(void)
     ASSERT_EQ(res.errors, 0);
     ASSERT_EQ(res.resumed, 0);
     CHECK(res.keys_total > 0);
+    /* The estimate counts what the walk counts: status never says 5/2. */
+    ASSERT_EQ(res.keys_done, res.keys_total);
     /* A second run copies nothing and changes nothing. */
     REQUIRE(stepq_backfill(Q, NULL, NULL, NULL, &res) == STEPQ_OK);
     ASSERT_EQ(res.copied, 0);
@@ -54,6 +56,24 @@ static void test_copies_every_rule(void)
 /* Dual writes started before the backfill: the collections exist on both
  * sides, each with members the other lacks; the merge adds only what is
  * still in the source, with the source's score, and keeps the live score. */
+/* keys_total counts as keys_done does: a fixed collection absent (one
+ * pair, "gone") and one merged in chunks (the pair and its members). */
+static void test_progress_adds_up(void)
+{
+    stepq_backfill_opts bo = {.big = 10};
+    stepq_backfill_result res = {0};
+
+    t_flush();
+    for (int i = 0; i < 25; i++)
+        freeReplyObject(t_cmd("SADD jobs:completed m%d", i));
+    freeReplyObject(t_cmd("HSET job:A id A status pending"));
+    t_phase("dual-write");
+    REQUIRE(stepq_backfill(Q, &bo, NULL, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(res.merged, 25);
+    CHECK(res.gone > 0);
+    ASSERT_EQ(res.keys_done, res.keys_total);
+}
+
 static void test_merges_collections(void)
 {
     t_flush();
@@ -304,6 +324,7 @@ int main(void)
     RUN(test_copies_every_rule);
     RUN(test_merges_collections);
     RUN(test_big_collection);
+    RUN(test_progress_adds_up);
     RUN(test_dry_run_writes_nothing);
     RUN(test_memory_preflight);
     RUN(test_pinned_job_process_refuses);
