@@ -19,6 +19,7 @@
  * running it again.
  */
 #include <stdatomic.h>
+#include <time.h>
 #include <unistd.h>
 #include "test.h"
 #include "migratelib.h"
@@ -190,6 +191,45 @@ static void test_move_needs_repair_after_job(void)
     REQUIRE(stepq_backfill(Q, &repair, NULL, NULL, NULL) == STEPQ_OK);
     REQUIRE(m_verify(0));
     move(STEPQ_PHASE_DUAL_READ);
+}
+
+/* Dual writes (re)started during the repair (here: dual_write_since moved
+ * past its start at the first progress report, as a rollback to job and a
+ * move forward would): what it copied proves nothing, so the mark stays and
+ * the repair says so (STEPQ_E_CONFLICT, exit 4), not a silent success. Its
+ * advice, a repair again in dual-write, clears it. */
+static void bump_dual_write(long long done, long long total, const char *key, const char *msg,
+                            void *arg)
+{
+    int *n = arg;
+
+    (void)done, (void)total, (void)key, (void)msg;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if ((*n)++ == 0)
+        freeReplyObject(t_cmd("HSET stepq:phase dual_write_since %lld",
+                              (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 1));
+}
+
+static void test_repair_raced_keeps_untrusted(void)
+{
+    stepq_backfill_opts repair = {.repair = 1};
+    int reports = 0;
+
+    ready_for_dual_read();
+    move(STEPQ_PHASE_JOB);
+    move(STEPQ_PHASE_DUAL_WRITE);
+    REQUIRE(stepq_backfill(Q, &repair, bump_dual_write, &reports, NULL) == STEPQ_ERR);
+    REQUIRE(reports > 0);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    CHECK(strstr(stepq_errstr(Q), "stay untrusted") != NULL);
+    CHECK(strstr(stepq_errstr(Q), "run 'stepq migrate backfill --repair' again in 'dual-write'") !=
+          NULL);
+    CHECK(t_int("HEXISTS stepq:phase untrusted_since") == 1);
+    usleep(3000);
+    REQUIRE(stepq_backfill(Q, &repair, NULL, NULL, NULL) == STEPQ_OK);
+    CHECK(t_int("HEXISTS stepq:phase untrusted_since") == 0);
 }
 
 /* mutation clean_verify_ignores_verdict: a verify that found a difference
@@ -660,6 +700,7 @@ int main(void)
     RUN(test_verify_big_set_ttl);
     RUN(test_move_needs_backfill_after_dual_write);
     RUN(test_move_needs_repair_after_job);
+    RUN(test_repair_raced_keeps_untrusted);
     RUN(test_move_needs_clean_verify);
     RUN(test_move_back_needs_reverse_verify);
     RUN(test_move_needs_backup_after_step_primary);
