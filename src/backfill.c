@@ -498,12 +498,13 @@ static int merge_pages(struct bf *b, const char *src, const char *dst, char type
         more = strcmp(next, "0") != 0;
         long long nm = (long long)(r->element[1]->elements / (type == 's' ? 1 : 2));
         /* Pacing that talks to Redis wants an empty pipe. */
-        if (pending >= 0 && stepq__pace_io_due(&b->pace)) {
+        int io = pending < 0 || stepq__pace_io_due(&b->pace);
+        if (pending >= 0 && io) {
             rc = members_read(b, pending);
             pending = -1;
         }
         if (rc == STEPQ_OK)
-            rc = stepq__pace_wait(&b->pace, (long)nm);
+            rc = stepq__pace_wait_io(&b->pace, (long)nm, io);
         if (rc == STEPQ_OK && more)
             rc = stepq__queue_members(q, src, slen, type, next, cnt);
         if (rc == STEPQ_OK)

@@ -338,8 +338,18 @@ void stepq__pace_init(stepq__pace *p, stepq *q, double rate, long max_latency_ms
 /* Blocks until n more keys may be processed. STEPQ_ERR on a lost
  * connection (the error is set on p->q). */
 int stepq__pace_wait(stepq__pace *p, long n);
-/* Will the next stepq__pace_wait send a command (throttle hash, PING, INFO)? */
+/* Will the next stepq__pace_wait send a command (throttle hash, PING, INFO)?
+ * The answer holds for now only: a caller with replies on their way asks,
+ * empties its pipe when it says yes, and passes the answer as `io` to
+ * stepq__pace_wait_io, which sends nothing when it is 0 (the checks then
+ * wait for a later call). Calling stepq__pace_wait instead would send a
+ * command whenever the clock crossed a check in between, and the caller's
+ * next reply would be the throttle hash (the 5M-step backfill's "unexpected
+ * reply from backfill_members.lua"). */
 int stepq__pace_io_due(const stepq__pace *p);
+int stepq__pace_wait_io(stepq__pace *p, long n, int io);
+/* Tests only: the clock pacing reads (milliseconds, monotonic); NULL: the real one. */
+extern long long (*stepq__pace_clock)(void);
 
 /* ---------------------------------------------------------------------------
  * Helpers (util.c)

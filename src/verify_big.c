@@ -187,12 +187,13 @@ static int members_pages(struct big *g)
         }
         more = strcmp(cursor, "0") != 0;
         /* Pacing that talks to Redis wants an empty pipe. */
-        if (pending > 0 && stepq__pace_io_due(&v->pace)) {
+        int io = pending == 0 || stepq__pace_io_due(&v->pace);
+        if (pending > 0 && io) {
             rc = members_read(g, pending);
             pending = 0;
         }
         if (rc == STEPQ_OK)
-            rc = stepq__pace_wait(&v->pace, (long)(r->element[1]->elements / step));
+            rc = stepq__pace_wait_io(&v->pace, (long)(r->element[1]->elements / step), io);
         if (rc == STEPQ_OK && more)
             rc = stepq__queue_members(q, g->a, alen, g->type, cursor, cnt);
         size_t queued = 0;

@@ -174,14 +174,15 @@ int stepq__walk_pace(stepq *q, stepq__walk *w, stepq__pace *p, long n)
             }
     }
     /* Pacing reads the throttle hash, PINGs, reads INFO: on an empty pipe. */
-    if (stepq__pace_io_due(p)) {
+    int io = stepq__pace_io_due(p);
+    if (io) {
         w->hold = 1;
         int rc = stepq__window_drain(q, &w->win);
         w->hold = 0;
         if (rc != STEPQ_OK)
             return STEPQ_ERR;
     }
-    return stepq__pace_wait(p, n);
+    return stepq__pace_wait_io(p, n, io);
 }
 
 void stepq__walk_idle(stepq__walk *w)

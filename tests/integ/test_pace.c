@@ -66,11 +66,56 @@ static void test_pause_and_override(void)
     CHECK(p.rate > 122.9 && p.rate < 123.1);
 }
 
+/* A clock that moves 300 ms at every reading: the throttle check (every
+ * 500 ms) is not due when a walk asks stepq__pace_io_due and due when it
+ * then waits. */
+static long long fake_ms;
+
+static long long jumpy_clock(void)
+{
+    return fake_ms += 300;
+}
+
+/* The walks ask whether pacing will talk to Redis, empty their pipe when
+ * it will, then wait: a wait that sent a command when the clock had
+ * crossed a check in between read the throttle hash in place of the reply
+ * of a script still on its way (a 5M-step backfill stopped on "unexpected
+ * reply from backfill_members.lua"). With a clock that crosses a check at
+ * every reading: the chunked merge of a big set, the pipelined walk of many
+ * pages and verify's member comparison all stay in step with their replies. */
+static void test_pace_checks_wait_for_an_empty_pipe(void)
+{
+    stepq_backfill_opts bo = {.big = 10, .batch = 20};
+    stepq_verify_opts vo = {.big = 10, .batch = 20};
+    stepq_backfill_result res = {0};
+    int clean = 0;
+
+    t_flush();
+    for (int i = 0; i < 3000; i++)
+        freeReplyObject(t_cmd("SADD jobs:completed m%d", i));
+    for (int i = 0; i < 1500; i++)
+        freeReplyObject(t_cmd("HSET job:K%d id K%d status pending", i, i));
+    freeReplyObject(t_cmd("SADD steps:completed m0"));
+    freeReplyObject(t_cmd("HSET stepq:phase phase dual-write dual_write_since 1"));
+    stepq__pace_clock = jumpy_clock;
+    int rc = stepq_backfill(Q, &bo, NULL, NULL, &res);
+    int vrc = rc == STEPQ_OK ? stepq_verify(Q, &vo, NULL, NULL, &clean, NULL) : STEPQ_ERR;
+    stepq__pace_clock = NULL;
+    if (rc != STEPQ_OK)
+        FAILF("backfill: %s", stepq_errstr(Q));
+    ASSERT_EQ(t_int("SCARD steps:completed"), 3000);
+    ASSERT_EQ(res.merged, 2999);
+    if (vrc != STEPQ_OK)
+        FAILF("verify: %s", stepq_errstr(Q));
+    ASSERT_EQ(clean, 1);
+}
+
 int main(void)
 {
     t_setup();
     RUN(test_rate_limit);
     RUN(test_pause_and_override);
+    RUN(test_pace_checks_wait_for_an_empty_pipe);
     t_teardown();
     TEST_END();
 }
