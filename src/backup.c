@@ -27,9 +27,9 @@
 
 #define SCAN_COUNT    1000
 #define RESTORE_BATCH 1000
-#define RESTORE_BYTES (8u << 20)
-#define BIG_DEFAULT   1000   /* as the backfill's --big */
-#define MEMBER_COUNT  "4000" /* members a SSCAN/ZSCAN page: fewer round trips */
+#define RESTORE_BYTES (2u << 20) /* a batch's payloads: a chunk is up to 1000 members */
+#define BIG_DEFAULT   1000       /* as the backfill's --big */
+#define MEMBER_COUNT  "4000"     /* members a SSCAN/ZSCAN page: fewer round trips */
 #define CHUNK_MEMBERS 1000
 #define CHUNK_BYTES   (4u << 20)
 
