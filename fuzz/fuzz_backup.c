@@ -29,9 +29,35 @@ static int on_record(const stepq__bk_record *rec, void *arg)
         rec->pexpireat < -1)
         __builtin_trap();
     s->n++;
+    XXH64_update(s->xx, &rec->kind, sizeof(rec->kind));
     XXH64_update(s->xx, rec->key, rec->keylen);
-    XXH64_update(s->xx, rec->dump, rec->dumplen);
     XXH64_update(s->xx, &rec->pexpireat, sizeof(rec->pexpireat));
+    if (rec->kind == STEPQ_BK_REC_CHUNK) {
+        /* A chunk: 1..CHUNK_MAX members, each score a number for a zset. */
+        if (rec->n < 1 || rec->n > STEPQ_BK_CHUNK_MAX || rec->members == NULL ||
+            (rec->rtype != 's' && rec->rtype != 'z') ||
+            (rec->rtype == 'z') != (rec->scores != NULL))
+            __builtin_trap();
+        for (size_t i = 0; i < rec->n; i++) {
+            XXH64_update(s->xx, rec->members[i], rec->mlens[i]);
+            if (rec->scores != NULL)
+                XXH64_update(s->xx, rec->scores[i], rec->slens[i]);
+        }
+        if (s->w != NULL &&
+            stepq__bk_writer_chunk(s->w, rec->key, rec->keylen, rec->rtype, rec->n, rec->members,
+                                   rec->mlens, rec->scores, rec->slens) != 0)
+            __builtin_trap();
+        return 0;
+    }
+    if (rec->kind == STEPQ_BK_REC_CEND) {
+        XXH64_update(s->xx, &rec->nmembers, sizeof(rec->nmembers));
+        if (s->w != NULL && stepq__bk_writer_cend(s->w, rec->pexpireat) != 0)
+            __builtin_trap();
+        return 0;
+    }
+    if (rec->kind != STEPQ_BK_REC_KEY)
+        __builtin_trap();
+    XXH64_update(s->xx, rec->dump, rec->dumplen);
     if (s->w != NULL && stepq__bk_writer_add(s->w, rec->key, rec->keylen, rec->dump, rec->dumplen,
                                              rec->pexpireat) != 0)
         __builtin_trap();
@@ -53,8 +79,8 @@ static int parse(const unsigned char *mem, size_t len, struct seen *s, stepq__bk
             __builtin_trap(); /* every refusal says why */
         return -1;
     }
-    if (info->version != STEPQ_BK_VERSION || info->count != s->n || info->rules == NULL ||
-        (strcmp(info->side, "old") != 0 && strcmp(info->side, "new") != 0))
+    if ((info->version != STEPQ_BK_VERSION && info->version != 1) || info->count != s->n ||
+        info->rules == NULL || (strcmp(info->side, "old") != 0 && strcmp(info->side, "new") != 0))
         __builtin_trap();
     return 0;
 }

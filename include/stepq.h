@@ -448,6 +448,7 @@ typedef struct stepq_backup_opts {
     double rate;                /* keys/s; 0: unlimited (stepq:throttle still applies) */
     stepq_progress_fn progress; /* may be NULL */
     void *arg;
+    long big; /* sets and zsets above this many members are backed up in chunks; 0: 1000 */
 } stepq_backup_opts;
 
 typedef struct stepq_backup_result {

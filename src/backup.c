@@ -26,8 +26,12 @@
 #include "backup.h"
 
 #define SCAN_COUNT    1000
-#define RESTORE_BATCH 256
-#define RESTORE_BYTES (8u << 20)
+#define RESTORE_BATCH 1000
+#define RESTORE_BYTES (2u << 20) /* a batch's payloads: a chunk is up to 1000 members */
+#define BIG_DEFAULT   1000       /* as the backfill's --big */
+#define MEMBER_COUNT  "4000"     /* members a SSCAN/ZSCAN page: fewer round trips */
+#define CHUNK_MEMBERS 1000
+#define CHUNK_BYTES   (4u << 20)
 
 /* ---------------------------------------------------------------------------
  * Shared helpers
@@ -99,6 +103,12 @@ struct bk_run {
     int idle_unknown;
     stepq__windows own; /* stepq's own earlier touches: not evidence of a reader */
     stepq__walk walk;
+    char big[24]; /* sets and zsets above this many members are chunked */
+    struct bk_big {
+        sds key;
+        char type; /* 's' or 'z' */
+    } * bigs;
+    size_t nbigs, capbigs;
 };
 
 /* One page's keys of the side backed up, on their way (src/walk_pipe.c):
@@ -108,6 +118,7 @@ struct bk_page {
     size_t n;
     redisReply *item;  /* the name of each as a string reply (str an sds) */
     redisReply **keys; /* pointers to them, for dump_append and dump_read */
+    char *check;       /* per key: 'c' its rule is a set or zset, '-' not */
 };
 
 static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply *key)
@@ -125,41 +136,77 @@ static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply
     }
 }
 
-/* Queues IDLETIME of each key, then DUMP + PEXPIRETIME of each in MULTI. */
-static int dump_append(stepq *q, const redisReply *const *keys, size_t n)
+/* Queues backup_page.lua over the page's keys. */
+static int dump_append(struct bk_run *b, const redisReply *const *keys, size_t n, const char *check)
 {
-    int ok = REDIS_OK;
+    stepq *q = b->q;
+    const char **k = stepq__calloc(n, sizeof(*k));
+    size_t *kl = stepq__calloc(n, sizeof(*kl));
+    const char *args[] = {b->big, check};
+    int rc = STEPQ_ERR;
 
-    for (size_t i = 0; i < n && ok == REDIS_OK; i++)
-        ok = redisAppendCommand(q->rc, "OBJECT IDLETIME %b", keys[i]->str, keys[i]->len);
-    if (ok == REDIS_OK)
-        ok = redisAppendCommand(q->rc, "MULTI");
-    for (size_t i = 0; i < n && ok == REDIS_OK; i++) {
-        ok = redisAppendCommand(q->rc, "DUMP %b", keys[i]->str, keys[i]->len);
-        if (ok == REDIS_OK)
-            ok = redisAppendCommand(q->rc, "PEXPIRETIME %b", keys[i]->str, keys[i]->len);
-    }
-    if (ok == REDIS_OK)
-        ok = redisAppendCommand(q->rc, "EXEC");
-    if (ok != REDIS_OK) {
+    if (k == NULL || kl == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory while queueing commands");
-        return STEPQ_ERR;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            k[i] = keys[i]->str;
+            kl[i] = keys[i]->len;
+        }
+        rc = stepq__append_eval_keys(q, STEPQ_SCRIPT_BACKUP_PAGE, (int)n, k, kl, 2, args, NULL);
     }
-    return STEPQ_OK;
+    stepq__free(k);
+    stepq__free(kl);
+    return rc;
 }
 
-/* Writes the records of one EXEC reply. */
-static int dump_write(struct bk_run *b, const redisReply *const *keys, size_t n,
-                      const redisReply *exec)
+/* Keeps a big set or zset for bk_idle, which reads it in chunks once the
+ * pipe is empty. */
+static int defer_big(struct bk_run *b, const redisReply *key, char type)
 {
-    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2 * n) {
-        stepq__set_error(b->q, STEPQ_E_PROTOCOL, "unexpected reply to DUMP in MULTI/EXEC");
+    if (b->nbigs == b->capbigs) {
+        size_t cap = b->capbigs ? b->capbigs * 2 : 8;
+        struct bk_big *n = stepq__realloc(b->bigs, cap * sizeof(*n));
+        if (n == NULL)
+            goto oom;
+        b->bigs = n;
+        b->capbigs = cap;
+    }
+    b->bigs[b->nbigs].key = sdsnewlen(key->str, key->len);
+    b->bigs[b->nbigs].type = type;
+    if (b->bigs[b->nbigs].key == NULL)
+        goto oom;
+    b->nbigs++;
+    stepq__walk_idle(&b->walk);
+    return STEPQ_OK;
+oom:
+    stepq__set_error(b->q, STEPQ_E_OOM, "out of memory");
+    return STEPQ_ERR;
+}
+
+/* Writes the records of one backup_page.lua reply. */
+static int dump_write(struct bk_run *b, const redisReply *const *keys, size_t n,
+                      const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 * n) {
+        stepq__set_error(b->q, STEPQ_E_PROTOCOL, "unexpected reply from backup_page.lua");
         return STEPQ_ERR;
     }
     for (size_t i = 0; i < n; i++) {
-        const redisReply *d = exec->element[2 * i], *t = exec->element[2 * i + 1];
-        if (d->type != REDIS_REPLY_STRING || t->type != REDIS_REPLY_INTEGER || t->integer == -2) {
+        const redisReply *idle = r->element[4 * i], *d = r->element[4 * i + 1],
+                         *t = r->element[4 * i + 2], *kind = r->element[4 * i + 3];
+        if (t->type != REDIS_REPLY_INTEGER || t->integer == -2 ||
+            kind->type != REDIS_REPLY_STRING) {
             b->vanished++; /* gone between SCAN and DUMP: not an error */
+            continue;
+        }
+        note_idle(b, idle, keys[i]);
+        if (kind->len == 1) {
+            if (defer_big(b, keys[i], kind->str[0]) != STEPQ_OK)
+                return STEPQ_ERR;
+            continue;
+        }
+        if (d->type != REDIS_REPLY_STRING) {
+            b->vanished++;
             continue;
         }
         if (stepq__bk_writer_add(b->w, keys[i]->str, keys[i]->len, d->str, d->len, t->integer) !=
@@ -173,21 +220,128 @@ static int dump_write(struct bk_run *b, const redisReply *const *keys, size_t n,
     return STEPQ_OK;
 }
 
-/* Reads the replies of dump_append and writes the records. */
+/* Reads the reply of dump_append and writes the records. */
 static int dump_read(struct bk_run *b, const redisReply *const *keys, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        redisReply *r = stepq__read_raw(b->q);
+    redisReply *r = stepq__read_reply(b->q);
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    int rc = dump_write(b, keys, n, r);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Writes one SSCAN/ZSCAN page of a big key as chunk records of at most
+ * CHUNK_MEMBERS members and about CHUNK_BYTES bytes. */
+static int chunk_write(struct bk_run *b, const char *key, char type, const redisReply *page)
+{
+    size_t step = type == 's' ? 1 : 2, nm = page->elements / step;
+    const char **m = stepq__calloc(nm + 1, sizeof(*m)), **sc = stepq__calloc(nm + 1, sizeof(*sc));
+    size_t *ml = stepq__calloc(nm + 1, sizeof(*ml)), *sl = stepq__calloc(nm + 1, sizeof(*sl));
+    int rc = STEPQ_OK;
+
+    if (m == NULL || sc == NULL || ml == NULL || sl == NULL) {
+        stepq__set_error(b->q, STEPQ_E_OOM, "out of memory");
+        rc = STEPQ_ERR;
+    }
+    for (size_t lo = 0; rc == STEPQ_OK && lo < nm;) {
+        size_t n = 0, bytes = 0;
+        while (lo + n < nm && n < CHUNK_MEMBERS && bytes < CHUNK_BYTES) {
+            const redisReply *e = page->element[(lo + n) * step];
+            m[n] = e->str;
+            ml[n] = e->len;
+            if (type == 'z') {
+                sc[n] = page->element[(lo + n) * 2 + 1]->str;
+                sl[n] = page->element[(lo + n) * 2 + 1]->len;
+            }
+            bytes += ml[n] + sl[n];
+            n++;
+        }
+        if (stepq__bk_writer_chunk(b->w, key, sdslen((sds)key), type, n, m, ml, sc, sl) != 0) {
+            stepq__set_error(b->q, STEPQ_E_IO, "cannot write the backup: %s",
+                             stepq__bk_writer_errstr(b->w));
+            rc = STEPQ_ERR;
+        }
+        lo += n;
+    }
+    stepq__free(m);
+    stepq__free(sc);
+    stepq__free(ml);
+    stepq__free(sl);
+    return rc;
+}
+
+/* Backs up one big set or zset in chunks: SSCAN/ZSCAN pages, the next
+ * asked for before this one is written (one round trip a page), then its
+ * expiry, written once, last. Its members are a union of pages: a member
+ * added or removed meanwhile may or may not be in the backup
+ * (docs/backup.md). */
+static int backup_big(struct bk_run *b, const char *key, char type)
+{
+    stepq *q = b->q;
+    char next[32];
+    size_t klen = sdslen((sds)key);
+    long long chunks = 0;
+    int rc = STEPQ_OK, more = 1;
+
+    if (stepq__queue_members(q, key, klen, type, "0", MEMBER_COUNT) != STEPQ_OK)
+        return STEPQ_ERR;
+    while (rc == STEPQ_OK && more) {
+        redisReply *r = stepq__read_members(q, next);
         if (r == NULL)
             return STEPQ_ERR;
-        note_idle(b, r, keys[i]);
+        more = strcmp(next, "0") != 0;
+        long nm = (long)(r->element[1]->elements / (type == 's' ? 1 : 2));
+        /* The pipe is empty here, as pacing that talks to Redis wants. */
+        rc = stepq__pace_wait(&b->pace, nm);
+        if (rc == STEPQ_OK && more)
+            rc = stepq__queue_members(q, key, klen, type, next, MEMBER_COUNT);
+        if (rc == STEPQ_OK && nm > 0) {
+            rc = chunk_write(b, key, type, r->element[1]);
+            chunks++;
+        }
         freeReplyObject(r);
     }
-    redisReply *exec = stepq__read_exec(b->q, 2 * n);
-    if (exec == NULL)
+    if (rc != STEPQ_OK) {
+        stepq__drop(q); /* replies still on their way cannot be matched */
+        return rc;
+    }
+    redisReply *t = stepq__commandf(q, "PEXPIRETIME %b", key, klen);
+    if (t == NULL)
         return STEPQ_ERR;
-    int rc = dump_write(b, keys, n, exec);
-    freeReplyObject(exec);
+    long long exp = t->type == REDIS_REPLY_INTEGER ? t->integer : -1;
+    freeReplyObject(t);
+    if (chunks == 0) { /* emptied and gone before its first page */
+        b->vanished++;
+        return STEPQ_OK;
+    }
+    /* Gone since its pages were read (exp -2): the backup keeps what it
+     * read, without an expiry, like any key it read before it went. */
+    if (stepq__bk_writer_cend(b->w, exp < -1 ? -1 : exp) != 0) {
+        stepq__set_error(q, STEPQ_E_IO, "cannot write the backup: %s",
+                         stepq__bk_writer_errstr(b->w));
+        return STEPQ_ERR;
+    }
+    b->keys++;
+    if (b->o->progress != NULL)
+        b->o->progress(b->keys, 0, NULL, NULL, b->o->arg);
+    return STEPQ_OK;
+}
+
+/* The walk's idle work: the big keys found so far, on an empty pipe. */
+static int bk_idle(stepq *q, void *arg)
+{
+    struct bk_run *b = arg;
+    int rc = STEPQ_OK;
+
+    (void)q;
+    for (size_t i = 0; i < b->nbigs; i++) {
+        if (rc == STEPQ_OK)
+            rc = backup_big(b, b->bigs[i].key, b->bigs[i].type);
+        sdsfree(b->bigs[i].key);
+    }
+    b->nbigs = 0;
     return rc;
 }
 
@@ -197,6 +351,7 @@ static void bk_page_free(struct bk_page *pg)
         sdsfree(pg->item[i].str);
     stepq__free(pg->item);
     stepq__free(pg->keys);
+    stepq__free(pg->check);
     stepq__free(pg);
 }
 
@@ -222,9 +377,12 @@ static int backup_batch(stepq *q, const redisReply *batch, const char *cursor, v
 
     (void)cursor;
     if (pg == NULL || (pg->keys = stepq__calloc(batch->elements + 1, sizeof(*pg->keys))) == NULL ||
-        (pg->item = stepq__calloc(batch->elements + 1, sizeof(*pg->item))) == NULL) {
-        if (pg != NULL)
+        (pg->item = stepq__calloc(batch->elements + 1, sizeof(*pg->item))) == NULL ||
+        (pg->check = stepq__calloc(batch->elements + 1, 1)) == NULL) {
+        if (pg != NULL) {
             stepq__free(pg->keys);
+            stepq__free(pg->item);
+        }
         stepq__free(pg);
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;
@@ -232,8 +390,11 @@ static int backup_batch(stepq *q, const redisReply *batch, const char *cursor, v
     pg->b = b;
     for (size_t i = 0; i < batch->elements; i++) {
         const redisReply *k = batch->element[i];
-        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) < 0 || side != b->side)
+        int rule = stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL);
+        if (rule < 0 || side != b->side)
             continue;
+        enum stepq__keytype t = q->km.rules[rule].type;
+        pg->check[pg->n] = t == STEPQ_KT_SET || t == STEPQ_KT_ZSET ? 'c' : '-';
         redisReply *x = &pg->item[pg->n];
         x->type = REDIS_REPLY_STRING;
         if ((x->str = sdsnewlen(k->str, k->len)) == NULL) {
@@ -250,7 +411,7 @@ static int backup_batch(stepq *q, const redisReply *batch, const char *cursor, v
     }
     if (stepq__walk_pace(q, &b->walk, &b->pace, (long)pg->n) != STEPQ_OK ||
         stepq__ensure(q) != STEPQ_OK ||
-        dump_append(q, (const redisReply *const *)pg->keys, pg->n) != STEPQ_OK) {
+        dump_append(b, (const redisReply *const *)pg->keys, pg->n, pg->check) != STEPQ_OK) {
         bk_page_free(pg);
         return STEPQ_ERR;
     }
@@ -298,7 +459,7 @@ static int backup_stream(struct bk_run *b, FILE *fp, stepq__bk_info *info,
         goto out;
     }
     if (stepq__walk_run(q, &b->walk, "0", SCAN_COUNT, STEPQ_WALK_PAGES * SCAN_COUNT, backup_batch,
-                        NULL, b) != STEPQ_OK)
+                        bk_idle, b) != STEPQ_OK)
         goto out;
     if (stepq__bk_writer_finish(b->w, count, sum) != 0 || fflush(fp) != 0 ||
         fsync(fileno(fp)) != 0) {
@@ -309,6 +470,11 @@ static int backup_stream(struct bk_run *b, FILE *fp, stepq__bk_info *info,
     }
     rc = STEPQ_OK;
 out:
+    for (size_t i = 0; i < b->nbigs; i++)
+        sdsfree(b->bigs[i].key);
+    stepq__free(b->bigs);
+    b->bigs = NULL;
+    b->nbigs = 0;
     stepq__bk_writer_free(b->w);
     b->w = NULL;
     sdsfree(match);
@@ -384,6 +550,13 @@ int stepq_backup(stepq *q, const char *path, const stepq_backup_opts *opts,
 
     stepq__clear_error(q);
     b.side = b.o->side_new ? STEPQ_NEW : STEPQ_OLD;
+    if (b.o->big < 0) {
+        stepq__set_error(q, STEPQ_E_INVALID, "big must be 1 or more (0: the default %d)",
+                         BIG_DEFAULT);
+        sdsfree(tmp);
+        return STEPQ_ERR;
+    }
+    snprintf(b.big, sizeof(b.big), "%ld", b.o->big > 0 ? b.o->big : BIG_DEFAULT);
     stepq__pace_init(&b.pace, q, b.o->rate, 0, 0);
     if (tmp == NULL || fill_header(q, &info, b.side) != STEPQ_OK)
         goto out;
@@ -441,20 +614,27 @@ struct rs_run {
     unsigned flags;
     int writing; /* 0: the checking pass, 1: the writing pass */
     long long now;
-    sds names[RESTORE_BATCH]; /* the batch being queued */
+    sds names[RESTORE_BATCH];  /* the batch being queued */
+    char kinds[RESTORE_BATCH]; /* what was queued for each (see rs_read) */
     size_t n, bytes;
     sds prev[RESTORE_BATCH]; /* the batch before it, its replies not yet read */
+    char pkinds[RESTORE_BATCH];
     size_t nprev;
+    int open;           /* the writing pass: a chunked key's first chunk was queued */
+    char token[33];     /* this restore's mark on the chunked keys it creates */
+    sds marks;          /* stepq:restoring */
     sds first_existing; /* the checking pass: the first key that exists */
     stepq_restore_result res;
     stepq_progress_fn fn;
     void *arg;
 };
 
-/* Reads the replies of one batch of n names: EXISTS in the checking pass,
- * RESTORE in the writing pass; frees the names. Returns 0, or 1 to stop
- * with the error set. */
-static int rs_read(struct rs_run *s, sds *names, size_t *n)
+/* Reads the replies of one batch of n names and frees them. What each
+ * name's command was (kinds): 'e' EXISTS (the checking pass), 'r' RESTORE,
+ * 'c' a chunk of a big key, 'x' its end, 'X' the end of one whose expiry
+ * has passed (restore_chunk.lua). Returns 0, or 1 to stop with the error
+ * set. */
+static int rs_read(struct rs_run *s, sds *names, const char *kinds, size_t *n)
 {
     int stop = 0;
 
@@ -467,19 +647,25 @@ static int rs_read(struct rs_run *s, sds *names, size_t *n)
             stop = 1;
             continue; /* the names are still freed */
         }
-        if (!s->writing && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
+        char k = kinds[i];
+        if (k == 'e' && r->type == REDIS_REPLY_INTEGER && r->integer > 0) {
             s->res.existed++;
             if (s->first_existing == NULL)
                 s->first_existing = sdsdup(names[i]);
-        } else if (s->writing && r->type == REDIS_REPLY_ERROR &&
-                   strncmp(r->str, "BUSYKEY", 7) == 0) {
+        } else if (k == 'r' && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYKEY", 7) == 0) {
             s->res.existed++; /* appeared after the check, or twice in the file: kept */
-        } else if (s->writing && r->type == REDIS_REPLY_ERROR && !stop) {
+        } else if (k != 'e' && r->type == REDIS_REPLY_ERROR && !stop) {
             stepq__set_error(s->q, STEPQ_E_SERVER, "redis refused to restore key '%s': %s",
                              names[i], r->str);
             stop = 1;
-        } else if (s->writing) {
+        } else if (k == 'r') {
             s->res.restored++;
+        } else if (k == 'x' || k == 'X') {
+            /* 0: the key existed at its first chunk and was kept as it is. */
+            if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+                s->res.existed++;
+            else if (k == 'x')
+                s->res.restored++;
         }
         freeReplyObject(r);
     }
@@ -495,50 +681,122 @@ static int rs_read(struct rs_run *s, sds *names, size_t *n)
  * sends this one first), so one batch travels while the other is read. */
 static int rs_flush(struct rs_run *s)
 {
-    int stop = s->nprev > 0 ? rs_read(s, s->prev, &s->nprev) : 0;
+    int stop = s->nprev > 0 ? rs_read(s, s->prev, s->pkinds, &s->nprev) : 0;
 
     memcpy(s->prev, s->names, s->n * sizeof(*s->names));
+    memcpy(s->pkinds, s->kinds, s->n);
     s->nprev = s->n;
     s->n = 0;
     s->bytes = 0;
     return stop;
 }
 
-static int rs_append(struct rs_run *s, const stepq__bk_record *rec)
+/* Queues restore_chunk.lua for a chunk ('first' or 'next') or the end of
+ * a big key. */
+static int rs_append_chunk(struct rs_run *s, const stepq__bk_record *rec, const char *mode)
+{
+    size_t na = rec->kind == STEPQ_BK_REC_CHUNK ? 4 + rec->n * (rec->rtype == 'z' ? 2 : 1) : 3;
+    const char **args = stepq__calloc(na, sizeof(*args));
+    size_t *lens = stepq__calloc(na, sizeof(*lens));
+    const char *keys[] = {rec->key, s->marks};
+    size_t klens[] = {rec->keylen, sdslen(s->marks)};
+    char exp[24];
+    int rc = REDIS_ERR;
+
+    if (args == NULL || lens == NULL)
+        goto out;
+    args[0] = mode;
+    args[1] = s->token;
+    if (rec->kind == STEPQ_BK_REC_CEND) {
+        snprintf(exp, sizeof(exp), "%lld", rec->pexpireat);
+        args[2] = exp;
+    } else {
+        args[2] = (s->flags & STEPQ_RESTORE_REPLACE) ? "1" : "0";
+        args[3] = rec->rtype == 'z' ? "zset" : "set";
+        for (size_t i = 0, a = 4; i < rec->n; i++) {
+            if (rec->rtype == 'z') {
+                args[a] = rec->scores[i];
+                lens[a++] = rec->slens[i];
+            }
+            args[a] = rec->members[i];
+            lens[a++] = rec->mlens[i];
+        }
+    }
+    for (size_t i = 0; i < 4 && i < na; i++)
+        lens[i] = strlen(args[i]);
+    rc = stepq__append_eval_keys(s->q, STEPQ_SCRIPT_RESTORE_CHUNK, 2, keys, klens, (int)na, args,
+                                 lens) == STEPQ_OK
+             ? REDIS_OK
+             : REDIS_ERR;
+out:
+    stepq__free(args);
+    stepq__free(lens);
+    return rc;
+}
+
+/* Queues what one record needs; returns its kind for rs_read, or 0 when
+ * nothing is queued. */
+static char rs_append(struct rs_run *s, const stepq__bk_record *rec, int expired, int *err)
 {
     char ttl[24];
 
-    if (!s->writing)
-        return redisAppendCommand(s->q->rc, "EXISTS %b", rec->key, rec->keylen);
+    *err = 0;
+    if (!s->writing) {
+        if (rec->kind == STEPQ_BK_REC_CHUNK || expired)
+            return 0;
+        *err = redisAppendCommand(s->q->rc, "EXISTS %b", rec->key, rec->keylen) != REDIS_OK;
+        return 'e';
+    }
+    if (rec->kind == STEPQ_BK_REC_CHUNK) {
+        const char *mode = s->open ? "next" : "first";
+        s->open = 1;
+        *err = rs_append_chunk(s, rec, mode) != REDIS_OK;
+        return 'c';
+    }
+    if (rec->kind == STEPQ_BK_REC_CEND) {
+        /* Sent even when the expiry has passed: the members are there, and
+         * PEXPIREAT in the past deletes them. */
+        s->open = 0;
+        *err = rs_append_chunk(s, rec, "end") != REDIS_OK;
+        return expired ? 'X' : 'x';
+    }
+    if (expired)
+        return 0;
     snprintf(ttl, sizeof(ttl), "%lld", rec->pexpireat > 0 ? rec->pexpireat : 0);
     if (s->flags & STEPQ_RESTORE_REPLACE)
-        return redisAppendCommand(s->q->rc, "RESTORE %b %s %b ABSTTL REPLACE", rec->key,
-                                  rec->keylen, ttl, rec->dump, rec->dumplen);
-    return redisAppendCommand(s->q->rc, "RESTORE %b %s %b ABSTTL", rec->key, rec->keylen, ttl,
-                              rec->dump, rec->dumplen);
+        *err = redisAppendCommand(s->q->rc, "RESTORE %b %s %b ABSTTL REPLACE", rec->key,
+                                  rec->keylen, ttl, rec->dump, rec->dumplen) != REDIS_OK;
+    else
+        *err = redisAppendCommand(s->q->rc, "RESTORE %b %s %b ABSTTL", rec->key, rec->keylen, ttl,
+                                  rec->dump, rec->dumplen) != REDIS_OK;
+    return 'r';
 }
 
 static int rs_record(const stepq__bk_record *rec, void *arg)
 {
     struct rs_run *s = arg;
+    int err,
+        expired = rec->kind != STEPQ_BK_REC_CHUNK && rec->pexpireat > 0 && rec->pexpireat <= s->now;
 
-    if (!s->writing)
+    /* A chunked key counts once, at its end. */
+    if (!s->writing && rec->kind != STEPQ_BK_REC_CHUNK) {
         s->res.records++;
-    if (rec->pexpireat > 0 && rec->pexpireat <= s->now) {
-        if (!s->writing)
-            s->res.expired++;
-        return 0;
+        s->res.expired += expired;
     }
     if (stepq__ensure(s->q) != STEPQ_OK)
         return 1;
-    s->names[s->n] = sdsnewlen(rec->key, rec->keylen);
-    if (s->names[s->n] == NULL || rs_append(s, rec) != REDIS_OK) {
-        sdsfree(s->names[s->n]);
+    char kind = rs_append(s, rec, expired, &err);
+    if (kind == 0 && !err)
+        return 0;
+    s->names[s->n] = err ? NULL : sdsnewlen(rec->key, rec->keylen);
+    if (s->names[s->n] == NULL) {
         stepq__set_error(s->q, STEPQ_E_OOM, "out of memory");
         return 1;
     }
-    s->n++;
-    s->bytes += rec->dumplen;
+    s->kinds[s->n++] = kind;
+    s->bytes += rec->dumplen + rec->keylen;
+    for (size_t i = 0; rec->mlens != NULL && i < rec->n; i++)
+        s->bytes += rec->mlens[i];
     if (s->n == RESTORE_BATCH || s->bytes >= RESTORE_BYTES)
         return rs_flush(s);
     return 0;
@@ -551,8 +809,8 @@ static int rs_pass(struct rs_run *s, FILE *fp, const char *path, stepq__bk_info 
                         : stepq__bk_check_names(s->q, fp, path, info, rs_record, s);
 
     /* The replies of what was sent must be read, even after a defect. */
-    int stop = rs_read(s, s->prev, &s->nprev);
-    stop |= rs_read(s, s->names, &s->n);
+    int stop = rs_read(s, s->prev, s->pkinds, &s->nprev);
+    stop |= rs_read(s, s->names, s->kinds, &s->n);
     s->bytes = 0;
     if (rc == STEPQ_OK && stop)
         rc = STEPQ_ERR;
@@ -635,6 +893,30 @@ static int rs_after(stepq *q, const char *side, long long began)
     return STEPQ_OK;
 }
 
+/* A chunked key that a restore created and did not finish (killed
+ * between its first chunk and its end) is still marked in stepq:restoring:
+ * partial, without its expiry. Without --replace it would pass for a key
+ * that existed before, so the restore refuses and names it. */
+static int rs_check_partial(struct rs_run *s)
+{
+    redisReply *r = stepq__commandf(s->q, "HRANDFIELD %s", s->marks);
+
+    if (r == NULL)
+        return STEPQ_ERR;
+    if (r->type == REDIS_REPLY_STRING && !(s->flags & STEPQ_RESTORE_REPLACE)) {
+        stepq__set_error(s->q, STEPQ_E_CONFLICT,
+                         "key '%s' was left partly written (some members, no expiry) by a "
+                         "restore that did not finish; run the restore of the same backup "
+                         "again with --replace (it rewrites every key the backup holds), or "
+                         "delete the key and its mark (HDEL %s KEY); nothing was written",
+                         r->str, s->marks);
+        freeReplyObject(r);
+        return STEPQ_ERR;
+    }
+    freeReplyObject(r);
+    return STEPQ_OK;
+}
+
 int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_progress_fn fn, void *arg,
                   stepq_restore_result *ret)
 {
@@ -649,12 +931,17 @@ int stepq_restore(stepq *q, const char *path, unsigned flags, stepq_progress_fn 
         return STEPQ_ERR;
     }
     *s = (struct rs_run){.q = q, .flags = flags, .now = stepq__now_ms(), .fn = fn, .arg = arg};
+    s->marks = sdscatfmt(sdsempty(), "%sstepq:restoring", q->km.ns);
+    if (s->marks == NULL || stepq__random_hex(s->token, 16) != STEPQ_OK) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        goto out;
+    }
     if ((fp = stepq__bk_open(q, path)) == NULL)
         goto out;
     /* The same open file for both passes: a backup replaced meanwhile (by
      * rename) cannot slip in between the check and the writes. */
     if (rs_pass(s, fp, path, &info) != STEPQ_OK || rs_check_version(q, &info) != STEPQ_OK ||
-        rs_check_phase(q, info.side, flags, path) != STEPQ_OK)
+        rs_check_phase(q, info.side, flags, path) != STEPQ_OK || rs_check_partial(s) != STEPQ_OK)
         goto out;
     if (s->first_existing != NULL && !(flags & STEPQ_RESTORE_REPLACE)) {
         stepq__set_error(q, STEPQ_E_CONFLICT,
@@ -684,6 +971,7 @@ out:
     for (size_t i = 0; i < s->nprev; i++)
         sdsfree(s->prev[i]);
     sdsfree(s->first_existing);
+    sdsfree(s->marks);
     stepq__free(s);
     stepq__bk_info_release(&info);
     if (fp != NULL)

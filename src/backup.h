@@ -16,13 +16,19 @@
 
 #include "stepq_private.h"
 
-#define STEPQ_BK_MAGIC      "STEPQBK1"
-#define STEPQ_BK_VERSION    1
-#define STEPQ_BK_HEADER_MAX (1u << 20)   /* header JSON */
-#define STEPQ_BK_KEY_MAX    (1u << 20)   /* one key name */
-#define STEPQ_BK_DUMP_MAX   (512u << 20) /* one DUMP payload (Redis' proto-max-bulk-len) */
-#define STEPQ_BK_REC_KEY    1
-#define STEPQ_BK_REC_END    2
+#define STEPQ_BK_MAGIC       "STEPQBK2" /* what the writer writes */
+#define STEPQ_BK_MAGIC_V1    "STEPQBK1" /* still read: one DUMP per key only */
+#define STEPQ_BK_VERSION     2
+#define STEPQ_BK_HEADER_MAX  (1u << 20)   /* header JSON */
+#define STEPQ_BK_KEY_MAX     (1u << 20)   /* one key name */
+#define STEPQ_BK_DUMP_MAX    (512u << 20) /* one DUMP payload (Redis' proto-max-bulk-len) */
+#define STEPQ_BK_REC_KEY     1
+#define STEPQ_BK_REC_END     2
+#define STEPQ_BK_REC_CHUNK   3            /* version 2: members of a big set or zset */
+#define STEPQ_BK_REC_CEND    4            /* version 2: the end of a chunked key, its expiry */
+#define STEPQ_BK_CHUNK_MAX   65536u       /* members in one chunk record */
+#define STEPQ_BK_CHUNK_BYTES (512u << 20) /* member and score bytes in one chunk */
+#define STEPQ_BK_SCORE_MAX   63u          /* one zset score as text */
 
 /* What the header says, plus the trailer's figures once the parse ended. */
 typedef struct stepq__bk_info {
@@ -41,13 +47,27 @@ typedef struct stepq__bk_info {
 
 void stepq__bk_info_release(stepq__bk_info *info); /* accepts a zeroed info */
 
-/* One record; the pointers are valid only during the callback. */
+/* One record; the pointers are valid only during the callback. A big set or
+ * zset (version 2) comes as CHUNK records of its members, consecutive,
+ * then one CEND record with its expiry; every record names its key, so a
+ * caller that wants the names only (cleanup) may take each record's key
+ * and meet a chunked key's name more than once. */
 typedef struct stepq__bk_record {
+    int kind; /* STEPQ_BK_REC_KEY, STEPQ_BK_REC_CHUNK or STEPQ_BK_REC_CEND */
     const char *key;
     size_t keylen;
-    const char *dump;
+    const char *dump; /* KEY: the DUMP payload */
     size_t dumplen;
-    long long pexpireat; /* absolute expiry in ms; -1: none */
+    long long pexpireat; /* KEY, CEND: absolute expiry in ms, -1 none; CHUNK: -1 */
+    char rtype;          /* CHUNK, CEND: 's' (set) or 'z' (zset) */
+    size_t n;            /* CHUNK: members (1..STEPQ_BK_CHUNK_MAX) */
+    /* CHUNK: the members and, for a zset, each one's score as text; NULL
+     * with names_only (the bytes were checked and hashed, not kept). */
+    const char *const *members;
+    const size_t *mlens;
+    const char *const *scores;
+    const size_t *slens;
+    unsigned long long chunks, nmembers; /* CEND: what the key's CHUNKs held */
 } stepq__bk_record;
 
 /* Called with each record in file order; returns 0 to go on, or a positive
@@ -92,6 +112,14 @@ stepq__bk_writer *stepq__bk_writer_new(FILE *fp, const stepq__bk_info *info);
 /* Appends one record. -1 on a write or compression error (see errstr). */
 int stepq__bk_writer_add(stepq__bk_writer *w, const char *key, size_t keylen, const char *dump,
                          size_t dumplen, long long pexpireat);
+/* Appends one chunk of n members of the big set or zset `key` (rtype 's'
+ * or 'z'; scores, as Redis prints them, for a zset). The chunks of one key
+ * are consecutive and end with stepq__bk_writer_cend; -1 otherwise. */
+int stepq__bk_writer_chunk(stepq__bk_writer *w, const char *key, size_t keylen, char rtype,
+                           size_t n, const char *const *members, const size_t *mlens,
+                           const char *const *scores, const size_t *slens);
+/* Ends the chunked key open in w, with its absolute expiry (-1 none). */
+int stepq__bk_writer_cend(stepq__bk_writer *w, long long pexpireat);
 /* Writes the trailer and ends the zstd frame; returns the record count and
  * checksum. -1 on error. */
 int stepq__bk_writer_finish(stepq__bk_writer *w, unsigned long long *ret_count,

@@ -23,7 +23,8 @@ enum {
     OPT_DRY,
     OPT_FORCE,
     OPT_OUT,
-    OPT_ADOPT
+    OPT_ADOPT,
+    OPT_BIG
 };
 
 static void on_progress(long long done, long long total, const char *err_key, const char *err_msg,
@@ -67,14 +68,18 @@ static int walk_opt(int c, enum progress_mode *mode, double *rate, const char *u
 int migrate_backup(struct cli *cli, int argc, char **argv)
 {
     static const char usage[] =
-        "usage: stepq migrate backup --out FILE [--side old|new] [--rate N] [--json|--quiet]\n"
+        "usage: stepq migrate backup --out FILE [--side old|new] [--rate N] [--big N]\n"
+        "                            [--json|--quiet]\n"
         "Writes every key of one side of the key map (default: old), with its DUMP payload\n"
         "and absolute expiry, to FILE (zstd, docs/backup-format.md); reads it back to check\n"
-        "it, then records it in stepq:backup. --rate limits keys per second.\n";
+        "it, then records it in stepq:backup. --rate limits keys per second. A set or zset\n"
+        "of more than --big members (default 1000) is read and written in chunks of\n"
+        "members, its expiry last.\n";
     static const struct option opts[] = {CLI_COMMON_OPTS,
                                          WALK_OPTS,
                                          {"out", required_argument, NULL, OPT_OUT},
                                          {"side", required_argument, NULL, OPT_SIDE},
+                                         {"big", required_argument, NULL, OPT_BIG},
                                          {NULL, 0, NULL, 0}};
     stepq_backup_opts o = {0};
     stepq_backup_result res;
@@ -85,6 +90,8 @@ int migrate_backup(struct cli *cli, int argc, char **argv)
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, opts, NULL)) != -1) {
         if (c == OPT_OUT)
             out = optarg;
+        else if (c == OPT_BIG)
+            o.big = cli_long(usage, "big", optarg, 1, 1000000000);
         else if (c == OPT_SIDE && (strcmp(optarg, "old") == 0 || strcmp(optarg, "new") == 0))
             o.side_new = strcmp(optarg, "new") == 0;
         else if (c == OPT_SIDE)

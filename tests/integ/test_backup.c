@@ -297,7 +297,7 @@ static void edit_magic(unsigned char *b, size_t *n)
 static void edit_version(unsigned char *b, size_t *n)
 {
     for (size_t i = 0; i + 10 <= *n; i++) {
-        if (memcmp(b + i, "\"format\":1", 10) == 0) {
+        if (memcmp(b + i, "\"format\":2", 10) == 0) {
             b[i + 9] = '7';
             break;
         }
