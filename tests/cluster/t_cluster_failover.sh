@@ -10,7 +10,7 @@ export STEPQ_WAIT_REPLICAS=1 STEPQ_WAIT_MS=200
 set -- $(masters)
 victim=$2
 F=$(ns_on fa "$victim")
-tmp=$(mktemp -d /tmp/stepq-cfail.XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}"/stepq-cfail.XXXXXX)
 trap 'stop_submitter $tmp/f; stop_workers $tmp/f; [ -n "${KEEP:-}" ] || rm -rf "$tmp"; rm -f "$out"' EXIT
 ns_clear "$F"
 mkdir -p "$tmp/f"

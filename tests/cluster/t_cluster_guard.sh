@@ -21,19 +21,9 @@
 
 set -- $(masters)
 from=$1 to=$2
-tmp=$(mktemp -d /tmp/stepq-cguard.XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}"/stepq-cguard.XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"; rm -f "$out"' EXIT
 export STEPQ_CLUSTER_WAIT_MS=60000
-
-# open_move SLOT FROM TO KEYS...: the slot MIGRATING on FROM and IMPORTING
-# on TO, and only KEYS moved: a reshard caught between two MIGRATE batches.
-open_move() {
-    local s=$1 f=$2 t=$3
-    shift 3
-    redis-cli -p "$t" cluster setslot "$s" importing "$(node_id "$f")" >/dev/null
-    redis-cli -p "$f" cluster setslot "$s" migrating "$(node_id "$t")" >/dev/null
-    redis-cli -p "$f" migrate 127.0.0.1 "$t" "" 0 5000 keys "$@" >/dev/null
-}
 
 # still_running PID SECONDS: PID has not exited after SECONDS.
 still_running() { sleep "$2"; kill -0 "$1" 2>/dev/null; }
