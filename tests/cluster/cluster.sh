@@ -9,7 +9,8 @@
 #                          waits for cluster_state:ok on every node, writes
 #                          DIR/env (CLUSTER_PORTS, CLUSTER_URL)
 #   cluster.sh restart DIR PORT  starts the node of PORT again (after a test
-#                          killed it); its nodes.conf makes it rejoin
+#                          killed it; waits while the port is taken, up to
+#                          90 s); its nodes.conf makes it rejoin
 #   cluster.sh stop DIR    stops every node (kill, then kill -9) and removes DIR
 #
 # cluster-node-timeout is 1000 ms so that a killed master's replica is
@@ -96,8 +97,25 @@ start)
         "$CLUSTER_PORTS" "$base" "$dir" >"$dir/env"
     ;;
 restart)
+    # Until the node answers. Its port is in the ephemeral range: while it
+    # was down an outgoing connection may have taken it as its local port,
+    # and a new listener fails with "Address already in use" until that
+    # connection (or its TIME_WAIT, 60 s) is gone. Once, the node then never
+    # came back, and the next failover found a master without a replica.
     dir=$(cd "$dir" && pwd)
-    start_node "${3:?usage: $0 restart DIR PORT}"
+    p=${3:?usage: $0 restart DIR PORT}
+    for _ in $(seq 1 90); do
+        if port_free "$p"; then
+            start_node "$p"
+            for _ in $(seq 1 40); do
+                redis-cli -p "$p" ping 2>/dev/null | grep -q PONG && exit 0
+                sleep 0.05
+            done
+        fi
+        sleep 1
+    done
+    echo "node $p did not start again in 90 s (port taken?); see $dir/node-$p/redis.log" >&2
+    exit 1
     ;;
 stop)
     # The pids are read once: a node removes its pid file as it exits, so a

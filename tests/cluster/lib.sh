@@ -180,6 +180,20 @@ WALK
 
 # The id of the node on port $1.
 node_id() { redis-cli -p "$1" cluster myid; }
+# The ports of the live replicas of the master on port $1.
+replicas_of() {
+    rc1 cluster nodes | awk -v id="$(node_id "$1")" '$4 == id && $3 ~ /slave/ && $3 !~ /fail/ {
+        sub(/@.*/, "", $2); sub(/.*:/, "", $2); print $2 }'
+}
+# heal: every node of the cluster runs (a test that failed between killing
+# a node and starting it again leaves it down) and the cluster is ok.
+heal() {
+    local p
+    for p in $CLUSTER_PORTS; do
+        redis-cli -p "$p" ping >/dev/null 2>&1 || "$(dirname "${BASH_SOURCE[0]}")/cluster.sh" restart "$CLUSTER_DIR" "$p" || return 1
+    done
+    wait_cluster_ok
+}
 # open_move SLOT FROM TO [KEYS...]: the slot MIGRATING on FROM and IMPORTING
 # on TO, and only KEYS moved: a reshard caught between two MIGRATE batches
 # (move_slot finishes it).

@@ -30,6 +30,8 @@ for i in $(seq 1 "$n"); do
     for t in "${tests[@]}"; do
         run=$dir/run-$i-$t
         mkdir -p "$run"
+        # A failed run may have left a node down: heal before the next.
+        (. "$here/lib.sh" && heal) >>"$dir/heal.log" 2>&1 || echo "round $i: the cluster could not be healed (heal.log)"
         s=$(date +%s) runs=$((runs + 1))
         if TMPDIR=$run bash "$here/$t.sh" >"$run.out" 2>&1; then
             verdict=ok

@@ -19,6 +19,7 @@ echo "namespace $F on $victim, which is killed mid-walk"
 preload "$F" "$tmp/f" 200
 start_load "$F" "$tmp/f"
 
+check "the master to kill has a live replica (the premise)" '[ -n "$(replicas_of "$victim")" ]'
 check "the walk reaches 'step' through the failover" '
     WALK_BACKFILL_OPTS="--batch 10 --rate 100" walk "$F" "$tmp/f" & w=$!
     for _ in $(seq 1 100); do grep -q "migrate backfill" "$tmp/f/walk.log" 2>/dev/null && break; sleep 0.05; done
@@ -32,8 +33,13 @@ stop_submitter "$tmp/f"
 check "the queue drained on the new master" 'drained "$F" "$tmp/f" 40'
 stop_workers "$tmp/f"
 check "every step completed exactly once" 'accounted "$tmp/f"'
-# The killed node comes back as a replica, for the tests that follow.
-"$(dirname "$0")/cluster.sh" restart "$CLUSTER_DIR" "$victim"
-check "the cluster is whole again" 'wait_cluster_ok'
+# The killed node comes back as a replica, for the tests that follow (a
+# node that did not would leave a master without a replica: the next
+# failover could not happen).
+check "the killed node is back, as a replica, and the cluster whole" '
+    "$(dirname "$0")/cluster.sh" restart "$CLUSTER_DIR" "$victim"
+    for _ in $(seq 1 100); do redis-cli -p "$victim" role 2>/dev/null | head -1 | grep -q slave && break; sleep 0.1; done
+    redis-cli -p "$victim" role | head -1 | grep -q slave
+    wait_cluster_ok'
 ns_clear "$F"
 finish
