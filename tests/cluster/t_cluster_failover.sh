@@ -3,9 +3,11 @@
 # its replica is promoted (cluster-node-timeout 1000 ms), every stepq process
 # finds the new master and goes on, the walk reaches 'step', and every step
 # is completed exactly once. STEPQ_WAIT_REPLICAS=1 makes each script wait
-# for its replica (docs/cluster.md: what a failover can lose without it).
+# for its replica (docs/cluster.md: what a failover can lose without it);
+# STEPQ_WAIT_REPLICAS=0 in the environment runs it without (the soak's
+# experiment).
 . "$(dirname "$0")/lib.sh"
-export STEPQ_WAIT_REPLICAS=1 STEPQ_WAIT_MS=200
+export STEPQ_WAIT_REPLICAS=${STEPQ_WAIT_REPLICAS-1} STEPQ_WAIT_MS=${STEPQ_WAIT_MS-200}
 
 set -- $(masters)
 victim=$2
