@@ -20,7 +20,7 @@ completed() { redis-cli -p "$(ns_owner "$1")" scard "${1}jobs:completed"; }
 
 for _ in $(seq 1 150); do $STEPQ --namespace "$D" submit --type t >/dev/null; done
 # Registered in both before any step of the shallow one exists.
-$STEPQ --namespace "$D,$S" worker --id fair --concurrency 1 -- sh -c 'sleep 0.05' >"$tmp/worker.log" 2>&1 &
+$STEPQ --namespace "$D,$S" worker --id fair --concurrency 1 -- sh -c 'sleep 0.2' >"$tmp/worker.log" 2>&1 &
 wpid=$!
 
 check "the worker is busy with the deep queue" '
@@ -28,7 +28,7 @@ check "the worker is busy with the deep queue" '
     [ "$(completed "$D")" -ge 5 ]'
 for _ in 1 2 3 4 5; do $STEPQ --namespace "$S" submit --type t >/dev/null; done
 check "the shallow queue drains while the deep one still holds most of its backlog" '
-    for _ in $(seq 1 300); do [ "$(completed "$S")" = 5 ] && break; sleep 0.02; done
+    for _ in $(seq 1 750); do [ "$(completed "$S")" = 5 ] && break; sleep 0.02; done
     echo "shallow: $(completed "$S") of 5 completed; deep: $(pending "$D") of 150 still pending"
     [ "$(completed "$S")" = 5 ] && [ "$(pending "$D")" -ge 100 ]'
 kill $wpid 2>/dev/null
