@@ -82,7 +82,7 @@ check "verify on the settled slot: the pending zsets equal, the active sets diff
     jq -r "$fields" "$tmp/v.ref"
     [ $rc = 1 ] && [ "$(jq -r "[.equal, .different] | @tsv" "$tmp/v.ref")" = "$(printf "1\t1")" ]'
 check "verify through a reshard cut in its member pass: the same verdicts and digests" '
-    before=$(member_scans "$from")
+    before=$(member_scans "$from") on_to=$(member_scans "$to")
     $STEPQ --namespace "$V" migrate verify --json --batch 10 --rounds 1 --rate 8000 >"$tmp/v.moved" 2>"$tmp/v.err" & v=$!
     wait_member_pass "$from" "$before" $v
     move_now "$vslot" "${V}jobs:pending" "${V}steps:pending" "${V}jobs:active" "${V}steps:active"
@@ -92,6 +92,8 @@ check "verify through a reshard cut in its member pass: the same verdicts and di
     echo "settled: $(jq -r "$fields" "$tmp/v.ref")"
     echo "moved:   $(jq -r "$fields" "$tmp/v.moved")"
     [ "$(ns_owner "$V")" = "$to" ]
+    # The move cut the pass: it went on reading members on the new owner.
+    [ "$(member_scans "$to")" -gt "$on_to" ] || { echo "verify read no member on the new owner"; exit 1; }
     [ $rc = 1 ] && [ "$(jq -r "$fields" "$tmp/v.moved")" = "$(jq -r "$fields" "$tmp/v.ref")" ]'
 ns_clear "$V"
 
@@ -113,7 +115,7 @@ redis-cli -p "$from" eval '
     end' 1 "${C}step:ID" >/dev/null
 check "cleanup --adopt through a reshard cut in its member pass: every pending step enqueued, then the set deleted" '
     $STEPQ --namespace "$C" migrate backup --out "$tmp/c.bak" --quiet
-    before=$(member_scans "$from")
+    before=$(member_scans "$from") on_to=$(member_scans "$to")
     $STEPQ --namespace "$C" migrate cleanup --backup "$tmp/c.bak" --adopt --force --json >"$tmp/c.out" 2>"$tmp/c.err" & c=$!
     wait_member_pass "$from" "$before" $c
     move_now "$cslot" "${C}jobs:completed"
@@ -121,6 +123,7 @@ check "cleanup --adopt through a reshard cut in its member pass: every pending s
     wait $c || rc=$?
     cat "$tmp/c.err"; tail -1 "$tmp/c.out" | jq -c "{deleted, kept, adopted}" 2>/dev/null || cat "$tmp/c.out"
     [ "$(ns_owner "$C")" = "$to" ]
+    [ "$(member_scans "$to")" -gt "$on_to" ] || { echo "cleanup read no member on the new owner"; exit 1; }
     n=$(redis-cli -p "$to" zcard "${C}steps:pending")
     echo "$n of 2000 in the new pending queue; old set: $(redis-cli -p "$to" exists "${C}jobs:completed")"
     [ $rc = 0 ] && [ "$n" = 2000 ] && [ "$(redis-cli -p "$to" exists "${C}jobs:completed")" = 0 ]'
