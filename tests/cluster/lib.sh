@@ -180,10 +180,15 @@ WALK
 
 # The id of the node on port $1.
 node_id() { redis-cli -p "$1" cluster myid; }
-# The ports of the live replicas of the master on port $1.
+# The ports of the live replicas of the master on port $1 that finished
+# their sync (a replica still in its first sync has none of the data).
 replicas_of() {
-    rc1 cluster nodes | awk -v id="$(node_id "$1")" '$4 == id && $3 ~ /slave/ && $3 !~ /fail/ {
-        sub(/@.*/, "", $2); sub(/.*:/, "", $2); print $2 }'
+    local p
+    for p in $(rc1 cluster nodes | awk -v id="$(node_id "$1")" '$4 == id && $3 ~ /slave/ && $3 !~ /fail/ {
+        sub(/@.*/, "", $2); sub(/.*:/, "", $2); print $2 }'); do
+        redis-cli -p "$p" info replication | tr -d '\r' | grep -q '^master_sync_in_progress:0' &&
+            redis-cli -p "$p" info replication | tr -d '\r' | grep -q '^master_link_status:up' && echo "$p"
+    done
 }
 # heal: every node of the cluster runs (a test that failed between killing
 # a node and starting it again leaves it down) and the cluster is ok.

@@ -21,7 +21,9 @@ echo "namespace $F on $victim, which is killed mid-walk"
 preload "$F" "$tmp/f" 200
 start_load "$F" "$tmp/f"
 
-check "the master to kill has a live replica (the premise)" '[ -n "$(replicas_of "$victim")" ]'
+check "the master to kill has a live replica in sync (the premise)" '
+    for _ in $(seq 1 100); do [ -n "$(replicas_of "$victim")" ] && break; sleep 0.1; done
+    [ -n "$(replicas_of "$victim")" ]'
 check "the walk reaches 'step' through the failover" '
     WALK_BACKFILL_OPTS="--batch 10 --rate 100" walk "$F" "$tmp/f" & w=$!
     for _ in $(seq 1 100); do grep -q "migrate backfill" "$tmp/f/walk.log" 2>/dev/null && break; sleep 0.05; done
