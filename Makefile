@@ -4,7 +4,7 @@ BUILD ?= build
 BUILD_ASAN ?= build-asan
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build run test cluster-chaos test-asan test-valgrind bench chaos chaos-walk fuzz model mutate mutate-ci format clean screenshots install
+.PHONY: all deps build run test cluster-chaos cluster-soak test-asan test-valgrind bench chaos chaos-walk fuzz model mutate mutate-ci format clean screenshots install
 
 all: build
 
@@ -25,6 +25,12 @@ test: build
 # Every Redis Cluster test, the reshard and the failover included (docs/cluster.md).
 cluster-chaos: build
 	@cd $(BUILD) && ctest --output-on-failure -L cluster
+
+# The reshard and the failover, each ITER times on a cluster of its own,
+# with the totals of steps lost and run twice (tests/cluster/soak.sh).
+ITER ?= 5
+cluster-soak: build
+	@tests/cluster/soak.sh $(BUILD)/stepq $(ITER)
 
 test-asan: deps
 	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DSTEPQ_SANITIZE=address,undefined >/dev/null

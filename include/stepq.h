@@ -308,6 +308,11 @@ STEPQ_API int stepq_status(stepq *q, char **ret_json);
  * phase move (docs/cluster.md). Any handle lists them, whatever its own
  * namespace. */
 STEPQ_API int stepq_namespaces(stepq *q, char **ret_json);
+/* Takes the handle's namespace out of the registry. STEPQ_E_CONFLICT while
+ * it is in use: keys of its queue on either side, a live stepq process
+ * announced in it, a registered worker; STEPQ_E_NOTFOUND when it is not
+ * registered. Its next write (submit, worker, phase move) lists it again. */
+STEPQ_API int stepq_namespace_forget(stepq *q);
 /* Where this handle's namespace is served, into buf: "host:port" (on a
  * cluster, the master that owns the namespace's slot, as last known) or the
  * socket path. */

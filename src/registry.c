@@ -94,3 +94,93 @@ void stepq_server(const stepq *q, char *buf, size_t len)
     else
         snprintf(buf, len, "%s:%d", host, port);
 }
+
+/* The queue keys (both sides, every rule) and the live processes a status
+ * document counts. -1 when it has another shape. */
+static int status_counts(const char *json, long long *ret_keys, size_t *ret_procs)
+{
+    json_t *st = json_loads(json, 0, NULL), *v;
+    size_t i;
+
+    if (!json_is_object(st)) {
+        json_decref(st);
+        return -1;
+    }
+    *ret_keys = 0;
+    json_array_foreach(json_object_get(st, "keys"), i, v)
+    {
+        *ret_keys += json_integer_value(json_object_get(v, "old_keys")) +
+                     json_integer_value(json_object_get(v, "new_keys"));
+    }
+    *ret_procs = json_array_size(json_object_get(st, "processes"));
+    json_decref(st);
+    return 0;
+}
+
+/*
+ * Takes the handle's namespace out of the registry, once nothing uses it:
+ * no key of its queue on either side (the status's counts), no live stepq
+ * process announced in it, no registered worker. stepq's own records
+ * (phase, audit) are not queue keys: they stay, for the record. The checks
+ * narrow, not close, the race with a process starting meanwhile; that one
+ * registers again at its first write, as any handle does.
+ */
+int stepq_namespace_forget(stepq *q)
+{
+    char *json = NULL;
+    long long keys;
+    size_t procs, workers;
+
+    if (stepq_status(q, &json) != STEPQ_OK)
+        return STEPQ_ERR;
+    int shape = status_counts(json, &keys, &procs);
+    stepq_str_free(json);
+    if (shape != 0) {
+        stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected status document");
+        return STEPQ_ERR;
+    }
+    if (keys > 0) {
+        stepq__set_error(q, STEPQ_E_CONFLICT,
+                         "namespace '%s' still holds %lld key%s of its queue ('stepq migrate "
+                         "status' counts them per rule): it is a queue, not a leftover; delete "
+                         "its keys first, then forget it",
+                         q->km.ns, keys, keys == 1 ? "" : "s");
+        return STEPQ_ERR;
+    }
+    if (procs > 0) {
+        stepq__set_error(q, STEPQ_E_CONFLICT,
+                         "%zu live stepq process%s announce%s itself in namespace '%s' ('stepq "
+                         "migrate status' lists them); stop them first",
+                         procs, procs == 1 ? "" : "es", procs == 1 ? "s" : "", q->km.ns);
+        return STEPQ_ERR;
+    }
+    if (stepq_workers(q, &json) != STEPQ_OK)
+        return STEPQ_ERR;
+    json_t *w = json_loads(json, 0, NULL);
+    stepq_str_free(json);
+    workers = json_array_size(w);
+    json_decref(w);
+    if (workers > 0) {
+        stepq__set_error(q, STEPQ_E_CONFLICT,
+                         "%zu worker%s still registered in namespace '%s' ('stepq workers'); "
+                         "stop them, or let 'stepq reap' remove the dead ones, then forget it",
+                         workers, workers == 1 ? " is" : "s are", q->km.ns);
+        return STEPQ_ERR;
+    }
+    const char *argv[] = {"SREM", STEPQ_REGISTRY_KEY, q->km.ns};
+    size_t lens[] = {4, sizeof(STEPQ_REGISTRY_KEY) - 1, strlen(q->km.ns)};
+    redisReply *r = stepq__command(q, 3, argv, lens);
+    if (r == NULL)
+        return STEPQ_ERR;
+    int removed = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    if (!removed) {
+        stepq__set_error(q, STEPQ_E_NOTFOUND,
+                         "namespace '%s' is not in the registry ('stepq migrate status "
+                         "--all-namespaces' lists those that are)",
+                         q->km.ns);
+        return STEPQ_ERR;
+    }
+    q->ns_registered = 0; /* a later write of this handle registers it again */
+    return STEPQ_OK;
+}

@@ -293,6 +293,38 @@ static int migrate_status(struct cli *cli, int argc, char **argv)
     return rc;
 }
 
+/* `migrate forget-namespace NS`: the registry's only removal (registry.c). */
+static int migrate_forget(struct cli *cli, int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: stepq migrate forget-namespace NAMESPACE\n"
+        "Takes NAMESPACE out of the registry of namespaces ('status --all-namespaces' and\n"
+        "every --all-namespaces command stop listing it). Refused (exit 4) while it is in\n"
+        "use: keys of its queue on either side, a live stepq process, a registered worker.\n"
+        "Exit 3 when it is not registered. Its next submit, worker or phase move lists it\n"
+        "again.\n";
+    static const struct option opts[] = {CLI_COMMON_OPTS, {NULL, 0, NULL, 0}};
+    int c;
+
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, opts, NULL)) != -1) {
+        if (!cli_common_opt(cli, c, usage))
+            return cli_usage_error(usage, "unknown option");
+    }
+    if (argc - optind != 1)
+        return cli_usage_error(usage, "expected one namespace (the default one is '')");
+    if (cli->nns > 0)
+        return cli_usage_error(usage, "give the namespace as the argument, not --namespace");
+    cli->ns = argv[optind];
+    stepq *q = cli_connect(cli, "stepq-migrate");
+    int rc = stepq_namespace_forget(q) == STEPQ_OK ? EXIT_DONE : cli_fail(q, "forget-namespace");
+    if (rc == EXIT_DONE && cli->json)
+        cli_print_value(json_pack("{s:s, s:b}", "namespace", cli->ns, "forgotten", 1));
+    else if (rc == EXIT_DONE)
+        printf("namespace '%s' forgotten\n", cli->ns);
+    stepq_free(q);
+    return rc;
+}
+
 static const struct subcommand {
     const char *name;
     int (*fn)(struct cli *, int, char **);
@@ -307,6 +339,7 @@ static const struct subcommand {
     {"backup", migrate_backup, "write one side's keys to a checked, compressed file"},
     {"restore", migrate_restore, "restore a backup file (checked whole before writing)"},
     {"cleanup", migrate_cleanup, "delete old keys whose new twin exists (phase step)"},
+    {"forget-namespace", migrate_forget, "take a namespace nothing uses out of the registry"},
 };
 
 int cmd_migrate(struct cli *cli, int argc, char **argv)
@@ -316,13 +349,13 @@ int cmd_migrate(struct cli *cli, int argc, char **argv)
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         FILE *fp = argc < 2 ? stderr : stdout;
         fputs(usage, fp);
-        fputs("Every subcommand also runs over every namespace of the registry (one line\n"
-              "per namespace and a summary; docs/cluster.md):\n"
+        fputs("Every subcommand but forget-namespace also runs over every namespace of the\n"
+              "registry (one line per namespace and a summary; docs/cluster.md):\n"
               "  stepq migrate SUBCOMMAND --all-namespaces [--keep-going] [--parallel N] [ARGS]\n",
               fp);
         fputs("\nsubcommands:\n", fp);
         for (size_t i = 0; i < sizeof(subcommands) / sizeof(*subcommands); i++)
-            fprintf(fp, "  %-10s %s\n", subcommands[i].name, subcommands[i].help);
+            fprintf(fp, "  %-16s %s\n", subcommands[i].name, subcommands[i].help);
         return argc < 2 ? EXIT_USAGE : EXIT_DONE;
     }
     static const char all_usage[] =
@@ -335,7 +368,8 @@ int cmd_migrate(struct cli *cli, int argc, char **argv)
     for (size_t i = 0; i < sizeof(subcommands) / sizeof(*subcommands); i++) {
         if (strcmp(argv[1], subcommands[i].name) == 0) {
             optind = 0;
-            if (subcommands[i].fn != migrate_status && all_ns_wanted(argc - 1, argv + 1))
+            if (subcommands[i].fn != migrate_status && subcommands[i].fn != migrate_forget &&
+                all_ns_wanted(argc - 1, argv + 1))
                 return all_ns_run(cli, subcommands[i].name, argc - 1, argv + 1, subcommands[i].fn,
                                   all_usage);
             return subcommands[i].fn(cli, argc - 1, argv + 1);

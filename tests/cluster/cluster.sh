@@ -6,10 +6,13 @@
 #                          (from STEPQ_CLUSTER_PORT, default 47000, moved up
 #                          by 10 while any is taken), joins them with
 #                          `redis-cli --cluster create --cluster-replicas 1`,
-#                          waits for cluster_state:ok on every node, writes
+#                          waits for cluster_state:ok on every node and
+#                          every replica's first sync, writes
 #                          DIR/env (CLUSTER_PORTS, CLUSTER_URL)
 #   cluster.sh restart DIR PORT  starts the node of PORT again (after a test
-#                          killed it); its nodes.conf makes it rejoin
+#                          killed it; waits while the port is taken, up to
+#                          90 s, then for its sync); its nodes.conf makes it
+#                          rejoin
 #   cluster.sh stop DIR    stops every node (kill, then kill -9) and removes DIR
 #
 # cluster-node-timeout is 1000 ms so that a killed master's replica is
@@ -47,6 +50,27 @@ start_node() { # port
         --cluster-node-timeout "${STEPQ_CLUSTER_NODE_TIMEOUT:-1000}" \
         --cluster-replica-validity-factor 0 ${CLUSTER_EXTRA:-} </dev/null >/dev/null 2>&1
     )
+}
+
+# Every replica has finished its first sync (INFO replication: the link up,
+# no sync in progress). cluster_state:ok comes before that: a replica waits
+# repl-diskless-sync-delay (5 s) before its full sync, and a failover test
+# run first on a fresh cluster once promoted a replica that had none of the
+# data yet (cluster-replica-validity-factor 0 lets any replica take over).
+wait_synced() {
+    local p info
+    for _ in $(seq 1 600); do
+        local ok=1
+        for p in $CLUSTER_PORTS; do
+            info=$(redis-cli -p "$p" info replication 2>/dev/null | tr -d '\r') || continue
+            echo "$info" | grep -q '^role:slave' || continue
+            echo "$info" | grep -q '^master_link_status:up' &&
+                echo "$info" | grep -q '^master_sync_in_progress:0' || { ok=0; break; }
+        done
+        [ $ok = 1 ] && return 0
+        sleep 0.1
+    done
+    return 1
 }
 
 wait_ok() { # every port answers cluster_state:ok and agrees on the slots
@@ -87,8 +111,8 @@ start)
     redis-cli --cluster create $(for p in $CLUSTER_PORTS; do printf '127.0.0.1:%s ' "$p"; done) \
         --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 ||
         { echo "redis-cli --cluster create failed:" >&2; tail -20 "$dir/create.log" >&2; "$0" stop "$dir"; exit 1; }
-    if ! wait_ok; then
-        echo "the cluster did not reach cluster_state:ok" >&2
+    if ! wait_ok || ! wait_synced; then
+        echo "the cluster did not reach cluster_state:ok with every replica in sync" >&2
         "$0" stop "$dir"
         exit 1
     fi
@@ -96,8 +120,30 @@ start)
         "$CLUSTER_PORTS" "$base" "$dir" >"$dir/env"
     ;;
 restart)
+    # Until the node answers. Its port is in the ephemeral range: while it
+    # was down an outgoing connection may have taken it as its local port,
+    # and a new listener fails with "Address already in use" until that
+    # connection (or its TIME_WAIT, 60 s) is gone. Once, the node then never
+    # came back, and the next failover found a master without a replica.
     dir=$(cd "$dir" && pwd)
-    start_node "${3:?usage: $0 restart DIR PORT}"
+    p=${3:?usage: $0 restart DIR PORT}
+    for _ in $(seq 1 90); do
+        if port_free "$p"; then
+            start_node "$p"
+            for _ in $(seq 1 40); do
+                if redis-cli -p "$p" ping 2>/dev/null | grep -q PONG; then
+                    CLUSTER_PORTS=$p
+                    wait_synced && exit 0
+                    echo "node $p started but did not finish its sync" >&2
+                    exit 1
+                fi
+                sleep 0.05
+            done
+        fi
+        sleep 1
+    done
+    echo "node $p did not start again in 90 s (port taken?); see $dir/node-$p/redis.log" >&2
+    exit 1
     ;;
 stop)
     # The pids are read once: a node removes its pid file as it exits, so a

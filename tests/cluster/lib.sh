@@ -136,15 +136,23 @@ drained() {
     return 1
 }
 # accounted DIR: each submitted step ran to its end exactly once, none
-# overlapped, and no step ran that was not submitted.
+# overlapped, and no step ran that was not submitted. With SOAK_LOG set, one
+# line of figures goes there too (tests/cluster/soak.sh adds them up).
 accounted() {
-    local d=$1 n ends dup
-    n=$(sort -u "$d/submitted" | wc -l)
-    ends=$(awk '$1 == "end" && $5 == "ok" { print $2 }' "$d/runs.log" | sort)
-    dup=$(echo "$ends" | uniq -d | wc -l)
-    [ ! -s "$d/overlaps" ] || { echo "overlaps:"; cat "$d/overlaps"; return 1; }
-    [ "$(echo "$ends" | sort -u | grep -c .)" = "$n" ] || { echo "$n submitted, $(echo "$ends" | sort -u | grep -c .) ended"; return 1; }
-    [ "$dup" = 0 ] || { echo "$dup steps ended twice"; return 1; }
+    local d=$1 n lost twice extra ov
+    grep . "$d/submitted" | sort -u >"$d/acc.submitted"
+    awk '$1 == "end" && $5 == "ok" { print $2 }' "$d/runs.log" | sort >"$d/acc.ends"
+    n=$(wc -l <"$d/acc.submitted")
+    twice=$(uniq -d "$d/acc.ends" | wc -l)
+    lost=$(sort -u "$d/acc.ends" | comm -23 "$d/acc.submitted" - | wc -l)
+    extra=$(sort -u "$d/acc.ends" | comm -13 "$d/acc.submitted" - | wc -l)
+    ov=$(cat "$d/overlaps" 2>/dev/null | wc -l)
+    [ -z "${SOAK_LOG:-}" ] ||
+        echo "$(basename "$0" .sh) steps=$n lost=$lost twice=$twice extra=$extra overlaps=$ov" >>"$SOAK_LOG"
+    [ "$ov" = 0 ] || { echo "overlaps:"; cat "$d/overlaps"; return 1; }
+    [ "$lost" = 0 ] || { echo "$lost of $n submitted steps never completed:"; sort -u "$d/acc.ends" | comm -23 "$d/acc.submitted" - | head -5; return 1; }
+    [ "$extra" = 0 ] || { echo "$extra steps ran that were not submitted"; return 1; }
+    [ "$twice" = 0 ] || { echo "$twice steps ended twice:"; uniq -d "$d/acc.ends" | head -5; return 1; }
     echo "$n steps, each completed once"
 }
 
@@ -172,6 +180,35 @@ WALK
 
 # The id of the node on port $1.
 node_id() { redis-cli -p "$1" cluster myid; }
+# The ports of the live replicas of the master on port $1 that finished
+# their sync (a replica still in its first sync has none of the data).
+replicas_of() {
+    local p
+    for p in $(rc1 cluster nodes | awk -v id="$(node_id "$1")" '$4 == id && $3 ~ /slave/ && $3 !~ /fail/ {
+        sub(/@.*/, "", $2); sub(/.*:/, "", $2); print $2 }'); do
+        redis-cli -p "$p" info replication | tr -d '\r' | grep -q '^master_sync_in_progress:0' &&
+            redis-cli -p "$p" info replication | tr -d '\r' | grep -q '^master_link_status:up' && echo "$p"
+    done
+}
+# heal: every node of the cluster runs (a test that failed between killing
+# a node and starting it again leaves it down) and the cluster is ok.
+heal() {
+    local p
+    for p in $CLUSTER_PORTS; do
+        redis-cli -p "$p" ping >/dev/null 2>&1 || "$(dirname "${BASH_SOURCE[0]}")/cluster.sh" restart "$CLUSTER_DIR" "$p" || return 1
+    done
+    wait_cluster_ok
+}
+# open_move SLOT FROM TO [KEYS...]: the slot MIGRATING on FROM and IMPORTING
+# on TO, and only KEYS moved: a reshard caught between two MIGRATE batches
+# (move_slot finishes it).
+open_move() {
+    local s=$1 f=$2 t=$3
+    shift 3
+    redis-cli -p "$t" cluster setslot "$s" importing "$(node_id "$f")" >/dev/null
+    redis-cli -p "$f" cluster setslot "$s" migrating "$(node_id "$t")" >/dev/null
+    [ $# = 0 ] || redis-cli -p "$f" migrate 127.0.0.1 "$t" "" 0 20000 keys "$@" >/dev/null
+}
 # move_slot SLOT FROM TO [BATCH] [PAUSE]: a reshard of one slot by hand, as
 # redis-cli --cluster reshard does it, slowly (BATCH keys a MIGRATE, PAUSE s
 # between), so that a test can act while the slot is half moved.

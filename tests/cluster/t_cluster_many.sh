@@ -6,7 +6,7 @@
 # master; the whole migration walk runs with --all-namespaces (three at
 # once), a refusal stops it; every step is completed exactly once.
 . "$(dirname "$0")/lib.sh"
-d=$(mktemp -d /tmp/stepq-cmany.XXXXXX)
+d=$(mktemp -d "${TMPDIR:-/tmp}"/stepq-cmany.XXXXXX)
 cleanup() {
     [ -f "$d/submitter.pid" ] && stop_submitter "$d"
     [ -f "$d/worker.pids" ] && stop_workers "$d"

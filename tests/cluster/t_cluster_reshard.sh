@@ -8,7 +8,7 @@
 set -- $(masters)
 R=$(ns_on ra "$1")
 slot=$(ns_slot "$R") from=$1 to=$2
-tmp=$(mktemp -d /tmp/stepq-creshard.XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}"/stepq-creshard.XXXXXX)
 trap 'stop_submitter $tmp/r; stop_workers $tmp/r; [ -n "${KEEP:-}" ] || rm -rf "$tmp"; rm -f "$out"' EXIT
 ns_clear "$R"
 mkdir -p "$tmp/r"

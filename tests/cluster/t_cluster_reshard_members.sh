@@ -12,7 +12,7 @@
 set -- $(masters)
 R=$(ns_on rm "$1")
 slot=$(ns_slot "$R") from=$1 to=$2
-tmp=$(mktemp -d /tmp/stepq-creshardm.XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}"/stepq-creshardm.XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"; rm -f "$out"' EXIT
 ns_clear "$R"
 mkdir -p "$tmp/r"
@@ -36,10 +36,7 @@ check "the backfill goes on through a reshard cut in its member merge" '
     for _ in $(seq 1 200); do merging && break; sleep 0.05; done
     merging || { echo "the backfill never reached the member merge"; exit 1; }
     echo "member cursor at $(redis-cli -p "$from" hget "${R}stepq:backfill" member_cursor) when the move began"
-    fid=$(node_id "$from") tid=$(node_id "$to")
-    redis-cli -p "$to" cluster setslot "$slot" importing "$fid" >/dev/null
-    redis-cli -p "$from" cluster setslot "$slot" migrating "$tid" >/dev/null
-    redis-cli -p "$from" migrate 127.0.0.1 "$to" "" 0 5000 keys "${R}jobs:pending" "${R}steps:pending" >/dev/null
+    open_move "$slot" "$from" "$to" "${R}jobs:pending" "${R}steps:pending"
     sleep 1
     move_slot "$slot" "$from" "$to" 100 0.02
     wait $bf; rc=$?

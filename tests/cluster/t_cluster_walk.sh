@@ -5,7 +5,7 @@
 
 set -- $(masters)
 A=$(ns_on wa "$1") B=$(ns_on wa "$2")
-tmp=$(mktemp -d /tmp/stepq-cwalk.XXXXXX)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}"/stepq-cwalk.XXXXXX)
 trap 'stop_submitter $tmp/a; stop_submitter $tmp/b; stop_workers $tmp/a; stop_workers $tmp/b; [ -n "${KEEP:-}" ] || rm -rf "$tmp"; rm -f "$out"' EXIT
 for ns in "$A" "$B"; do ns_clear "$ns"; done
 echo "namespaces: $A on $1, $B on $2"
