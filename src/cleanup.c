@@ -32,7 +32,10 @@
 #include "stepq_private.h"
 #include "backup.h"
 
-#define SCAN_COUNT    500
+/* The check pass's page: one OBJECT IDLETIME a key costs Redis far less
+ * than a round trip, so its pages are large, or a slow link would set its
+ * pace (at 2 ms, 500-key pages made it one round trip a page). */
+#define CHECK_COUNT   5000
 #define CLEAN_BATCH   100    /* key pairs per script call: under the EVAL argument cap */
 #define READ_SLACK_MS 1500   /* OBJECT IDLETIME counts whole seconds */
 #define BIG_MEMBERS   "1000" /* larger collections are decided in chunks */
@@ -436,8 +439,8 @@ static int check_batch(stepq *q, const redisReply *batch, const char *cursor, vo
 static int check_keys(struct cl_run *c, sds match)
 {
     (void)match;
-    if (stepq__walk_run(c->q, &c->walk, "0", SCAN_COUNT, STEPQ_WALK_PAGES * SCAN_COUNT, check_batch,
-                        NULL, c) != STEPQ_OK)
+    if (stepq__walk_run(c->q, &c->walk, "0", CHECK_COUNT, STEPQ_WALK_PAGES * CHECK_COUNT,
+                        check_batch, NULL, c) != STEPQ_OK)
         return STEPQ_ERR;
     if (c->uncovered > 0) {
         stepq__set_error(c->q, STEPQ_E_CONFLICT,
@@ -861,10 +864,10 @@ int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *o
     /* The delete pass reads the records and collections it keeps: a later
      * run must not take that for a reader, even if this one fails. */
     long long began = stepq__now_ms();
+    long count = stepq__walk_count(CLEAN_BATCH, 0); /* ten scripts a page */
     rc = stepq__own_reads_note(q, began,
-                               stepq__walk_run(q, &c->walk, "0", SCAN_COUNT,
-                                               STEPQ_WALK_PAGES * SCAN_COUNT, delete_batch,
-                                               delete_bigs, c));
+                               stepq__walk_run(q, &c->walk, "0", count, stepq__walk_cap(count, 0),
+                                               delete_batch, delete_bigs, c));
     if (rc != STEPQ_OK)
         goto out;
     if (ret != NULL)

@@ -79,6 +79,10 @@ typedef struct stepq__rule {
     enum stepq__keytype type;
     char tpl[2][STEPQ_RULE_MAX]; /* old and new template, without namespace */
     int per_id;                  /* templates hold {id} */
+    /* Each template's bytes before and after its {id} (all of it before,
+     * none after, without one): set with tpl, read by every match, which
+     * the walks make several times a key. */
+    size_t plen[2], slen[2];
 } stepq__rule;
 
 typedef struct stepq__keymap {
