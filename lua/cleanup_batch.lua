@@ -65,14 +65,19 @@ end
 -- The status of a record, or nil when it is absent; false when the key is
 -- not a hash (damaged data: never treated as safe to drop).
 local function status(k)
-    if redis.call('EXISTS', k) == 0 then
-        return nil
-    end
+    -- HGET first: a record with a status (the common case) costs one call;
+    -- nil from HGET is an absent key or a hash without the field.
     local v = redis.pcall('HGET', k, 'status')
     if type(v) == 'table' then
         return false
     end
-    return v or ''
+    if v then
+        return v
+    end
+    if redis.call('EXISTS', k) == 0 then
+        return nil
+    end
+    return ''
 end
 
 -- Copies an old step the new side does not know, as a pending step.

@@ -415,8 +415,10 @@ static int check_batch(stepq *q, const redisReply *batch, const char *cursor, vo
         x->type = REDIS_REPLY_STRING;
         x->str = sdsnewlen(k->str, k->len);
         x->len = k->len;
-        if (x->str == NULL ||
-            redisAppendCommand(q->rc, "OBJECT IDLETIME %b", k->str, k->len) != REDIS_OK) {
+        /* By argv: formatting "%b" was a fifth of the check pass's time. */
+        const char *argv[] = {"OBJECT", "IDLETIME", k->str};
+        const size_t lens[] = {6, 8, k->len};
+        if (x->str == NULL || redisAppendCommandArgv(q->rc, 3, argv, lens) != REDIS_OK) {
             sdsfree(x->str);
             cl_page_free(pg);
             stepq__set_error(q, STEPQ_E_OOM, "out of memory");
