@@ -1,13 +1,18 @@
 /*
- * test_reconcile_pipe.c - the reconcile walk (the rollback out of 'step',
- * `backfill --repair`) with several pages of scripts in flight
- * (src/reconcile.c on src/walk_pipe.c): a pass whose connection is cut with
- * scripts still on their way fails, and running it again leaves both sides
- * exactly equal; a pass under which the phase moves stops, and none of the
- * scripts already on their way behind the move writes anything.
+ * test_walk_pipe.c - the walks with several pages of commands in flight
+ * (src/walk_pipe.c, issue 14), exact when cut and when the phase moves:
  *
- * The cut and the move are placed by tests/integ/relay.c at the n-th
- * reconcile_batch script (EVALSHA sha numkeys stepq:phase pairs...).
+ * The reconcile (the rollback out of 'step', `backfill --repair`,
+ * src/reconcile.c): a pass whose connection is cut with scripts still on
+ * their way fails, and running it again leaves both sides exactly equal; a
+ * pass under which the phase moves stops, and none of the scripts already
+ * on their way behind the move writes anything.
+ *
+ * The backfill's merge of a big collection in chunks (src/backfill.c): a
+ * member page holds several scripts, and a run cut after one that is not
+ * the last of its page resumes at that page: every member arrives.
+ *
+ * The cuts and the move are placed by tests/integ/relay.c.
  */
 #include <stdatomic.h>
 #include <unistd.h>
@@ -157,11 +162,73 @@ static void test_repair_phase_moves(void)
     ASSERT_EQ(t_int("EXISTS step:NEW1"), 1);
 }
 
+/* Cuts at a backfill_members script of jobs:completed whose recorded
+ * member cursor (ARGV[6]) is the one the script before it recorded, and not
+ * "0": a script after the first of its page. */
+struct member_cut {
+    char last[32];
+    atomic_int cut;
+};
+
+static enum relay_action cut_in_page(int argc, const char *const *argv, const size_t *lens,
+                                     void *arg)
+{
+    struct member_cut *c = arg;
+
+    if (argc < 13 || !relay_arg_is(argc, argv, lens, 2, "4") ||
+        !relay_arg_is(argc, argv, lens, 3, "stepq:backfill") ||
+        !relay_arg_is(argc, argv, lens, 5, "jobs:completed") ||
+        !relay_arg_is(argc, argv, lens, 11, "member_cursor") || lens[12] >= sizeof(c->last))
+        return RELAY_FORWARD;
+    if (strlen(c->last) == lens[12] && memcmp(c->last, argv[12], lens[12]) == 0 &&
+        !relay_arg_is(argc, argv, lens, 12, "0")) {
+        atomic_store(&c->cut, 1);
+        return RELAY_CUT;
+    }
+    memcpy(c->last, argv[12], lens[12]);
+    c->last[lens[12]] = '\0';
+    return RELAY_FORWARD;
+}
+
+/* A big queue collection is merged in pages of ten scripts; each records
+ * the member cursor a resume starts from, and only the last of a page the
+ * cursor after the page: a run cut in the middle of a page resumes there
+ * and every member arrives. */
+static void test_backfill_member_page_cut(void)
+{
+    struct member_cut c = {.cut = 0};
+    stepq_backfill_opts bo = {.batch = 5};
+    stepq_backfill_result res = {0};
+
+    t_flush();
+    t_phase("dual-write");
+    for (int i = 0; i < 3000; i++)
+        redisAppendCommand(R, "SADD jobs:completed m%d", i);
+    for (int i = 0; i < 3000; i++) {
+        void *r = NULL;
+        REQUIRE(redisGetReply(R, &r) == REDIS_OK);
+        freeReplyObject(r);
+    }
+    relay *rl;
+    stepq *q = relay_stepq(&rl, cut_in_page, &c);
+    REQUIRE(q != NULL);
+    CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_ERR);
+    stepq_free(q);
+    relay_stop(rl);
+    REQUIRE(atomic_load(&c.cut) == 1);
+    ASSERT_STR(t_str("HGET stepq:backfill stage"), "fixed");
+    CHECK(t_int("SCARD steps:completed") < 3000);
+    REQUIRE(stepq_backfill(Q, &bo, NULL, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(res.resumed, 1);
+    ASSERT_EQ(t_int("SCARD steps:completed"), 3000);
+}
+
 int main(void)
 {
     t_setup();
     RUN(test_rollback_cut_mid_walk);
     RUN(test_repair_phase_moves);
+    RUN(test_backfill_member_page_cut);
     t_teardown();
     TEST_END();
 }
