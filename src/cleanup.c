@@ -39,6 +39,10 @@
 #define CLEAN_BATCH   100    /* key pairs per script call: under the EVAL argument cap */
 #define READ_SLACK_MS 1500   /* OBJECT IDLETIME counts whole seconds */
 #define BIG_MEMBERS   "1000" /* larger collections are decided in chunks */
+/* Big collections whose names wait for the end of the delete pass before
+ * the pipe is drained for them: every drain costs the pages in flight (the
+ * seed layout has one per worker, 50 at 100,000 steps). */
+#define BIGS_HELD 256
 /* A big collection's SSCAN page: ten scripts of CLEAN_BATCH members, one
  * round trip. */
 #define BIG_SCAN_COUNT "1000"
@@ -687,8 +691,10 @@ static int delete_reply(struct cl_run *c, const redisReply *r)
         const redisReply *k = r->element[6]->element[i];
         if ((c->bigs[c->nbigs] = sdsnewlen(k->str, k->len)) == NULL)
             goto oom;
-        c->nbigs++;
-        stepq__walk_idle(&c->walk);
+        /* Each settle drains the pipe (a round trip and the pages behind
+         * it lost); the names wait for the end of the walk unless many. */
+        if (++c->nbigs >= BIGS_HELD)
+            stepq__walk_idle(&c->walk);
     }
     return STEPQ_OK;
 oom:
@@ -867,9 +873,11 @@ int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *o
      * run must not take that for a reader, even if this one fails. */
     long long began = stepq__now_ms();
     long count = stepq__walk_count(CLEAN_BATCH, 0); /* ten scripts a page */
-    rc = stepq__own_reads_note(q, began,
-                               stepq__walk_run(q, &c->walk, "0", count, stepq__walk_cap(count, 0),
-                                               delete_batch, delete_bigs, c));
+    rc = stepq__walk_run(q, &c->walk, "0", count, stepq__walk_cap(count, 0), delete_batch,
+                         delete_bigs, c);
+    if (rc == STEPQ_OK) /* those left: the walk is over, the pipe empty */
+        rc = delete_bigs(q, c);
+    rc = stepq__own_reads_note(q, began, rc);
     if (rc != STEPQ_OK)
         goto out;
     if (ret != NULL)

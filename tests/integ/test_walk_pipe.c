@@ -12,6 +12,9 @@
  * member page holds several scripts, and a run cut after one that is not
  * the last of its page resumes at that page: every member arrives.
  *
+ * Cleanup's big collections, decided in chunks once the delete pass is
+ * over: each one still decided.
+ *
  * The cuts and the move are placed by tests/integ/relay.c.
  */
 #include <stdatomic.h>
@@ -223,12 +226,57 @@ static void test_backfill_member_page_cut(void)
     ASSERT_EQ(t_int("SCARD steps:completed"), 3000);
 }
 
+static char BK[64];
+
+static void sadd_many(const char *key, const char *prefix, int n)
+{
+    for (int i = 0; i < n; i++)
+        redisAppendCommand(R, "SADD %s %s%d", key, prefix, i);
+    for (int i = 0; i < n; i++) {
+        void *r = NULL;
+        REQUIRE(redisGetReply(R, &r) == REDIS_OK);
+        freeReplyObject(r);
+    }
+}
+
+/* Cleanup decides a collection above 1000 members in chunks on an empty
+ * pipe; the names of such collections wait for the end of the delete pass
+ * (each drain costs the pages in flight). Each is still decided: deleted
+ * when every member is safe, kept when one is a live step only the old
+ * side holds. */
+static void test_cleanup_big_collections(void)
+{
+    stepq_cleanup_result res = {0};
+
+    t_flush();
+    sadd_many("worker:wA:jobs", "x", 1500); /* steps gone from both sides */
+    sadd_many("worker:wB:jobs", "y", 1500);
+    freeReplyObject(t_cmd("SADD worker:wB:jobs live1"));
+    freeReplyObject(t_cmd("HSET job:live1 id live1 status pending"));
+    sadd_many("jobs:failed", "z", 1200);
+    freeReplyObject(t_cmd("HSET job:a1 id a1 status completed"));
+    freeReplyObject(t_cmd("HSET step:a1 id a1 status completed"));
+    REQUIRE(stepq_phase_move(Q, STEPQ_PHASE_STEP, "t", NULL, STEPQ_MOVE_FORCE) == STEPQ_OK);
+    REQUIRE(stepq_backup(Q, BK, NULL, NULL) == STEPQ_OK);
+    REQUIRE(stepq_cleanup(Q, BK, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(t_int("EXISTS worker:wA:jobs"), 0);
+    ASSERT_EQ(t_int("EXISTS jobs:failed"), 0);
+    ASSERT_EQ(t_int("EXISTS job:a1"), 0);
+    ASSERT_EQ(t_int("EXISTS worker:wB:jobs"), 1); /* it holds live1 */
+    ASSERT_EQ(t_int("EXISTS job:live1"), 1);
+    ASSERT_EQ(res.deleted, 3);
+    ASSERT_EQ(res.kept, 2);
+}
+
 int main(void)
 {
+    snprintf(BK, sizeof(BK), "/tmp/stepq-test-walk-pipe-%d.bk", (int)getpid());
     t_setup();
     RUN(test_rollback_cut_mid_walk);
     RUN(test_repair_phase_moves);
     RUN(test_backfill_member_page_cut);
+    RUN(test_cleanup_big_collections);
     t_teardown();
+    unlink(BK);
     TEST_END();
 }
