@@ -392,9 +392,6 @@ json_t *stepq__hash_counters(stepq *q, const char *key);
 /* Called with each page of a namespace SCAN and the cursor that produced
  * it: resuming from that cursor redoes this page and nothing before it. */
 typedef int (*stepq__page_fn)(stepq *q, const redisReply *keys, const char *cursor, void *arg);
-/* SCANs every key of the namespace from cursor `from` ("0": the start),
- * about `count` keys a page. */
-int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, void *arg);
 
 /* A set of 64-bit key-name hashes in bounded memory (nameset.c): sorted
  * runs on a temporary file, merged when sealed, looked up with one read of
