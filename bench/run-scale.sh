@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/run-scale.sh BUILD - the walks at production scale (issue 14;
 # bench/README.md, "Scale section"):
-#  1. over a link: each walk (backfill, verify, backup, cleanup, restore) and
+#  1. over a link: each walk (backfill, verify, repair, rollback, backup,
+#     cleanup, restore) and
 #     the raw limit (bench/raw_copy: pipelined SCAN + COPY), on the same
 #     BENCH_LINK_STEPS load, over loopback TCP and through
 #     bench/latency_proxy at each round trip of BENCH_RTTS; keys/s, the
@@ -20,7 +21,9 @@
 #   BENCH_RTTS          round trips in ms, 0 = no proxy (default "0 0.5 1 2")
 #   BENCH_SCALE_SIZES   step counts for part 2 (default "1000000 5000000")
 #   BENCH_SCALE_ROUNDS  rounds of part 1 (default 2)
-#   BENCH_SKIP          words: "link", "sizes", "lifecycle"
+#   BENCH_SKIP          words: "link", "sizes", "lifecycle", "reconcile" (the
+#                       repair and rollback walks: at 5M steps the rollback's
+#                       three walks alone take about a quarter of an hour)
 # Uses its own private redis-server (tests/redis.sh), never REDIS_URL's.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
@@ -31,7 +34,7 @@ sizes=${BENCH_SCALE_SIZES:-"1000000 5000000"}
 rounds=${BENCH_SCALE_ROUNDS:-2}
 skip=" ${BENCH_SKIP:-} "
 B=$build/bench
-walks="backfill verify backup cleanup restore"
+walks="backfill verify repair rollback backup cleanup restore"
 
 tmp=$(mktemp -d /tmp/stepq-bench-scale.XXXXXX)
 pids=()
@@ -90,9 +93,25 @@ walk() {
     note "$kind" "$key" backfill "$keys" backfill
     timed verify "${s[@]}" migrate verify --json
     note "$kind" "$key" verify "$keys" verify
-    "$build/stepq" -u "$direct" migrate phase dual-read >/dev/null
+    # The reconcile walk, new from old (every pair COPY REPLACE'd).
+    if [[ "$skip" != *" reconcile "* ]]; then
+        timed repair "${s[@]}" migrate backfill --repair --json
+        note "$kind" "$key" repair "$keys" repair
+    fi
+    "$build/stepq" -u "$direct" migrate phase dual-read --force --reason bench >/dev/null
     "$build/stepq" -u "$direct" migrate phase step-primary --force --reason bench >/dev/null
     "$build/stepq" -u "$direct" migrate phase step --force --reason bench >/dev/null
+    # The rollback out of step: the survey and the two reconcile passes,
+    # old from new (three walks of both sides); then forward again. The
+    # reconcile's writes come before the move, so cleanup does not take
+    # them for a reader (one second: OBJECT IDLETIME counts whole seconds).
+    if [[ "$skip" != *" reconcile "* ]]; then
+        timed rollback "${s[@]}" migrate rollback --json
+        note "$kind" "$key" rollback "$keys" rollback
+        sleep 1
+        "$build/stepq" -u "$direct" migrate phase step --force --reason bench >/dev/null
+        sleep 1
+    fi
     timed backup "${s[@]}" migrate backup --out "$tmp/old.bak" --quiet
     note "$kind" "$key" backup "$keys" backup
     timed cleanup "${s[@]}" migrate cleanup --backup "$tmp/old.bak" --quiet
@@ -215,7 +234,7 @@ for line in open(res):
     best[key] = max(best.get(key, 0), int(rate))
 hi = max(rtts)
 print("%-9s %12s %12s   %s" % ("walk", "a (us/key)", "b (us/key/ms)", "check: predicted / measured keys/s"))
-for c in ["raw", "backfill", "verify", "backup", "cleanup", "restore"]:
+for c in ["raw", "backfill", "verify", "repair", "rollback", "backup", "cleanup", "restore"]:
     r0, rh = best.get(("link", 0.0, c)), best.get(("link", hi, c))
     if not r0 or not rh:
         continue

@@ -426,10 +426,11 @@ static int start_or_resume(struct bf *b, json_t **ret_rec)
 /* Queues one backfill_members.lua over a page of members; with
  * `checkpoint`, it records `next` (where the chunk after it starts). */
 static int members_append(struct bf *b, const char *src, const char *dst, char type,
-                          const redisReply *m, int checkpoint, const char *next)
+                          const redisReply *m, size_t lo, size_t hi, int checkpoint,
+                          const char *next)
 {
     stepq *q = b->q;
-    size_t step = type == 's' ? 1 : 2, nm = m->elements / step;
+    size_t step = type == 's' ? 1 : 2, nm = hi - lo;
     const char **args = stepq__calloc(nm + 8, sizeof(*args));
     int na = 0;
 
@@ -445,7 +446,7 @@ static int members_append(struct bf *b, const char *src, const char *dst, char t
         args[na++] = "member_cursor";
         args[na++] = next;
     }
-    for (size_t i = 0; i < nm; i++)
+    for (size_t i = lo; i < hi; i++)
         args[na++] = m->element[i * step]->str;
     const char *keys[] = {q->k_backfill, q->k_phase, src, dst};
     int rc = stepq__append_eval(q, STEPQ_SCRIPT_BACKFILL_MEMBERS, 4, keys, na, args, NULL);
@@ -471,21 +472,61 @@ static int members_read(struct bf *b, long long nm)
     return STEPQ_OK;
 }
 
+/* The replies of a page's chunk scripts still to read, oldest first. */
+struct pending {
+    long long *nm; /* members of each */
+    size_t n, cap;
+};
+
+static int pending_add(stepq *q, struct pending *p, long long nm)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 16;
+        long long *x = stepq__realloc(p->nm, cap * sizeof(*x));
+        if (x == NULL) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            return STEPQ_ERR;
+        }
+        p->nm = x;
+        p->cap = cap;
+    }
+    p->nm[p->n++] = nm;
+    return STEPQ_OK;
+}
+
+static int pending_read(struct bf *b, struct pending *p)
+{
+    int rc = STEPQ_OK;
+
+    for (size_t i = 0; rc == STEPQ_OK && i < p->n; i++)
+        rc = members_read(b, p->nm[i]);
+    p->n = 0;
+    return rc;
+}
+
 /* Merges a big set or zset in chunks from member cursor `from`; with
- * `checkpoint`, each chunk records where the next one starts. Pipelined:
- * the next SSCAN/ZSCAN page is asked for before a chunk's script is read,
- * so a chunk costs one round trip, not two; Redis runs them in order, so a
- * recorded member cursor still only covers chunks that were merged. */
+ * `checkpoint`, each chunk records where a resume starts. Pipelined: the
+ * next SSCAN/ZSCAN page is asked for before a page's scripts are read, so a
+ * page costs one round trip, not two; and a page holds ten scripts of
+ * `batch` members (one without a latency bound: stepq__walk_count), since
+ * the member cursors chain (each page's comes with the one before it) and
+ * a page of one script made a merge one round trip a chunk (at 2 ms the
+ * 100,000-step backfill spent most of its time there). Of a page's
+ * scripts, only the last records the cursor after the page; the others
+ * record the page's own, so a resume redoes the page (every chunk is
+ * idempotent). Redis runs them in order, so a recorded member cursor only
+ * ever covers chunks that were merged. */
 static int merge_pages(struct bf *b, const char *src, const char *dst, char type, const char *from,
                        int checkpoint)
 {
     stepq *q = b->q;
     char cursor[32], next[32], cnt[24];
-    long long pending = -1; /* members of the script whose reply is unread */
+    struct pending pend = {0};
+    size_t batch = (size_t)b->o.batch, step = type == 's' ? 1 : 2;
     int rc = STEPQ_OK, more = 1;
 
     snprintf(cursor, sizeof(cursor), "%s", from);
-    snprintf(cnt, sizeof(cnt), "%ld", b->o.batch);
+    snprintf(cnt, sizeof(cnt), "%ld", stepq__walk_count(b->o.batch, b->o.max_latency_ms));
     size_t slen = sdslen((sds)src);
     if (stepq__queue_members(q, src, slen, type, cursor, cnt) != STEPQ_OK)
         return STEPQ_ERR;
@@ -496,27 +537,42 @@ static int merge_pages(struct bf *b, const char *src, const char *dst, char type
             break;
         }
         more = strcmp(next, "0") != 0;
-        long long nm = (long long)(r->element[1]->elements / (type == 's' ? 1 : 2));
+        size_t nm = r->element[1]->elements / step;
         /* Pacing that talks to Redis wants an empty pipe. */
-        int io = pending < 0 || stepq__pace_io_due(&b->pace);
-        if (pending >= 0 && io) {
-            rc = members_read(b, pending);
-            pending = -1;
-        }
+        int io = pend.n == 0 || stepq__pace_io_due(&b->pace);
+        if (pend.n > 0 && io)
+            rc = pending_read(b, &pend);
         if (rc == STEPQ_OK)
             rc = stepq__pace_wait_io(&b->pace, (long)nm, io);
         if (rc == STEPQ_OK && more)
             rc = stepq__queue_members(q, src, slen, type, next, cnt);
-        if (rc == STEPQ_OK)
-            rc = members_append(b, src, dst, type, r->element[1], checkpoint, next);
+        /* The replies of the page before come first: read after these are
+         * queued, so that Redis has this page's work meanwhile. */
+        size_t before = pend.n;
+        for (size_t lo = 0; rc == STEPQ_OK && lo < nm; lo += batch) {
+            size_t hi = lo + batch < nm ? lo + batch : nm;
+            rc = members_append(b, src, dst, type, r->element[1], lo, hi, checkpoint,
+                                hi == nm ? next : cursor);
+            if (rc == STEPQ_OK)
+                rc = pending_add(q, &pend, (long long)(hi - lo));
+        }
+        if (nm == 0 && rc == STEPQ_OK) { /* an empty page still moves the checkpoint */
+            rc = members_append(b, src, dst, type, r->element[1], 0, 0, checkpoint, next);
+            if (rc == STEPQ_OK)
+                rc = pending_add(q, &pend, 0);
+        }
         freeReplyObject(r);
-        if (rc == STEPQ_OK && pending >= 0)
-            rc = members_read(b, pending);
-        pending = rc == STEPQ_OK ? nm : -1;
+        for (size_t i = 0; rc == STEPQ_OK && i < before; i++)
+            rc = members_read(b, pend.nm[i]);
+        if (rc == STEPQ_OK) {
+            memmove(pend.nm, pend.nm + before, (pend.n - before) * sizeof(*pend.nm));
+            pend.n -= before;
+        }
         memcpy(cursor, next, sizeof(cursor));
     }
-    if (rc == STEPQ_OK && pending >= 0)
-        rc = members_read(b, pending);
+    if (rc == STEPQ_OK)
+        rc = pending_read(b, &pend);
+    stepq__free(pend.nm);
     if (rc != STEPQ_OK && q->rc != NULL)
         stepq__drop(q); /* replies still on their way cannot be matched */
     return rc;

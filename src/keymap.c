@@ -93,6 +93,33 @@ static struct tpl_parts tpl_split(const char *t)
     return p;
 }
 
+/* The parts of template `side` of rule r, as add_rule recorded them. */
+static struct tpl_parts rule_parts(const stepq__rule *r, int side)
+{
+    const char *t = r->tpl[side];
+    struct tpl_parts p = {t, r->per_id ? t + r->plen[side] + 4 : NULL, r->plen[side],
+                          r->slen[side]};
+    return p;
+}
+
+/* Does `key` match the template of parts p? As tpl_match. */
+static int parts_match(const struct tpl_parts *p, const char *key, size_t klen, const char **ret_id,
+                       size_t *ret_idlen)
+{
+    if (p->suf == NULL) {
+        if (klen != p->plen || memcmp(p->pre, key, klen) != 0)
+            return 0;
+    } else if (klen <= p->plen + p->slen || memcmp(key, p->pre, p->plen) != 0 ||
+               memcmp(key + klen - p->slen, p->suf, p->slen) != 0) {
+        return 0;
+    }
+    if (ret_id != NULL)
+        *ret_id = key + p->plen;
+    if (ret_idlen != NULL)
+        *ret_idlen = p->suf ? klen - p->plen - p->slen : 0;
+    return 1;
+}
+
 /* How specific a template is: a fixed name beats any template with {id},
  * and a template with {id} beats one with fewer fixed bytes. Two templates
  * that both match a key nest (the parser checks it), and the inner one has
@@ -111,18 +138,7 @@ static int tpl_match(const char *tpl, const char *key, size_t klen, const char *
 {
     struct tpl_parts p = tpl_split(tpl);
 
-    if (p.suf == NULL) {
-        if (klen != p.plen || memcmp(tpl, key, klen) != 0)
-            return 0;
-    } else if (klen <= p.plen + p.slen || memcmp(key, p.pre, p.plen) != 0 ||
-               memcmp(key + klen - p.slen, p.suf, p.slen) != 0) {
-        return 0;
-    }
-    if (ret_id != NULL)
-        *ret_id = key + p.plen;
-    if (ret_idlen != NULL)
-        *ret_idlen = p.suf ? klen - p.plen - p.slen : 0;
-    return 1;
+    return parts_match(&p, key, klen, ret_id, ret_idlen);
 }
 
 int stepq__keymap_match(const stepq__keymap *km, const char *key, size_t len,
@@ -139,11 +155,10 @@ int stepq__keymap_match(const stepq__keymap *km, const char *key, size_t len,
         if (km->rules[r].type == STEPQ_KT_CHANNEL)
             continue;
         for (int side = 0; side < 2; side++) {
-            struct tpl_parts p = tpl_split(km->rules[r].tpl[side]);
+            struct tpl_parts p = rule_parts(&km->rules[r], side);
             const char *id;
             size_t idlen;
-            if ((best >= 0 && tpl_rank(&p) <= best_rank) ||
-                !tpl_match(km->rules[r].tpl[side], key, len, &id, &idlen))
+            if ((best >= 0 && tpl_rank(&p) <= best_rank) || !parts_match(&p, key, len, &id, &idlen))
                 continue;
             best = (int)r;
             best_rank = tpl_rank(&p);
@@ -168,7 +183,7 @@ int stepq__keymap_stray(const stepq__keymap *km, const char *key, size_t len)
     key += nslen;
     len -= nslen;
     for (size_t r = 0; r < km->n; r++) {
-        struct tpl_parts p = tpl_split(km->rules[r].tpl[STEPQ_OLD]);
+        struct tpl_parts p = rule_parts(&km->rules[r], STEPQ_OLD);
         if (km->rules[r].type == STEPQ_KT_CHANNEL || p.suf == NULL)
             continue;
         if (len >= p.plen && len >= p.slen && memcmp(key, p.pre, p.plen) == 0 &&
@@ -344,6 +359,11 @@ static int add_rule(stepq__keymap *km, char **f, int lineno, char *err, size_t e
     snprintf(r->tpl[0], STEPQ_RULE_MAX, "%s", f[2]);
     snprintf(r->tpl[1], STEPQ_RULE_MAX, "%s", f[3]);
     r->per_id = id_old;
+    for (int side = 0; side < 2; side++) {
+        struct tpl_parts p = tpl_split(r->tpl[side]);
+        r->plen[side] = p.plen;
+        r->slen[side] = p.slen;
+    }
     km->n++;
     return STEPQ_OK;
 }

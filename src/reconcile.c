@@ -12,7 +12,10 @@
  * SCAN may give a pair twice (both of its keys, or a key twice), and the
  * script is idempotent. The queue collections are taken by name first, each
  * one COPY: for a collection of millions of members that blocks Redis for
- * its size (docs/migration-engine.md, Limits).
+ * its size (docs/migration-engine.md, Limits). The pages go through the
+ * walks' pipe (walk_pipe.c): several pages of scripts in flight, and on a
+ * cluster one page at a time on a settled slot, a page redone after a
+ * redirection (idempotent scripts make that safe).
  *
  * Safe while writers run in the phases it is used in: every writer's script
  * writes both sides of what it touches atomically (the dual phases), or
@@ -39,6 +42,9 @@ struct rc_walk {
     int dry;
     stepq_progress_fn fn;
     void *arg;
+    const char *prefix[1]; /* the scripts' KEYS before the pairs */
+    const char *args[6];   /* and their ARGV before the roles */
+    stepq__walk walk;
 };
 
 /* {copied, deleted, unknown count, names...} */
@@ -92,14 +98,6 @@ static int rc_run(stepq *q, struct rc_walk *w)
 {
     size_t n = (w->pairs.n + RC_BATCH - 1) / RC_BATCH;
     redisReply **rep = stepq__calloc(n + 1, sizeof(*rep));
-    const char *prefix[] = {q->k_phase};
-    const char *args[] = {
-        w->dry ? "1" : "0",
-        w->truth == STEPQ_NEW ? ",step,step-primary,dual-read,dual-write," : ",dual-write,",
-        w->truth == STEPQ_NEW ? "the rollback's reconcile of the old keys" : "the repair",
-        w->mode,
-        w->tpl[0],
-        w->tpl[1]};
     int rc = STEPQ_ERR;
 
     if (rep == NULL) {
@@ -107,8 +105,8 @@ static int rc_run(stepq *q, struct rc_walk *w)
         return STEPQ_ERR;
     }
     rc_roles(q, &w->pairs);
-    if (stepq__pairs_run(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, RC_BATCH, 1, prefix, 6, args,
-                         1, rep) == STEPQ_OK) {
+    if (stepq__pairs_run(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, RC_BATCH, 1, w->prefix, 6,
+                         w->args, 1, rep) == STEPQ_OK) {
         rc = STEPQ_OK;
         for (size_t i = 0; i < n; i++) {
             if (rc == STEPQ_OK && rc_reply(q, rep[i], w) != STEPQ_OK)
@@ -124,13 +122,41 @@ static int rc_run(stepq *q, struct rc_walk *w)
     return rc;
 }
 
-/* Every per-id key of either side gives the pair (truth, twin). */
+/* One reconcile_batch script in flight: its reply is read in turn. */
+struct rc_batch {
+    struct rc_walk *w;
+    size_t n; /* pairs */
+};
+
+static int rc_reader(stepq *q, void *ctx, int abort)
+{
+    struct rc_batch *x = ctx;
+    struct rc_walk *w = x->w;
+    int rc = STEPQ_OK;
+
+    if (!abort) {
+        redisReply *r = stepq__read_reply(q);
+        rc = r == NULL ? STEPQ_ERR : rc_reply(q, r, w);
+        freeReplyObject(r);
+        w->done += (long long)x->n;
+        if (rc == STEPQ_OK && w->fn != NULL)
+            w->fn(w->done, 0, NULL, NULL, w->arg);
+    }
+    stepq__free(x);
+    return rc;
+}
+
+/* Every per-id key of either side gives the pair (truth, twin); the page's
+ * scripts are queued on the walk's pipe without waiting (walk_pipe.c):
+ * each script checks the phase and is idempotent, so a page redone (a
+ * cluster's redirection, a rerun after a kill) changes nothing more. */
 static int rc_page(stepq *q, const redisReply *keys, const char *cursor, void *arg)
 {
     struct rc_walk *w = arg;
     const char *id;
     size_t idlen;
     enum stepq__side side;
+    int rc = STEPQ_OK;
 
     (void)cursor;
     /* With the old side the truth (the repair), an old-looking key no rule
@@ -147,7 +173,26 @@ static int rc_page(stepq *q, const redisReply *keys, const char *cursor, void *a
             return STEPQ_ERR;
         }
     }
-    return w->pairs.n ? rc_run(q, w) : STEPQ_OK;
+    rc_roles(q, &w->pairs);
+    /* The command buffer holds its own copy of every name once queued. */
+    for (size_t lo = 0; rc == STEPQ_OK && lo < w->pairs.n; lo += RC_BATCH) {
+        size_t hi = lo + RC_BATCH < w->pairs.n ? lo + RC_BATCH : w->pairs.n;
+        struct rc_batch *x = stepq__calloc(1, sizeof(*x));
+        if (x == NULL) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+            rc = STEPQ_ERR;
+            break;
+        }
+        *x = (struct rc_batch){w, hi - lo};
+        rc = stepq__pairs_append(q, STEPQ_SCRIPT_RECONCILE_BATCH, &w->pairs, lo, hi, 1, w->prefix,
+                                 6, w->args, 1);
+        if (rc == STEPQ_OK)
+            rc = stepq__window_push(q, &w->walk.win, rc_reader, x, (long)(hi - lo));
+        if (rc != STEPQ_OK)
+            stepq__free(x); /* the scripts queued before are read by the walk's abort */
+    }
+    stepq__pairs_clear(&w->pairs);
+    return rc;
 }
 
 /* The old and the new step record templates (the script derives the
@@ -187,7 +232,19 @@ int stepq__reconcile(stepq *q, enum stepq__side truth, int dry, const char *mode
             goto out;
         }
     }
-    if (rc_run(q, &w) != STEPQ_OK || stepq__walk_ns(q, "0", 500, rc_page, &w) != STEPQ_OK)
+    w.prefix[0] = q->k_phase;
+    w.args[0] = dry ? "1" : "0";
+    w.args[1] = truth == STEPQ_NEW ? ",step,step-primary,dual-read,dual-write," : ",dual-write,";
+    w.args[2] = truth == STEPQ_NEW ? "the rollback's reconcile of the old keys" : "the repair";
+    w.args[3] = mode;
+    w.args[4] = w.tpl[0];
+    w.args[5] = w.tpl[1];
+    /* The fixed keys by name first, then every page of the namespace with
+     * at most STEPQ_WALK_PAGES pages of scripts in flight. */
+    long count = stepq__walk_count(RC_BATCH, 0);
+    if (rc_run(q, &w) != STEPQ_OK ||
+        stepq__walk_run(q, &w.walk, "0", count, stepq__walk_cap(count, 0), rc_page, NULL, &w) !=
+            STEPQ_OK)
         goto out;
     if (w.strays > 0) {
         stepq__set_error(q, STEPQ_E_SERVER,

@@ -79,6 +79,10 @@ typedef struct stepq__rule {
     enum stepq__keytype type;
     char tpl[2][STEPQ_RULE_MAX]; /* old and new template, without namespace */
     int per_id;                  /* templates hold {id} */
+    /* Each template's bytes before and after its {id} (all of it before,
+     * none after, without one): set with tpl, read by every match, which
+     * the walks make several times a key. */
+    size_t plen[2], slen[2];
 } stepq__rule;
 
 typedef struct stepq__keymap {
@@ -398,9 +402,6 @@ json_t *stepq__hash_counters(stepq *q, const char *key);
 /* Called with each page of a namespace SCAN and the cursor that produced
  * it: resuming from that cursor redoes this page and nothing before it. */
 typedef int (*stepq__page_fn)(stepq *q, const redisReply *keys, const char *cursor, void *arg);
-/* SCANs every key of the namespace from cursor `from` ("0": the start),
- * about `count` keys a page. */
-int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, void *arg);
 
 /* A set of 64-bit key-name hashes in bounded memory (nameset.c): sorted
  * runs on a temporary file, merged when sealed, looked up with one read of

@@ -70,68 +70,6 @@ int stepq__members_retry(stepq *q, long long *deadline)
     return 1;
 }
 
-int stepq__walk_ns(stepq *q, const char *from, long count, stepq__page_fn fn, void *arg)
-{
-    char cursor[32], cnt[24], owner[41] = "";
-    sds match = sdscatfmt(sdsempty(), "%s*", q->km.ns);
-    int rc = STEPQ_OK, restarted;
-    long long deadline = 0;
-
-    if (match == NULL) {
-        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
-        return STEPQ_ERR;
-    }
-    snprintf(cursor, sizeof(cursor), "%s", from && *from ? from : "0");
-    snprintf(cnt, sizeof(cnt), "%ld", count > 0 ? count : 100);
-    for (;;) {
-        char page_cursor[32];
-        const char *argv[] = {"SCAN", cursor, "COUNT", cnt, "MATCH", match};
-        if (stepq__walk_settle(q, owner, cursor, &restarted) != STEPQ_OK) {
-            rc = STEPQ_ERR;
-            break;
-        }
-        /* Without a namespace every key may be ours: no MATCH to filter. */
-        redisReply *r = stepq__command(q, q->km.ns[0] ? 6 : 4, argv, NULL);
-        if (r == NULL) {
-            if (stepq__walk_retry(q, &deadline))
-                continue;
-            rc = STEPQ_ERR;
-            break;
-        }
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len >= sizeof(cursor) ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
-            freeReplyObject(r);
-            stepq__set_error(q, STEPQ_E_PROTOCOL, "unexpected SCAN reply");
-            rc = STEPQ_ERR;
-            break;
-        }
-        memcpy(page_cursor, cursor, sizeof(cursor));
-        memcpy(cursor, r->element[0]->str, r->element[0]->len + 1);
-        rc = fn(q, r->element[1], page_cursor, arg);
-        freeReplyObject(r);
-        if (rc != STEPQ_OK && stepq__walk_retry(q, &deadline)) {
-            memcpy(cursor, page_cursor, sizeof(cursor)); /* redo this page */
-            rc = STEPQ_OK;
-            continue;
-        }
-        if (rc != STEPQ_OK)
-            break;
-        deadline = 0;
-        if (strcmp(cursor, "0") != 0)
-            continue;
-        /* After the last page: did the slot stay put for the whole walk? */
-        if (stepq__walk_settle(q, owner, cursor, &restarted) != STEPQ_OK) {
-            rc = STEPQ_ERR;
-            break;
-        }
-        if (!restarted)
-            break;
-    }
-    sdsfree(match);
-    return rc;
-}
-
 long stepq__walk_count(long batch, long max_latency_ms)
 {
     if (max_latency_ms > 0)

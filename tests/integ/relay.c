@@ -240,3 +240,17 @@ int relay_arg_is(int argc, const char *const *argv, const size_t *lens, int i, c
 {
     return i < argc && i < RELAY_ARGV && lens[i] == strlen(s) && memcmp(argv[i], s, lens[i]) == 0;
 }
+
+stepq *relay_stepq(relay **rl, relay_hook hook, void *arg)
+{
+    stepq_options o = {.ignore_env_pin = 1, .reconnect_tries = 1};
+
+    *rl = relay_start(hook, arg);
+    stepq *q = stepq_connect(relay_url(*rl), &o);
+    if (q == NULL || stepq_err(q) != 0) {
+        stepq_free(q);
+        relay_stop(*rl);
+        return NULL;
+    }
+    return q;
+}

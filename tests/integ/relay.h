@@ -18,6 +18,8 @@
 
 #include <stddef.h>
 
+#include "stepq.h"
+
 enum relay_action { RELAY_FORWARD, RELAY_CUT };
 
 /* A command as the client sent it: argc arguments, each with its length
@@ -37,6 +39,10 @@ relay *relay_start(relay_hook hook, void *arg);
 const char *relay_url(const relay *r);
 /* Stops the thread, closes everything and frees; accepts NULL. */
 void relay_stop(relay *r);
+
+/* A stepq handle whose every command passes a new relay with `hook` first
+ * (*rl set); NULL (and the relay stopped) when it cannot connect. */
+stepq *relay_stepq(relay **rl, relay_hook hook, void *arg);
 
 /* Whether argument i of a command is the string s. */
 int relay_arg_is(int argc, const char *const *argv, const size_t *lens, int i, const char *s);

@@ -292,22 +292,6 @@ static int argv_at(int argc, const char *const *argv, int i)
     return at < argc && at < RELAY_ARGV ? at : -1;
 }
 
-/* A client whose every command passes the relay's hook first; NULL (and
- * the relay stopped) when it cannot connect. */
-static stepq *via_relay(relay **rl, relay_hook hook, void *arg)
-{
-    stepq_options o = {.ignore_env_pin = 1, .reconnect_tries = 1};
-
-    *rl = relay_start(hook, arg);
-    stepq *q = stepq_connect(relay_url(*rl), &o);
-    if (q == NULL || stepq_err(q) != 0) {
-        stepq_free(q);
-        relay_stop(*rl);
-        return NULL;
-    }
-    return q;
-}
-
 struct cut {
     atomic_int cut;
     char cursor[32]; /* of the last page seen */
@@ -350,7 +334,7 @@ static void test_backfill_resumes_cut_page(void)
     m_seed(200);
     move(STEPQ_PHASE_DUAL_WRITE);
     relay *rl;
-    stepq *q = via_relay(&rl, cut_mid_page, &c);
+    stepq *q = relay_stepq(&rl, cut_mid_page, &c);
     REQUIRE(q != NULL);
     CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_ERR);
     stepq_free(q);
@@ -408,7 +392,7 @@ static void test_backfill_big_held(void)
         move(STEPQ_PHASE_DUAL_WRITE);
         relay *rl;
         atomic_store(&c.cut, 0);
-        stepq *q = via_relay(&rl, cut_first_chunk, &c);
+        stepq *q = relay_stepq(&rl, cut_first_chunk, &c);
         REQUIRE(q != NULL);
         CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_ERR);
         stepq_free(q);
@@ -509,7 +493,7 @@ static void test_backfill_members_recheck(void)
     }
     freeReplyObject(t_cmd("ZADD steps:pending 1 n1")); /* a dual write: the twin exists */
     relay *rl;
-    stepq *q = via_relay(&rl, member_leaves, &l);
+    stepq *q = relay_stepq(&rl, member_leaves, &l);
     REQUIRE(q != NULL);
     CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_OK);
     stepq_free(q);
@@ -607,7 +591,7 @@ static void test_backfill_crossing_step_stops(void)
     freeReplyObject(t_cmd("SADD steps:completed X"));
     freeReplyObject(t_cmd("SADD steps:active Y"));
     relay *rl;
-    stepq *q = via_relay(&rl, move_to_step_first, &c);
+    stepq *q = relay_stepq(&rl, move_to_step_first, &c);
     REQUIRE(q != NULL);
     CHECK(stepq_backfill(q, NULL, NULL, NULL, NULL) == STEPQ_ERR);
     if (strstr(stepq_errstr(q), "moved to 'step'") == NULL)
@@ -664,7 +648,7 @@ static void test_rollback_stopped_after_move(void)
     freeReplyObject(t_cmd("HSET step:X id X status active attempts 1 worker w1"));
     freeReplyObject(t_cmd("SADD steps:active X"));
     relay *rl;
-    stepq *q = via_relay(&rl, stop_after_the_move, &s);
+    stepq *q = relay_stepq(&rl, stop_after_the_move, &s);
     REQUIRE(q != NULL);
     CHECK(stepq_rollback(q, "t", NULL, 0, NULL, NULL, NULL) == STEPQ_ERR);
     stepq_free(q);
