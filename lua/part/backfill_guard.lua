@@ -20,8 +20,9 @@ local function backfill_refused(rec, phase_key, owner, dry)
             'finish it, then backfill'
     end
     if not dry and redis.call('HGET', rec, 'owner') ~= owner then
-        return 'STEPQ_CONFLICT another backfill process took this run over; ' ..
-            'let it finish or stop it first'
+        return 'STEPQ_CONFLICT another backfill process took this run over (a second ' ..
+            "'stepq migrate backfill' started); let it finish. If none runs (a failover can " ..
+            "lose the record's last write), run 'stepq migrate backfill' again: it resumes"
     end
     return nil
 end

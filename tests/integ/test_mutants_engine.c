@@ -232,6 +232,38 @@ static void test_repair_raced_keeps_untrusted(void)
     CHECK(t_int("HEXISTS stepq:phase untrusted_since") == 0);
 }
 
+/* The run record's owner changed under a running backfill (a second
+ * backfill took it over, or a failover lost the record's last write): the
+ * run stops, saying so and what to do, and its advice, a backfill again,
+ * resumes and copies everything. */
+static void steal_owner(long long done, long long total, const char *key, const char *msg,
+                        void *arg)
+{
+    int *n = arg;
+
+    (void)done, (void)total, (void)key, (void)msg;
+    if ((*n)++ == 0)
+        freeReplyObject(t_cmd("HSET stepq:backfill owner lost"));
+}
+
+static void test_backfill_owner_lost_advice(void)
+{
+    stepq_backfill_opts bo = {.batch = 5};
+    stepq_backfill_result res = {0};
+    int reports = 0;
+
+    t_flush();
+    m_seed(200);
+    move(STEPQ_PHASE_DUAL_WRITE);
+    REQUIRE(stepq_backfill(Q, &bo, steal_owner, &reports, NULL) == STEPQ_ERR);
+    ASSERT_EQ(stepq_err(Q), STEPQ_E_CONFLICT);
+    CHECK(strstr(stepq_errstr(Q), "took this run over") != NULL);
+    CHECK(strstr(stepq_errstr(Q), "run 'stepq migrate backfill' again: it resumes") != NULL);
+    REQUIRE(stepq_backfill(Q, &bo, NULL, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(res.resumed, 1);
+    ASSERT_EQ(m_sides_equal(), 0);
+}
+
 /* mutation clean_verify_ignores_verdict: a verify that found a difference
  * is not a clean one. */
 static void test_move_needs_clean_verify(void)
@@ -685,6 +717,7 @@ int main(void)
     RUN(test_move_needs_backfill_after_dual_write);
     RUN(test_move_needs_repair_after_job);
     RUN(test_repair_raced_keeps_untrusted);
+    RUN(test_backfill_owner_lost_advice);
     RUN(test_move_needs_clean_verify);
     RUN(test_move_back_needs_reverse_verify);
     RUN(test_move_needs_backup_after_step_primary);
