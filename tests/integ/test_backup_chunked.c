@@ -126,25 +126,11 @@ static enum relay_action watch_chunks(int argc, const char *const *argv, const s
     return RELAY_FORWARD;
 }
 
-static stepq *via_relay(relay **rl, struct watch *w)
-{
-    stepq_options o = {.ignore_env_pin = 1, .reconnect_tries = 1};
-
-    *rl = relay_start(watch_chunks, w);
-    stepq *q = stepq_connect(relay_url(*rl), &o);
-    if (q == NULL || stepq_err(q) != 0) {
-        stepq_free(q);
-        relay_stop(*rl);
-        return NULL;
-    }
-    return q;
-}
-
 /* A restore whose commands pass watch_chunks; its return code. */
 static int restore_watched(struct watch *w, unsigned flags, stepq_restore_result *rr)
 {
     relay *rl;
-    stepq *q = via_relay(&rl, w);
+    stepq *q = relay_stepq(&rl, watch_chunks, w);
 
     if (q == NULL)
         FAILF("cannot connect through the relay");
