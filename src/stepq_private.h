@@ -189,8 +189,7 @@ struct stepq {
      * first connection found out; cluster_known says whether it did. */
     struct stepq__cluster *cl;
     int cluster_known;
-    int ns_registered;             /* the namespace is in the registry (registry.c) */
-    unsigned long member_restarts; /* member scans started over from 0 (walk.c) */
+    int ns_registered; /* the namespace is in the registry (registry.c) */
 };
 
 void stepq__set_error(stepq *q, int code, const char *fmt, ...) STEPQ_PRINTF(3, 4);
@@ -494,24 +493,16 @@ long stepq__walk_cap(long count, long max_latency_ms);
  * foreground client never queues behind more than one of its scripts. */
 long stepq__walk_count(long batch, long max_latency_ms);
 
-/* One SSCAN (type 's') or ZSCAN of `key` (an sds: its length is read) from
- * `cursor`, which is updated: the reply {cursor, members} (caller frees), or
- * NULL with the error set. */
-redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],
-                                const char *count);
-/* The same for a binary-safe key name of `len` bytes. */
-redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type, char cursor[32],
-                                  const char *count);
-
-/* The same, pipelined: queues the SSCAN/ZSCAN of a member page, and reads
- * such a reply in turn, updating cursor (NULL with the error set). */
+/* Queues the SSCAN (type 's') or ZSCAN of a member page of `key` (`len`
+ * bytes) from `cursor`, and reads such a reply in turn, updating cursor:
+ * the reply {cursor, members} (caller frees), or NULL with the error set. */
 int stepq__queue_members(stepq *q, const char *key, size_t len, char type, const char *cursor,
                          const char *count);
 redisReply *stepq__read_members(stepq *q, char cursor[32]);
 /* After a member scan failed: 1 when it may start over from member cursor
  * 0 (a cluster, a lost connection or a redirection, within the wait budget
- * counted from *deadline (0: now), the slot settled; member_restarts counts
- * it), else 0 with the error standing. A member cursor is worth nothing on
+ * counted from *deadline (0: now), the slot settled), else 0 with the
+ * error standing. A member cursor is worth nothing on
  * another node (walk.c). */
 int stepq__members_retry(stepq *q, long long *deadline);
 

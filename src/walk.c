@@ -66,7 +66,6 @@ int stepq__members_retry(stepq *q, long long *deadline)
     if (!stepq__walk_retry(q, deadline) || stepq__cluster_settled(q, id) != STEPQ_OK)
         return 0;
     (void)stepq__cluster_moved(q);
-    q->member_restarts++;
     return 1;
 }
 
@@ -75,21 +74,6 @@ long stepq__walk_count(long batch, long max_latency_ms)
     if (max_latency_ms > 0)
         return batch;
     return batch * 10 < 5000 ? batch * 10 : 5000;
-}
-
-redisReply *stepq__scan_members(stepq *q, const char *key, char type, char cursor[32],
-                                const char *count)
-{
-    return stepq__scan_members_n(q, key, sdslen((sds)key), type, cursor, count);
-}
-
-redisReply *stepq__scan_members_n(stepq *q, const char *key, size_t len, char type, char cursor[32],
-                                  const char *count)
-{
-    stepq__clear_error(q);
-    if (stepq__queue_members(q, key, len, type, cursor, count) != STEPQ_OK)
-        return NULL;
-    return stepq__read_members(q, cursor);
 }
 
 /*
