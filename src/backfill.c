@@ -507,8 +507,9 @@ static int pending_read(struct bf *b, struct pending *p)
 /* Merges a big set or zset in chunks from member cursor `from`; with
  * `checkpoint`, each chunk records where a resume starts. Pipelined: the
  * next SSCAN/ZSCAN page is asked for before a page's scripts are read, so a
- * page costs one round trip, not two; and a page holds ten scripts of
- * `batch` members (one without a latency bound: stepq__walk_count), since
+ * page costs one round trip, not two; and a page holds fifty scripts of
+ * `batch` members, at most 5000 (one with a latency bound:
+ * stepq__member_count), since
  * the member cursors chain (each page's comes with the one before it) and
  * a page of one script made a merge one round trip a chunk (at 2 ms the
  * 100,000-step backfill spent most of its time there). Of a page's
@@ -526,7 +527,7 @@ static int merge_pages(struct bf *b, const char *src, const char *dst, char type
     int rc = STEPQ_OK, more = 1;
 
     snprintf(cursor, sizeof(cursor), "%s", from);
-    snprintf(cnt, sizeof(cnt), "%ld", stepq__walk_count(b->o.batch, b->o.max_latency_ms));
+    snprintf(cnt, sizeof(cnt), "%ld", stepq__member_count(b->o.batch, b->o.max_latency_ms));
     size_t slen = sdslen((sds)src);
     if (stepq__queue_members(q, src, slen, type, cursor, cnt) != STEPQ_OK)
         return STEPQ_ERR;

@@ -124,31 +124,48 @@ static int handshake_cmd(stepq *q, int argc, const char **argv, const char *what
     return STEPQ_OK;
 }
 
+/* Loads every script in one round trip: all the SCRIPT LOADs are queued,
+ * then their replies read (one per script, in order); over a slow link
+ * this was a round trip a script at every connect. */
 static int load_scripts(stepq *q)
 {
+    int rc = STEPQ_OK;
+
     for (int i = 0; i < STEPQ_SCRIPT_COUNT; i++) {
-        redisReply *r =
-            redisCommand(q->rc, "SCRIPT LOAD %b", stepq__scripts[i].body, stepq__scripts[i].len);
-        if (r == NULL) {
+        const char *argv[] = {"SCRIPT", "LOAD", stepq__scripts[i].body};
+        const size_t lens[] = {6, 4, stepq__scripts[i].len};
+        if (redisAppendCommandArgv(q->rc, 3, argv, lens) != REDIS_OK) {
+            stepq__set_error(q, STEPQ_E_OOM, "out of memory while loading scripts");
+            stepq__drop(q); /* a partial pipeline must not stay queued */
+            return STEPQ_ERR;
+        }
+    }
+    for (int i = 0; i < STEPQ_SCRIPT_COUNT; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(q->rc, (void **)&r) != REDIS_OK || r == NULL) {
             set_io_error(q, "connection lost while loading scripts into");
             return STEPQ_ERR;
         }
+        if (rc != STEPQ_OK) {
+            freeReplyObject(r); /* the error is set: read the rest, to stay in step */
+            continue;
+        }
         if (r->type == REDIS_REPLY_ERROR && not_now(q, r)) {
-            freeReplyObject(r);
-            return STEPQ_ERR; /* loading after a restart: the caller retries */
+            freeReplyObject(r); /* dropped: nothing more to read */
+            return STEPQ_ERR;   /* loading after a restart: the caller retries */
         }
         if (r->type != REDIS_REPLY_STRING || r->len != 40) {
             stepq__set_error(q, STEPQ_E_SERVER, "cannot load script '%s': %s",
                              stepq__scripts[i].name,
                              r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-            freeReplyObject(r);
-            return STEPQ_ERR;
+            rc = STEPQ_ERR;
+        } else {
+            memcpy(q->shas[i], r->str, 41);
         }
-        memcpy(q->shas[i], r->str, 41);
         freeReplyObject(r);
     }
-    q->scripts_loaded = 1;
-    return STEPQ_OK;
+    q->scripts_loaded = rc == STEPQ_OK;
+    return rc;
 }
 
 static int connect_once(stepq *q)

@@ -492,6 +492,12 @@ long stepq__walk_cap(long count, long max_latency_ms);
  * page when the walk watches latency (max_latency_ms > 0), so that a
  * foreground client never queues behind more than one of its scripts. */
 long stepq__walk_count(long batch, long max_latency_ms);
+/* Members a SSCAN/ZSCAN page of a big collection asks for: with a latency
+ * bound one batch; else fifty, at most 5000. Member cursors chain (a page's
+ * comes with the one before it), so a collection's pages cannot overlap and
+ * each costs a round trip: over a 2 ms link, pages of 1000 left Redis idle
+ * for most of a big collection's walk (verify's `jobs:completed`). */
+long stepq__member_count(long batch, long max_latency_ms);
 
 /* Queues the SSCAN (type 's') or ZSCAN of a member page of `key` (`len`
  * bytes) from `cursor`, and reads such a reply in turn, updating cursor:

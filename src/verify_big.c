@@ -176,7 +176,7 @@ static int members_pages(struct big *g)
     size_t step = g->type == 's' ? 1 : 2, pending = 0;
     int rc, more = 1;
 
-    snprintf(cnt, sizeof(cnt), "%ld", stepq__walk_count(v->o.batch, v->o.max_latency_ms));
+    snprintf(cnt, sizeof(cnt), "%ld", stepq__member_count(v->o.batch, v->o.max_latency_ms));
     size_t alen = sdslen((const sds)g->a);
     rc = stepq__queue_members(q, g->a, alen, g->type, cursor, cnt);
     while (rc == STEPQ_OK && more) {

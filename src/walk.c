@@ -76,6 +76,13 @@ long stepq__walk_count(long batch, long max_latency_ms)
     return batch * 10 < 5000 ? batch * 10 : 5000;
 }
 
+long stepq__member_count(long batch, long max_latency_ms)
+{
+    if (max_latency_ms > 0)
+        return batch;
+    return batch * 50 < 5000 ? batch * 50 : 5000;
+}
+
 /*
  * A member cursor of SSCAN/ZSCAN, like a SCAN cursor, is a position in one
  * node's table. On a cluster, when the handle was redirected (ASK, MOVED)
