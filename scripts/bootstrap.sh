@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(build-essential clang libclang-rt-14-dev cmake pkg-config libhiredis-dev libmicrohttpd-dev
-      libjansson-dev uuid-dev libzstd-dev libxxhash-dev nettle-dev redis-server redis-tools curl python3
+      libjansson-dev uuid-dev libzstd-dev libxxhash-dev nettle-dev libjemalloc-dev redis-server redis-tools curl python3
       valgrind jq time chromium nodejs systemd)
 # npm: Debian's package, unless a node from elsewhere brought its own.
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
