@@ -168,6 +168,41 @@ json_t *stepq__hash_counters(stepq *q, const char *key)
     return o;
 }
 
+/* The keys a restore left partly written (docs/backup.md, "A restore cut
+ * short"): their number and the first few names, as src/keyname.c writes
+ * them. A mark outlives its restore only when that restore was cut. */
+static json_t *restore_marks(stepq *q)
+{
+    sds key = sdscatfmt(sdsempty(), "%sstepq:restoring", q->km.ns);
+    redisReply *n = key ? stepq__commandf(q, "HLEN %b", key, sdslen(key)) : NULL;
+    redisReply *r = n && n->type == REDIS_REPLY_INTEGER && n->integer > 0
+                        ? stepq__commandf(q, "HSCAN %b 0 COUNT 10", key, sdslen(key))
+                        : NULL;
+    json_t *o =
+        n ? json_pack("{s:I, s:[]}", "keys",
+                      (json_int_t)(n->type == REDIS_REPLY_INTEGER ? n->integer : 0), "first")
+          : NULL;
+
+    if (n != NULL && n->type == REDIS_REPLY_INTEGER && n->integer > 0 && r == NULL) {
+        json_decref(o); /* the HSCAN failed: its error is set */
+        o = NULL;
+    }
+    if (o != NULL && r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_ARRAY) {
+        json_t *first = json_object_get(o, "first");
+        for (size_t i = 0; i < r->element[1]->elements && i < 10; i += 2) {
+            const redisReply *f = r->element[1]->element[i];
+            char name[STEPQ_RULE_MAX];
+            stepq__keyname_buf(name, sizeof(name), f->str, f->len);
+            json_array_append_new(first, json_string(name));
+        }
+    }
+    freeReplyObject(n);
+    freeReplyObject(r);
+    sdsfree(key);
+    return o;
+}
+
 int stepq_status(stepq *q, char **ret_json)
 {
     json_t *o = json_object(), *v;
@@ -202,6 +237,9 @@ int stepq_status(stepq *q, char **ret_json)
             goto fail;
         json_object_set_new(o, rec[i], v);
     }
+    if ((v = restore_marks(q)) == NULL)
+        goto fail;
+    json_object_set_new(o, "restoring", v);
     if ((v = stepq__key_counts(q)) == NULL)
         goto fail;
     json_object_set_new(o, "keys", v);

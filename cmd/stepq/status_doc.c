@@ -251,6 +251,8 @@ json_t *status_doc_from_raw(const json_t *raw, json_t *reasons, long long now)
     json_object_set_new(doc, "checked_at_iso", status_iso(now));
     json_object_set_new(doc, "cache_ms", json_integer(HTTP_HEALTH_CACHE_MS));
     json_object_set(doc, "keys", json_object_get(raw, "keys"));
+    /* Keys a cut restore left partly written (docs/backup.md). */
+    json_object_set(doc, "restoring", json_object_get(raw, "restoring"));
     json_t *counters = status_typed_record(json_object_get(raw, "counters"));
     /* The counters the runbook watches are there from the start, at 0. */
     static const char *const watched[] = {"fallback_reads", "lazy_migrations", "primary_misses"};

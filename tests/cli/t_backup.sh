@@ -43,7 +43,11 @@ rc DEL jobs:completed
 rc SADD jobs:completed a
 rc HSET stepq:restoring jobs:completed 0123
 expect 4 "'jobs:completed' was left partly written" -- "$STEPQ" migrate restore "$tmp/b3"
+# migrate status shows the mark, with the same way out.
+expect 0 "1 keys were left partly written by a restore that did not finish (first: jobs:completed): run the restore of the same backup again with --replace" -- "$STEPQ" migrate status
+expect 0 '"restoring":{"keys":1,"first":["jobs:completed"]}' -- "$STEPQ" migrate status --json
 expect 0 "restored 1" -- "$STEPQ" migrate restore "$tmp/b3" --replace
+expect 0 '"restoring":{"keys":0,"first":[]}' -- "$STEPQ" migrate status --json
 [ "$(redis-cli -s "$REDIS_SOCK" -n "$STEPQ_DB" eval "return {redis.call('SCARD', 'jobs:completed'), redis.call('EXISTS', 'stepq:restoring')}" 0 | tr '\n' ' ')" = "3 0 " ] &&
     pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the set should be whole again, its mark gone"; }
 rc FLUSHDB
