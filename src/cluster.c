@@ -424,7 +424,20 @@ redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_sc
             cl->moved = 1;
             return send_to(q, &node, cmd, len, 1);
         }
-        if (how == R_MOVED && ++moves <= 16) {
+        if (how == R_MOVED && ++moves > 4) {
+            /* Sent back and forth: the nodes disagree on the owner (a
+             * reshard by hand that told the source before the target, or
+             * the moment before gossip catches up). Wait for them to agree,
+             * as for TRYAGAIN, up to the same limit. */
+            long long now = stepq__now_ms();
+            if (deadline == 0)
+                deadline = now + cl->wait_ms;
+            if (now >= deadline)
+                return r; /* the caller maps it to a "retry later" error */
+            stepq__sleep_ms(delay);
+            delay = delay * 2 > 500 ? 500 : delay * 2;
+        }
+        if (how == R_MOVED) {
             freeReplyObject(r);
             cl->moved = 1;
             cl->owner = node;
@@ -435,8 +448,6 @@ redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_sc
                 return NULL;
             continue;
         }
-        if (how == R_MOVED)
-            return r; /* sixteen moves in a row: the nodes disagree */
         /* Wait: a migrating slot, TRYAGAIN, a cluster without quorum. */
         long long now = stepq__now_ms();
         if (deadline == 0)
