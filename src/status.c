@@ -174,20 +174,20 @@ json_t *stepq__hash_counters(stepq *q, const char *key)
 static json_t *restore_marks(stepq *q)
 {
     sds key = sdscatfmt(sdsempty(), "%sstepq:restoring", q->km.ns);
-    redisReply *n = key ? stepq__commandf(q, "HLEN %b", key, sdslen(key)) : NULL;
-    redisReply *r = n && n->type == REDIS_REPLY_INTEGER && n->integer > 0
-                        ? stepq__commandf(q, "HSCAN %b 0 COUNT 10", key, sdslen(key))
-                        : NULL;
-    json_t *o =
-        n ? json_pack("{s:I, s:[]}", "keys",
-                      (json_int_t)(n->type == REDIS_REPLY_INTEGER ? n->integer : 0), "first")
-          : NULL;
+    json_t *o = json_pack("{s:I, s:[]}", "keys", (json_int_t)0, "first");
+    redisReply *n = NULL, *r = NULL;
 
-    if (n != NULL && n->type == REDIS_REPLY_INTEGER && n->integer > 0 && r == NULL) {
-        json_decref(o); /* the HSCAN failed: its error is set */
-        o = NULL;
+    if (key == NULL || o == NULL) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory");
+        goto fail;
     }
-    if (o != NULL && r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+    if ((n = stepq__commandf(q, "HLEN %b", key, sdslen(key))) == NULL)
+        goto fail;
+    long long marks = n->type == REDIS_REPLY_INTEGER ? n->integer : 0;
+    json_object_set_new(o, "keys", json_integer(marks));
+    if (marks > 0 && (r = stepq__commandf(q, "HSCAN %b 0 COUNT 10", key, sdslen(key))) == NULL)
+        goto fail;
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[1]->type == REDIS_REPLY_ARRAY) {
         json_t *first = json_object_get(o, "first");
         for (size_t i = 0; i < r->element[1]->elements && i < 10; i += 2) {
@@ -201,6 +201,12 @@ static json_t *restore_marks(stepq *q)
     freeReplyObject(r);
     sdsfree(key);
     return o;
+fail:
+    freeReplyObject(n);
+    freeReplyObject(r);
+    sdsfree(key);
+    json_decref(o);
+    return NULL;
 }
 
 int stepq_status(stepq *q, char **ret_json)
