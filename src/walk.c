@@ -53,9 +53,8 @@ int stepq__walk_retry(stepq *q, long long *deadline)
         return 0;
     if (*deadline == 0)
         *deadline = stepq__now_ms() + stepq__cluster_wait_ms(q);
-    if (stepq__now_ms() >= *deadline)
+    if (stepq__now_ms() >= *deadline || stepq__nap(q, 100) != STEPQ_OK)
         return 0;
-    stepq__sleep_ms(100);
     return 1;
 }
 
