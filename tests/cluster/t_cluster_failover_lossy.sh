@@ -19,14 +19,8 @@ export STEPQ_CLUSTER_WAIT_MS=60000
 STEPQ_CLUSTER_SEEDS=$(printf '127.0.0.1:%s,' $CLUSTER_PORTS)
 export STEPQ_CLUSTER_SEEDS=${STEPQ_CLUSTER_SEEDS%,}
 
-# A master with a replica in sync (not the URL's node if another has one);
-# the namespace on it.
-victim="" rep=""
-for m in $(masters | grep -vx "${CLUSTER_URL##*:}") $(masters | grep -x "${CLUSTER_URL##*:}"); do
-    rep=$(replicas_of "$m" | head -1)
-    [ -n "$rep" ] && { victim=$m; break; }
-done
-[ -n "$victim" ] || { echo "no master with a replica in sync"; exit 1; }
+# A master with a replica in sync; the namespace on it.
+read -r victim rep < <(victim_pick) || { echo "no master with a replica in sync"; exit 1; }
 L=$(ns_on fl "$victim")
 tmp=$(mktemp -d "${TMPDIR:-/tmp}"/stepq-clossy.XXXXXX)
 restore() {
@@ -118,9 +112,6 @@ sed 's/^/     /' "$tmp/l/acc" 2>/dev/null
 # link as it was, for the tests that follow.
 check "the killed node is back, as a replica, and the cluster whole" '
     redis-cli -p "$rep" config set masterauth "" >/dev/null
-    "$(dirname "$0")/cluster.sh" restart "$CLUSTER_DIR" "$victim"
-    for _ in $(seq 1 100); do redis-cli -p "$victim" role 2>/dev/null | head -1 | grep -q slave && break; sleep 0.1; done
-    redis-cli -p "$victim" role | head -1 | grep -q slave
-    wait_cluster_ok'
+    back_as_replica "$victim"'
 ns_clear "$L"
 finish
