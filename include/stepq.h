@@ -22,6 +22,7 @@
 #ifndef STEPQ_H
 #define STEPQ_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -96,6 +97,20 @@ STEPQ_API int stepq_url_check(const char *url, char *errbuf, size_t errlen);
 
 /* Sends PING. */
 STEPQ_API int stepq_ping(stepq *q);
+
+/*
+ * Lets a process that is stopping (a worker after SIGTERM) stop waiting for
+ * a Redis that cannot answer. `flag` (may be NULL: none) is read, never
+ * written, at every wait; a signal handler sets it. Once it is non-zero, a
+ * call waits at most about a second more for a reply, makes one connection
+ * attempt (at most a second) instead of reconnecting with backoff, and
+ * waits out no moving slot or failover (STEPQ_CLUSTER_WAIT_MS); it fails
+ * with STEPQ_E_IO as when Redis is unreachable. A Redis that answers is not
+ * cut short, so the calls of a clean stop (reports, deregistration) still
+ * work. A command whose reply was given up may have run, as after any lost
+ * connection.
+ */
+STEPQ_API void stepq_set_stop_flag(stepq *q, const volatile sig_atomic_t *flag);
 
 /* ---------------------------------------------------------------------------
  * Migration phase

@@ -161,8 +161,8 @@ static redisContext *node_open(stepq *q, const char *host, int port)
     if (q->url.pass != NULL) {
         const char *a3[] = {"AUTH", q->url.user, q->url.pass};
         const char *a2[] = {"AUTH", q->url.pass};
-        redisReply *r =
-            q->url.user ? redisCommandArgv(c, 3, a3, NULL) : redisCommandArgv(c, 2, a2, NULL);
+        redisReply *r = q->url.user ? stepq__ctx_command_argv(q, c, 3, a3)
+                                    : stepq__ctx_command_argv(q, c, 2, a2);
         int ok = r != NULL && r->type != REDIS_REPLY_ERROR;
         freeReplyObject(r);
         if (!ok) {
@@ -186,7 +186,7 @@ static int str_elem(const redisReply *r, size_t i)
 static int read_slots(stepq *q, redisContext *c)
 {
     struct stepq__cluster *cl = q->cl;
-    redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+    redisReply *r = stepq__ctx_command(q, c, "CLUSTER SLOTS");
     int found = 0;
 
     if (r == NULL)
@@ -230,8 +230,14 @@ int stepq__cluster_refresh(stepq *q)
     /* The owner first: after a reshard it knows; after a failover it is
      * gone and the next seed answers. A copy, as read_slots rewrites it. */
     struct cl_node owner = cl->owner;
+    long long stop_at = 0;
     for (size_t i = 0; i <= cl->nseeds; i++) {
         const struct cl_node *n = i == 0 ? &owner : &cl->seeds[i - 1];
+        /* Asked to stop: a second for all the nodes, not one per node. */
+        if (stop_at == 0 && stepq__stopping(q))
+            stop_at = stepq__now_ms() + 1000;
+        if (stop_at != 0 && stepq__now_ms() >= stop_at)
+            break;
         if (n->port <= 0)
             continue;
         redisContext *c = node_open(q, n->host, n->port);
@@ -259,7 +265,7 @@ int stepq__cluster_refresh_if_stale(stepq *q)
 /* Is "cluster_enabled:1" in INFO cluster on q->rc? -1 on IO. */
 static int cluster_enabled(stepq *q)
 {
-    redisReply *r = redisCommand(q->rc, "INFO cluster");
+    redisReply *r = stepq__ctx_command(q, q->rc, "INFO cluster");
     int on;
 
     if (r == NULL)
@@ -372,7 +378,8 @@ static redisReply *send_to(stepq *q, const struct cl_node *node, const char *cmd
         return NULL;
     if ((asking && redisAppendCommand(c, "ASKING") != REDIS_OK) ||
         redisAppendFormattedCommand(c, cmd, len) != REDIS_OK ||
-        (asking && redisGetReply(c, &a) != REDIS_OK) || redisGetReply(c, &r) != REDIS_OK)
+        (asking && stepq__get_reply(q, c, &a) != REDIS_OK) ||
+        stepq__get_reply(q, c, &r) != REDIS_OK)
         r = NULL;
     freeReplyObject(a);
     redisFree(c);
@@ -387,7 +394,7 @@ static void wait_replicas(stepq *q)
 
     if (q->cl->wait_replicas <= 0 || q->rc == NULL)
         return;
-    r = redisCommand(q->rc, "WAIT %ld %ld", q->cl->wait_replicas, q->cl->wait_replicas_ms);
+    r = stepq__ctx_command(q, q->rc, "WAIT %ld %ld", q->cl->wait_replicas, q->cl->wait_replicas_ms);
     freeReplyObject(r);
 }
 
@@ -401,7 +408,7 @@ redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_sc
     for (;;) {
         redisReply *r = NULL;
         if (redisAppendFormattedCommand(q->rc, cmd, len) != REDIS_OK ||
-            redisGetReply(q->rc, (void **)&r) != REDIS_OK)
+            stepq__get_reply(q, q->rc, (void **)&r) != REDIS_OK)
             return NULL;
         if (cl == NULL || r == NULL || r->type != REDIS_REPLY_ERROR) {
             if (cl != NULL && is_script)
@@ -452,10 +459,10 @@ redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_sc
         long long now = stepq__now_ms();
         if (deadline == 0)
             deadline = now + cl->wait_ms;
-        if (now >= deadline)
+        if (now >= deadline || stepq__stopping(q))
             return r; /* the caller maps it to a "retry later" error */
         freeReplyObject(r);
-        stepq__sleep_ms(delay);
+        (void)stepq__nap(q, delay); /* a stop: one more try, then the line above */
         delay = delay * 2 > 500 ? 500 : delay * 2;
     }
 }
@@ -487,7 +494,7 @@ static int slot_settled(stepq *q, char ret_id[41])
 
     if (stepq__ensure(q) != STEPQ_OK)
         return -1;
-    r = redisCommand(q->rc, "CLUSTER NODES");
+    r = stepq__ctx_command(q, q->rc, "CLUSTER NODES");
     if (r == NULL || r->type != REDIS_REPLY_STRING) {
         freeReplyObject(r);
         stepq__drop(q);
@@ -534,14 +541,13 @@ int stepq__cluster_settled(stepq *q, char ret_id[41])
             /* Moving, or owned by another node now: read the map again. */
             stepq__drop(q);
         }
-        if (stepq__now_ms() >= deadline) {
+        if (stepq__now_ms() >= deadline || stepq__nap(q, delay) != STEPQ_OK) {
             stepq__set_error(q, STEPQ_E_IO,
                              "slot %d of namespace '%s' is still being moved between nodes "
                              "after %ld ms; the walk resumes when run again after the reshard",
                              q->cl->slot, q->km.ns, q->cl->wait_ms);
             return STEPQ_ERR;
         }
-        stepq__sleep_ms(delay);
         delay = delay * 2 > 500 ? 500 : delay * 2;
     }
 }

@@ -3,6 +3,7 @@
  * backoff, and run the embedded scripts with EVALSHA.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,121 @@ static struct timeval ms_tv(int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     return tv;
+}
+
+/* ---------------------------------------------------------------------------
+ * Waits a stop request cuts short (stepq_set_stop_flag)
+ *
+ * A process that was asked to stop (a worker's SIGTERM) must not wait for a
+ * Redis that cannot answer: hiredis's blocking read retries EINTR and waits
+ * out its whole timeout, and the reconnection loop would then try again for
+ * seconds (on a cluster for STEPQ_CLUSTER_WAIT_MS). So every reply is waited
+ * for here, in poll() slices that look at the flag; once it is set, a reply
+ * gets at most STOP_WAIT_MS more, a connection attempt as long, and nothing
+ * is tried twice. A Redis that answers is not cut short: what a stopping
+ * worker still has to say (its reports, its deregistration) goes through.
+ * ------------------------------------------------------------------------- */
+
+#define STOP_WAIT_MS  1000
+#define WAIT_SLICE_MS 50
+
+void stepq_set_stop_flag(stepq *q, const volatile sig_atomic_t *flag)
+{
+    if (q != NULL)
+        q->stop = flag;
+}
+
+int stepq__stopping(const stepq *q)
+{
+    return q->stop != NULL && *q->stop != 0;
+}
+
+int stepq__nap(const stepq *q, long ms)
+{
+    long long end = stepq__now_ms() + ms;
+
+    for (;;) {
+        if (stepq__stopping(q))
+            return STEPQ_ERR;
+        long long left = end - stepq__now_ms();
+        if (left <= 0)
+            return STEPQ_OK;
+        stepq__sleep_ms(left < WAIT_SLICE_MS ? (long)left : WAIT_SLICE_MS);
+    }
+}
+
+/* Waits until c's socket has bytes to read, within the command timeout and,
+ * once a stop is requested, STOP_WAIT_MS. Sets c's error when it gives up. */
+static int wait_readable(const stepq *q, redisContext *c)
+{
+    long long start = stepq__now_ms(), stop_at = 0;
+    long long limit = q->command_timeout_ms > 0 ? start + q->command_timeout_ms : 0;
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+
+    for (;;) {
+        long long now = stepq__now_ms();
+        if (stop_at == 0 && stepq__stopping(q))
+            stop_at = q->stop_end != 0 ? q->stop_end : now + STOP_WAIT_MS;
+        long long end = stop_at != 0 && (limit == 0 || stop_at < limit) ? stop_at : limit;
+        if (end != 0 && now >= end) {
+            c->err = REDIS_ERR_IO;
+            snprintf(c->errstr, sizeof(c->errstr), "no reply within %lld ms%s", now - start,
+                     stop_at != 0 ? " (stopping)" : "");
+            return REDIS_ERR;
+        }
+        int n = poll(&p, 1, WAIT_SLICE_MS);
+        if (n > 0)
+            return REDIS_OK; /* readable, closed or failed: the read tells */
+        if (n < 0 && errno != EINTR) {
+            c->err = REDIS_ERR_IO;
+            snprintf(c->errstr, sizeof(c->errstr), "poll: %s", strerror(errno));
+            return REDIS_ERR;
+        }
+    }
+}
+
+int stepq__get_reply(const stepq *q, redisContext *c, void **ret_reply)
+{
+    void *r = NULL;
+    int done = 0;
+
+    /* redisGetReply's steps, with the wait before each read ours. */
+    if (redisGetReplyFromReader(c, &r) != REDIS_OK)
+        return REDIS_ERR;
+    while (r == NULL && !done) {
+        if (redisBufferWrite(c, &done) != REDIS_OK)
+            return REDIS_ERR;
+    }
+    while (r == NULL) {
+        if (wait_readable(q, c) != REDIS_OK || redisBufferRead(c) != REDIS_OK ||
+            redisGetReplyFromReader(c, &r) != REDIS_OK)
+            return REDIS_ERR;
+    }
+    *ret_reply = r;
+    return REDIS_OK;
+}
+
+redisReply *stepq__ctx_command(const stepq *q, redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    void *r = NULL;
+
+    va_start(ap, fmt);
+    int rc = redisvAppendCommand(c, fmt, ap);
+    va_end(ap);
+    if (rc != REDIS_OK || stepq__get_reply(q, c, &r) != REDIS_OK)
+        return NULL;
+    return r;
+}
+
+redisReply *stepq__ctx_command_argv(const stepq *q, redisContext *c, int argc, const char **argv)
+{
+    void *r = NULL;
+
+    if (redisAppendCommandArgv(c, argc, argv, NULL) != REDIS_OK ||
+        stepq__get_reply(q, c, &r) != REDIS_OK)
+        return NULL;
+    return r;
 }
 
 /* Maps a failed hiredis context to our error kinds. */
@@ -108,7 +224,7 @@ static int not_now(stepq *q, const redisReply *r)
 
 static int handshake_cmd(stepq *q, int argc, const char **argv, const char *what)
 {
-    redisReply *r = redisCommandArgv(q->rc, argc, argv, NULL);
+    redisReply *r = stepq__ctx_command_argv(q, q->rc, argc, argv);
 
     if (r == NULL) {
         set_io_error(q, "connection lost during handshake with");
@@ -142,7 +258,7 @@ static int load_scripts(stepq *q)
     }
     for (int i = 0; i < STEPQ_SCRIPT_COUNT; i++) {
         redisReply *r = NULL;
-        if (redisGetReply(q->rc, (void **)&r) != REDIS_OK || r == NULL) {
+        if (stepq__get_reply(q, q->rc, (void **)&r) != REDIS_OK || r == NULL) {
             set_io_error(q, "connection lost while loading scripts into");
             return STEPQ_ERR;
         }
@@ -168,9 +284,23 @@ static int load_scripts(stepq *q)
     return rc;
 }
 
+static int connect_steps(stepq *q);
+
+/* One connection attempt; once a stop is requested, all of it (connect and
+ * handshake) within STOP_WAIT_MS. */
 static int connect_once(stepq *q)
 {
-    struct timeval ctv = ms_tv(q->connect_timeout_ms);
+    q->stop_end = stepq__stopping(q) ? stepq__now_ms() + STOP_WAIT_MS : 0;
+    int rc = connect_steps(q);
+    q->stop_end = 0;
+    return rc;
+}
+
+static int connect_steps(stepq *q)
+{
+    /* Once a stop is requested, one short attempt (see STOP_WAIT_MS). */
+    int cms = q->connect_timeout_ms;
+    struct timeval ctv = ms_tv(stepq__stopping(q) && cms > STOP_WAIT_MS ? STOP_WAIT_MS : cms);
     const char *host;
     int port;
 
@@ -207,7 +337,7 @@ static int connect_once(stepq *q)
         if (rc == STEPQ_OK && (now_host != host || now_port != port)) {
             /* The URL named another node than the slot's owner. */
             stepq__drop(q);
-            return connect_once(q);
+            return connect_steps(q);
         }
     }
     char db[16];
@@ -237,7 +367,8 @@ void stepq__sleep_ms(long ms)
  * Reconnects with exponential backoff (50 ms doubling to 2 s). Errors that
  * retrying cannot cure (a refused AUTH or SELECT) end the loop at once. On
  * a cluster the slot map is read again first, and the loop lasts as long as
- * a failover may (STEPQ_CLUSTER_WAIT_MS) rather than a number of tries.
+ * a failover may (STEPQ_CLUSTER_WAIT_MS) rather than a number of tries. A
+ * stop request (stepq_set_stop_flag) ends it after the attempt in course.
  */
 int stepq__ensure(stepq *q)
 {
@@ -266,7 +397,9 @@ int stepq__ensure(stepq *q)
             deadline = stepq__now_ms() + stepq__cluster_wait_ms(q);
         if (q->cl != NULL ? stepq__now_ms() >= deadline : attempt + 1 >= q->reconnect_tries)
             return STEPQ_ERR;
-        stepq__sleep_ms(delay);
+        /* Asked to stop: no second try, and no wait for one. */
+        if (stepq__nap(q, delay) != STEPQ_OK)
+            return STEPQ_ERR;
         delay = delay * 2 > 2000 ? 2000 : delay * 2;
     }
 }
@@ -479,7 +612,7 @@ redisReply *stepq__read_raw(stepq *q)
 {
     void *r = NULL;
 
-    if (q->rc == NULL || redisGetReply(q->rc, &r) != REDIS_OK || r == NULL) {
+    if (q->rc == NULL || stepq__get_reply(q, q->rc, &r) != REDIS_OK || r == NULL) {
         stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s",
                          q->rc ? q->rc->errstr : "not connected");
         stepq__drop(q);
@@ -518,7 +651,7 @@ redisReply *stepq__read_reply(stepq *q)
         stepq__set_error(q, STEPQ_E_IO, "not connected");
         return NULL;
     }
-    if (redisGetReply(q->rc, &r) != REDIS_OK)
+    if (stepq__get_reply(q, q->rc, &r) != REDIS_OK)
         r = NULL;
     return finish_reply(q, r);
 }

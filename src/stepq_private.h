@@ -190,6 +190,9 @@ struct stepq {
     struct stepq__cluster *cl;
     int cluster_known;
     int ns_registered; /* the namespace is in the registry (registry.c) */
+    /* stepq_set_stop_flag: when *stop is set, no wait for Redis lasts (conn.c). */
+    const volatile sig_atomic_t *stop;
+    long long stop_end; /* while stopping, the end of the connection attempt in course */
 };
 
 void stepq__set_error(stepq *q, int code, const char *fmt, ...) STEPQ_PRINTF(3, 4);
@@ -206,6 +209,18 @@ void stepq__clear_error(stepq *q);
 int stepq__ensure(stepq *q);
 /* Drops the connection after an IO or EOF error. */
 void stepq__drop(stepq *q);
+/* Has the caller asked the handle to stop waiting (stepq_set_stop_flag)? */
+int stepq__stopping(const stepq *q);
+/* Sleeps ms in short slices; STEPQ_ERR at once when a stop is requested. */
+int stepq__nap(const stepq *q, long ms);
+/* redisGetReply on c (the handle's connection or a short one of cluster.c),
+ * waiting at most the handle's command timeout, and once a stop is
+ * requested at most a second more; on giving up sets c's error. */
+int stepq__get_reply(const stepq *q, redisContext *c, void **ret_reply);
+/* redisCommand / redisCommandArgv through stepq__get_reply: the reply
+ * (caller frees) or NULL with c's error set. */
+redisReply *stepq__ctx_command(const stepq *q, redisContext *c, const char *fmt, ...);
+redisReply *stepq__ctx_command_argv(const stepq *q, redisContext *c, int argc, const char **argv);
 
 /* Runs a command (argv form, binary-safe). Returns the reply (caller frees
  * with freeReplyObject) or NULL with the error set; a Redis error reply is

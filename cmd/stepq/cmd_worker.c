@@ -68,12 +68,21 @@ struct worker {
 };
 
 static int sig_pipe[2] = {-1, -1};
+/* Set by SIGTERM/SIGINT and given to every lane's handle: a call in course
+ * when the signal comes, and every call of the drain, stops waiting for a
+ * Redis that does not answer (stepq_set_stop_flag), so the worker stops in
+ * seconds, not after the library's reconnection waits (20 s each on a
+ * cluster). The steps it could not hand back stay active, held by it, and
+ * the reaper requeues them once its heartbeat ran out. */
+static volatile sig_atomic_t stop_requested;
 
 static void on_signal(int sig)
 {
     unsigned char c = (unsigned char)sig;
     int e = errno;
 
+    if (sig == SIGTERM || sig == SIGINT)
+        stop_requested = 1;
     if (write(sig_pipe[1], &c, 1) < 0) {
         /* The pipe is full: the loop is awake anyway. */
     }
@@ -809,9 +818,13 @@ static void run(struct worker *w)
             struct lane *l = &w->lanes[i];
             if (now >= l->next_hb)
                 heartbeat(w, l, now);
+            /* A signal that came during that call: no reap or claim after
+             * it (each would wait for Redis too). */
+            on_signals(w, now_ms());
             if (!w->draining && now >= l->next_reap)
                 reap(w, l, now);
         }
+        on_signals(w, now_ms());
         claim_round(w, now_ms());
         tend(w, now_ms());
         poll_once(w, now_ms());
@@ -965,8 +978,12 @@ static void shutdown_worker(struct worker *w)
         struct lane *l = &w->lanes[i];
         /* Not where another process took the id over: that would release
          * its registration. */
-        if (l->registered && stepq_worker_deregister(l->q, w->id) != STEPQ_OK)
+        if (l->registered && stepq_worker_deregister(l->q, w->id) != STEPQ_OK) {
             redis_error(w, l, "deregister");
+            int e = stepq_err(l->q);
+            if (e == STEPQ_E_IO || e == STEPQ_E_EOF)
+                continue; /* Redis is away: the withdrawal would wait for nothing */
+        }
         if (stepq_proc_withdraw(l->q) != STEPQ_OK)
             redis_error(w, l, "withdraw");
     }
@@ -987,6 +1004,7 @@ static int lanes_start(struct cli *cli, struct worker *w)
         one.ns = l->ns = nss[i];
         one.nns = nss[i] ? 1 : 0;
         l->q = cli_connect(&one, "stepq-worker");
+        stepq_set_stop_flag(l->q, &stop_requested);
         /* Check the id and capabilities before anything runs. */
         if (stepq_worker_register(l->q, w->id, w->caps, w->ncaps, w->ttl_ms) != STEPQ_OK) {
             if (w->nlanes > 1)

@@ -190,6 +190,25 @@ replicas_of() {
             redis-cli -p "$p" info replication | tr -d '\r' | grep -q '^master_link_status:up' && echo "$p"
     done
 }
+# victim_pick: "MASTER REPLICA", a master with a replica in sync, the URL's
+# node last (a process started while the master is down finds the cluster
+# through the URL); nothing when no master has one.
+victim_pick() {
+    local m r url=${CLUSTER_URL##*:}
+    for m in $(masters | grep -vx "$url") $(masters | grep -x "$url"); do
+        r=$(replicas_of "$m" | head -1)
+        [ -n "$r" ] && { echo "$m $r"; return 0; }
+    done
+    return 1
+}
+# back_as_replica PORT: the node a test killed starts again and must come
+# back as a replica, the cluster whole (a node that did not would leave a
+# master without a replica: the next failover could not happen).
+back_as_replica() {
+    "$(dirname "${BASH_SOURCE[0]}")/cluster.sh" restart "$CLUSTER_DIR" "$1" || return 1
+    for _ in $(seq 1 100); do redis-cli -p "$1" role 2>/dev/null | head -1 | grep -q slave && break; sleep 0.1; done
+    redis-cli -p "$1" role | head -1 | grep -q slave && wait_cluster_ok
+}
 # heal: every node of the cluster runs (a test that failed between killing
 # a node and starting it again leaves it down) and the cluster is ok.
 heal() {

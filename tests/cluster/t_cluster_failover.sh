@@ -40,10 +40,6 @@ check "every step completed exactly once" 'accounted "$tmp/f"'
 # The killed node comes back as a replica, for the tests that follow (a
 # node that did not would leave a master without a replica: the next
 # failover could not happen).
-check "the killed node is back, as a replica, and the cluster whole" '
-    "$(dirname "$0")/cluster.sh" restart "$CLUSTER_DIR" "$victim"
-    for _ in $(seq 1 100); do redis-cli -p "$victim" role 2>/dev/null | head -1 | grep -q slave && break; sleep 0.1; done
-    redis-cli -p "$victim" role | head -1 | grep -q slave
-    wait_cluster_ok'
+check "the killed node is back, as a replica, and the cluster whole" 'back_as_replica "$victim"'
 ns_clear "$F"
 finish

@@ -243,19 +243,30 @@ class Scratch:
 
     def targets_for(self, names):
         """The build targets a set of tests needs: their own binary where
-        they have one, and the stepq program (the CLI, HTTP, worker and
-        migration tests run it)."""
+        they have one, the stepq program (the CLI, HTTP, worker and
+        migration tests run it), and for the cluster tests their C tools."""
         if self.targets is None:
             r = subprocess.run(['cmake', '--build', self.build, '--target', 'help'],
                                capture_output=True, text=True)
             self.targets = set(re.findall(r'^\.\.\. (\S+)', r.stdout, re.M))
-        return sorted({n for n in names if n in self.targets} | {'stepq_cli'})
+        # The cluster tests' C programs (tests/cluster/*.c) are targets of
+        # their own, named cluster_*.
+        tools = {t for t in self.targets if t.startswith('cluster_')
+                 } if any(n.startswith('cluster_') for n in names) else set()
+        return sorted({n for n in names if n in self.targets} | {'stepq_cli'} | tools)
 
     # The private redis-server of the tests (the ctest fixture `redis`) is
     # started once for the whole run; each test owns a database and empties
     # it first, so the runs do not see each other.
     def redis(self, what):
         subprocess.run(['ctest', '--test-dir', self.build, '-R', '^redis_%s$' % what],
+                       capture_output=True)
+
+    # The Redis Cluster of the cluster tests (the ctest fixture `cluster`,
+    # on ports from STEPQ_CLUSTER_PORT) is started once too, when an entry
+    # names one of them.
+    def cluster(self, what):
+        subprocess.run(['ctest', '--test-dir', self.build, '-R', '^cluster_%s$' % what],
                        capture_output=True)
 
     def redis_alive(self):
@@ -395,8 +406,11 @@ def main(argv):
 
     rows, survived, broken, waiting = [], [], [], []
     sc.redis('start')
+    runnable = [e for e in chosen if e.name not in bad]
+    on_cluster = any(t.startswith('cluster_') for e in runnable for t in e.tests)
+    if on_cluster:
+        sc.cluster('start')
     try:
-        runnable = [e for e in chosen if e.name not in bad]
         if runnable and os.environ.get('MUTATE_BASELINE', '1') != '0':
             names = sorted({t for e in runnable for t in e.tests})
             failed, case, secs = sc.run_tests(names, one_by_one=False)
@@ -423,6 +437,8 @@ def main(argv):
             sys.stdout.flush()
     finally:
         sc.redis('stop')
+        if on_cluster:
+            sc.cluster('stop')
     # An entry left out of this run whose snippet no longer matches fails
     # it too: the list must stay true whatever subset runs.
     for n in sorted(stale):
