@@ -152,20 +152,6 @@ static int send_scan(stepq *q, stepq__walk *w)
     return stepq__window_push(q, &w->win, scan_reader, w, 0);
 }
 
-/* Writes what was queued to Redis now, without waiting for a reply. */
-static int flush_out(stepq *q)
-{
-    int done = 0;
-
-    while (q->rc != NULL && !done)
-        if (redisBufferWrite(q->rc, &done) != REDIS_OK) {
-            stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s", q->rc->errstr);
-            stepq__drop(q);
-            return STEPQ_ERR;
-        }
-    return STEPQ_OK;
-}
-
 /* Drains the window with no new SCAN sent, then runs the walk's idle work. */
 static int settle(stepq *q, stepq__walk *w)
 {
@@ -183,8 +169,15 @@ int stepq__walk_pace(stepq *q, stepq__walk *w, stepq__pace *p, long n)
 {
     /* What was queued goes out now, not after the wait: a rate spreads the
      * commands over time instead of sending a page's worth at once. */
-    if (flush_out(q) != STEPQ_OK)
-        return STEPQ_ERR;
+    if (q->rc != NULL) {
+        int done = 0;
+        while (!done)
+            if (redisBufferWrite(q->rc, &done) != REDIS_OK) {
+                stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s", q->rc->errstr);
+                stepq__drop(q);
+                return STEPQ_ERR;
+            }
+    }
     /* Pacing reads the throttle hash, PINGs, reads INFO: on an empty pipe. */
     int io = stepq__pace_io_due(p);
     if (io) {
@@ -287,13 +280,9 @@ int stepq__walk_run_match(stepq *q, stepq__walk *w, const char *match, const cha
             memcpy(cur, w->page_cursor, sizeof(cur));
             w->page = NULL;
             /* The next page is asked for before this one's commands go out
-             * (on one server: a cluster reads one page at a time), and sent
-             * at once: queued, it left with the page's commands, after the
-             * client had made them all, and over a slow link Redis waited
-             * that long more a page for the SCAN that feeds it. */
+             * (on one server: a cluster reads one page at a time). */
             if (q->cl == NULL && !w->scan_done && !w->scan_out && w->win.keys < w->cap)
-                if ((rc = send_scan(q, w)) == STEPQ_OK)
-                    rc = flush_out(q);
+                rc = send_scan(q, w);
             if (rc == STEPQ_OK)
                 rc = fn(q, page->element[1], cur, arg);
             freeReplyObject(page);
