@@ -437,6 +437,14 @@ static int check_batch(stepq *q, const redisReply *batch, const char *cursor, vo
     enum stepq__side side;
 
     (void)cursor;
+    /* The next page's SCAN, queued just before this call, leaves now: sent
+     * with this page's OBJECT IDLETIMEs it waited for the client to make
+     * them all, and over a slow link Redis then waited a round trip for
+     * the names that feed it. */
+    if (stepq__walk_flush(q) != STEPQ_OK) {
+        stepq__free(pg);
+        return STEPQ_ERR;
+    }
     if (pg == NULL || (pg->item = stepq__calloc(batch->elements + 1, sizeof(*pg->item))) == NULL ||
         (pg->keys = stepq__calloc(batch->elements + 1, sizeof(*pg->keys))) == NULL) {
         if (pg != NULL)
@@ -972,6 +980,8 @@ static int final_batch(stepq *q, const redisReply *batch, const char *cursor, vo
     enum stepq__side side;
 
     (void)cursor;
+    if (stepq__walk_flush(q) != STEPQ_OK) /* the next SCAN: see check_batch */
+        return STEPQ_ERR;
     for (size_t i = 0; i < batch->elements; i++) {
         const redisReply *k = batch->element[i];
         if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) < 0 || side != STEPQ_OLD)

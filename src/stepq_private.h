@@ -491,6 +491,9 @@ void stepq__walk_idle(stepq__walk *w);
 /* stepq__pace_wait from inside a walk: drains the pipe first when the
  * pacing will talk to Redis (the throttle hash, a PING, INFO). */
 int stepq__walk_pace(stepq *q, stepq__walk *w, stepq__pace *p, long n);
+/* Writes what is queued on the connection now, without waiting for a
+ * reply (a page function that sends the next SCAN before its own work). */
+int stepq__walk_flush(stepq *q);
 /* Keys in flight at most for a walk of `count`-key pages: STEPQ_WALK_PAGES
  * pages; with a latency bound two (one script running, one behind it). */
 long stepq__walk_cap(long count, long max_latency_ms);

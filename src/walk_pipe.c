@@ -152,6 +152,19 @@ static int send_scan(stepq *q, stepq__walk *w)
     return stepq__window_push(q, &w->win, scan_reader, w, 0);
 }
 
+int stepq__walk_flush(stepq *q)
+{
+    int done = 0;
+
+    while (q->rc != NULL && !done)
+        if (redisBufferWrite(q->rc, &done) != REDIS_OK) {
+            stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s", q->rc->errstr);
+            stepq__drop(q);
+            return STEPQ_ERR;
+        }
+    return STEPQ_OK;
+}
+
 /* Drains the window with no new SCAN sent, then runs the walk's idle work. */
 static int settle(stepq *q, stepq__walk *w)
 {
@@ -169,15 +182,8 @@ int stepq__walk_pace(stepq *q, stepq__walk *w, stepq__pace *p, long n)
 {
     /* What was queued goes out now, not after the wait: a rate spreads the
      * commands over time instead of sending a page's worth at once. */
-    if (q->rc != NULL) {
-        int done = 0;
-        while (!done)
-            if (redisBufferWrite(q->rc, &done) != REDIS_OK) {
-                stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s", q->rc->errstr);
-                stepq__drop(q);
-                return STEPQ_ERR;
-            }
-    }
+    if (stepq__walk_flush(q) != STEPQ_OK)
+        return STEPQ_ERR;
     /* Pacing reads the throttle hash, PINGs, reads INFO: on an empty pipe. */
     int io = stepq__pace_io_due(p);
     if (io) {
