@@ -20,6 +20,13 @@
  * in bounded memory (src/nameset.c: sorted on a temporary file, a block
  * read a lookup), not the names themselves (docs/backup.md weighs this
  * against counts, digests and an in-memory set).
+ *
+ * Three passes: the check pass (one SCAN, the idle times, the coverage)
+ * writes the old names it finds to an unlinked temporary file; the delete
+ * pass reads them back, so it deletes only keys whose idle time was read,
+ * without a second SCAN of both sides; a final SCAN over what is left
+ * counts the old keys the check pass did not see, which are kept
+ * (docs/backup.md, "One SCAN to check, the names on file to delete").
  */
 #include <errno.h>
 #include <stdio.h>
