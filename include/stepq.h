@@ -531,7 +531,7 @@ typedef struct stepq_cleanup_result {
     long long deleted;       /* deleted (would be, with DRY_RUN) */
     long long kept;          /* kept: the new side lacks a step they hold (see `kept`) */
     long long adopted;       /* steps moved to the new side (ADOPT) */
-    long long not_in_backup; /* kept: not in the backup (appeared after the check) */
+    long long not_in_backup; /* kept: appeared after the check pass (not seen by it) */
     long long gone;          /* vanished meanwhile */
 } stepq_cleanup_result;
 

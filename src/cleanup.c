@@ -20,6 +20,13 @@
  * in bounded memory (src/nameset.c: sorted on a temporary file, a block
  * read a lookup), not the names themselves (docs/backup.md weighs this
  * against counts, digests and an in-memory set).
+ *
+ * Three passes: the check pass (one SCAN, the idle times, the coverage)
+ * writes the old names it finds to an unlinked temporary file; the delete
+ * pass reads them back, so it deletes only keys whose idle time was read,
+ * without a second SCAN of both sides; a final SCAN over what is left
+ * counts the old keys the check pass did not see, which are kept
+ * (docs/backup.md, "One SCAN to check, the names on file to delete").
  */
 #include <errno.h>
 #include <stdio.h>
@@ -43,9 +50,42 @@
  * the pipe is drained for them: every drain costs the pages in flight (the
  * seed layout has one per worker, 50 at 100,000 steps). */
 #define BIGS_HELD 256
-/* A big collection's SSCAN page: ten scripts of CLEAN_BATCH members, one
- * round trip. */
-#define BIG_SCAN_COUNT "1000"
+/* A big collection's SSCAN page: fifty scripts of CLEAN_BATCH members, one
+ * round trip (member cursors chain, so a page is one). With ten (1000), a
+ * page's scripts (about 4 ms of Redis) were shorter than a slow link's
+ * round trip plus the client's share, and Redis waited for the next. */
+#define BIG_SCAN_COUNT "5000"
+
+/*
+ * The SCAN pattern of the old side: the namespace, then any first byte an
+ * old template begins with, then anything ("[jw]*" for the built-in map:
+ * job:{id}, jobs:..., worker:{id}:jobs). Every old key matches it; most
+ * new keys (step:..., steps:...) do not, and Redis sends them back no more
+ * (about 0.7 us a name spared, with its expiry lookup, and the client's
+ * match of each). NULL (the whole namespace) when an old template begins
+ * with its {id}. The names that pass are still matched against the map.
+ */
+static sds old_side_glob(const stepq__keymap *km)
+{
+    unsigned char seen[256] = {0};
+    sds g = sdsempty();
+
+    for (const char *p = km->ns; g != NULL && *p; p++)
+        g = strchr("*?[]\\", *p) ? sdscatprintf(g, "\\%c", *p) : sdscatlen(g, p, 1);
+    g = g != NULL ? sdscatlen(g, "[", 1) : NULL;
+    for (size_t r = 0; g != NULL && r < km->n; r++) {
+        unsigned char b = (unsigned char)km->rules[r].tpl[STEPQ_OLD][0];
+        if (km->rules[r].plen[STEPQ_OLD] == 0 || b == '\0') {
+            sdsfree(g);
+            return NULL;
+        }
+        if (seen[b]++)
+            continue;
+        /* Escaped inside the class: Redis's glob reads "\x" as x there. */
+        g = strchr("\\]^-[", b) ? sdscatprintf(g, "\\%c", b) : sdscatlen(g, &b, 1);
+    }
+    return g != NULL ? sdscatlen(g, "]*", 2) : NULL;
+}
 
 /* A key name's 64-bit hash, as the coverage set (src/nameset.c) keeps it. */
 static uint64_t name_hash(const char *key, size_t len)
@@ -76,7 +116,16 @@ struct cl_run {
     sds tpl;                 /* the step templates and new pending key, for the script */
     stepq__windows own;      /* stepq's own touches of old keys: not a reader */
     stepq__walk walk;
-    sds *bigs; /* collections too big for one script, decided on an empty pipe */
+    /* The check pass's old names, each a 4-byte length and its bytes, on an
+     * unlinked temporary file: the delete pass reads them back in order
+     * instead of scanning both sides again. `seen` holds their xxh64, for
+     * the final pass (old keys the check pass did not see are kept). */
+    FILE *names;
+    stepq__nameset *seen;
+    sds glob;           /* the SCAN pattern of the old side (NULL: the namespace's) */
+    off_t acked;        /* the names up to here have their scripts answered */
+    long long deadline; /* a cluster's retry budget (stepq__walk_retry) */
+    sds *bigs;          /* collections too big for one script, decided on an empty pipe */
     size_t nbigs, capbigs;
 };
 
@@ -316,22 +365,6 @@ static int check_procs(struct cl_run *c)
     return rc;
 }
 
-/* The old keys of a SCAN batch, at most `max`, from index *from on. */
-static size_t old_keys(struct cl_run *c, const redisReply *batch, size_t *from,
-                       const redisReply **out, size_t max)
-{
-    enum stepq__side side;
-    size_t n = 0;
-
-    for (; *from < batch->elements && n < max; (*from)++) {
-        const redisReply *k = batch->element[*from];
-        if (stepq__keymap_match(&c->q->km, k->str, k->len, &side, NULL, NULL) >= 0 &&
-            side == STEPQ_OLD)
-            out[n++] = k;
-    }
-    return n;
-}
-
 static int lookup_failed(struct cl_run *c)
 {
     stepq__set_error(c->q, STEPQ_E_IO, "cannot read the backup's key names back: %s",
@@ -383,6 +416,26 @@ static int check_reader(stepq *q, void *ctx, int abort)
     return rc;
 }
 
+/* Keeps an old name the check pass saw, for the delete pass (the file) and
+ * the final pass (its hash). */
+static int put_name(struct cl_run *c, const char *key, size_t len, uint64_t h)
+{
+    uint32_t n = (uint32_t)len;
+
+    if (fwrite(&n, sizeof(n), 1, c->names) != 1 || fwrite(key, 1, len, c->names) != len) {
+        stepq__set_error(c->q, STEPQ_E_IO,
+                         "cannot write the old key names to a temporary file: %s; check the "
+                         "space in TMPDIR; nothing was deleted",
+                         strerror(errno));
+        return STEPQ_ERR;
+    }
+    if (stepq__nameset_add(c->seen, h) != 0) {
+        stepq__set_error(c->q, STEPQ_E_OOM, "out of memory while keeping the old key names");
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
+}
+
 /* The check pass over one SCAN page: coverage here, the idle times queued. */
 static int check_batch(stepq *q, const redisReply *batch, const char *cursor, void *arg)
 {
@@ -391,6 +444,14 @@ static int check_batch(stepq *q, const redisReply *batch, const char *cursor, vo
     enum stepq__side side;
 
     (void)cursor;
+    /* The next page's SCAN, queued just before this call, leaves now: sent
+     * with this page's OBJECT IDLETIMEs it waited for the client to make
+     * them all, and over a slow link Redis then waited a round trip for
+     * the names that feed it. */
+    if (stepq__walk_flush(q) != STEPQ_OK) {
+        stepq__free(pg);
+        return STEPQ_ERR;
+    }
     if (pg == NULL || (pg->item = stepq__calloc(batch->elements + 1, sizeof(*pg->item))) == NULL ||
         (pg->keys = stepq__calloc(batch->elements + 1, sizeof(*pg->keys))) == NULL) {
         if (pg != NULL)
@@ -408,10 +469,15 @@ static int check_batch(stepq *q, const redisReply *batch, const char *cursor, vo
         const redisReply *k = batch->element[i];
         if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) < 0 || side != STEPQ_OLD)
             continue;
-        int has = stepq__nameset_has(c->set, name_hash(k->str, k->len));
+        uint64_t h = name_hash(k->str, k->len);
+        int has = stepq__nameset_has(c->set, h);
         if (has < 0) {
             cl_page_free(pg);
             return lookup_failed(c);
+        }
+        if (put_name(c, k->str, k->len, h) != STEPQ_OK) {
+            cl_page_free(pg);
+            return STEPQ_ERR;
         }
         if (!has && c->uncovered++ == 0)
             stepq__keyname_buf(c->uncovered_key, sizeof(c->uncovered_key), k->str, k->len);
@@ -445,9 +511,22 @@ static int check_batch(stepq *q, const redisReply *batch, const char *cursor, vo
 static int check_keys(struct cl_run *c, sds match)
 {
     (void)match;
-    if (stepq__walk_run(c->q, &c->walk, "0", CHECK_COUNT, STEPQ_WALK_PAGES * CHECK_COUNT,
-                        check_batch, NULL, c) != STEPQ_OK)
+    if ((c->names = tmpfile()) == NULL || (c->seen = stepq__nameset_new()) == NULL) {
+        stepq__set_error(c->q, c->names ? STEPQ_E_OOM : STEPQ_E_IO,
+                         "cannot keep the old key names: %s; check the space in TMPDIR",
+                         c->names ? "out of memory" : strerror(errno));
         return STEPQ_ERR;
+    }
+    if (stepq__walk_run_match(c->q, &c->walk, c->glob, "0", CHECK_COUNT,
+                              STEPQ_WALK_PAGES * CHECK_COUNT, check_batch, NULL, c) != STEPQ_OK)
+        return STEPQ_ERR;
+    if (fflush(c->names) != 0 || stepq__nameset_seal(c->seen) != 0) {
+        stepq__set_error(c->q, STEPQ_E_IO,
+                         "cannot write the old key names to a temporary file: %s; check the "
+                         "space in TMPDIR; nothing was deleted",
+                         strerror(errno));
+        return STEPQ_ERR;
+    }
     if (c->uncovered > 0) {
         stepq__set_error(c->q, STEPQ_E_CONFLICT,
                          "backup '%s' does not hold old key '%s' (%lld old keys missing from "
@@ -629,7 +708,14 @@ static int decide_big(struct cl_run *c, const char *key, size_t len)
         redisReply *d = stepq__commandf(c->q, "UNLINK %b", key, len);
         if (d == NULL)
             return STEPQ_ERR;
+        /* Gone already: deleted by someone else, or by this run before a
+         * cluster's redo named it again. */
+        int gone = d->type == REDIS_REPLY_INTEGER && d->integer == 0;
         freeReplyObject(d);
+        if (gone) {
+            c->res.gone++;
+            return STEPQ_OK;
+        }
     }
     c->res.deleted++;
     return STEPQ_OK;
@@ -713,11 +799,21 @@ static char key_kind(const stepq__keymap *km, int r)
     return 'o';
 }
 
+/* A chunk of names on its way: where its names end in the file, so that a
+ * cluster's redo starts after the last chunk answered. */
+struct cl_chunk {
+    struct cl_run *c;
+    off_t end;
+};
+
 /* The reply of one cleanup_batch script. */
 static int delete_reader(stepq *q, void *ctx, int abort)
 {
-    struct cl_run *c = ctx;
+    struct cl_chunk *k = ctx;
+    struct cl_run *c = k->c;
+    off_t end = k->end;
 
+    stepq__free(k);
     if (abort)
         return STEPQ_OK;
     redisReply *r = stepq__read_reply(q);
@@ -725,20 +821,25 @@ static int delete_reader(stepq *q, void *ctx, int abort)
         return STEPQ_ERR;
     int rc = delete_reply(c, r);
     freeReplyObject(r);
+    if (rc == STEPQ_OK) {
+        c->acked = end;
+        c->deadline = 0;
+    }
     if (c->o->progress != NULL)
         c->o->progress(c->res.deleted + c->res.kept + c->res.gone + c->res.not_in_backup,
                        c->res.old_keys, NULL, NULL, c->o->arg);
     return rc;
 }
 
-/* Queues the deletion of one chunk of old keys, as the records say
- * (lua/cleanup_batch.lua); its reply is read in turn (delete_reader). */
-static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
+/* Queues the deletion of one chunk of old keys (names the check pass saw,
+ * so all in the backup), as the records say (lua/cleanup_batch.lua); its
+ * reply is read in turn (delete_reader). */
+static int delete_chunk(struct cl_run *c, sds *names, size_t n, off_t end)
 {
     enum { FIXED_ARGS = 6 };
     const char *kv[CLEAN_BATCH * 2], *args[FIXED_ARGS + CLEAN_BATCH];
     size_t kl[CLEAN_BATCH * 2], al[FIXED_ARGS + CLEAN_BATCH];
-    sds twins[CLEAN_BATCH], ids[CLEAN_BATCH];
+    sds twins[CLEAN_BATCH];
     char kinds[CLEAN_BATCH + 1];
     size_t m = 0;
     int rc = STEPQ_ERR;
@@ -747,31 +848,21 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
     for (size_t i = 0; i < n; i++) {
         const char *id;
         size_t idlen;
-        int rule = stepq__keymap_match(&c->q->km, keys[i]->str, keys[i]->len, &side, &id, &idlen);
-        int has = stepq__nameset_has(c->set, name_hash(keys[i]->str, keys[i]->len));
-        if (has < 0) {
-            lookup_failed(c);
-            goto out;
-        }
-        if (!has) {
-            c->res.not_in_backup++; /* appeared after the check: not backed up, kept */
-            continue;
-        }
+        int rule = stepq__keymap_match(&c->q->km, names[i], sdslen(names[i]), &side, &id, &idlen);
+        if (rule < 0 || side != STEPQ_OLD)
+            continue; /* cannot be: the check pass kept only old keys */
         twins[m] = stepq__keymap_key_n(&c->q->km, (size_t)rule, STEPQ_NEW, id, idlen);
-        ids[m] = sdsnewlen(id, idlen);
-        if (twins[m] == NULL || ids[m] == NULL) {
-            sdsfree(twins[m]);
-            sdsfree(ids[m]);
+        if (twins[m] == NULL) {
             stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
             goto out;
         }
         kinds[m] = key_kind(&c->q->km, rule);
-        kv[2 * m] = keys[i]->str;
-        kl[2 * m] = keys[i]->len;
+        kv[2 * m] = names[i];
+        kl[2 * m] = sdslen(names[i]);
         kv[2 * m + 1] = twins[m];
         kl[2 * m + 1] = sdslen(twins[m]);
-        args[FIXED_ARGS + m] = ids[m];
-        al[FIXED_ARGS + m] = sdslen(ids[m]);
+        args[FIXED_ARGS + m] = id; /* a slice of names[i], alive until queued */
+        al[FIXED_ARGS + m] = idlen;
         m++;
     }
     kinds[m] = '\0';
@@ -784,29 +875,129 @@ static int delete_chunk(struct cl_run *c, const redisReply **keys, size_t n)
         args[i] = fixed[i];
         al[i] = i == 3 ? sdslen(c->tpl) : strlen(fixed[i]);
     }
-    if (stepq__append_eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, kl,
-                                (int)(FIXED_ARGS + m), args, al) == STEPQ_OK)
-        rc = stepq__window_push(c->q, &c->walk.win, delete_reader, c, (long)m);
-out:
-    while (m > 0) {
-        m--;
-        sdsfree(twins[m]);
-        sdsfree(ids[m]);
+    struct cl_chunk *k = stepq__malloc(sizeof(*k));
+    if (k == NULL) {
+        stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
+        goto out;
     }
+    *k = (struct cl_chunk){c, end};
+    if (stepq__append_eval_keys(c->q, STEPQ_SCRIPT_CLEANUP_BATCH, (int)(2 * m), kv, kl,
+                                (int)(FIXED_ARGS + m), args, al) != STEPQ_OK ||
+        stepq__window_push(c->q, &c->walk.win, delete_reader, k, (long)m) != STEPQ_OK) {
+        stepq__free(k);
+        goto out;
+    }
+    rc = STEPQ_OK;
+out:
+    while (m > 0)
+        sdsfree(twins[--m]);
     return rc;
 }
 
-static int delete_batch(stepq *q, const redisReply *batch, const char *cursor, void *arg)
+/* Reads the next chunk of names from the file and queues it; *eof at the
+ * end of the file. */
+static int send_chunk(struct cl_run *c, int *eof)
+{
+    sds names[CLEAN_BATCH];
+    size_t n = 0;
+    int rc = STEPQ_OK;
+
+    while (n < CLEAN_BATCH) {
+        uint32_t len;
+        if (fread(&len, sizeof(len), 1, c->names) != 1) {
+            *eof = 1;
+            break;
+        }
+        if ((names[n] = sdsnewlen(NULL, len)) == NULL) {
+            stepq__set_error(c->q, STEPQ_E_OOM, "out of memory");
+            rc = STEPQ_ERR;
+            break;
+        }
+        n++;
+        if (len > 0 && fread(names[n - 1], 1, len, c->names) != len) {
+            *eof = 1; /* cannot be: the file was written whole */
+            n--;
+            sdsfree(names[n]);
+            break;
+        }
+    }
+    if (rc == STEPQ_OK && ferror(c->names)) {
+        stepq__set_error(c->q, STEPQ_E_IO, "cannot read the old key names back: %s",
+                         strerror(errno));
+        rc = STEPQ_ERR;
+    }
+    if (rc == STEPQ_OK && n > 0)
+        rc = delete_chunk(c, names, n, ftello(c->names));
+    while (n > 0)
+        sdsfree(names[--n]);
+    return rc;
+}
+
+/*
+ * The delete pass: the check pass's names, read back from its file in
+ * chunks of CLEAN_BATCH, each one script, several pages of them in flight
+ * (as a walk's: stepq__walk_cap), no second SCAN of both sides. On a
+ * cluster, a chunk that failed on a redirection or a lost connection is
+ * sent again from the last chunk answered (every script is idempotent).
+ */
+static int delete_pass(struct cl_run *c)
+{
+    stepq *q = c->q;
+    long cap = stepq__walk_cap(stepq__walk_count(CLEAN_BATCH, 0), 0);
+    int eof = 0, rc = STEPQ_OK;
+
+    memset(&c->walk, 0, sizeof(c->walk));
+    c->acked = 0;
+    if (fseeko(c->names, 0, SEEK_SET) != 0) {
+        stepq__set_error(q, STEPQ_E_IO, "cannot read the old key names back: %s", strerror(errno));
+        return STEPQ_ERR;
+    }
+    for (;;) {
+        if (c->walk.want_idle) {
+            c->walk.want_idle = 0;
+            if ((rc = stepq__window_drain(q, &c->walk.win)) == STEPQ_OK)
+                rc = delete_bigs(q, c);
+        } else if (!eof && c->walk.win.keys < cap) {
+            rc = send_chunk(c, &eof);
+        } else if (c->walk.win.n > 0) {
+            rc = stepq__window_next(q, &c->walk.win);
+        } else {
+            break;
+        }
+        if (rc == STEPQ_OK)
+            continue;
+        stepq__window_abort(q, &c->walk.win);
+        if (!stepq__walk_retry(q, &c->deadline) || fseeko(c->names, c->acked, SEEK_SET) != 0)
+            break;
+        eof = 0;
+        rc = STEPQ_OK;
+        stepq__clear_error(q);
+    }
+    stepq__window_release(&c->walk.win);
+    if (rc == STEPQ_OK) /* those left: the pass is over, the pipe empty */
+        rc = delete_bigs(q, c);
+    return rc;
+}
+
+/* The final pass over one SCAN page: an old key the check pass did not see
+ * appeared after it (or was missed by it); it is kept and counted. */
+static int final_batch(stepq *q, const redisReply *batch, const char *cursor, void *arg)
 {
     struct cl_run *c = arg;
-    const redisReply *keys[CLEAN_BATCH];
-    size_t from = 0, n;
+    enum stepq__side side;
 
-    (void)q;
     (void)cursor;
-    while ((n = old_keys(c, batch, &from, keys, CLEAN_BATCH)) > 0) {
-        if (delete_chunk(c, keys, n) != STEPQ_OK)
-            return STEPQ_ERR;
+    if (stepq__walk_flush(q) != STEPQ_OK) /* the next SCAN: see check_batch */
+        return STEPQ_ERR;
+    for (size_t i = 0; i < batch->elements; i++) {
+        const redisReply *k = batch->element[i];
+        if (stepq__keymap_match(&q->km, k->str, k->len, &side, NULL, NULL) < 0 || side != STEPQ_OLD)
+            continue;
+        int has = stepq__nameset_has(c->seen, name_hash(k->str, k->len));
+        if (has < 0)
+            return lookup_failed(c);
+        if (!has)
+            c->res.not_in_backup++;
     }
     return STEPQ_OK;
 }
@@ -856,6 +1047,7 @@ int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *o
     c->o = opts ? opts : &none;
     c->dry = c->o->flags & STEPQ_CLEANUP_DRY_RUN ? "1" : "0";
     c->adopt = c->o->flags & STEPQ_CLEANUP_ADOPT ? "1" : "0";
+    c->glob = old_side_glob(&q->km);
     if ((c->tpl = script_templates(&q->km)) == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         goto out;
@@ -869,14 +1061,19 @@ int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *o
     if (c->forced != NULL && !(c->o->flags & STEPQ_CLEANUP_DRY_RUN) && audit_force(c) != STEPQ_OK)
         goto out;
     stepq__pace_init(&c->pace, q, c->o->rate, 0, 0);
+    /* The backup's names are done with: every name of the delete pass is
+     * one the check pass found in it. */
+    stepq__nameset_free(c->set);
+    c->set = NULL;
     /* The delete pass reads the records and collections it keeps: a later
      * run must not take that for a reader, even if this one fails. */
     long long began = stepq__now_ms();
-    long count = stepq__walk_count(CLEAN_BATCH, 0); /* ten scripts a page */
-    rc = stepq__walk_run(q, &c->walk, "0", count, stepq__walk_cap(count, 0), delete_batch,
-                         delete_bigs, c);
-    if (rc == STEPQ_OK) /* those left: the walk is over, the pipe empty */
-        rc = delete_bigs(q, c);
+    rc = delete_pass(c);
+    /* Then one SCAN, over what is left (mostly new keys), for old keys the
+     * check pass did not see: they are kept and counted. */
+    if (rc == STEPQ_OK)
+        rc = stepq__walk_run_match(q, &c->walk, c->glob, "0", CHECK_COUNT,
+                                   STEPQ_WALK_PAGES * CHECK_COUNT, final_batch, NULL, c);
     rc = stepq__own_reads_note(q, began, rc);
     if (rc != STEPQ_OK)
         goto out;
@@ -885,11 +1082,15 @@ int stepq_cleanup(stepq *q, const char *backup_path, const stepq_cleanup_opts *o
 out:
     if (c != NULL) {
         stepq__nameset_free(c->set);
+        stepq__nameset_free(c->seen);
+        if (c->names != NULL)
+            fclose(c->names);
         for (size_t i = 0; i < c->nbigs; i++)
             sdsfree(c->bigs[i]);
         stepq__free(c->bigs);
         sdsfree(c->forced);
         sdsfree(c->tpl);
+        sdsfree(c->glob);
     }
     stepq__free(c);
     sdsfree(match);

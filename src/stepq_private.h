@@ -454,6 +454,9 @@ int stepq__window_push(stepq *q, stepq__window *w, stepq__reader_fn fn, void *ct
 /* Runs every reader left; on an error the connection is dropped and the
  * rest are aborted (the first error is kept). */
 int stepq__window_drain(stepq *q, stepq__window *w);
+/* Runs the oldest reader (it reads its reply); nothing when the window is
+ * empty. On an error the caller aborts the window (stepq__window_abort). */
+int stepq__window_next(stepq *q, stepq__window *w);
 /* Drops the connection (the replies on their way can no longer be matched)
  * and tells every reader left to let go of its context; keeps the error. */
 void stepq__window_abort(stepq *q, stepq__window *w);
@@ -492,12 +495,20 @@ int stepq__walk_retry(stepq *q, long long *deadline);
  * whenever a reader asked for it (stepq__walk_idle) and at the end. */
 int stepq__walk_run(stepq *q, stepq__walk *w, const char *from, long count, long cap,
                     stepq__page_fn fn, stepq__idle_fn idle, void *arg);
+/* The same with a SCAN MATCH pattern of the caller's (NULL: the namespace
+ * and `*`): a walk that wants fewer names than the namespace's. MATCH does
+ * not spare Redis the visit of a key it filters out, only its reply. */
+int stepq__walk_run_match(stepq *q, stepq__walk *w, const char *match, const char *from, long count,
+                          long cap, stepq__page_fn fn, stepq__idle_fn idle, void *arg);
 /* Asks for the walk's idle work once the pipe has drained (a reader that
  * must wait for replies of its own, e.g. a big collection merged in chunks). */
 void stepq__walk_idle(stepq__walk *w);
 /* stepq__pace_wait from inside a walk: drains the pipe first when the
  * pacing will talk to Redis (the throttle hash, a PING, INFO). */
 int stepq__walk_pace(stepq *q, stepq__walk *w, stepq__pace *p, long n);
+/* Writes what is queued on the connection now, without waiting for a
+ * reply (a page function that sends the next SCAN before its own work). */
+int stepq__walk_flush(stepq *q);
 /* Keys in flight at most for a walk of `count`-key pages: STEPQ_WALK_PAGES
  * pages; with a latency bound two (one script running, one behind it). */
 long stepq__walk_cap(long count, long max_latency_ms);

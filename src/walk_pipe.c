@@ -65,6 +65,11 @@ static int window_step(stepq *q, stepq__window *w)
     return e.fn(q, e.ctx, 0);
 }
 
+int stepq__window_next(stepq *q, stepq__window *w)
+{
+    return w->n > 0 ? window_step(q, w) : STEPQ_OK;
+}
+
 /* After an error: the connection is dropped (the replies still on their
  * way cannot be matched any more) and every reader left is told to let go
  * of its context; the first error is kept. */
@@ -139,12 +144,25 @@ static int send_scan(stepq *q, stepq__walk *w)
         return STEPQ_ERR;
     memcpy(w->sent_cursor, w->cursor, sizeof(w->cursor));
     /* Without a namespace every key may be ours: no MATCH to filter. */
-    if (redisAppendCommandArgv(q->rc, q->km.ns[0] ? 6 : 4, argv, NULL) != REDIS_OK) {
+    if (redisAppendCommandArgv(q->rc, strcmp(w->match, "*") != 0 ? 6 : 4, argv, NULL) != REDIS_OK) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory while queueing a command");
         return STEPQ_ERR;
     }
     w->scan_out = 1;
     return stepq__window_push(q, &w->win, scan_reader, w, 0);
+}
+
+int stepq__walk_flush(stepq *q)
+{
+    int done = 0;
+
+    while (q->rc != NULL && !done)
+        if (redisBufferWrite(q->rc, &done) != REDIS_OK) {
+            stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s", q->rc->errstr);
+            stepq__drop(q);
+            return STEPQ_ERR;
+        }
+    return STEPQ_OK;
 }
 
 /* Drains the window with no new SCAN sent, then runs the walk's idle work. */
@@ -164,15 +182,8 @@ int stepq__walk_pace(stepq *q, stepq__walk *w, stepq__pace *p, long n)
 {
     /* What was queued goes out now, not after the wait: a rate spreads the
      * commands over time instead of sending a page's worth at once. */
-    if (q->rc != NULL) {
-        int done = 0;
-        while (!done)
-            if (redisBufferWrite(q->rc, &done) != REDIS_OK) {
-                stepq__set_error(q, STEPQ_E_IO, "lost the connection to redis: %s", q->rc->errstr);
-                stepq__drop(q);
-                return STEPQ_ERR;
-            }
-    }
+    if (stepq__walk_flush(q) != STEPQ_OK)
+        return STEPQ_ERR;
     /* Pacing reads the throttle hash, PINGs, reads INFO: on an empty pipe. */
     int io = stepq__pace_io_due(p);
     if (io) {
@@ -249,10 +260,16 @@ static int cluster_redo(stepq *q, stepq__walk *w)
 int stepq__walk_run(stepq *q, stepq__walk *w, const char *from, long count, long cap,
                     stepq__page_fn fn, stepq__idle_fn idle, void *arg)
 {
+    return stepq__walk_run_match(q, w, NULL, from, count, cap, fn, idle, arg);
+}
+
+int stepq__walk_run_match(stepq *q, stepq__walk *w, const char *match, const char *from, long count,
+                          long cap, stepq__page_fn fn, stepq__idle_fn idle, void *arg)
+{
     int rc = STEPQ_OK;
 
     memset(w, 0, sizeof(*w)); /* owner "": the first page on a cluster records it */
-    w->match = sdscatfmt(sdsempty(), "%s*", q->km.ns);
+    w->match = match ? sdsnew(match) : sdscatfmt(sdsempty(), "%s*", q->km.ns);
     if (w->match == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         return STEPQ_ERR;

@@ -235,7 +235,7 @@ static void cleanup_summary(progress *p, const stepq_cleanup_result *res, unsign
     json_decref(j);
     if (mode != PROGRESS_JSON)
         printf("cleanup%s: %lld old keys, %s %lld, kept %lld holding steps the new side lacks, "
-               "%s %lld such steps, kept %lld not in the backup, %lld already gone\n",
+               "%s %lld such steps, kept %lld written after the checks, %lld already gone\n",
                flags & STEPQ_CLEANUP_DRY_RUN ? " (dry run, nothing deleted)" : "", res->old_keys,
                flags & STEPQ_CLEANUP_DRY_RUN ? "would delete" : "deleted", res->deleted, res->kept,
                flags & STEPQ_CLEANUP_DRY_RUN ? "would adopt" : "adopted", res->adopted,

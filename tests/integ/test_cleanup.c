@@ -1,7 +1,8 @@
 /*
  * test_cleanup.c - cleanup of the old keys: every refusal leaves everything
- * in place; a run deletes exactly the old keys whose new twin exists; a run
- * killed with SIGKILL halfway and run again finishes the job.
+ * in place; a run deletes exactly the old keys whose new twin exists; old
+ * keys written after the check pass are kept and counted; a run killed with
+ * SIGKILL halfway and run again finishes the job.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -198,6 +199,45 @@ static void test_deletes_only_twinned(void)
     ASSERT_EQ(t_int("EXISTS other:key"), 1);
 }
 
+/* Old keys written once the check pass is over are kept and counted: the
+ * delete pass works from the check pass's names, and a last SCAN looks for
+ * the others. job:late was never backed up; job:c5 was, but was deleted
+ * before the check pass and written again during the delete pass, so its
+ * idle time was never read: kept too. job:kp (a pending step only the old
+ * side has) is kept by the delete pass and counted once, as kept. */
+static void late_cb(long long done, long long total, const char *key, const char *msg, void *arg)
+{
+    (void)done, (void)total, (void)key, (void)msg;
+    if ((*(int *)arg)++ == 0) {
+        freeReplyObject(t_cmd("HSET job:late type t"));
+        freeReplyObject(t_cmd("HSET job:c5 type t"));
+    }
+}
+
+static void test_appeared_after_check(void)
+{
+    stepq_cleanup_result res;
+    int calls = 0;
+    stepq_cleanup_opts o = {.progress = late_cb, .arg = &calls};
+
+    t_flush();
+    pipe_cmds(300, "HSET job:c%d type t", 1);
+    freeReplyObject(t_cmd("HSET job:kp status pending"));
+    REQUIRE(stepq_phase_move(Q, STEPQ_PHASE_STEP, "test", NULL, STEPQ_MOVE_FORCE) == STEPQ_OK);
+    REQUIRE(stepq_backup(Q, BK, NULL, NULL) == STEPQ_OK);
+    freeReplyObject(t_cmd("DEL job:c5"));
+    REQUIRE(stepq_cleanup(Q, BK, &o, &res) == STEPQ_OK);
+    CHECK(calls > 1);
+    ASSERT_EQ(res.old_keys, 300);
+    ASSERT_EQ(res.deleted, 299);
+    ASSERT_EQ(res.kept, 1);
+    ASSERT_EQ(res.not_in_backup, 2);
+    ASSERT_EQ(t_int("EXISTS job:late"), 1);
+    ASSERT_EQ(t_int("EXISTS job:c5"), 1);
+    ASSERT_EQ(t_int("EXISTS job:kp"), 1);
+    ASSERT_EQ(old_count(), 3);
+}
+
 /* A cleanup killed with SIGKILL halfway (another process, slowed by its
  * rate) leaves a consistent state; running it again finishes the job. */
 static void test_kill9_and_rerun(void)
@@ -241,6 +281,7 @@ int main(void)
     RUN(test_recently_read);
     RUN(test_restart_after_switch);
     RUN(test_deletes_only_twinned);
+    RUN(test_appeared_after_check);
     RUN(test_kill9_and_rerun);
     unlink(BK);
     t_teardown();

@@ -243,19 +243,42 @@ static void sadd_many(const char *key, const char *prefix, int n)
  * pipe; the names of such collections wait for the end of the delete pass
  * (each drain costs the pages in flight). Each is still decided: deleted
  * when every member is safe, kept when one is a live step only the old
- * side holds. */
+ * side holds, a pending step in no new queue, or a new record that is not
+ * a hash (the script's inline check of a member's new record, then
+ * unsafe() for any answer but a status). */
 static void test_cleanup_big_collections(void)
 {
     stepq_cleanup_result res = {0};
 
     t_flush();
-    sadd_many("worker:wA:jobs", "x", 1500); /* steps gone from both sides */
-    sadd_many("worker:wB:jobs", "y", 1500);
-    freeReplyObject(t_cmd("SADD worker:wB:jobs live1"));
-    freeReplyObject(t_cmd("HSET job:live1 id live1 status pending"));
-    sadd_many("jobs:failed", "z", 1200);
-    freeReplyObject(t_cmd("HSET job:a1 id a1 status completed"));
-    freeReplyObject(t_cmd("HSET step:a1 id a1 status completed"));
+    /* Each set: members of steps gone from both sides, then one whose
+     * records are the `setup` commands (';'-separated). */
+    const char *sets[][3] = {
+        {"worker:wA:jobs", "x1", ""},
+        {"worker:wB:jobs", "live1", "HSET job:live1 id live1 status pending"},
+        {"jobs:failed", "z1",
+         "HSET job:a1 id a1 status completed;HSET step:a1 id a1 status "
+         "completed"},
+        /* A member whose new record says pending is safe only when the new
+         * pending queue holds it; one whose new record is not a hash is not. */
+        {"worker:wC:jobs", "p1", "HSET step:p1 id p1 status pending;ZADD steps:pending 0 p1"},
+        {"worker:wD:jobs", "p2", "HSET step:p2 id p2 status pending"},
+        {"worker:wE:jobs", "s1", "SET step:s1 x"},
+    };
+    for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
+        char prefix[2] = {(char)('a' + i), '\0'};
+        sadd_many(sets[i][0], prefix, 1200);
+        freeReplyObject(t_cmd("SADD %s %s", sets[i][0], sets[i][1]));
+        char cmds[160], *save = NULL;
+        snprintf(cmds, sizeof(cmds), "%s", sets[i][2]);
+        for (char *c = strtok_r(cmds, ";", &save); c; c = strtok_r(NULL, ";", &save)) {
+            const char *argv[8];
+            int argc = 0;
+            for (char *w, *in = NULL; argc < 8 && (w = strtok_r(argc ? NULL : c, " ", &in));)
+                argv[argc++] = w;
+            freeReplyObject(redisCommandArgv(R, argc, argv, NULL));
+        }
+    }
     REQUIRE(stepq_phase_move(Q, STEPQ_PHASE_STEP, "t", NULL, STEPQ_MOVE_FORCE) == STEPQ_OK);
     REQUIRE(stepq_backup(Q, BK, NULL, NULL) == STEPQ_OK);
     REQUIRE(stepq_cleanup(Q, BK, NULL, &res) == STEPQ_OK);
@@ -264,8 +287,11 @@ static void test_cleanup_big_collections(void)
     ASSERT_EQ(t_int("EXISTS job:a1"), 0);
     ASSERT_EQ(t_int("EXISTS worker:wB:jobs"), 1); /* it holds live1 */
     ASSERT_EQ(t_int("EXISTS job:live1"), 1);
-    ASSERT_EQ(res.deleted, 3);
-    ASSERT_EQ(res.kept, 2);
+    ASSERT_EQ(t_int("EXISTS worker:wC:jobs"), 0); /* p1 is queued */
+    ASSERT_EQ(t_int("EXISTS worker:wD:jobs"), 1); /* p2 is pending in no queue */
+    ASSERT_EQ(t_int("EXISTS worker:wE:jobs"), 1); /* step:s1 is not a hash */
+    ASSERT_EQ(res.deleted, 4);
+    ASSERT_EQ(res.kept, 4);
 }
 
 int main(void)
