@@ -395,6 +395,28 @@ static enum relay_action cut_first_chunk(int argc, const char *const *argv, cons
     return RELAY_FORWARD;
 }
 
+/* The cursor of the first SCAN of a walk (src/walk_pipe.c sends "SCAN
+ * cursor COUNT n MATCH p"; a preflight's sample, "SCAN 0 MATCH p COUNT n",
+ * may come before it): where a run resumed. */
+struct first_scan {
+    char cursor[32];
+    atomic_int seen;
+};
+
+static enum relay_action note_first_scan(int argc, const char *const *argv, const size_t *lens,
+                                         void *arg)
+{
+    struct first_scan *f = arg;
+
+    if (relay_arg_is(argc, argv, lens, 0, "SCAN") && relay_arg_is(argc, argv, lens, 2, "COUNT") &&
+        lens[1] < sizeof(f->cursor) && atomic_load(&f->seen) == 0) {
+        memcpy(f->cursor, argv[1], lens[1]);
+        f->cursor[lens[1]] = '\0';
+        atomic_store(&f->seen, 1);
+    }
+    return RELAY_FORWARD;
+}
+
 /* mutation backfill_big_not_held: the walk keeps several pages in flight,
  * so when a script finds a big collection (merged in chunks by the client
  * later) the pages behind it have already moved the checkpoint on. The
@@ -435,7 +457,19 @@ static void test_backfill_big_held(void)
         premise = strcmp(held, t_str("HGET stepq:backfill cursor")) != 0;
     }
     CHECK(premise);
-    REQUIRE(stepq_backfill(Q, &bo, NULL, NULL, &res) == STEPQ_OK);
+    /* The resume starts at the held page. That, not only the members, is
+     * what is checked: SCAN may return a key twice, so a resume from the
+     * later cursor still met the skipped collections now and then (the
+     * mutation survived about 1 run in 7 on a loaded machine). */
+    struct first_scan f = {.seen = 0};
+    relay *rl;
+    stepq *q = relay_stepq(&rl, note_first_scan, &f);
+    REQUIRE(q != NULL);
+    REQUIRE(stepq_backfill(q, &bo, NULL, NULL, &res) == STEPQ_OK);
+    stepq_free(q);
+    relay_stop(rl);
+    REQUIRE(atomic_load(&f.seen) == 1);
+    ASSERT_STR(f.cursor, held);
     ASSERT_EQ(res.resumed, 1);
     for (int w = 0; w < 10; w++)
         ASSERT_EQ(t_int("SCARD worker:W%d:steps", w), 40);
