@@ -25,7 +25,7 @@ enum relay_action { RELAY_FORWARD, RELAY_CUT };
 /* A command as the client sent it: argc arguments, each with its length
  * (at most RELAY_ARGV of them are given; argc is the real count). The hook
  * runs on the relay's thread while the client waits for the reply. */
-#define RELAY_ARGV 64
+#define RELAY_ARGV 1024
 typedef enum relay_action (*relay_hook)(int argc, const char *const *argv, const size_t *lens,
                                         void *arg);
 

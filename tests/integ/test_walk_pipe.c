@@ -34,12 +34,23 @@ static int is_reconcile(int argc, const char *const *argv, const size_t *lens)
 }
 
 struct at {
-    int when;          /* the script (counted from 1) the hook acts at */
-    int armed;         /* 0: wait for `reconciling` in the phase hash first */
-    atomic_int seen;   /* scripts counted */
-    atomic_int done;   /* the hook acted */
-    atomic_int ntwins; /* twins named by scripts behind the move */
+    int when;               /* the script (counted from 1) the hook acts at */
+    int armed;              /* 0: wait for `reconciling` in the phase hash first */
+    atomic_int seen;        /* scripts counted */
+    atomic_int done;        /* the hook acted */
+    atomic_int ntwins;      /* twins named by scripts behind the move */
+    atomic_int new1_before; /* step:NEW1 named by a script before the move */
 };
+
+/* Whether a script names key k (the hook sees its first RELAY_ARGV
+ * arguments: a reconcile script of 100 pairs fits). */
+static int names_key(int argc, const char *const *argv, const size_t *lens, const char *k)
+{
+    for (int i = 0; i < argc && i < RELAY_ARGV; i++)
+        if (relay_arg_is(argc, argv, lens, i, k))
+            return 1;
+    return 0;
+}
 
 /* Cuts the connection at script number `when` of the first rollback pass
  * (the survey before it writes nothing and is not counted). */
@@ -68,6 +79,8 @@ static enum relay_action move_at(int argc, const char *const *argv, const size_t
     if (!is_reconcile(argc, argv, lens))
         return RELAY_FORWARD;
     int n = atomic_fetch_add(&a->seen, 1) + 1;
+    if (n < a->when && names_key(argc, argv, lens, "step:NEW1"))
+        atomic_store(&a->new1_before, 1);
     if (n == a->when) {
         t_phase("dual-read");
         atomic_store(&a->done, 1);
@@ -162,7 +175,11 @@ static void test_repair_phase_moves(void)
     CHECK(repaired > 0);
     if (repaired > 2 * 100)
         FAILF("%d step records repaired; the scripts before the move hold 200 pairs", repaired);
-    ASSERT_EQ(t_int("EXISTS step:NEW1"), 1);
+    /* step:NEW1 (no old twin: a repair deletes it) is kept when its script
+     * came behind the move. Where it falls in the SCAN order is up to the
+     * server's hash seed: about 1 run in 20 its pair is among the first
+     * 200, repaired before the move, as it should be. */
+    ASSERT_EQ(t_int("EXISTS step:NEW1"), atomic_load(&a.new1_before) ? 0 : 1);
 }
 
 /* Cuts at a backfill_members script of jobs:completed whose recorded
