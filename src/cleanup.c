@@ -50,11 +50,6 @@
  * the pipe is drained for them: every drain costs the pages in flight (the
  * seed layout has one per worker, 50 at 100,000 steps). */
 #define BIGS_HELD 256
-/* A big collection's SSCAN page: fifty scripts of CLEAN_BATCH members, one
- * round trip (member cursors chain, so a page is one). With ten (1000), a
- * page's scripts (about 4 ms of Redis) were shorter than a slow link's
- * round trip plus the client's share, and Redis waited for the next. */
-#define BIG_SCAN_COUNT "5000"
 
 /*
  * The SCAN pattern of the old side: the namespace, then any first byte an
@@ -665,9 +660,16 @@ static int big_scan_reader(stepq *q, void *ctx, int abort)
     return rc;
 }
 
+/* A big collection's SSCAN page is stepq__member_count's (fifty scripts of
+ * CLEAN_BATCH members): one round trip a page, since member cursors chain.
+ * With ten scripts a page (about 4 ms of Redis) was shorter than a slow
+ * link's round trip plus the client's share, and Redis waited for the next. */
 static int big_send_scan(stepq *q, struct big_walk *g)
 {
-    if (stepq__queue_members(q, g->key, g->len, g->type, g->cursor, BIG_SCAN_COUNT) != STEPQ_OK)
+    char cnt[24];
+
+    snprintf(cnt, sizeof(cnt), "%ld", stepq__member_count(CLEAN_BATCH, 0));
+    if (stepq__queue_members(q, g->key, g->len, g->type, g->cursor, cnt) != STEPQ_OK)
         return STEPQ_ERR;
     return stepq__window_push(q, &g->win, big_scan_reader, g, 0);
 }
