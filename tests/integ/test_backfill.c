@@ -111,11 +111,29 @@ static void test_big_collection(void)
     }
     freeReplyObject(t_cmd("SADD steps:completed c1 extra"));
     freeReplyObject(t_cmd("EXPIRE jobs:completed 1000"));
-    stepq_backfill_opts o = {.batch = 200};
+    freeReplyObject(t_cmd("ZADD steps:pending 1 p0 1 p1"));
+    for (int j = 0; j < 12000; j++)
+        redisAppendCommand(R, "ZADD jobs:pending %d p%d", j % 5, j);
+    for (int j = 0; j < 12000; j++) {
+        redisReply *r;
+        redisGetReply(R, (void **)&r);
+        freeReplyObject(r);
+    }
+    /* A dry run counts the members the new side lacks, and writes none. */
+    stepq_backfill_opts o = {.batch = 200, .dry_run = 1};
     stepq_backfill_result res = {0};
     REQUIRE(stepq_backfill(Q, &o, NULL, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(res.merged, 4999 + 11998);
+    ASSERT_EQ(t_int("SCARD steps:completed"), 2);
+    ASSERT_EQ(t_int("ZCARD steps:pending"), 2);
+    o.dry_run = 0;
+    memset(&res, 0, sizeof(res));
+    REQUIRE(stepq_backfill(Q, &o, NULL, NULL, &res) == STEPQ_OK);
+    ASSERT_EQ(t_int("ZCARD steps:pending"), 12000);
+    ASSERT_STR(t_str("ZSCORE steps:pending p0"), "1");
+    ASSERT_STR(t_str("ZSCORE steps:pending p11999"), "4");
     ASSERT_EQ(t_int("SCARD steps:completed"), 5001);
-    ASSERT_EQ(res.merged, 4999);
+    ASSERT_EQ(res.merged, 4999 + 11998);
     CHECK(t_int("TTL steps:completed") > 990);
 }
 

@@ -517,11 +517,12 @@ static void test_backfill_keeps_existing_twin(void)
 
 struct leave {
     atomic_int armed;
+    const char *key, *rem; /* the big collection, and how a member leaves it */
     char member[64];
 };
 
-/* Before the first chunk of the big jobs:pending reaches Redis, the first
- * member it carries leaves the source (claimed, say). */
+/* Before the first chunk of the big collection reaches Redis, the first
+ * member it carries leaves the source (claimed, or pruned by retention). */
 static enum relay_action member_leaves(int argc, const char *const *argv, const size_t *lens,
                                        void *arg)
 {
@@ -529,46 +530,54 @@ static enum relay_action member_leaves(int argc, const char *const *argv, const 
     int ncp = argv_at(argc, argv, 4);
 
     if (argc < 4 || !relay_arg_is(argc, argv, lens, 2, "4") ||
-        !relay_arg_is(argc, argv, lens, 5, "jobs:pending") || ncp < 0)
+        !relay_arg_is(argc, argv, lens, 5, l->key) || ncp < 0)
         return RELAY_FORWARD;
     int m = argv_at(argc, argv, 5 + 2 * atoi(argv[ncp]));
     if (m < 0 || !atomic_exchange(&l->armed, 0))
         return RELAY_FORWARD;
     snprintf(l->member, sizeof(l->member), "%.*s", (int)lens[m], argv[m]);
-    freeReplyObject(t_cmd("ZREM jobs:pending %s", l->member));
+    freeReplyObject(t_cmd("%s %s %s", l->rem, l->key, l->member));
     return RELAY_FORWARD;
 }
 
-/* mutation backfill_members_no_recheck: a big collection is merged in
- * chunks read before their script runs; each member is checked in the
- * source again there, so one that left meanwhile is not put back. */
+/* mutations backfill_members_no_recheck, backfill_members_set_no_recheck: a
+ * big collection is merged in chunks read before their script runs; each
+ * member is checked in the source again there, so one that left meanwhile
+ * is not put back (a zset, jobs:pending, and a set, jobs:completed). */
 static void test_backfill_members_recheck(void)
 {
-    struct leave l = {.armed = 1};
-    stepq_backfill_opts bo = {.big = 500};
+    static const char *const old[] = {"jobs:pending", "jobs:completed"};
+    static const char *const twin[] = {"steps:pending", "steps:completed"};
 
-    t_flush();
-    t_phase("dual-write");
-    for (int i = 0; i < 3000; i++)
-        redisAppendCommand(R, "ZADD jobs:pending %d p%d", i % 7, i);
-    for (int i = 0; i < 3000; i++) {
-        void *r;
-        if (redisGetReply(R, &r) != REDIS_OK)
-            exit(1);
-        freeReplyObject(r);
+    for (int k = 0; k < 2; k++) {
+        struct leave l = {.armed = 1, .key = old[k], .rem = k ? "SREM" : "ZREM"};
+        stepq_backfill_opts bo = {.big = 500};
+
+        t_flush();
+        t_phase("dual-write");
+        for (int i = 0; i < 3000; i++)
+            redisAppendCommand(R, k ? "SADD %s p%d" : "ZADD %s 3 p%d", old[k], i);
+        for (int i = 0; i < 3000; i++) {
+            void *r;
+            if (redisGetReply(R, &r) != REDIS_OK)
+                exit(1);
+            freeReplyObject(r);
+        }
+        /* a dual write: the twin exists */
+        freeReplyObject(t_cmd(k ? "SADD %s n1" : "ZADD %s 1 n1", twin[k]));
+        relay *rl;
+        stepq *q = relay_stepq(&rl, member_leaves, &l);
+        REQUIRE(q != NULL);
+        CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_OK);
+        stepq_free(q);
+        relay_stop(rl);
+        REQUIRE(l.member[0] != '\0');
+        ASSERT_EQ(t_int(k ? "SCARD %s" : "ZCARD %s", twin[k]), 3000); /* 2999 old + n1 */
+        if (k ? t_int("SISMEMBER %s %s", twin[k], l.member) != 0
+              : *t_str("ZSCORE %s %s", twin[k], l.member) != '\0')
+            FAILF("'%s' left %s before its chunk was merged, yet is in %s", l.member, old[k],
+                  twin[k]);
     }
-    freeReplyObject(t_cmd("ZADD steps:pending 1 n1")); /* a dual write: the twin exists */
-    relay *rl;
-    stepq *q = relay_stepq(&rl, member_leaves, &l);
-    REQUIRE(q != NULL);
-    CHECK(stepq_backfill(q, &bo, NULL, NULL, NULL) == STEPQ_OK);
-    stepq_free(q);
-    relay_stop(rl);
-    REQUIRE(l.member[0] != '\0');
-    ASSERT_EQ(t_int("ZCARD steps:pending"), 3000); /* 2999 old + n1 */
-    if (*t_str("ZSCORE steps:pending %s", l.member))
-        FAILF("'%s' left jobs:pending before its chunk was merged, yet is in steps:pending",
-              l.member);
 }
 
 /* mutation backfill_in_step: in 'step', and while a rollback out of it is
