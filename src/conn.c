@@ -629,6 +629,13 @@ redisReply *stepq__read_exec(stepq *q, size_t queued)
         redisReply *r = stepq__read_raw(q);
         if (r == NULL)
             return NULL;
+        /* A redirection or a busy server refuses the queued commands as it
+         * refuses a script: retried as a lost connection (the pipe is
+         * dropped), not taken as final. */
+        if (r->type == REDIS_REPLY_ERROR && not_now(q, r)) {
+            freeReplyObject(r);
+            return NULL;
+        }
         if (r->type == REDIS_REPLY_ERROR && rc == STEPQ_OK) {
             stepq__set_error(q, STEPQ_E_SERVER, "redis: %s", r->str);
             rc = STEPQ_ERR;
@@ -636,6 +643,10 @@ redisReply *stepq__read_exec(stepq *q, size_t queued)
         freeReplyObject(r);
     }
     redisReply *exec = stepq__read_raw(q);
+    if (exec != NULL && exec->type == REDIS_REPLY_ERROR && not_now(q, exec)) {
+        freeReplyObject(exec);
+        return NULL;
+    }
     if (exec != NULL && rc != STEPQ_OK) {
         freeReplyObject(exec);
         exec = NULL;

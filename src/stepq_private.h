@@ -266,8 +266,10 @@ redisReply *stepq__read_raw(stepq *q);
 /* Reads the replies of a pipelined MULTI, `queued` commands and EXEC, and
  * returns the EXEC reply as it is (the caller checks its shape). NULL with
  * the error set when MULTI or a queued command got an error reply (the
- * block is still read to its end, so the connection stays in step) or the
- * connection was lost (then dropped). */
+ * block is still read to its end, so the connection stays in step), or the
+ * connection was lost, or an error said "not now" (a redirection, a busy or
+ * loading server: STEPQ_E_IO, to be retried like a lost connection); in
+ * those two the connection is dropped. */
 redisReply *stepq__read_exec(stepq *q, size_t queued);
 
 /* ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@
  * two keys cannot fake a difference: hash pairs in MULTI/EXEC blocks and
  * compared in the client (an equal pair is decided there, any other goes on
  * to the script), the others inside one script (verify_batch.lua); big sets
- * and zsets member by member in chunks (verify_members.lua). Under live
+ * and zsets member by member in MULTI/EXEC chunks (verify_big.c). Under live
  * load a pair may still be caught mid-change (one side updated by a dual
  * write an instant before the other, a step that expired): mismatches are
  * kept and re-checked for a few rounds, and only what still differs is

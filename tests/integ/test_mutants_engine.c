@@ -109,6 +109,50 @@ static void test_verify_big_set_ttl(void)
     expect_ttl_off(&o, 1, (const char *const[]){"jobs:completed", NULL});
 }
 
+/* Before the first member page of jobs:completed is read, its twin becomes
+ * a string (a SET by hand), after verify_batch found two big sets. */
+static enum relay_action twin_retyped(int argc, const char *const *argv, const size_t *lens,
+                                      void *arg)
+{
+    atomic_int *armed = arg;
+
+    if (relay_arg_is(argc, argv, lens, 0, "SSCAN") &&
+        relay_arg_is(argc, argv, lens, 1, "jobs:completed") && atomic_exchange(armed, 0))
+        freeReplyObject(t_cmd("SET steps:completed retyped"));
+    return RELAY_FORWARD;
+}
+
+/* mutation verify_big_type_change_ignored: a big pair whose twin changed
+ * type between verify_batch and its member chunks is a difference, named,
+ * and the walk goes on (no protocol error from a WRONGTYPE answer). */
+static void test_verify_big_twin_retyped(void)
+{
+    atomic_int armed = 1;
+    stepq_verify_opts o = {.big = 10, .rounds = -1};
+    int clean = -1;
+    char *json = NULL;
+
+    t_flush();
+    t_phase("dual-write");
+    for (int i = 0; i < 50; i++)
+        freeReplyObject(t_cmd("SADD jobs:completed m%d", i));
+    freeReplyObject(t_cmd("COPY jobs:completed steps:completed"));
+    freeReplyObject(t_cmd("HSET job:A f 1"));
+    freeReplyObject(t_cmd("HSET step:A f 1"));
+    relay *rl;
+    stepq *q = relay_stepq(&rl, twin_retyped, &armed);
+    REQUIRE(q != NULL);
+    if (stepq_verify(q, &o, NULL, NULL, &clean, &json) != STEPQ_OK)
+        FAILF("verify: %s", stepq_errstr(q));
+    stepq_free(q);
+    relay_stop(rl);
+    REQUIRE(atomic_load(&armed) == 0);
+    ASSERT_EQ(clean, 0);
+    ASSERT_STR(t_field(json, "different"), "1");
+    CHECK(json != NULL && strstr(json, "jobs:completed") != NULL);
+    stepq_str_free(json);
+}
+
 /* ---------------------------------------------------------------------------
  * Phase moves: each precondition refused when it is almost met
  * ------------------------------------------------------------------------- */
@@ -757,6 +801,7 @@ int main(void)
     RUN(test_verify_set_ttl);
     RUN(test_verify_ttl_beyond_tolerance);
     RUN(test_verify_big_set_ttl);
+    RUN(test_verify_big_twin_retyped);
     RUN(test_move_needs_backfill_after_dual_write);
     RUN(test_move_needs_repair_after_job);
     RUN(test_repair_raced_keeps_untrusted);
