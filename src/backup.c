@@ -3,9 +3,11 @@
  * map to a file (backup_file.c's format) and back.
  *
  * The backup SCANs the namespace, keeps the keys of the chosen side, and for
- * each batch pipelines OBJECT IDLETIME (which does not touch a key's access
- * time) and then, inside MULTI/EXEC so that value and expiry agree, DUMP and
- * PEXPIRETIME. DUMP does update the access time (tests/integ/test_backup.c
+ * each part of a page reads, atomically so that value and expiry agree,
+ * per key OBJECT IDLETIME (which does not touch a key's access time), DUMP
+ * and PEXPIRETIME: in a MULTI/EXEC block, or for the keys of collection
+ * rules in backup_page.lua, which also decides which sets and zsets are
+ * big enough to be read in chunks. DUMP does update the access time (tests/integ/test_backup.c
  * proves it), so the idle times read just before it are the last evidence of
  * who read the old keys; the backup records the latest such access in
  * stepq:backup for cleanup to judge (docs/backup.md).
@@ -30,8 +32,8 @@
  * before, and only the work sent after it keeps Redis busy meanwhile. At
  * 1000 names (about 500 old keys once the new side exists, 3-5 ms of
  * DUMPs) a link of 2-4 ms left Redis idle between pages; at 2500 it keeps
- * busy up to about 7 ms. Each script still DUMPs at most PAGE_KEYS keys,
- * so Redis is never held longer than before. */
+ * busy up to about 7 ms. Each part (a block or a script) still DUMPs at
+ * most PAGE_KEYS keys, so Redis is never held longer than before. */
 #define SCAN_COUNT    2500
 #define PAGE_KEYS     500
 #define RESTORE_BATCH 1000
@@ -127,6 +129,7 @@ struct bk_page {
     redisReply *item;  /* the name of each as a string reply (str an sds) */
     redisReply **keys; /* pointers to them, for dump_append and dump_read */
     char *check;       /* per key: 'c' its rule is a set or zset, '-' not */
+    int multi;         /* no 'c': a MULTI/EXEC block, not backup_page.lua */
 };
 
 static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply *key)
@@ -142,6 +145,34 @@ static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply
         b->last_read_ms = at;
         stepq__keyname_buf(b->last_read_key, sizeof(b->last_read_key), key->str, key->len);
     }
+}
+
+/* Queues, inside MULTI/EXEC, OBJECT IDLETIME, DUMP and PEXPIRETIME of each
+ * of the page's keys: what backup_page.lua does for a page without a
+ * collection, whose keys need no check of type and size. A block is what
+ * the script is (atomic, the idle time read before DUMP resets it) without
+ * the script's cost: three redis.call()s a key, and each payload turned
+ * into a Lua string and back, were about a third of a backup's Redis time
+ * at 100,000 steps. */
+static int dump_append_multi(struct bk_run *b, const redisReply *const *keys, size_t n)
+{
+    stepq *q = b->q;
+    int ok = redisAppendCommand(q->rc, "MULTI") == REDIS_OK;
+
+    for (size_t i = 0; ok && i < n; i++) {
+        const char *idle[3] = {"OBJECT", "IDLETIME", keys[i]->str};
+        const char *dump[2] = {"DUMP", keys[i]->str}, *exp[2] = {"PEXPIRETIME", keys[i]->str};
+        size_t il[3] = {6, 8, keys[i]->len}, dl[2] = {4, keys[i]->len}, el[2] = {11, keys[i]->len};
+        ok = redisAppendCommandArgv(q->rc, 3, idle, il) == REDIS_OK &&
+             redisAppendCommandArgv(q->rc, 2, dump, dl) == REDIS_OK &&
+             redisAppendCommandArgv(q->rc, 2, exp, el) == REDIS_OK;
+    }
+    if (!ok || redisAppendCommand(q->rc, "EXEC") != REDIS_OK) {
+        stepq__set_error(q, STEPQ_E_OOM, "out of memory while queueing commands");
+        stepq__drop(q); /* a partial pipeline must not stay in the output buffer */
+        return STEPQ_ERR;
+    }
+    return STEPQ_OK;
 }
 
 /* Queues backup_page.lua over the page's keys. */
@@ -191,51 +222,65 @@ oom:
     return STEPQ_ERR;
 }
 
-/* Writes the records of one backup_page.lua reply. */
-static int dump_write(struct bk_run *b, const redisReply *const *keys, size_t n,
-                      const redisReply *r)
+/* Writes the record of one key from its idle time, DUMP payload, absolute
+ * expiry and kind ('s' or 'z': a big set or zset, chunked; 0: neither). */
+static int dump_key(struct bk_run *b, const redisReply *key, const redisReply *idle,
+                    const redisReply *d, const redisReply *t, char kind)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 * n) {
-        stepq__set_error(b->q, STEPQ_E_PROTOCOL, "unexpected reply from backup_page.lua");
+    if (t->type != REDIS_REPLY_INTEGER || t->integer == -2) {
+        b->vanished++; /* gone between SCAN and DUMP: not an error */
+        return STEPQ_OK;
+    }
+    note_idle(b, idle, key);
+    if (kind != 0)
+        return defer_big(b, key, kind);
+    if (d->type != REDIS_REPLY_STRING) {
+        b->vanished++;
+        return STEPQ_OK;
+    }
+    if (stepq__bk_writer_add(b->w, key->str, key->len, d->str, d->len, t->integer) != 0) {
+        stepq__set_error(b->q, STEPQ_E_IO, "cannot write the backup: %s",
+                         stepq__bk_writer_errstr(b->w));
+        return STEPQ_ERR;
+    }
+    b->keys++;
+    return STEPQ_OK;
+}
+
+/* Writes the records of one backup_page.lua reply (four items a key), or
+ * of one block's EXEC (three a key: no kind). */
+static int dump_write(struct bk_run *b, const redisReply *const *keys, size_t n,
+                      const redisReply *r, size_t per)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != per * n) {
+        stepq__set_error(b->q, STEPQ_E_PROTOCOL, "unexpected reply %s",
+                         per == 4 ? "from backup_page.lua" : "to DUMP in MULTI/EXEC");
         return STEPQ_ERR;
     }
     for (size_t i = 0; i < n; i++) {
-        const redisReply *idle = r->element[4 * i], *d = r->element[4 * i + 1],
-                         *t = r->element[4 * i + 2], *kind = r->element[4 * i + 3];
-        if (t->type != REDIS_REPLY_INTEGER || t->integer == -2 ||
-            kind->type != REDIS_REPLY_STRING) {
-            b->vanished++; /* gone between SCAN and DUMP: not an error */
-            continue;
-        }
-        note_idle(b, idle, keys[i]);
-        if (kind->len == 1) {
-            if (defer_big(b, keys[i], kind->str[0]) != STEPQ_OK)
-                return STEPQ_ERR;
-            continue;
-        }
-        if (d->type != REDIS_REPLY_STRING) {
+        redisReply *const *e = r->element + per * i;
+        char kind = 0;
+        if (per == 4 && e[3]->type != REDIS_REPLY_STRING) {
             b->vanished++;
             continue;
         }
-        if (stepq__bk_writer_add(b->w, keys[i]->str, keys[i]->len, d->str, d->len, t->integer) !=
-            0) {
-            stepq__set_error(b->q, STEPQ_E_IO, "cannot write the backup: %s",
-                             stepq__bk_writer_errstr(b->w));
+        if (per == 4 && e[3]->len == 1)
+            kind = e[3]->str[0];
+        if (dump_key(b, keys[i], e[0], e[1], e[2], kind) != STEPQ_OK)
             return STEPQ_ERR;
-        }
-        b->keys++;
     }
     return STEPQ_OK;
 }
 
-/* Reads the reply of dump_append and writes the records. */
-static int dump_read(struct bk_run *b, const redisReply *const *keys, size_t n)
+/* Reads the reply of dump_append (or the block of dump_append_multi) and
+ * writes the records. */
+static int dump_read(struct bk_run *b, const redisReply *const *keys, size_t n, int multi)
 {
-    redisReply *r = stepq__read_reply(b->q);
+    redisReply *r = multi ? stepq__read_exec(b->q, 3 * n) : stepq__read_reply(b->q);
 
     if (r == NULL)
         return STEPQ_ERR;
-    int rc = dump_write(b, keys, n, r);
+    int rc = dump_write(b, keys, n, r, multi ? 3 : 4);
     freeReplyObject(r);
     return rc;
 }
@@ -363,12 +408,12 @@ static void bk_page_free(struct bk_page *pg)
     stepq__free(pg);
 }
 
-/* The replies of one page: idle times, then the MULTI/EXEC of its DUMPs. */
+/* The reply of one part: its block's EXEC, or its script's. */
 static int bk_reader(stepq *q, void *ctx, int abort)
 {
     struct bk_page *pg = ctx;
     struct bk_run *b = pg->b;
-    int rc = abort ? STEPQ_OK : dump_read(b, (const redisReply *const *)pg->keys, pg->n);
+    int rc = abort ? STEPQ_OK : dump_read(b, (const redisReply *const *)pg->keys, pg->n, pg->multi);
 
     (void)q;
     if (rc == STEPQ_OK && !abort && b->o->progress != NULL)
@@ -404,7 +449,12 @@ static int backup_part(struct bk_run *b, const redisReply *batch, size_t *from)
         if (rule < 0 || side != b->side)
             continue;
         enum stepq__keytype t = q->km.rules[rule].type;
-        pg->check[pg->n] = t == STEPQ_KT_SET || t == STEPQ_KT_ZSET ? 'c' : '-';
+        char check = t == STEPQ_KT_SET || t == STEPQ_KT_ZSET ? 'c' : '-';
+        /* A page is of one kind: the collections (a few) go to the script,
+         * which checks their type and size; the rest in a block. */
+        if (pg->n > 0 && check != pg->check[0])
+            break;
+        pg->check[pg->n] = check;
         redisReply *x = &pg->item[pg->n];
         x->type = REDIS_REPLY_STRING;
         if ((x->str = sdsnewlen(k->str, k->len)) == NULL) {
@@ -419,9 +469,12 @@ static int backup_part(struct bk_run *b, const redisReply *batch, size_t *from)
         bk_page_free(pg);
         return STEPQ_OK;
     }
+    pg->multi = pg->check[0] == '-';
     if (stepq__walk_pace(q, &b->walk, &b->pace, (long)pg->n) != STEPQ_OK ||
         stepq__ensure(q) != STEPQ_OK ||
-        dump_append(b, (const redisReply *const *)pg->keys, pg->n, pg->check) != STEPQ_OK) {
+        (pg->multi
+             ? dump_append_multi(b, (const redisReply *const *)pg->keys, pg->n)
+             : dump_append(b, (const redisReply *const *)pg->keys, pg->n, pg->check)) != STEPQ_OK) {
         bk_page_free(pg);
         return STEPQ_ERR;
     }

@@ -98,6 +98,27 @@ static void test_dump_touches_access_time(void)
     ASSERT_EQ(t_int("OBJECT IDLETIME job:lru"), 0);
 }
 
+/* The backup reads each old key's idle time before its DUMP resets it, and
+ * records the latest access it saw: one key read 3 s before the backup,
+ * the others untouched for 5 s. (mutation backup_block_idle_blind: a
+ * number other than the idle time makes every key look read 1 s before) */
+static void test_records_last_read(void)
+{
+    t_flush();
+    for (int i = 0; i < 20; i++)
+        freeReplyObject(t_cmd("HSET job:r%d type t", i));
+    usleep(2200 * 1000);
+    long long read_at = stepq__now_ms();
+    freeReplyObject(t_cmd("HGET job:r7 type"));
+    usleep(3200 * 1000);
+    REQUIRE(stepq_backup(Q, BK, NULL, NULL) == STEPQ_OK);
+    ASSERT_STR(t_str("HGET stepq:backup last_read_key"), "job:r7");
+    long long at = atoll(t_str("HGET stepq:backup last_read_ms"));
+    /* IDLETIME counts whole seconds on a clock of 1 s steps */
+    if (at < read_at - 1500 || at > read_at + 1500)
+        FAILF("last_read_ms %lld, the read was at %lld", at, read_at);
+}
+
 struct snap {
     long long n;
     int bad;
@@ -455,6 +476,7 @@ int main(void)
     snprintf(BK_BAD, sizeof(BK_BAD), "/tmp/stepq-test-backup-%d.bad", (int)getpid());
     t_setup();
     RUN(test_dump_touches_access_time);
+    RUN(test_records_last_read);
     RUN(test_round_trip);
     RUN(test_new_side_and_memory_source);
     RUN(test_expired_skipped);
