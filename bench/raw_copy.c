@@ -7,8 +7,14 @@
  * Old names: job:{id}[:...] -> step:{id}[:...], jobs:{x} -> steps:{x},
  * worker:{w}:jobs -> worker:{w}:steps. Other keys are left alone.
  *
- * usage: raw_copy URL [COUNT]   (SCAN COUNT, default 1000)
- * prints: keys=K copied=C seconds=T keys_per_s=R
+ * With --read (after a backfill) it is the floor of a verify instead: the
+ * same SCAN, and each old key and its new twin read whole (HGETALL for a
+ * step's per-id hashes, DUMP for the few others), with no expiry, no
+ * atomic snapshot and no comparison. A verify must at least read both keys
+ * of every pair, so it cannot run faster than this on the same server.
+ *
+ * usage: raw_copy [--read] URL [COUNT]   (SCAN COUNT, default 1000)
+ * prints: keys=K copied=C seconds=T keys_per_s=R (copied: pairs read, with --read)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,10 +49,21 @@ static size_t new_name(const redisReply *k, char *buf, size_t cap)
     return 0;
 }
 
+/* Sends the read of one key whole: HGETALL for a per-id key (a hash in
+ * the key map), DUMP for any other. */
+static void append_read(redisContext *c, const char *name, size_t len, int per_id)
+{
+    redisAppendCommand(c, per_id ? "HGETALL %b" : "DUMP %b", name, len);
+}
+
 int main(int argc, char **argv)
 {
+    int read = argc > 1 && strcmp(argv[1], "--read") == 0;
+
+    argc -= read;
+    argv += read;
     if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: raw_copy URL [COUNT]\n");
+        fprintf(stderr, "usage: raw_copy [--read] URL [COUNT]\n");
         return 2;
     }
     const char *count = argc == 3 ? argv[2] : "1000";
@@ -55,7 +72,11 @@ int main(int argc, char **argv)
     double t0 = bench_now();
     char dst[1024];
 
-    redisAppendCommand(c, "SCAN 0 COUNT %s", count);
+    /* The read finds the old names among both sides' (a verify's SCAN
+     * matches the old side's too); the copy starts with the old side only. */
+    const char *match = read ? "[jw]*" : "*";
+
+    redisAppendCommand(c, "SCAN 0 COUNT %s MATCH %s", count, match);
     for (;;) {
         redisReply *page = bench_read(prog, c);
         if (page->type != REDIS_REPLY_ARRAY || page->elements != 2) {
@@ -68,17 +89,23 @@ int main(int argc, char **argv)
             size_t n = new_name(names->element[i], dst, sizeof(dst));
             if (n == 0)
                 continue;
-            redisAppendCommand(c, "COPY %b %b", names->element[i]->str, names->element[i]->len, dst,
-                               n);
+            const redisReply *k = names->element[i];
+            if (read) {
+                int per_id = memcmp(k->str, "job:", 4) == 0;
+                append_read(c, k->str, k->len, per_id);
+                append_read(c, dst, n, per_id);
+            } else {
+                redisAppendCommand(c, "COPY %b %b", k->str, k->len, dst, n);
+            }
             sent++;
         }
         int more = strcmp(page->element[0]->str, "0") != 0;
         if (more)
-            redisAppendCommand(c, "SCAN %s COUNT %s", page->element[0]->str, count);
+            redisAppendCommand(c, "SCAN %s COUNT %s MATCH %s", page->element[0]->str, count, match);
         freeReplyObject(page);
-        for (long i = 0; i < sent; i++) {
+        for (long i = 0; i < sent * (read ? 2 : 1); i++) {
             redisReply *r = bench_read(prog, c);
-            copied += r->integer;
+            copied += read ? i % 2 : r->integer;
             freeReplyObject(r);
         }
         keys += sent;

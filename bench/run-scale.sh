@@ -93,6 +93,13 @@ walk() {
     note "$kind" "$key" backfill "$keys" backfill
     timed verify "${s[@]}" migrate verify --json
     note "$kind" "$key" verify "$keys" verify
+    # The floor of any verify over this link: both keys of every pair read
+    # whole (bench/raw_copy --read), nothing compared, no expiry, no
+    # snapshot.
+    if [ "$kind" = link ]; then
+        timed floor "$B/raw_copy" --read "$u" 2500
+        echo "$kind $key floor $(field keys_per_s "$tmp/floor.out") $(cat "$tmp/floor.rss")" >>"$res"
+    fi
     # The reconcile walk, new from old (every pair COPY REPLACE'd).
     if [[ "$skip" != *" reconcile "* ]]; then
         timed repair "${s[@]}" migrate backfill --repair --json
@@ -151,6 +158,9 @@ if [[ "$skip" != *" link "* ]]; then
         printf '%-19s' "  ratio to raw"
         for c in raw $walks; do printf ' %8.2fx' "$(py "print($(best link "$r" "$c") / max($rw, 1))")"; done
         echo
+        fl=$(best link "$r" floor)
+        printf '  verify floor (both keys of every pair read, nothing else): %s keys/s, %.2fx raw; verify at %.2fx of it\n' \
+            "$fl" "$(py "print($fl / max($rw, 1))")" "$(py "print($(best link "$r" verify) / max($fl, 1))")"
     done
     echo "(target: each walk >= 0.70x raw at loopback and 2 ms; verify >= 0.50x backfill)"
 fi
