@@ -131,6 +131,13 @@ walk() {
 
 # best KIND KEY CONTENDER: the best keys/s, and the largest RSS, of the runs.
 best() { awk -v k="$1" -v n="$2" -v c="$3" '$1==k && $2==n && $3==c && $4>b {b=$4} END {print b+0}' "$res"; }
+# median KIND KEY CONTENDER: the median keys/s of the runs; runs KIND KEY
+# CONTENDER: each run's, in order.
+median() {
+    awk -v k="$1" -v n="$2" -v c="$3" '$1==k && $2==n && $3==c {print $4}' "$res" | sort -n |
+        awk '{v[NR]=$1} END {print NR ? (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2) : 0}'
+}
+runs() { awk -v k="$1" -v n="$2" -v c="$3" '$1==k && $2==n && $3==c {printf "%s ", $4}' "$res"; }
 maxrss() { awk -v k="$1" -v n="$2" -v c="$3" '$1==k && $2==n && $3==c && $5>m {m=$5} END {printf "%.1f", m/1024}' "$res"; }
 
 echo "## scale: the walks over a link and at size ($(date -u +%H:%MZ); $(nproc) cores," \
@@ -158,6 +165,12 @@ if [[ "$skip" != *" link "* ]]; then
         printf '%-19s' "  ratio to raw"
         for c in raw $walks; do printf ' %8.2fx' "$(py "print($(best link "$r" "$c") / max($rw, 1))")"; done
         echo
+        # The raw limit's own spread from run to run moves every ratio
+        # above: the medians, side by side, and each run of the raw limit.
+        rm_=$(median link "$r" raw)
+        printf '%-19s' "  median, ratio"
+        for c in raw $walks; do printf ' %8.2fx' "$(py "print($(median link "$r" "$c") / max($rm_, 1))")"; done
+        printf '  (raw median %s; its runs: %s)\n' "$rm_" "$(runs link "$r" raw)"
         fl=$(best link "$r" floor)
         printf '  verify floor (both keys of every pair read, nothing else): %s keys/s, %.2fx raw; verify at %.2fx of it\n' \
             "$fl" "$(py "print($fl / max($rw, 1))")" "$(py "print($(best link "$r" verify) / max($fl, 1))")"
