@@ -169,14 +169,21 @@ json_t *stepq__hash_counters(stepq *q, const char *key)
 }
 
 /* The keys a restore left partly written (docs/backup.md, "A restore cut
- * short"): their number and the first few names, as src/keyname.c writes
- * them. A mark outlives its restore only when that restore was cut. */
+ * short"): their number, the first few names, as src/keyname.c writes
+ * them, and the hash that holds their marks (the namespace's: the way out
+ * by hand names it). A mark outlives its restore only when that restore
+ * was cut. */
 static json_t *restore_marks(stepq *q)
 {
     sds key = sdscatfmt(sdsempty(), "%sstepq:restoring", q->km.ns);
-    json_t *o = json_pack("{s:I, s:[]}", "keys", (json_int_t)0, "first");
+    char hash[STEPQ_RULE_MAX];
+    json_t *o = NULL;
     redisReply *n = NULL, *r = NULL;
 
+    if (key != NULL) {
+        stepq__keyname_buf(hash, sizeof(hash), key, sdslen(key));
+        o = json_pack("{s:I, s:[], s:s}", "keys", (json_int_t)0, "first", "hash", hash);
+    }
     if (key == NULL || o == NULL) {
         stepq__set_error(q, STEPQ_E_OOM, "out of memory");
         goto fail;

@@ -101,9 +101,10 @@ static void print_status_text(const char *json)
     if (json_integer_value(json_object_get(marks, "keys")) > 0)
         printf("           %lld keys were left partly written by a restore that did not finish "
                "(first: %s): run the restore of the same backup again with --replace, or delete "
-               "each key and its mark (HDEL stepq:restoring KEY)\n",
+               "each key and its mark (HDEL %s KEY)\n",
                (long long)json_integer_value(json_object_get(marks, "keys")),
-               json_string_value(json_array_get(json_object_get(marks, "first"), 0)));
+               json_string_value(json_array_get(json_object_get(marks, "first"), 0)),
+               json_string_value(json_object_get(marks, "hash")));
     printf("\n%-14s %-7s %-22s %10s   %-22s %10s\n", "rule", "type", "old", "keys", "new", "keys");
     json_array_foreach(json_object_get(o, "keys"), i, v)
     {

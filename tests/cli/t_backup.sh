@@ -44,12 +44,34 @@ rc SADD jobs:completed a
 rc HSET stepq:restoring jobs:completed 0123
 expect 4 "'jobs:completed' was left partly written" -- "$STEPQ" migrate restore "$tmp/b3"
 # migrate status shows the mark, with the same way out.
-expect 0 "1 keys were left partly written by a restore that did not finish (first: jobs:completed): run the restore of the same backup again with --replace" -- "$STEPQ" migrate status
-expect 0 '"restoring":{"keys":1,"first":["jobs:completed"]}' -- "$STEPQ" migrate status --json
+expect 0 "1 keys were left partly written by a restore that did not finish (first: jobs:completed): run the restore of the same backup again with --replace, or delete each key and its mark (HDEL stepq:restoring KEY)" -- "$STEPQ" migrate status
+expect 0 '"restoring":{"keys":1,"first":["jobs:completed"],"hash":"stepq:restoring"}' -- "$STEPQ" migrate status --json
 expect 0 "restored 1" -- "$STEPQ" migrate restore "$tmp/b3" --replace
-expect 0 '"restoring":{"keys":0,"first":[]}' -- "$STEPQ" migrate status --json
-[ "$(redis-cli -s "$REDIS_SOCK" -n "$STEPQ_DB" eval "return {redis.call('SCARD', 'jobs:completed'), redis.call('EXISTS', 'stepq:restoring')}" 0 | tr '\n' ' ')" = "3 0 " ] &&
-    pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the set should be whole again, its mark gone"; }
+expect 0 '"restoring":{"keys":0,"first":[],"hash":"stepq:restoring"}' -- "$STEPQ" migrate status --json
+whole() { # whole NS: the namespace's set whole again (3 members), its mark gone
+    [ "$(redis-cli -s "$REDIS_SOCK" -n "$STEPQ_DB" eval "return {redis.call('SCARD', KEYS[1]), redis.call('EXISTS', KEYS[2])}" 2 "$1jobs:completed" "$1stepq:restoring" | tr '\n' ' ')" = "3 0 " ] &&
+        pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: ${1}jobs:completed should be whole again, its mark gone"; }
+}
+whole ""
+# The other way out, by hand, as the advice says, in a namespace: the
+# advice names the namespace's marks hash; the key and its mark deleted,
+# the restore runs without --replace and writes the key whole.
+rc FLUSHDB
+rc HSET ns1:stepq:phase phase step
+rc SADD ns1:jobs:completed a b c
+expect 0 "backup: 1 old keys" -- "$STEPQ" --namespace ns1: migrate backup --out "$tmp/b4" --big 2
+rc DEL ns1:jobs:completed
+rc SADD ns1:jobs:completed a
+rc HSET ns1:stepq:restoring ns1:jobs:completed 0123
+expect 4 "was left partly written" -- "$STEPQ" --namespace ns1: migrate restore "$tmp/b4"
+advice=$("$STEPQ" --namespace ns1: migrate status 2>&1 | grep -o 'HDEL [^ ]* KEY')
+[ "$advice" = "HDEL ns1:stepq:restoring KEY" ] && pass=$((pass + 1)) ||
+    { fail=$((fail + 1)); echo "FAIL: the advice in namespace ns1: names '$advice'"; }
+rc DEL ns1:jobs:completed
+rc ${advice% KEY} ns1:jobs:completed
+expect 0 '"restoring":{"keys":0,' -- "$STEPQ" --namespace ns1: migrate status --json
+expect 0 "restored 1" -- "$STEPQ" --namespace ns1: migrate restore "$tmp/b4"
+whole ns1:
 rc FLUSHDB
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
