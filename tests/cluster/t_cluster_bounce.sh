@@ -6,7 +6,8 @@
 # waits for TRYAGAIN (up to STEPQ_CLUSTER_WAIT_MS), not give up after a
 # burst of redirections: the command then succeeds once the operator
 # finishes the reshard. And when nobody does, it stops at the wait with a
-# "retry shortly" error (exit 1, docs/errors.md), not a loop.
+# "retry shortly" error (exit 1, docs/errors.md), not a loop; followed, that
+# advice (finish the reshard, retry) lands the step once.
 . "$(dirname "$0")/lib.sh"
 
 set -- $(masters)
@@ -51,6 +52,16 @@ check_code 1 "with nobody to finish it, the submit stops at the wait: retry late
     bounce
     STEPQ_CLUSTER_WAIT_MS=1500 $STEPQ --namespace "$ns" submit --type t'
 grep -q "retry" "$out" && echo "ok   (its message says to retry)" || { echo "FAIL the message"; cat "$out"; failed=$((failed + 1)); }
+
+check "the advice followed: the reshard finished, the retry lands, once" '
+    redis-cli -p "$to" cluster setslot "$s" node "$tid" >/dev/null
+    $STEPQ --namespace "$ns" submit --type t >"$tmp/id2" || exit 1
+    n=$(redis-cli -p "$to" --scan --pattern "${ns}job:*" | wc -l)
+    echo "steps in the namespace: $n"
+    [ "$n" = 1 ] && [ "$(redis-cli -p "$to" hget "${ns}job:$(cat "$tmp/id2")" status)" = pending ] &&
+        [ "$(redis-cli -p "$to" zcard "${ns}jobs:pending")" = 1 ]'
+settle "$to" "$tid"
+ns_clear "$ns"
 settle "$from" "$fid"
 ns_clear "$ns"
 finish
