@@ -7,10 +7,10 @@
  * per key OBJECT IDLETIME (which does not touch a key's access time), DUMP
  * and PEXPIRETIME: in a MULTI/EXEC block, or for the keys of collection
  * rules in backup_page.lua, which also decides which sets and zsets are
- * big enough to be read in chunks. DUMP does update the access time (tests/integ/test_backup.c
- * proves it), so the idle times read just before it are the last evidence of
- * who read the old keys; the backup records the latest such access in
- * stepq:backup for cleanup to judge (docs/backup.md).
+ * big enough to be read in chunks. DUMP does update the access time
+ * (tests/integ/test_backup.c proves it), so the idle times read just before
+ * it are the last evidence of who read the old keys; the backup records the
+ * latest such access in stepq:backup for cleanup to judge (docs/backup.md).
  *
  * The restore validates the whole file first, then writes in a second pass.
  */
