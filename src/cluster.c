@@ -398,6 +398,23 @@ static void wait_replicas(stepq *q)
     freeReplyObject(r);
 }
 
+/* One wait of stepq__cluster_send's for the nodes to agree (a moving slot,
+ * TRYAGAIN, no quorum, or owners that disagree): 0 when the waiting is over
+ * (STEPQ_CLUSTER_WAIT_MS spent since the first, or a stop requested), else
+ * 1 after a nap, the delay doubling up to 500 ms. */
+static int wait_turn(stepq *q, long long *deadline, long *delay)
+{
+    long long now = stepq__now_ms();
+
+    if (*deadline == 0)
+        *deadline = now + q->cl->wait_ms;
+    if (now >= *deadline || stepq__stopping(q))
+        return 0;
+    (void)stepq__nap(q, *delay); /* a stop: one more try, then the line above */
+    *delay = *delay * 2 > 500 ? 500 : *delay * 2;
+    return 1;
+}
+
 redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_script)
 {
     struct stepq__cluster *cl = q->cl;
@@ -431,19 +448,11 @@ redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_sc
             cl->moved = 1;
             return send_to(q, &node, cmd, len, 1);
         }
-        if (how == R_MOVED && ++moves > 4) {
-            /* Sent back and forth: the nodes disagree on the owner (a
-             * reshard by hand that told the source before the target, or
-             * the moment before gossip catches up). Wait for them to agree,
-             * as for TRYAGAIN, up to the same limit. */
-            long long now = stepq__now_ms();
-            if (deadline == 0)
-                deadline = now + cl->wait_ms;
-            if (now >= deadline)
-                return r; /* the caller maps it to a "retry later" error */
-            stepq__sleep_ms(delay);
-            delay = delay * 2 > 500 ? 500 : delay * 2;
-        }
+        /* Sent back and forth: the nodes disagree on the owner (a reshard by
+         * hand that told the source before the target, or the moment before
+         * gossip catches up). Wait for them to agree, as for TRYAGAIN. */
+        if (how == R_MOVED && ++moves > 4 && !wait_turn(q, &deadline, &delay))
+            return r; /* the caller maps it to a "retry later" error */
         if (how == R_MOVED) {
             freeReplyObject(r);
             cl->moved = 1;
@@ -456,14 +465,9 @@ redisReply *stepq__cluster_send(stepq *q, const char *cmd, size_t len, int is_sc
             continue;
         }
         /* Wait: a migrating slot, TRYAGAIN, a cluster without quorum. */
-        long long now = stepq__now_ms();
-        if (deadline == 0)
-            deadline = now + cl->wait_ms;
-        if (now >= deadline || stepq__stopping(q))
+        if (!wait_turn(q, &deadline, &delay))
             return r; /* the caller maps it to a "retry later" error */
         freeReplyObject(r);
-        (void)stepq__nap(q, delay); /* a stop: one more try, then the line above */
-        delay = delay * 2 > 500 ? 500 : delay * 2;
     }
 }
 
