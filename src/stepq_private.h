@@ -515,6 +515,10 @@ int stepq__walk_flush(stepq *q);
  * pages; with a latency bound two (one script running, one behind it). */
 long stepq__walk_cap(long count, long max_latency_ms);
 
+/* A page of `batches` batches of `batch` (at most 5000); one batch when
+ * the walk watches latency (max_latency_ms > 0), so that a foreground
+ * client never queues behind more than one of its scripts. */
+long stepq__page_count(long batch, long batches, long max_latency_ms);
 /* The SCAN COUNT of a walk of `batch`-pair scripts: ten batches a page, so
  * that one round trip carries ten scripts (at most 5000 names); one batch a
  * page when the walk watches latency (max_latency_ms > 0), so that a

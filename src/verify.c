@@ -826,9 +826,7 @@ int stepq_verify(stepq *q, const stepq_verify_opts *opts, stepq_progress_fn fn, 
      * before (about 0.7 of Redis's time for the same pairs: the replies
      * parsed, sorted and hashed). At ten batches a link of 2-4 ms left
      * Redis idle between pages. */
-    long count = v->o.max_latency_ms > 0  ? v->o.batch
-                 : v->o.batch * 25 < 5000 ? v->o.batch * 25
-                                          : 5000;
+    long count = stepq__page_count(v->o.batch, 25, v->o.max_latency_ms);
     v->in_walk = v->o.sample == 0;
     if (v->o.sample > 0
             ? verify_sample(v) != STEPQ_OK

@@ -68,18 +68,21 @@ int stepq__members_retry(stepq *q, long long *deadline)
     return 1;
 }
 
-long stepq__walk_count(long batch, long max_latency_ms)
+long stepq__page_count(long batch, long batches, long max_latency_ms)
 {
     if (max_latency_ms > 0)
         return batch;
-    return batch * 10 < 5000 ? batch * 10 : 5000;
+    return batch * batches < 5000 ? batch * batches : 5000;
+}
+
+long stepq__walk_count(long batch, long max_latency_ms)
+{
+    return stepq__page_count(batch, 10, max_latency_ms);
 }
 
 long stepq__member_count(long batch, long max_latency_ms)
 {
-    if (max_latency_ms > 0)
-        return batch;
-    return batch * 50 < 5000 ? batch * 50 : 5000;
+    return stepq__page_count(batch, 50, max_latency_ms);
 }
 
 /*
