@@ -128,8 +128,7 @@ struct bk_page {
     size_t n;
     redisReply *item;  /* the name of each as a string reply (str an sds) */
     redisReply **keys; /* pointers to them, for dump_append and dump_read */
-    char *check;       /* per key: 'c' its rule is a set or zset, '-' not */
-    int multi;         /* no 'c': a MULTI/EXEC block, not backup_page.lua */
+    int coll;          /* the keys' rules are sets or zsets: backup_page.lua, else a block */
 };
 
 static void note_idle(struct bk_run *b, const redisReply *idle, const redisReply *key)
@@ -175,13 +174,13 @@ static int dump_append_multi(struct bk_run *b, const redisReply *const *keys, si
     return STEPQ_OK;
 }
 
-/* Queues backup_page.lua over the page's keys. */
-static int dump_append(struct bk_run *b, const redisReply *const *keys, size_t n, const char *check)
+/* Queues backup_page.lua over the part's keys (of collection rules). */
+static int dump_append(struct bk_run *b, const redisReply *const *keys, size_t n)
 {
     stepq *q = b->q;
     const char **k = stepq__calloc(n, sizeof(*k));
     size_t *kl = stepq__calloc(n, sizeof(*kl));
-    const char *args[] = {b->big, check};
+    const char *args[] = {b->big};
     int rc = STEPQ_ERR;
 
     if (k == NULL || kl == NULL) {
@@ -191,7 +190,7 @@ static int dump_append(struct bk_run *b, const redisReply *const *keys, size_t n
             k[i] = keys[i]->str;
             kl[i] = keys[i]->len;
         }
-        rc = stepq__append_eval_keys(q, STEPQ_SCRIPT_BACKUP_PAGE, (int)n, k, kl, 2, args, NULL);
+        rc = stepq__append_eval_keys(q, STEPQ_SCRIPT_BACKUP_PAGE, (int)n, k, kl, 1, args, NULL);
     }
     stepq__free(k);
     stepq__free(kl);
@@ -404,7 +403,6 @@ static void bk_page_free(struct bk_page *pg)
         sdsfree(pg->item[i].str);
     stepq__free(pg->item);
     stepq__free(pg->keys);
-    stepq__free(pg->check);
     stepq__free(pg);
 }
 
@@ -413,7 +411,7 @@ static int bk_reader(stepq *q, void *ctx, int abort)
 {
     struct bk_page *pg = ctx;
     struct bk_run *b = pg->b;
-    int rc = abort ? STEPQ_OK : dump_read(b, (const redisReply *const *)pg->keys, pg->n, pg->multi);
+    int rc = abort ? STEPQ_OK : dump_read(b, (const redisReply *const *)pg->keys, pg->n, !pg->coll);
 
     (void)q;
     if (rc == STEPQ_OK && !abort && b->o->progress != NULL)
@@ -422,8 +420,9 @@ static int bk_reader(stepq *q, void *ctx, int abort)
     return rc;
 }
 
-/* Queues one script over the keys of the side backed up in batch->element
- * from *from on, at most PAGE_KEYS of them; 0 when none was left. */
+/* Queues one part: the keys of the side backed up in batch->element from
+ * *from on, at most PAGE_KEYS of them and all of one kind (collection
+ * rules or not), in a block or a script; none when none was left. */
 static int backup_part(struct bk_run *b, const redisReply *batch, size_t *from)
 {
     stepq *q = b->q;
@@ -432,8 +431,7 @@ static int backup_part(struct bk_run *b, const redisReply *batch, size_t *from)
     enum stepq__side side;
 
     if (pg == NULL || (pg->keys = stepq__calloc(max + 1, sizeof(*pg->keys))) == NULL ||
-        (pg->item = stepq__calloc(max + 1, sizeof(*pg->item))) == NULL ||
-        (pg->check = stepq__calloc(max + 1, 1)) == NULL) {
+        (pg->item = stepq__calloc(max + 1, sizeof(*pg->item))) == NULL) {
         if (pg != NULL) {
             stepq__free(pg->keys);
             stepq__free(pg->item);
@@ -449,12 +447,12 @@ static int backup_part(struct bk_run *b, const redisReply *batch, size_t *from)
         if (rule < 0 || side != b->side)
             continue;
         enum stepq__keytype t = q->km.rules[rule].type;
-        char check = t == STEPQ_KT_SET || t == STEPQ_KT_ZSET ? 'c' : '-';
-        /* A page is of one kind: the collections (a few) go to the script,
+        int coll = t == STEPQ_KT_SET || t == STEPQ_KT_ZSET;
+        /* A part is of one kind: the collections (a few) go to the script,
          * which checks their type and size; the rest in a block. */
-        if (pg->n > 0 && check != pg->check[0])
+        if (pg->n > 0 && coll != pg->coll)
             break;
-        pg->check[pg->n] = check;
+        pg->coll = coll;
         redisReply *x = &pg->item[pg->n];
         x->type = REDIS_REPLY_STRING;
         if ((x->str = sdsnewlen(k->str, k->len)) == NULL) {
@@ -469,12 +467,10 @@ static int backup_part(struct bk_run *b, const redisReply *batch, size_t *from)
         bk_page_free(pg);
         return STEPQ_OK;
     }
-    pg->multi = pg->check[0] == '-';
     if (stepq__walk_pace(q, &b->walk, &b->pace, (long)pg->n) != STEPQ_OK ||
         stepq__ensure(q) != STEPQ_OK ||
-        (pg->multi
-             ? dump_append_multi(b, (const redisReply *const *)pg->keys, pg->n)
-             : dump_append(b, (const redisReply *const *)pg->keys, pg->n, pg->check)) != STEPQ_OK) {
+        (pg->coll ? dump_append(b, (const redisReply *const *)pg->keys, pg->n)
+                  : dump_append_multi(b, (const redisReply *const *)pg->keys, pg->n)) != STEPQ_OK) {
         bk_page_free(pg);
         return STEPQ_ERR;
     }
