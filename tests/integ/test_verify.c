@@ -57,23 +57,29 @@ static void test_clean(void)
  * runs and versions (a hash's field and value, a set member, a zset member
  * and its score, each length-prefixed), so a change to how it is computed
  * must not change what it is. The value is the one the first verify gave. */
-static void test_digest_pinned(void)
+/* Backfills what the caller wrote, then verifies with o: clean, and both
+ * sides' digests `want`. */
+static void expect_digest(stepq_verify_opts *o, const char *want)
 {
     int clean;
+    t_phase("dual-write");
+    REQUIRE(m_backfill() >= 0);
+    char *json = run(o, &clean);
+    REQUIRE(json != NULL);
+    ASSERT_EQ(clean, 1);
+    ASSERT_STR(t_field(json, "digest_old"), want);
+    ASSERT_STR(t_field(json, "digest_new"), want);
+    stepq_str_free(json);
+}
+
+static void test_digest_pinned(void)
+{
     t_flush();
     freeReplyObject(t_cmd("HSET job:P1 id P1 status pending payload %s", "{\"k\":1}"));
     freeReplyObject(t_cmd("HSET job:P1:progress percent 40 message half"));
     freeReplyObject(t_cmd("ZADD jobs:pending 5 P1 7 P2"));
     freeReplyObject(t_cmd("SADD jobs:active P3 P4 P5"));
-    t_phase("dual-write");
-    REQUIRE(m_backfill() >= 0);
-    stepq_verify_opts o = {0};
-    char *json = run(&o, &clean);
-    REQUIRE(json != NULL);
-    ASSERT_EQ(clean, 1);
-    ASSERT_STR(t_field(json, "digest_old"), "ed0e130bed1e6538");
-    ASSERT_STR(t_field(json, "digest_new"), "ed0e130bed1e6538");
-    stepq_str_free(json);
+    expect_digest(&(stepq_verify_opts){0}, "ed0e130bed1e6538");
 }
 
 /* The same keyspace with every collection compared member by member (big
@@ -83,19 +89,10 @@ static void test_digest_pinned(void)
  * among them. */
 static void test_digest_pinned_chunked(void)
 {
-    int clean;
     t_flush();
     freeReplyObject(t_cmd("ZADD jobs:pending 5 P1 7 P2 2.5 %b", "P\0x", (size_t)3));
     freeReplyObject(t_cmd("SADD jobs:active P3 P4 P5 %b", "P\0y", (size_t)3));
-    t_phase("dual-write");
-    REQUIRE(m_backfill() >= 0);
-    stepq_verify_opts o = {.big = 1};
-    char *json = run(&o, &clean);
-    REQUIRE(json != NULL);
-    ASSERT_EQ(clean, 1);
-    ASSERT_STR(t_field(json, "digest_old"), "391f437d03e3d5bb");
-    ASSERT_STR(t_field(json, "digest_new"), "391f437d03e3d5bb");
-    stepq_str_free(json);
+    expect_digest(&(stepq_verify_opts){.big = 1}, "391f437d03e3d5bb");
 }
 
 static void test_finds_each_difference(void)
